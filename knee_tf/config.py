@@ -1,0 +1,167 @@
+"""One source of study settings, shared by the CLI and every notebook.
+
+``StudyConfig`` is frozen: change a setting with ``dataclasses.replace(cfg, epochs=5)`` or
+``cfg.replace(epochs=5)``; never mutate it. ``StudyConfig.smoke()`` is the tiny variant that the
+test suite and CI run end to end in seconds to minutes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: The paper's reported accuracies (ISMRM 2021, abstract 0811), for side-by-side tables only.
+PAPER_ACCURACY = {
+    "normal": (0.831, 0.866),
+    "metal": (0.706, 0.803),
+    "cam": (0.675, 0.855),
+}
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Every knob of the study. Paths are relative to the repository root unless absolute."""
+
+    name: str = "default"  # printed in run folders and reports
+
+    # --- synthetic default dataset (knee_tf.phantom) ---
+    data_root: str = "data/synthetic"  # DICOM files + data_manifest.csv are written here
+    n_exams: int = 513  # the paper's exam count
+    synth_seed: int = 0  # seeds anatomy, acquisition, labels, splits and UIDs
+    synth_image_size: int = 256  # acquisition matrix of the default profile (GE localizer: 256)
+    metal_fraction: float = 0.10  # share of exams with a metal implant (all go to test, cohort 2)
+
+    # --- ingest (knee_tf.data) ---
+    manifest: str = ""  # empty: <data_root>/data_manifest.csv
+    cache_dir: str = "data/cache"  # decoded, preprocessed arrays, keyed by content hash
+    image_size: int = 128  # model input is image_size x image_size x 1
+    workers: int = 0  # decoding / synthesis processes; 0 = all cores
+
+    # --- model (knee_tf.model) ---
+    conv_filters: tuple[int, ...] = (16, 32, 64, 64)  # one conv block per entry, each ends in poolK
+    dense_units: tuple[int, ...] = (120, 84)  # LeNet's fully connected layers
+    epochs: int = 25  # upper bound; early stopping on val loss usually ends sooner
+    batch_size: int = 64
+    learning_rate: float = 1e-3  # Adam
+    patience: int = 5  # early-stopping patience (epochs without val-loss improvement)
+    seed: int = 0  # training seed of the first run; further seeds are seed+1, seed+2, ...
+
+    # --- activation maps (knee_tf.cam) ---
+    cam_layers: tuple[str, ...] = ("pool1", "pool2", "pool3", "pool4")
+    cam_methods: tuple[str, ...] = ("gradcam", "gradcam++")
+    cam_batch_size: int = 256
+
+    # --- augmentation (knee_tf.augment) ---
+    aug_layer: str = "pool4"  # the paper's choice; notebook 03 measures whether it is the best
+    aug_variants: int = 1  # augmented copies per training image
+    aug_weight_range: tuple[float, float] = (0.5, 1.0)  # severity w of image * (1 - w * M)
+    aug_smooth_sigma: float = 0.0  # optional Gaussian smoothing of the map, in pixels
+    aug_threshold: float = 0.0  # optional: zero map values below this before masking
+
+    # --- evaluation (knee_tf.evaluate, knee_tf.corrupt) ---
+    cohort3_weight: float = 0.9  # fixed severity of Model A's inverted-Grad-CAM test corruption
+    cohort3_method: str = "gradcam"
+    n_bootstrap: int = 2000
+    ece_bins: int = 15
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    n_seeds: int = 1  # training seeds per model; committed results use >= 3
+
+    @classmethod
+    def smoke(cls, **overrides) -> StudyConfig:
+        """Tiny settings: a few exams, small images, one epoch. For tests and CI, not for results."""
+        base = dict(
+            name="smoke",
+            data_root="data/smoke",
+            n_exams=24,
+            synth_image_size=128,
+            image_size=64,
+            conv_filters=(4, 8, 8, 8),
+            dense_units=(16, 8),
+            epochs=1,
+            batch_size=32,
+            patience=1,
+            cam_batch_size=64,
+            n_bootstrap=200,
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    # ----- helpers -----
+    def replace(self, **changes) -> StudyConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def manifest_path(self) -> Path:
+        return resolve(self.manifest) if self.manifest else resolve(self.data_root) / "data_manifest.csv"
+
+    @property
+    def n_workers(self) -> int:
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        from knee_tf.io import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StudyConfig:
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ValueError(f"unknown StudyConfig field(s): {', '.join(unknown)}")
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kw)
+
+    @classmethod
+    def load(cls, path: str | Path) -> StudyConfig:
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: cannot read config: {e}") from None
+        return cls.from_dict(d)
+
+
+def get_config(spec: str | StudyConfig | None = "default", **overrides) -> StudyConfig:
+    """``"default"``, ``"smoke"`` or a path to a JSON file written by :meth:`StudyConfig.save`."""
+    if isinstance(spec, StudyConfig):
+        cfg = spec
+    elif spec in (None, "", "default"):
+        cfg = StudyConfig()
+    elif spec == "smoke":
+        cfg = StudyConfig.smoke()
+    else:
+        cfg = StudyConfig.load(spec)
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+def resolve(path: str | Path) -> Path:
+    """A config path: absolute as given, relative to the repository root otherwise."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+def seed_everything(seed: int, deterministic_ops: bool = True) -> None:
+    """Seed Python, NumPy and TensorFlow/Keras; optionally make TF ops deterministic.
+
+    Called explicitly in each notebook's setup cell and by the training functions, never on import.
+    """
+    random.seed(seed)
+    import numpy as np
+
+    np.random.seed(seed)
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if deterministic_ops:
+        tf.config.experimental.enable_op_determinism()

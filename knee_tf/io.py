@@ -1,0 +1,53 @@
+"""Atomic writes: an interrupted step never leaves a file that a later step would trust."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: str | Path, suffix: str | None = None):
+    """Yield a temporary path beside ``path``; on success rename it onto ``path`` (atomic on POSIX).
+
+    ``suffix`` keeps a file extension that writers insist on (``np.save`` adds ``.npy``, Keras
+    wants ``.keras``). On error the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sfx = suffix if suffix is not None else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{sfx}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+
+
+def atomic_save_npy(path: str | Path, array) -> None:
+    import numpy as np
+
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, array, allow_pickle=False)
+
+
+def atomic_write_csv(path: str | Path, df, **kwargs) -> None:
+    kwargs.setdefault("index", False)
+    kwargs.setdefault("lineterminator", "\n")
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, **kwargs)
