@@ -1,0 +1,5 @@
+import sys
+
+from knee_tf.cli import main
+
+sys.exit(main())
