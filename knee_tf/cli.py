@@ -58,10 +58,51 @@ def _cmd_ingest(a) -> int:
     return 0
 
 
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="apply a trained model to any manifest (through the same ingest path)")
+    p.add_argument("--model", required=True, help="a .keras file written by training (e.g. model_a_seed0.keras)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--root", required=True)
+    p.add_argument("--out", required=True, help="CSV: image_id, plane, p_relevant, predicted, label")
+    p.add_argument("--cache", default=_DEFAULT.cache_dir)
+    p.add_argument("--on-error", choices=("fail", "skip"), default="fail")
+    p.add_argument("--workers", type=int, default=0)
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(a) -> int:
+    from knee_tf.predict import predict_manifest
+
+    df = predict_manifest(a.model, a.manifest, a.root, a.out, cache_dir=a.cache, on_error=a.on_error,
+                          workers=a.workers or None)
+    msg = f"wrote {len(df)} predictions to {a.out}"
+    if "label" in df and df["label"].ne("").all():
+        msg += f" (accuracy {(df['predicted'] == df['label']).mean():.3f})"
+    print(msg)
+    return 0
+
+
+def _add_study(sub) -> None:
+    p = sub.add_parser("study", help="run notebooks 01-06 into a run folder (resumes an interrupted run)")
+    p.add_argument("--config", default="default", help="default | smoke | path to a StudyConfig JSON")
+    p.add_argument("--seeds", type=int, default=None, help="training seeds per model (default: the config's)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>-<config>/, published to "
+                                               "figures/ and results/)")
+    p.set_defaults(func=_cmd_study)
+
+
+def _cmd_study(a) -> int:
+    from knee_tf.study import run_study
+
+    run = run_study(a.config, seeds=a.seeds, out=a.out)
+    print(f"study finished: {run.root}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="knee-tf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_synth, _add_ingest):
+    for add in (_add_synth, _add_ingest, _add_predict, _add_study):
         add(sub)
     return parser
 

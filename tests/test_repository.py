@@ -1,0 +1,72 @@
+"""Promises of the repository itself: one dependency list, clean paired notebooks, a config round trip."""
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import jupytext
+import pytest
+import yaml
+
+from knee_tf.config import StudyConfig, get_config
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _norm(req: str) -> str:
+    return re.sub(r"\s+", "", req).lower()
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_norm(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    got = {_norm(r) for r in pip if not r.startswith("-e")}
+    assert got == wanted, f"only in environment.yml: {got - wanted}; only in pyproject: {wanted - got}"
+    assert "-e ." in pip
+
+
+def test_notebooks_exist_and_are_numbered():
+    stems = [p.stem for p in NOTEBOOKS]
+    assert stems and all(re.fullmatch(r"0[1-6]_[a-z0-9_]+", s) for s in stems), stems
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_committed_without_outputs(nb_path):
+    nb = json.loads(nb_path.read_text())
+    for cell in nb["cells"]:
+        assert not cell.get("outputs"), f"{nb_path.name}: a cell has outputs"
+        assert cell.get("execution_count") is None, f"{nb_path.name}: a cell has an execution count"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_paired_and_in_sync(nb_path):
+    py = nb_path.with_suffix(".py")
+    assert py.exists(), f"{nb_path.name} has no paired jupytext .py"
+    a = [(c.cell_type, c.source.strip()) for c in jupytext.read(nb_path).cells]
+    b = [(c.cell_type, c.source.strip()) for c in jupytext.read(py).cells]
+    assert a == b, f"{nb_path.name} and {py.name} differ: run `jupytext --sync {py}`"
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_has_parameters_cell_and_intro(nb_path):
+    cells = jupytext.read(nb_path).cells
+    assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# "), "opens with a title + why"
+    params = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and "config" in params[0].source and "run_dir" in params[0].source
+
+
+def test_config_round_trip(tmp_path):
+    cfg = StudyConfig.smoke(epochs=3)
+    cfg.save(tmp_path / "c.json")
+    assert StudyConfig.load(tmp_path / "c.json") == cfg == get_config(str(tmp_path / "c.json"))
+    assert get_config("smoke").epochs == 1 and get_config().n_exams == 513
+
+
+def test_config_rejects_unknown_fields(tmp_path):
+    (tmp_path / "c.json").write_text(json.dumps({"epochs": 2, "epoch": 3}))
+    with pytest.raises(ValueError, match="unknown StudyConfig field"):
+        StudyConfig.load(tmp_path / "c.json")
