@@ -1,0 +1,344 @@
+"""Grad-CAM and Grad-CAM++ at several layers at once, in one compiled forward + backward pass.
+
+The score is the target class's *logit* (the softmax bypassed, as tf-keras-vis's ``ReplaceToLinear``
+does) read from the model's ``logits`` layer, so the trained model is never modified: a gradient
+sub-model maps ``model.inputs`` to ``[layer outputs..., logits]``, is built once per model and
+cached (weakly keyed on the model). Every batch then costs one forward and one backward pass, shared
+by every layer and both methods.
+
+Conventions follow tf-keras-vis 0.8.7 (``Gradcam`` / ``GradcamPlusPlus`` with
+``seek_penultimate_conv_layer=False``), which the tests check to 2e-3:
+
+* Grad-CAM: weights = spatial mean of dS/dA; map = ReLU(sum_c weights * A).
+* Grad-CAM++: with g = dS/dA, alpha = g^2 / (2 g^2 + g^3 * sum_xy A) (a zero denominator where
+  g^2 = 0 is replaced by 1), alpha normalised to sum 1 over space (a zero sum replaced by 1),
+  weights = sum_xy alpha * ReLU(g), map = ReLU(sum_c weights * A). tf-keras-vis multiplies its
+  derivatives by exp(S); so does this module, in the same operation order, because the formula is
+  ill-conditioned where 2 + g * sum_xy A is near 0 and float32 rounding then matters. The factor
+  only scales the map, so S is clipped to +-EXP_SCORE_LIMIT inside exp (no inf/NaN for confident
+  predictions) and the clipped-off factor is applied through the normalisation epsilon instead.
+* Maps are upsampled to the input size with align-corners bilinear interpolation (tf-keras-vis uses
+  ``scipy.ndimage.zoom(order=1)``, which maps corner pixels onto corner pixels; ``tf.image.resize``
+  uses half-pixel centres and differs), then min-max normalised per image:
+  (m - min) / (max - min + eps) with eps = ``keras.config.epsilon()``. A map with max == min
+  (all zero, or constant) becomes exactly zero, never NaN, and is counted in ``CamResult.n_zero``.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from knee_tf.model import LOGITS_LAYER, check_images
+
+#: The CAM methods :func:`compute_cams` knows, in their canonical order.
+METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
+#: The max-pool layers of :func:`knee_tf.model.build_lenet` (four conv blocks).
+DEFAULT_LAYERS: tuple[str, ...] = ("pool1", "pool2", "pool3", "pool4")
+#: Grad-CAM++'s exp(score) factor is evaluated at the score clipped to +-this (float32-safe).
+EXP_SCORE_LIMIT = 50.0
+
+
+def align_corners_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Linear interpolation weights float32 (n_out, n_in): output j samples input j*(n_in-1)/(n_out-1).
+
+    ``R @ v`` resamples a length-n_in signal to n_out samples with the first and last samples
+    aligned (align_corners=True). Each row has at most two non-zero weights summing to 1.
+    """
+    if n_in < 1 or n_out < 1:
+        raise ValueError(f"sizes must be >= 1, got n_in={n_in}, n_out={n_out}")
+    pos = np.arange(n_out, dtype=np.float64) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+    lo = np.clip(np.floor(pos).astype(np.int64), 0, n_in - 1)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = pos - lo
+    weights = np.zeros((n_out, n_in), dtype=np.float64)
+    rows = np.arange(n_out)
+    np.add.at(weights, (rows, lo), 1.0 - frac)
+    np.add.at(weights, (rows, hi), frac)
+    return weights.astype(np.float32)
+
+
+def upsample_align_corners(maps, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear, align-corners resampling: maps float (N, h, w) -> float32 (N, H, W), size=(H, W)."""
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be (N, h, w), got shape {maps.shape}")
+    rows = align_corners_matrix(maps.shape[1], int(size[0]))
+    cols = align_corners_matrix(maps.shape[2], int(size[1]))
+    return np.einsum("Yy,nyx,Xx->nYX", rows, maps, cols).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class CamResult(Mapping):
+    """Maps from :func:`compute_cams`; behaves as ``{method: float32 (N, L, H, W) in [0, 1]}``.
+
+    layers: the L layer names, in map order; targets: int32 (N,) the explained class per image;
+    probabilities: float32 (N, n_classes) softmax of the same forward pass; n_zero: {method: int64
+    (L,)} the number of images whose map at that layer is identically zero (max == min before
+    normalisation: nothing to localise).
+    """
+
+    maps: dict[str, np.ndarray]
+    layers: tuple[str, ...]
+    targets: np.ndarray
+    probabilities: np.ndarray
+    n_zero: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __getitem__(self, method: str) -> np.ndarray:
+        return self.maps[method]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.maps)
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return tuple(self.maps)
+
+    def select(self, method: str, layer: str) -> np.ndarray:
+        """One method at one layer: float32 (N, H, W) in [0, 1]."""
+        if method not in self.maps:
+            raise ValueError(f"unknown method {method!r}; this result has {self.methods}")
+        if layer not in self.layers:
+            raise ValueError(f"unknown layer {layer!r}; this result has {self.layers}")
+        return self.maps[method][:, self.layers.index(layer)]
+
+    def zero_counts(self):
+        """A tidy table (method, layer, n_zero, n) of all-zero maps."""
+        import pandas as pd
+
+        n = len(self.targets)
+        return pd.DataFrame([{"method": m, "layer": layer, "n_zero": int(self.n_zero[m][i]), "n": n}
+                             for m in self.maps for i, layer in enumerate(self.layers)])
+
+
+def _normalise(cams, eps):
+    """Per-image min-max to [0, 1]: cams (B, H, W), eps scalar or (B,); constant maps -> 0."""
+    lo = tf.reduce_min(cams, axis=(1, 2), keepdims=True)
+    hi = tf.reduce_max(cams, axis=(1, 2), keepdims=True)
+    span = hi - lo
+    eps = tf.reshape(eps, (-1, 1, 1)) if eps.shape.rank else eps
+    safe = tf.where(span > 0, span + eps, tf.ones_like(span))
+    out = tf.where(span > 0, (cams - lo) / safe, tf.zeros_like(cams))
+    return out, tf.reshape(span <= 0, (-1,))
+
+
+def _gradcam(acts, grads):
+    """acts, grads (B, h, w, c) -> ReLU'd Grad-CAM (B, h, w)."""
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    return tf.nn.relu(tf.reduce_sum(acts * weights, axis=-1))
+
+
+def _gradcam_plus_plus(acts, grads, scale):
+    """acts, grads (B, h, w, c), scale (B,) = exp(score) -> ReLU'd Grad-CAM++ (B, h, w).
+
+    Written in tf-keras-vis's operation order (first, second, third derivative = scale * g, g^2,
+    g^3) so that float32 rounding matches it where the formula is ill-conditioned
+    (2 + g * sum_xy A near 0).
+    """
+    scale = tf.reshape(scale, (-1, 1, 1, 1))
+    first = scale * grads
+    second = first * grads
+    third = second * grads
+    act_sum = tf.reduce_sum(acts, axis=(1, 2), keepdims=True)
+    denom = second * 2.0 + third * act_sum
+    denom = denom + tf.cast(tf.equal(second, 0.0), denom.dtype)
+    alphas = second / denom
+    alpha_sum = tf.reduce_sum(alphas, axis=(1, 2), keepdims=True)
+    alphas = alphas / (alpha_sum + tf.cast(tf.equal(alpha_sum, 0.0), alpha_sum.dtype))
+    weights = tf.reduce_sum(tf.nn.relu(first) * alphas, axis=(1, 2), keepdims=True)
+    return tf.nn.relu(tf.reduce_sum(acts * weights, axis=-1))
+
+
+class _CamEngine:
+    """The gradient sub-model and its compiled CAM step for one model, layer set and method set."""
+
+    def __init__(self, model, layers: tuple[str, ...], methods: tuple[str, ...]):
+        outputs = []
+        for name in layers:
+            try:
+                layer = model.get_layer(name)
+            except ValueError:
+                raise ValueError(f"model {model.name!r} has no layer {name!r}") from None
+            if len(layer.output.shape) != 4:
+                raise ValueError(f"layer {name!r} output must be (B, h, w, c) for a CAM, "
+                                 f"got {tuple(layer.output.shape)}")
+            outputs.append(layer.output)
+        try:
+            logits = model.get_layer(LOGITS_LAYER).output
+        except ValueError:
+            raise ValueError(f"model {model.name!r} has no linear {LOGITS_LAYER!r} layer to "
+                             "explain; build it with knee_tf.model.build_lenet") from None
+        self.grad_model = keras.Model(model.inputs, [*outputs, logits],
+                                      name=f"{model.name}_cam_gradients")
+        self.layers = layers
+        self.methods = methods
+        in_shape = tuple(int(s) for s in model.inputs[0].shape[1:])
+        self.image_size = in_shape[:2]
+        self.n_classes = int(logits.shape[-1])
+        self.resamplers = [
+            (tf.constant(align_corners_matrix(int(o.shape[1]), in_shape[0])),
+             tf.constant(align_corners_matrix(int(o.shape[2]), in_shape[1])))
+            for o in outputs
+        ]
+        self.eps = float(keras.config.epsilon())
+        self.step = tf.function(
+            self._step,
+            input_signature=[tf.TensorSpec((None, *in_shape), tf.float32),
+                             tf.TensorSpec((None,), tf.int32)],
+        )
+
+    def _step(self, images, targets):
+        """images (B, H, W, C), targets int32 (B,) with -1 = predicted class."""
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(images)
+            *acts, logits = self.grad_model(images, training=False)
+            predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            targets = tf.where(targets < 0, predicted, targets)
+            scores = tf.gather(logits, targets, axis=1, batch_dims=1)
+            total = tf.reduce_sum(scores)
+        grads = tape.gradient(total, acts)
+        maps, zero = {}, {}
+        for method in self.methods:
+            per_layer, zero_flags = [], []
+            for a, g, (rows, cols) in zip(acts, grads, self.resamplers, strict=True):
+                if method == "gradcam":
+                    cam, eps = _gradcam(a, g), tf.constant(self.eps)
+                else:  # exp(S) with S clipped; the clipped-off part goes into the epsilon
+                    clipped = tf.clip_by_value(scores, -EXP_SCORE_LIMIT, EXP_SCORE_LIMIT)
+                    cam = _gradcam_plus_plus(a, g, tf.exp(clipped))
+                    eps = self.eps * tf.exp(clipped - scores)
+                cam = tf.einsum("Yy,byx->bYx", rows, cam)
+                cam = tf.einsum("bYx,Xx->bYX", cam, cols)
+                cam, flat = _normalise(cam, eps)
+                per_layer.append(cam)
+                zero_flags.append(flat)
+            maps[method] = tf.stack(per_layer, axis=1)
+            zero[method] = tf.stack(zero_flags, axis=1)
+        return maps, zero, targets, tf.nn.softmax(logits, axis=-1)
+
+
+_ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def cam_engine(model, layers=DEFAULT_LAYERS, methods=METHODS) -> _CamEngine:
+    """The cached gradient sub-model + compiled step for ``model`` (built on first use only)."""
+    layers, methods = _check_names(layers, methods)
+    per_model = _ENGINES.setdefault(model, {})
+    key = (layers, methods)
+    if key not in per_model:
+        per_model[key] = _CamEngine(model, layers, methods)
+    return per_model[key]
+
+
+def _check_names(layers, methods) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    layers = (layers,) if isinstance(layers, str) else tuple(layers)
+    methods = (methods,) if isinstance(methods, str) else tuple(methods)
+    if not layers:
+        raise ValueError("layers must name at least one layer")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers must be distinct, got {layers}")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods or len(set(methods)) != len(methods):
+        raise ValueError(f"methods must be distinct names from {METHODS}, got {methods}")
+    return layers, methods
+
+
+def _check_targets(targets, n: int, n_classes: int) -> np.ndarray:
+    """None -> -1 (predicted class); an int or int (N,) in [0, n_classes) -> int32 (N,)."""
+    if targets is None:
+        return np.full(n, -1, dtype=np.int32)
+    t = np.asarray(targets)
+    if not np.issubdtype(t.dtype, np.integer):
+        raise ValueError(f"targets must be int class indices, got dtype {t.dtype}")
+    t = np.broadcast_to(t, (n,)) if t.ndim == 0 else t
+    if t.shape != (n,):
+        raise ValueError(f"targets must be an int or int (N,) = ({n},), got shape {t.shape}")
+    if n and (t.min() < 0 or t.max() >= n_classes):
+        raise ValueError(f"targets must lie in [0, {n_classes - 1}], got [{t.min()}, {t.max()}]")
+    return t.astype(np.int32)
+
+
+def compute_cams(model, images, layers: Sequence[str] = DEFAULT_LAYERS,
+                 methods: Sequence[str] = METHODS, targets=None, batch_size: int = 256,
+                 progress: bool = True) -> CamResult:
+    """Grad-CAM / Grad-CAM++ maps of ``model`` at every layer in ``layers``, in one pass per batch.
+
+    images: float32 (N, H, W, 1) in [0, 1] (the model's input shape). targets: None (explain the
+    predicted class, taken from the same forward pass), an int, or int (N,) class indices.
+    Returns a :class:`CamResult`: ``{method: float32 (N, L, H, W) in [0, 1]}`` in ``methods`` order,
+    L = len(layers), plus targets, probabilities and per-layer counts of all-zero maps.
+    """
+    x = check_images(images, model)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    engine = cam_engine(model, layers, methods)
+    t = _check_targets(targets, len(x), engine.n_classes)
+    n, n_layers, (height, width) = len(x), len(engine.layers), engine.image_size
+    maps = {m: np.empty((n, n_layers, height, width), np.float32) for m in engine.methods}
+    zero = {m: np.zeros((n, n_layers), bool) for m in engine.methods}
+    used = np.empty(n, np.int32)
+    probs = np.empty((n, engine.n_classes), np.float32)
+    with tqdm(total=n, unit="img", desc="CAMs", disable=not progress) as bar:
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            b_maps, b_zero, b_targets, b_probs = engine.step(x[start:stop], t[start:stop])
+            for m in engine.methods:
+                maps[m][start:stop] = b_maps[m].numpy()
+                zero[m][start:stop] = b_zero[m].numpy()
+            used[start:stop] = b_targets.numpy()
+            probs[start:stop] = b_probs.numpy()
+            bar.update(stop - start)
+    return CamResult(maps=maps, layers=engine.layers, targets=used, probabilities=probs,
+                     n_zero={m: zero[m].sum(axis=0).astype(np.int64) for m in engine.methods})
+
+
+def tf_keras_vis_cams(model, images, layers: Sequence[str] = DEFAULT_LAYERS,
+                      methods: Sequence[str] = METHODS, targets=None,
+                      batch_size: int = 256) -> dict[str, np.ndarray]:
+    """The reference: tf-keras-vis ``Gradcam``/``GradcamPlusPlus`` looped over layers and batches.
+
+    Uses ``ReplaceToLinear`` (on a clone; ``model`` is untouched), ``CategoricalScore(targets)`` and
+    ``penultimate_layer=<layer>, seek_penultimate_conv_layer=False``. targets: None = predicted
+    class. Returns ``{method: float32 (N, L, H, W)}`` like :func:`compute_cams`; slow by design
+    (one eager pass per layer, method and batch), for tests and ``bench/cam.py`` only.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from tf_keras_vis.gradcam import Gradcam
+        from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
+        from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+        from tf_keras_vis.utils.scores import CategoricalScore
+
+    from knee_tf.model import predict_proba
+
+    layers, methods = _check_names(layers, methods)
+    x = check_images(images, model)
+    n_classes = int(model.outputs[0].shape[-1])
+    t = _check_targets(targets, len(x), n_classes)
+    if targets is None:
+        t = predict_proba(model, x, batch_size).argmax(axis=1).astype(np.int32)
+    classes = {"gradcam": Gradcam, "gradcam++": GradcamPlusPlus}
+    out = {}
+    for method in methods:
+        explainer = classes[method](model, model_modifier=ReplaceToLinear(), clone=True)
+        maps = np.empty((len(x), len(layers), *x.shape[1:3]), np.float32)
+        for i, layer in enumerate(layers):
+            for start in range(0, len(x), batch_size):
+                batch = x[start:start + batch_size]
+                score = CategoricalScore([int(v) for v in t[start:start + batch_size]])
+                cam = explainer(score, batch, penultimate_layer=layer,
+                                seek_penultimate_conv_layer=False)
+                maps[start:start + len(batch), i] = np.asarray(cam).reshape(len(batch),
+                                                                            *x.shape[1:3])
+        out[method] = maps
+    return out

@@ -1,0 +1,278 @@
+"""Model A: a LeNet-style CNN with four max-pool blocks, its training loop and inference.
+
+Layer names are part of the contract: ``conv1..convK`` each followed by ``pool1..poolK`` (the
+Grad-CAM layers), ``dense1``/``dense2``, a linear ``logits`` Dense and a softmax ``probs``
+Activation. :mod:`knee_tf.cam` reads the ``logits`` output directly, so class activation maps never
+need a modified copy of the trained model.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from knee_tf.config import StudyConfig, seed_everything
+from knee_tf.data import make_dataset
+from knee_tf.io import atomic_path
+
+#: The name of the linear output layer that CAMs differentiate (the softmax is bypassed).
+LOGITS_LAYER = "logits"
+#: The name of the softmax output layer (the model's only output).
+PROBS_LAYER = "probs"
+
+
+def build_lenet(input_shape=(128, 128, 1), n_classes: int = 2,
+                conv_filters=(16, 32, 64, 64), dense_units=(120, 84), kernel_size: int = 3,
+                name: str = "lenet"):
+    """A Keras 3 functional LeNet-style classifier (uncompiled; see :func:`compile_classifier`).
+
+    input_shape: (H, W, C) with H and W divisible by 2**len(conv_filters) (every block halves them).
+    Architecture: for k = 1..len(conv_filters): ``convk`` (Conv2D, same padding, ReLU) -> ``poolk``
+    (MaxPooling2D 2x2); then ``flatten``, ``dense1..`` (ReLU, one per ``dense_units`` entry),
+    ``logits`` (linear Dense, n_classes) and ``probs`` (softmax Activation, the model output).
+    """
+    input_shape = tuple(int(s) for s in input_shape)
+    conv_filters = tuple(int(f) for f in conv_filters)
+    dense_units = tuple(int(u) for u in dense_units)
+    if len(input_shape) != 3 or min(input_shape) < 1:
+        raise ValueError(f"input_shape must be (H, W, C) with positive sizes, got {input_shape}")
+    if not conv_filters or min(conv_filters) < 1:
+        raise ValueError(f"conv_filters must be a non-empty tuple of positive ints, got {conv_filters}")
+    if dense_units and min(dense_units) < 1:
+        raise ValueError(f"dense_units must be positive ints, got {dense_units}")
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+    factor = 2 ** len(conv_filters)
+    if input_shape[0] % factor or input_shape[1] % factor:
+        raise ValueError(f"input_shape {input_shape[:2]} must be divisible by {factor} "
+                         f"({len(conv_filters)} max-pool blocks)")
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs
+    for k, filters in enumerate(conv_filters, start=1):
+        x = keras.layers.Conv2D(filters, kernel_size, padding="same", activation="relu",
+                                name=f"conv{k}")(x)
+        x = keras.layers.MaxPooling2D(pool_size=2, name=f"pool{k}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    for k, units in enumerate(dense_units, start=1):
+        x = keras.layers.Dense(units, activation="relu", name=f"dense{k}")(x)
+    logits = keras.layers.Dense(n_classes, name=LOGITS_LAYER)(x)
+    probs = keras.layers.Activation("softmax", name=PROBS_LAYER)(logits)
+    return keras.Model(inputs, probs, name=name)
+
+
+def compile_classifier(model, learning_rate: float = 1e-3) -> None:
+    """Adam + sparse categorical cross-entropy on the softmax output (int labels, 1 = relevant)."""
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+
+
+def balanced_class_weights(labels, n_classes: int) -> dict[int, float]:
+    """``{class: N / (n_classes * count)}`` for the classes present (absent ones get 1.0)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes)
+    total = counts.sum()
+    return {c: (float(total) / (n_classes * counts[c]) if counts[c] else 1.0)
+            for c in range(n_classes)}
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_classifier` returns.
+
+    model: the trained keras.Model holding the best (lowest val loss) weights;
+    history: one row per epoch (epoch, loss, accuracy, val_loss, val_accuracy);
+    best_path: the saved ``.keras`` file of that best model.
+    """
+
+    model: object
+    history: object
+    best_path: Path
+
+
+class AtomicBestCheckpoint(keras.callbacks.Callback):
+    """Save the model to ``path`` (atomically) whenever the monitored value reaches a new minimum."""
+
+    def __init__(self, path, monitor: str = "val_loss"):
+        super().__init__()
+        self.path = Path(path)
+        self.monitor = monitor
+        self.best = np.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not value < self.best:
+            return
+        self.best = float(value)
+        with atomic_path(self.path, suffix=".keras") as tmp:
+            self.model.save(tmp)
+
+
+class TensorBoardScalars(keras.callbacks.Callback):
+    """Per-epoch scalars as TensorBoard event files, written with TensorFlow alone.
+
+    ``keras.callbacks.TensorBoard`` needs the ``tensorboard`` package for ``tf.summary.scalar``;
+    this writes the same records (``tf.summary.write`` with the "scalars" plugin metadata) into
+    ``log_dir/train`` and ``log_dir/validation`` as ``epoch_<metric>``, as Keras does.
+    """
+
+    def __init__(self, log_dir):
+        super().__init__()
+        from tensorflow.core.framework import summary_pb2
+
+        self.log_dir = Path(log_dir)
+        plugin = summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+        self._metadata = summary_pb2.SummaryMetadata(plugin_data=plugin).SerializeToString()
+        self._writers: dict[str, object] = {}
+
+    def _writer(self, split: str):
+        if split not in self._writers:
+            self._writers[split] = tf.summary.create_file_writer(str(self.log_dir / split))
+        return self._writers[split]
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            split, metric = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            with self._writer(split).as_default():
+                tf.summary.write(f"epoch_{metric}", tf.constant(float(value), tf.float32),
+                                 step=epoch, metadata=self._metadata)
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+
+def _check_xy(x, y, what: str) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y)
+    if x.ndim != 4 or x.shape[-1] != 1:
+        raise ValueError(f"{what} images must be float32 (N, H, W, 1), got shape {x.shape}")
+    if y.shape != (len(x),):
+        raise ValueError(f"{what} labels must be int (N,) = ({len(x)},), got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{what} labels must be int class indices, got dtype {y.dtype}")
+    return x, y.astype(np.int32)
+
+
+def train_classifier(x_train, y_train, x_val, y_val, cfg: StudyConfig, out_dir,
+                     seed: int | None = None, strategy=None, verbose: int = 1,
+                     name: str = "model", n_classes: int = 2) -> TrainResult:
+    """Train :func:`build_lenet` from scratch (seeded, class-weighted, early stopping on val loss).
+
+    x_train, x_val: float32 (N, H, W, 1) in [0, 1]; y_train, y_val: int (N,) class indices
+    (:data:`knee_tf.data.CLASSES`, 1 = relevant). Uses cfg.conv_filters, dense_units, epochs,
+    batch_size, learning_rate, patience and seed (``seed`` overrides cfg.seed). ``strategy``: an
+    optional ``tf.distribute.Strategy`` (e.g. MirroredStrategy); cfg.batch_size is the global batch.
+
+    Writes into ``out_dir``: ``<name>.keras`` (best model, saved atomically at every improvement),
+    ``<name>_training_log.csv`` (Keras CSVLogger) and ``tensorboard/<name>/{train,validation}``
+    (TensorBoard event files).
+    Returns a :class:`TrainResult` whose model holds the best weights.
+    """
+
+    x_train, y_train = _check_xy(x_train, y_train, "training")
+    x_val, y_val = _check_xy(x_val, y_val, "validation")
+    if len(x_train) == 0 or len(x_val) == 0:
+        raise ValueError(f"need training and validation images, got {len(x_train)} and {len(x_val)}")
+    if x_train.shape[1:] != x_val.shape[1:]:
+        raise ValueError(f"training and validation image shapes differ: "
+                         f"{x_train.shape[1:]} vs {x_val.shape[1:]}")
+    for what, y in (("training", y_train), ("validation", y_val)):
+        if y.min() < 0 or y.max() >= n_classes:
+            raise ValueError(f"{what} labels must lie in [0, {n_classes - 1}], "
+                             f"got range [{y.min()}, {y.max()}]")
+
+    seed = cfg.seed if seed is None else int(seed)
+    seed_everything(seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    best_path = out_dir / f"{name}.keras"
+
+    def build():
+        model = build_lenet(x_train.shape[1:], n_classes, cfg.conv_filters, cfg.dense_units,
+                            name=name)
+        compile_classifier(model, cfg.learning_rate)
+        return model
+
+    if strategy is None:
+        model = build()
+    else:
+        with strategy.scope():
+            model = build()
+
+    train_ds = make_dataset(x_train, y_train, cfg.batch_size, shuffle=True, seed=seed)
+    val_ds = make_dataset(x_val, y_val, cfg.batch_size)
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
+                                      restore_best_weights=True),
+        AtomicBestCheckpoint(best_path, monitor="val_loss"),
+        keras.callbacks.CSVLogger(str(out_dir / f"{name}_training_log.csv")),
+        TensorBoardScalars(out_dir / "tensorboard" / name),
+    ]
+    fit = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
+                    class_weight=balanced_class_weights(y_train, n_classes),
+                    callbacks=callbacks, shuffle=False, verbose=verbose)
+    history = pd.DataFrame(fit.history)
+    history.insert(0, "epoch", np.arange(1, len(history) + 1))
+    return TrainResult(model=model, history=history, best_path=best_path)
+
+
+def load_model(path):
+    """Load a model saved by :func:`train_classifier` (a ``.keras`` file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"model file not found: {path}")
+    if path.suffix != ".keras":
+        raise ValueError(f"expected a .keras model file, got {path.name}")
+    return keras.saving.load_model(path)
+
+
+_FORWARD_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def forward_function(model):
+    """A compiled ``tf.function`` images -> softmax probabilities for ``model``, built once per model.
+
+    Takes float32 (B, H, W, C) and returns float32 (B, n_classes); inference mode.
+    """
+    fn = _FORWARD_FNS.get(model)
+    if fn is None:
+        spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)
+        model_ref = weakref.ref(model)
+
+        @tf.function(input_signature=[spec], reduce_retracing=True)
+        def fn(images):
+            return model_ref()(images, training=False)
+
+        _FORWARD_FNS[model] = fn
+    return fn
+
+
+def check_images(images, model, what: str = "images") -> np.ndarray:
+    """``images`` as float32 (N, H, W, C) matching the model input, or a one-line ValueError."""
+    x = np.asarray(images, dtype=np.float32)
+    expected = tuple(model.inputs[0].shape[1:])
+    if x.ndim != 4 or x.shape[1:] != expected:
+        raise ValueError(f"{what} must be float32 (N, {', '.join(map(str, expected))}) for this "
+                         f"model, got shape {x.shape}")
+    return x
+
+
+def predict_proba(model, images, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities: images float32 (N, H, W, 1) in [0, 1] -> float32 (N, n_classes)."""
+    x = check_images(images, model)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    fn = forward_function(model)
+    n_classes = int(model.outputs[0].shape[-1])
+    out = np.empty((len(x), n_classes), dtype=np.float32)
+    for start in range(0, len(x), batch_size):
+        out[start:start + batch_size] = fn(x[start:start + batch_size]).numpy()
+    return out
