@@ -37,3 +37,27 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None = None, batch_siz
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def pick_examples(index, by=("plane", "label"), per_group: int = 1, seed: int = 0, mask=None,
+                  orders=None) -> np.ndarray:
+    """Row positions of ``per_group`` seeded random rows per combination of ``by`` (in ``orders``).
+
+    index: DataFrame; mask: optional bool (N,) restricting the candidates (e.g. correctly
+    classified). Groups without a candidate are skipped. Returns int (K,) positions.
+    """
+    import itertools
+
+    rng = np.random.default_rng(seed)
+    ok = np.ones(len(index), bool) if mask is None else np.asarray(mask, bool)
+    orders = orders or {"plane": PLANES, "label": CLASSES[::-1]}
+    levels = [orders.get(c, sorted(index[c].unique())) for c in by]
+    picks = []
+    for combo in itertools.product(*levels):
+        sel = ok.copy()
+        for c, v in zip(by, combo, strict=True):
+            sel &= (index[c] == v).to_numpy()
+        pool = np.flatnonzero(sel)
+        if len(pool):
+            picks.extend(rng.choice(pool, size=min(per_group, len(pool)), replace=False).tolist())
+    return np.asarray(picks, dtype=np.int64)

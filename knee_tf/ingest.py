@@ -64,6 +64,12 @@ class IngestResult:
             m &= self.index["cohort"] == cohort
         return self.select(m)
 
+    def source_paths(self) -> dict[str, Path]:
+        """{image_id: absolute path of its DICOM file} for the ingested rows."""
+        root = Path(json.loads((self.cache_dir / "meta.json").read_text())["root"])
+        return {i: resolve_image_path(p, root) for i, p in zip(self.index["image_id"], self.index["path"],
+                                                                 strict=True)}
+
     def dataset(self, split: str, batch_size: int = 64, shuffle: bool = False, seed: int = 0):
         x, y, _ = self.split(split)
         return make_dataset(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed)

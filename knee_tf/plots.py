@@ -90,3 +90,164 @@ def intensity_histograms(images, index, by: str = "site", bins: int = 50):
     ax.set_title(f"Intensity distribution per {by}")
     fig.tight_layout()
     return fig
+
+
+def plot_history(histories: dict):
+    """Learning curves: loss and accuracy per epoch, train (solid) vs validation (dashed).
+
+    histories: {label: DataFrame with columns epoch, loss, accuracy, val_loss, val_accuracy}.
+    """
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    colors = sns.color_palette("tab10", len(histories))
+    for (label, h), c in zip(histories.items(), colors, strict=True):
+        ep = h["epoch"] + 1 if "epoch" in h else range(1, len(h) + 1)
+        for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
+            ax.plot(ep, h[key], color=c, lw=1.4, label=f"{label} train")
+            ax.plot(ep, h[f"val_{key}"], color=c, lw=1.4, ls="--", label=f"{label} val")
+    for ax, key in zip(axes, ("cross-entropy loss", "accuracy"), strict=True):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+    axes[1].legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(y_true, y_pred, labels=("irrelevant", "relevant"), title: str = ""):
+    """Confusion matrix with counts and row percentages; y_true, y_pred: int (N,) class indices."""
+    import numpy as np
+    import seaborn as sns
+
+    k = len(labels)
+    cm = np.zeros((k, k), int)
+    np.add.at(cm, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    pct = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    annot = np.array([[f"{cm[i, j]}\n{pct[i, j]:.0%}" for j in range(k)] for i in range(k)])
+    fig, ax = plt.subplots(figsize=(3.6, 3.0))
+    sns.heatmap(pct, annot=annot, fmt="", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax,
+                xticklabels=labels, yticklabels=labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def overlay(ax, image, heatmap=None, alpha: float = 0.45, title: str = ""):
+    """Draw a greyscale image (H, W[, 1]) with an optional [0, 1] heatmap in jet on top."""
+    import numpy as np
+
+    ax.imshow(np.asarray(image).squeeze(), cmap="gray", vmin=0, vmax=1)
+    if heatmap is not None:
+        ax.imshow(np.asarray(heatmap).squeeze(), cmap="jet", vmin=0, vmax=1, alpha=alpha)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def plot_cam_layers(images, cams, layers, row_labels, methods=("gradcam", "gradcam++")):
+    """Figure 1: each row an image, then its map at every layer for every method.
+
+    images: float32 (R, H, W, 1); cams: {method: float32 (R, L, H, W)} (a CamResult works).
+    """
+    names = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
+    n_cols = 1 + len(layers) * len(methods)
+    fig, axes = plt.subplots(len(images), n_cols, figsize=(1.35 * n_cols, 1.45 * len(images)), squeeze=False)
+    for r in range(len(images)):
+        overlay(axes[r, 0], images[r], title="image" if r == 0 else "")
+        axes[r, 0].set_ylabel(row_labels[r], fontsize=7)
+        for m_i, m in enumerate(methods):
+            for l_i, layer in enumerate(layers):
+                ax = axes[r, 1 + m_i * len(layers) + l_i]
+                overlay(ax, images[r], cams[m][r, l_i], title=f"{names.get(m, m)}\n{layer}" if r == 0 else "")
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def plot_faithfulness(frame):
+    """Mean deletion and insertion curves per method and layer (frame from FaithfulnessCurves.frame())."""
+    import seaborn as sns
+
+    g = sns.relplot(data=frame, x="fraction", y="score", hue="layer", style="method", col="curve", kind="line",
+                    height=3.0, aspect=1.15, facet_kws={"sharey": True})
+    g.set_axis_labels("fraction of pixels removed / inserted", "target-class probability")
+    g.set_titles("{col_name}")
+    return g.figure
+
+
+def _call(p_relevant: float) -> str:
+    return f"{'relevant' if p_relevant >= 0.5 else 'irrelevant'} ({p_relevant:.2f})"
+
+
+def plot_augmentation(images, cams, augmented, preds: dict, row_labels, cam_name: str = "Grad-CAM"):
+    """Figure 2: image | map | inverted mask (1 - M) | augmented image, with each model's calls.
+
+    images, augmented: float32 (R, H, W, 1); cams: float32 (R, H, W) in [0, 1];
+    preds: {model name: (p_relevant on the original (R,), p_relevant on the augmented (R,))}.
+    """
+    import numpy as np
+
+    fig, axes = plt.subplots(len(images), 4, figsize=(7.6, 2.0 * len(images)), squeeze=False)
+    for r in range(len(images)):
+        titles = ["image", f"{cam_name} map", "inverted mask 1 - M", "augmented image"] if r == 0 else [""] * 4
+        orig = "\n".join(f"{m}: {_call(p[0][r])}" for m, p in preds.items())
+        aug = "\n".join(f"{m}: {_call(p[1][r])}" for m, p in preds.items())
+        overlay(axes[r, 0], images[r], title=titles[0])
+        axes[r, 0].set_xlabel(orig, fontsize=7)
+        overlay(axes[r, 1], images[r], cams[r], title=titles[1])
+        axes[r, 2].imshow(1.0 - np.asarray(cams[r]), cmap="gray", vmin=0, vmax=1)
+        axes[r, 2].set_xticks([])
+        axes[r, 2].set_yticks([])
+        axes[r, 2].set_title(titles[2], fontsize=8)
+        overlay(axes[r, 3], augmented[r], title=titles[3])
+        axes[r, 3].set_xlabel(aug, fontsize=7)
+        axes[r, 0].set_ylabel(row_labels[r], fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_a_wrong_b_right(images, cams_a, cams_b, rows, cam_name: str = "Grad-CAM"):
+    """Figure 3: per row an image that Model A gets wrong and Model B right, with both models' maps.
+
+    images: float32 (R, H, W, 1); cams_a, cams_b: float32 (R, H, W); rows: DataFrame with cohort,
+    plane, y_true, p_a, p_b (p_relevant under A and B).
+    """
+    from knee_tf.data import CLASSES
+
+    n = max(len(images), 1)
+    fig, axes = plt.subplots(n, 3, figsize=(5.8, 2.0 * n), squeeze=False)
+    if len(images) == 0:
+        axes[0, 0].text(0.5, 0.5, "no test image is wrong under A and right under B", ha="center")
+        for ax in axes[0]:
+            ax.axis("off")
+        return fig
+    for r, row in enumerate(rows.itertuples()):
+        overlay(axes[r, 0], images[r], title="image" if r == 0 else "")
+        axes[r, 0].set_ylabel(f"{row.cohort} · {row.plane}\ntrue: {CLASSES[row.y_true]}", fontsize=7)
+        overlay(axes[r, 1], images[r], cams_a[r], title=f"Model A {cam_name}" if r == 0 else "")
+        axes[r, 1].set_xlabel(f"A: {_call(row.p_a)}", fontsize=7)
+        overlay(axes[r, 2], images[r], cams_b[r], title=f"Model B {cam_name}" if r == 0 else "")
+        axes[r, 2].set_xlabel(f"B: {_call(row.p_b)}", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_severity(severity):
+    """Accuracy vs severity per held-out corruption, Model A vs B (mean over seeds, CI band).
+
+    severity: DataFrame with model, corruption, severity, seed, accuracy, ci_low, ci_high.
+    """
+    import seaborn as sns
+
+    g = sns.relplot(data=severity, x="severity", y="accuracy", hue="model", col="corruption", kind="line",
+                    marker="o", errorbar=None, height=2.6, aspect=1.0, palette={"A": "#4c72b0", "B": "#dd8452"})
+    mean = severity.groupby(["corruption", "model", "severity"], as_index=False)[["ci_low", "ci_high"]].mean()
+    colors = {"A": "#4c72b0", "B": "#dd8452"}
+    for name, ax in g.axes_dict.items():
+        for m, d in mean[mean["corruption"] == name].groupby("model"):
+            ax.fill_between(d["severity"], d["ci_low"], d["ci_high"], color=colors.get(m, "grey"), alpha=0.2, lw=0)
+    g.set_titles("{col_name}")
+    g.set(ylim=(0.3, 1.0), xticks=sorted(severity["severity"].unique()))
+    return g.figure

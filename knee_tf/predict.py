@@ -35,3 +35,4 @@ def predict_manifest(model_path: str | Path, manifest: str | Path, root: str | P
         df["label"] = data.index["label"].to_numpy()
     atomic_write_csv(out_csv, df)
     return df
+

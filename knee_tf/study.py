@@ -40,10 +40,12 @@ STEPS: tuple[Step, ...] = (
     Step("01_data_ingest", ("artifacts/ingest.json", "figures/01_counts.png", "figures/01_montage.png")),
     Step("02_train_model_a", ("models/model_a_seed{seed}.keras", "results/model_a_test.csv")),
     Step("03_gradcam_layers", ("figures/fig1_gradcam_layers.png", "results/faithfulness.csv")),
-    Step("04_augmentations", ("artifacts/aug_pool_seed{seed}.npz", "figures/fig2_augmentation.png")),
+    Step("04_augmentations", ("artifacts/aug_pool_seed{seed}.npy", "artifacts/aug_pool_seed{seed}.csv",
+                              "figures/fig2_augmentation.png")),
     Step("05_train_model_b", ("models/model_b_seed{seed}.keras",)),
     Step("06_cohort_evaluation", ("results/cohorts.csv", "results/mcnemar.csv", "results/severity.csv",
-                                  "results/results_table.md", "figures/fig3_a_wrong_b_right.png")),
+                                  "results/results_table.md", "figures/fig3_a_wrong_b_right.png",
+                                  "figures/fig2_augmentation_a_vs_b.png")),
 )
 
 

@@ -31,17 +31,14 @@
 # It regenerates no paper figure; every later step reads the cache recorded here in the run folder.
 
 # %%
-import warnings
-
 import pandas as pd
 from IPython.display import display
 
 from knee_tf import plots
-from knee_tf.config import get_config, resolve
+from knee_tf.config import resolve
 from knee_tf.ingest import ingest, summary_table
-from knee_tf.study import environment_report, ensure_dataset, open_run
+from knee_tf.study import ensure_dataset, environment_report, open_run
 
-warnings.filterwarnings("ignore", category=DeprecationWarning)
 pd.DataFrame([environment_report()]).T.rename(columns={0: "version"})
 
 # %% tags=["parameters"]

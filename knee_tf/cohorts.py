@@ -1,0 +1,151 @@
+"""The study's experiment: Model A's maps -> augmented pool; test cohorts; predictions of A and B.
+
+Everything a notebook would otherwise loop over by hand lives here, so notebooks 04-06 stay short
+and the same code serves the CLI, the tests and the notebooks.
+
+Cohorts (``cohort`` column of the predictions):
+
+* ``normal`` — the normal test split (the paper's cohort 1);
+* ``metal`` — every test exam with a metal implant (cohort 2; absent from training);
+* ``cam`` — the normal test images corrupted with Model A's own maps, ``image * (1 - w * M)`` at the
+  fixed weight ``cfg.cohort3_weight`` with ``cfg.cohort3_method`` at ``cfg.aug_layer`` (cohort 3).
+  Fresh maps of the test images, never the training pool. Each training seed has its own Model A
+  and therefore its own cohort 3.
+
+Held-out corruptions (no model trains on them): every type in :data:`knee_tf.corrupt.CORRUPTIONS` at
+every severity in ``cfg.severities``, applied to the normal test images with one fixed seed, so
+that across training seeds only the models change.
+
+Maps explain Model A's *predicted* class (``targets=None``), never the true label, so that neither
+the augmented pool nor cohort 3 encodes the label in the shape of its mask.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from knee_tf.config import StudyConfig
+from knee_tf.evaluate import paired_predictions, prediction_frame
+
+
+def augmentation_maps(model_a, images: np.ndarray, cfg: StudyConfig, methods=None,
+                      progress: bool = True) -> dict[str, np.ndarray]:
+    """Model A's maps at ``cfg.aug_layer``: {method: float32 (N, H, W) in [0, 1]}.
+
+    Only the one layer is computed (the gradient pass stops there), so memory is N x H x W per method.
+    """
+    from knee_tf.cam import compute_cams
+
+    methods = tuple(methods or cfg.cam_methods)
+    res = compute_cams(model_a, images, layers=(cfg.aug_layer,), methods=methods,
+                       batch_size=cfg.cam_batch_size, progress=progress)
+    return {m: res.select(m, cfg.aug_layer) for m in methods}
+
+
+def build_test_cohorts(data, model_a, cfg: StudyConfig, progress: bool = True) -> dict[str, tuple]:
+    """{cohort: (images float32 (n, H, W, 1), rows DataFrame)} for normal, metal (if any) and cam."""
+    from knee_tf.corrupt import cam_corruption
+
+    x, _, idx = data.split("test", cohort="normal")
+    out = {"normal": (x, idx)}
+    if "cohort" in data.index:
+        xm, _, im = data.split("test", cohort="metal")
+        if len(xm):
+            out["metal"] = (xm, im)
+    maps = augmentation_maps(model_a, x, cfg, methods=(cfg.cohort3_method,), progress=progress)
+    xc = cam_corruption(x, maps[cfg.cohort3_method], cfg.cohort3_weight, cfg.aug_smooth_sigma, cfg.aug_threshold)
+    out["cam"] = (xc, idx)
+    return out
+
+
+def predict_cohorts(models: dict, cohorts: dict, seed: int, batch_size: int = 256) -> pd.DataFrame:
+    """Per-image predictions of every model on every cohort (see knee_tf.predict.predictions_frame)."""
+    from knee_tf.model import predict_proba
+
+    frames = []
+    for name, model in models.items():
+        for cohort, (x, idx) in cohorts.items():
+            frames.append(prediction_frame(predict_proba(model, x, batch_size), idx, name, seed, cohort=cohort))
+    return pd.concat(frames, ignore_index=True)
+
+
+def predict_corruptions(models: dict, images: np.ndarray, index: pd.DataFrame, cfg: StudyConfig, seed: int,
+                        corruption_seed: int | None = None, batch_size: int = 256,
+                        progress: bool = True) -> pd.DataFrame:
+    """Predictions of every model on every held-out corruption x severity of ``images``.
+
+    Columns as :func:`predict_cohorts` plus ``corruption`` and ``severity`` (cohort = corruption name).
+    """
+    from knee_tf.corrupt import CORRUPTIONS, corrupt_batch
+    from knee_tf.model import predict_proba
+
+    cseed = cfg.synth_seed if corruption_seed is None else corruption_seed
+    frames = []
+    jobs = [(c, s) for c in CORRUPTIONS for s in cfg.severities]
+    for name, severity in tqdm(jobs, desc="held-out corruptions", disable=not progress):
+        xc = corrupt_batch(images, name, severity, seed=cseed)
+        for mname, model in models.items():
+            frames.append(prediction_frame(predict_proba(model, xc, batch_size), index, mname, seed,
+                                           corruption=name, severity=int(severity)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def a_wrong_b_right(pred: pd.DataFrame, seed: int, per_cohort: int = 2, rng_seed: int = 0) -> pd.DataFrame:
+    """Images Model A gets wrong and Model B right, in one seed: a seeded draw of up to ``per_cohort``
+    per cohort (not the most striking cases). Columns: cohort, image_id, plane, y_true, p_a, p_b."""
+    pairs = paired_predictions(pred[pred["seed"] == seed], keys=("cohort", "seed"))
+    hit = pairs[~pairs["correct_a"] & pairs["correct_b"]]
+    rng = np.random.default_rng(rng_seed)
+    picks = [g.iloc[np.sort(rng.choice(len(g), size=min(per_cohort, len(g)), replace=False))]
+             for _, g in hit.groupby("cohort", sort=False)]
+    cols = ["cohort", "image_id", "plane", "y_true", "p_a", "p_b"]
+    return pd.concat(picks, ignore_index=True)[cols] if picks else pd.DataFrame(columns=cols)
+
+
+def cohort_images(cohorts: dict, rows: pd.DataFrame) -> np.ndarray:
+    """The images named by ``rows`` (columns cohort, image_id) from :func:`build_test_cohorts` output.
+
+    Returns float32 (len(rows), H, W, 1), in row order (empty with the cohorts' image shape).
+    """
+    shape = next(iter(cohorts.values()))[0].shape[1:]
+    out = np.zeros((len(rows),) + shape, np.float32)
+    for k, (cohort, image_id) in enumerate(zip(rows["cohort"], rows["image_id"], strict=True)):
+        x, idx = cohorts[cohort]
+        out[k] = x[int(np.flatnonzero(idx["image_id"].to_numpy() == image_id)[0])]
+    return out
+
+
+def augmentation_flips(model_a, images: np.ndarray, labels: np.ndarray, pool_images: np.ndarray,
+                       provenance: pd.DataFrame, batch_size: int = 256) -> pd.DataFrame:
+    """Which augmented copies turn Model A's correct call into a wrong one.
+
+    images, labels: the N source images/classes; pool_images: float32 (M, H, W, 1) with provenance rows
+    (``source_image_id`` order as ``build_augmented_pool`` writes it: image by image, then variant).
+    Returns the provenance rows whose source A classifies correctly, with a bool ``flipped`` column.
+    """
+    from knee_tf.model import predict_proba
+
+    before = predict_proba(model_a, images, batch_size).argmax(1)
+    after = predict_proba(model_a, pool_images, batch_size).argmax(1)
+    src = np.repeat(np.arange(len(images)), len(pool_images) // max(len(images), 1))
+    right = before[src] == labels[src]
+    return provenance.assign(flipped=right & (after != labels[src]))[right]
+
+
+def save_pool(run, seed: int, images: np.ndarray, provenance: pd.DataFrame) -> None:
+    """Store an augmented pool in the run: images as float16 .npy (half the disk), provenance as CSV."""
+    from knee_tf.io import atomic_save_npy, atomic_write_csv
+
+    atomic_write_csv(run.artifacts / f"aug_pool_seed{seed}.csv", provenance)
+    atomic_save_npy(run.artifacts / f"aug_pool_seed{seed}.npy", np.asarray(images, dtype=np.float16))
+
+
+def load_pool(run, seed: int) -> tuple[np.ndarray, pd.DataFrame]:
+    """(images float32 (M, H, W, 1) in [0, 1], provenance) written by :func:`save_pool`."""
+    images = np.load(run.artifacts / f"aug_pool_seed{seed}.npy").astype(np.float32)
+    prov = pd.read_csv(run.artifacts / f"aug_pool_seed{seed}.csv", dtype={"source_image_id": str, "aug_id": str})
+    if len(prov) != len(images):
+        raise ValueError(f"augmented pool of seed {seed}: {len(images)} images but {len(prov)} provenance rows")
+    return images, prov

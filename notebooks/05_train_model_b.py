@@ -1,0 +1,69 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Model B: the same network, trained on normal + activation-map-augmented images
+#
+# Model B differs from Model A in its training data only: the normal training images plus the
+# augmented pool that notebook 04 built from Model A's Grad-CAM / Grad-CAM++ maps. Architecture,
+# hyper-parameters, epoch budget, early stopping, validation set (normal images) and seed protocol
+# are identical, so any difference in notebook 06 comes from the augmentation. Each seed's Model B
+# is trained on the pool made from the same seed's Model A.
+#
+# Output: `models/model_b_seed<S>.keras` with its logs, and learning curves beside Model A's.
+
+# %%
+import numpy as np
+import pandas as pd
+
+from knee_tf import plots
+from knee_tf.cohorts import load_pool
+from knee_tf.config import seed_everything
+from knee_tf.model import train_classifier
+from knee_tf.study import open_run
+
+# %% tags=["parameters"]
+config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run folders hold one)
+run_dir = ""  # "" = the newest run folder under runs/
+
+# %%
+run = open_run(run_dir, config)
+cfg = run.config
+seed_everything(cfg.seed)
+data = run.load_ingest()
+x_train, y_train, _ = data.split("train", cohort="normal")
+x_val, y_val, _ = data.split("val", cohort="normal")
+
+# %% [markdown]
+# ## Train one Model B per seed
+# The training set doubles (with one variant per image); the validation set stays normal, as for A.
+
+# %%
+histories = {}
+for seed in run.seeds:
+    pool_x, provenance = load_pool(run, seed)
+    x_b = np.concatenate([x_train, pool_x])
+    y_b = np.concatenate([y_train, provenance["label"].to_numpy(np.int32)])
+    print(f"seed {seed}: {len(x_train)} normal + {len(pool_x)} augmented training images")
+    result = train_classifier(x_b, y_b, x_val, y_val, cfg, run.models, seed=seed, name=f"model_b_seed{seed}",
+                              verbose=2)
+    histories[f"B, seed {seed}"] = result.history
+    histories[f"A, seed {seed}"] = pd.read_csv(run.models / f"model_a_seed{seed}_training_log.csv")
+
+# %% [markdown]
+# ## Learning curves, A vs B
+# B's training loss is higher than A's because half its training images are degraded; what matters is
+# the validation curve (dashed) on normal images, and notebook 06's test cohorts.
+
+# %%
+run.savefig(plots.plot_history(histories), "05_learning_curves_a_vs_b")
