@@ -131,3 +131,28 @@ def test_cam_corruption_is_the_augmentation_transform():
     np.testing.assert_array_equal(smoothed, expected)
     with pytest.raises(ValueError, match="maps must be"):
         corrupt.cam_corruption(x, maps[:2], 0.9)
+
+
+def test_cam_corruption_lowers_the_target_class_score(tiny_trained_model, toy_blob_data):
+    """On a trained toy model, obfuscating Model A's own Grad-CAM region lowers the score of the
+    explained class, and more than the same masks moved elsewhere (rolled by half the image)."""
+    from knee_tf.cam import compute_cams
+    from knee_tf.model import predict_proba
+
+    x, y, _ = toy_blob_data["test"]
+    res = compute_cams(tiny_trained_model, x, layers=("pool4",), methods=("gradcam",),
+                       progress=False)
+    maps, target = res.select("gradcam", "pool4"), res.targets
+    rows = np.arange(len(x))
+
+    def score(images):
+        return predict_proba(tiny_trained_model, images)[rows, target]
+
+    before = score(x)
+    after = score(corrupt.cam_corruption(x, maps, 0.9))
+    control = score(corrupt.cam_corruption(x, np.roll(maps, x.shape[1] // 2, axis=(1, 2)), 0.9))
+    relevant = target == 1  # images where the model points at a blob
+    assert relevant.sum() >= 10
+    drop, control_drop = (before - after)[relevant].mean(), (before - control)[relevant].mean()
+    assert drop > 0.1, drop
+    assert drop > control_drop + 0.05, (drop, control_drop)
