@@ -8,6 +8,7 @@ need a modified copy of the trained model.
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,11 +76,13 @@ def compile_classifier(model, learning_rate: float = 1e-3) -> None:
 
 
 def balanced_class_weights(labels, n_classes: int) -> dict[int, float]:
-    """``{class: N / (n_classes * count)}`` for the classes present (absent ones get 1.0)."""
+    """``{class: N / (n_present * count)}``: each present class carries equal total weight.
+
+    n_present is the number of classes that occur in ``labels``; absent classes get 1.0.
+    """
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes)
-    total = counts.sum()
-    return {c: (float(total) / (n_classes * counts[c]) if counts[c] else 1.0)
-            for c in range(n_classes)}
+    total, present = int(counts.sum()), int((counts > 0).sum())
+    return {c: (total / (present * int(counts[c])) if counts[c] else 1.0) for c in range(n_classes)}
 
 
 @dataclass
@@ -110,7 +113,10 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
         if value is None or not value < self.best:
             return
         self.best = float(value)
-        with atomic_path(self.path, suffix=".keras") as tmp:
+        with atomic_path(self.path, suffix=".keras") as tmp, warnings.catch_warnings():
+            # Keras's saver calls np.array(variable): a NumPy 2 copy-keyword DeprecationWarning
+            warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept",
+                                    category=DeprecationWarning)
             self.model.save(tmp)
 
 

@@ -1,0 +1,163 @@
+"""knee_tf.cam: the one-pass Grad-CAM / Grad-CAM++ engine against tf-keras-vis and edge cases."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy.ndimage import zoom
+
+from knee_tf import cam as cam_module
+from knee_tf.cam import (
+    DEFAULT_LAYERS,
+    METHODS,
+    CamResult,
+    align_corners_matrix,
+    cam_engine,
+    compute_cams,
+    tf_keras_vis_cams,
+    upsample_align_corners,
+)
+from knee_tf.model import build_lenet, predict_proba
+
+
+@pytest.fixture(scope="module")
+def test_images(toy_blob_data):
+    return toy_blob_data["test"][0][:32]
+
+
+@pytest.fixture(scope="module")
+def cams(tiny_trained_model, test_images):
+    return compute_cams(tiny_trained_model, test_images, batch_size=12, progress=False)
+
+
+@pytest.mark.parametrize("h, w, size", [(4, 4, (64, 64)), (8, 5, (64, 40)), (1, 3, (16, 9)),
+                                        (7, 7, (7, 7))])
+def test_upsampling_is_align_corners_bilinear_like_scipy_zoom(h, w, size):
+    maps = np.random.default_rng(0).random((3, h, w), np.float32)
+    expected = zoom(maps, (1, size[0] / h, size[1] / w), order=1)
+    np.testing.assert_allclose(upsample_align_corners(maps, size), expected, atol=1e-6)
+
+
+def test_tf_image_resize_is_not_align_corners():
+    """The reason for our own resampler: tf.image.resize uses half-pixel centres."""
+    maps = np.random.default_rng(1).random((1, 4, 4), np.float32)
+    ours = upsample_align_corners(maps, (16, 16))
+    theirs = tf.image.resize(maps[..., None], (16, 16), method="bilinear").numpy()[..., 0]
+    assert np.abs(ours - theirs).max() > 1e-2
+    assert ours[0, 0, 0] == maps[0, 0, 0] and ours[0, -1, -1] == maps[0, -1, -1]
+    np.testing.assert_allclose(align_corners_matrix(4, 16).sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_result_shapes_ranges_and_metadata(cams, tiny_trained_model, test_images):
+    n = len(test_images)
+    assert isinstance(cams, CamResult) and tuple(cams) == METHODS == cams.methods
+    assert cams.layers == DEFAULT_LAYERS
+    for method in METHODS:
+        maps = cams[method]
+        assert maps.dtype == np.float32 and maps.shape == (n, 4, 64, 64)
+        assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
+        peak = maps.reshape(n, 4, -1).max(axis=-1)
+        zero = peak == 0
+        np.testing.assert_array_equal(cams.n_zero[method], zero.sum(axis=0))
+        np.testing.assert_allclose(peak[~zero], 1.0, atol=1e-3)  # min-max normalised
+    probs = predict_proba(tiny_trained_model, test_images)
+    np.testing.assert_array_equal(cams.targets, probs.argmax(axis=1))
+    np.testing.assert_allclose(cams.probabilities, probs, atol=1e-5)
+    np.testing.assert_array_equal(cams.select("gradcam++", "pool3"), cams["gradcam++"][:, 2])
+    table = cams.zero_counts()
+    assert list(table.columns) == ["method", "layer", "n_zero", "n"] and len(table) == 8
+
+
+@pytest.mark.parametrize("targets", [None, "other"], ids=["predicted", "other-class"])
+def test_agrees_with_tf_keras_vis(tiny_trained_model, test_images, cams, targets):
+    if targets is None:
+        ours = cams
+    else:  # explain the class the model did not predict
+        targets = 1 - cams.targets
+        ours = compute_cams(tiny_trained_model, test_images, targets=targets, progress=False)
+        np.testing.assert_array_equal(ours.targets, targets)
+    reference = tf_keras_vis_cams(tiny_trained_model, test_images, targets=targets, batch_size=16)
+    assert any(ours.n_zero[m].sum() < len(test_images) * 4 for m in METHODS)  # not all blank
+    for method in METHODS:
+        for i, layer in enumerate(DEFAULT_LAYERS):
+            diff = np.abs(ours[method][:, i] - reference[method][:, i])
+            assert diff.max() <= 2e-3, (method, layer, diff.max())
+            assert diff.mean() <= 1e-4, (method, layer, diff.mean())
+
+
+def test_batching_and_explicit_targets_do_not_change_maps(tiny_trained_model, test_images, cams):
+    again = compute_cams(tiny_trained_model, test_images, targets=cams.targets, batch_size=5,
+                         progress=False)
+    for method in METHODS:  # equal up to float32 kernel differences between batch sizes
+        diff = np.abs(again[method] - cams[method])
+        assert diff.max() <= 1e-3 and diff.mean() <= 1e-6, (method, diff.max(), diff.mean())
+
+
+def test_trained_model_is_not_modified(tiny_trained_model, test_images):
+    before = [w.copy() for w in tiny_trained_model.get_weights()]
+    n_layers = len(tiny_trained_model.layers)
+    probs_before = predict_proba(tiny_trained_model, test_images)
+    compute_cams(tiny_trained_model, test_images, progress=False)
+    assert tiny_trained_model.get_layer("probs").activation is keras.activations.softmax
+    assert len(tiny_trained_model.layers) == n_layers
+    for a, b in zip(before, tiny_trained_model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(predict_proba(tiny_trained_model, test_images), probs_before)
+
+
+def test_all_zero_maps_stay_zero_and_are_counted():
+    model = build_lenet((32, 32, 1), conv_filters=(2, 2, 2, 2), dense_units=(4,))
+    model.set_weights([np.zeros_like(w) for w in model.get_weights()])  # every activation is 0
+    images = np.random.default_rng(0).random((6, 32, 32, 1), np.float32)
+    result = compute_cams(model, images, progress=False)
+    for method in METHODS:
+        assert not np.isnan(result[method]).any()
+        assert (result[method] == 0).all()
+        np.testing.assert_array_equal(result.n_zero[method], [6, 6, 6, 6])
+
+
+def test_gradient_model_is_built_once_and_released_with_the_model():
+    model = build_lenet((32, 32, 1), conv_filters=(2, 2, 2, 2), dense_units=(4,))
+    images = np.random.default_rng(0).random((3, 32, 32, 1), np.float32)
+    engine = cam_engine(model)
+    compute_cams(model, images, progress=False)
+    compute_cams(model, images, progress=False)
+    assert cam_engine(model) is engine
+    assert engine.step.experimental_get_tracing_count() == 1
+    assert cam_engine(model, layers=("pool4",)) is not engine
+    gc.collect()
+    n_cached, model_ref = len(cam_module._ENGINES), weakref.ref(model)
+    del model, engine
+    gc.collect()
+    assert model_ref() is None, "the CAM cache keeps the model alive"
+    assert len(cam_module._ENGINES) == n_cached - 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(layers=("pool9",)), "no layer 'pool9'"),
+    (dict(layers=("dense1",)), "must be \\(B, h, w, c\\)"),
+    (dict(methods=("scorecam",)), "methods must be"),
+    (dict(layers=()), "at least one layer"),
+    (dict(targets=[0, 1]), "targets must be an int or int \\(N,\\)"),
+    (dict(targets=2), "targets must lie in \\[0, 1\\]"),
+    (dict(batch_size=0), "batch_size"),
+])
+def test_bad_arguments_raise_clear_errors(tiny_trained_model, test_images, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        compute_cams(tiny_trained_model, test_images[:3], progress=False, **kwargs)
+
+
+def test_wrong_image_shape_and_missing_logits_layer(tiny_trained_model, test_images):
+    with pytest.raises(ValueError, match="images must be float32"):
+        compute_cams(tiny_trained_model, test_images[..., 0], progress=False)
+    inputs = keras.Input((16, 16, 1))
+    x = keras.layers.MaxPooling2D(name="pool1")(keras.layers.Conv2D(2, 3, name="conv1")(inputs))
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(x))
+    with pytest.raises(ValueError, match="no linear 'logits' layer"):
+        compute_cams(keras.Model(inputs, outputs), np.zeros((1, 16, 16, 1), np.float32),
+                     layers=("pool1",), progress=False)

@@ -1,0 +1,170 @@
+"""knee_tf.model: architecture contract, training (smoke, determinism, MirroredStrategy), inference."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from knee_tf.config import StudyConfig
+from knee_tf.model import (
+    balanced_class_weights,
+    build_lenet,
+    load_model,
+    predict_proba,
+    train_classifier,
+)
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def test_lenet_layer_names_and_shapes():
+    model = build_lenet()
+    shapes = {layer.name: tuple(layer.output.shape[1:]) for layer in model.layers}
+    assert shapes["conv1"] == (128, 128, 16)
+    assert [shapes[f"pool{k}"] for k in range(1, 5)] == [
+        (64, 64, 16), (32, 32, 32), (16, 16, 64), (8, 8, 64)]
+    for k in range(1, 5):
+        assert isinstance(model.get_layer(f"pool{k}"), keras.layers.MaxPooling2D)
+    assert shapes["dense1"] == (120,) and shapes["dense2"] == (84,)
+    logits, probs = model.get_layer("logits"), model.get_layer("probs")
+    assert shapes["logits"] == (2,) and logits.activation is keras.activations.linear
+    assert isinstance(probs, keras.layers.Activation) and model.outputs[0].shape[1:] == (2,)
+    p = model.predict(np.random.default_rng(0).random((3, 128, 128, 1), np.float32), verbose=0)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(input_shape=(100, 128, 1)), "divisible by 16"),
+    (dict(input_shape=(128, 128)), "input_shape"),
+    (dict(n_classes=1), "n_classes"),
+    (dict(conv_filters=()), "conv_filters"),
+    (dict(dense_units=(0,)), "dense_units"),
+])
+def test_lenet_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_lenet(**kwargs)
+
+
+def test_balanced_class_weights():
+    assert balanced_class_weights([0, 0, 0, 1], 2) == {0: 4 / 6, 1: 2.0}
+    assert balanced_class_weights([1, 1], 2) == {0: 1.0, 1: 1.0}
+
+
+def _smoke_subset(toy_blob_data, n_train=32):
+    (xt, yt, _), (xv, yv, _) = toy_blob_data["train"], toy_blob_data["val"]
+    return xt[:n_train], yt[:n_train], xv[:32], yv[:32]
+
+
+def test_one_step_training_on_smoke_config(toy_blob_data, tmp_path):
+    cfg = StudyConfig.smoke(image_size=64)
+    xt, yt, xv, yv = _smoke_subset(toy_blob_data, n_train=cfg.batch_size)  # one batch = one step
+    result = train_classifier(xt, yt, xv, yv, cfg, tmp_path, name="model_a", verbose=0)
+    assert list(result.history.columns[:1]) == ["epoch"] and len(result.history) == 1
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(result.history.columns)
+    assert result.model.optimizer.iterations.numpy() == 1
+    assert result.best_path == tmp_path / "model_a.keras" and result.best_path.is_file()
+    assert not list(tmp_path.glob(".*tmp*")), "temporary checkpoint files left behind"
+    log = pd.read_csv(tmp_path / "model_a_training_log.csv")
+    assert len(log) == 1 and "val_loss" in log.columns
+    assert list((tmp_path / "tensorboard" / "model_a" / "train").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "tensorboard" / "model_a" / "validation").glob("events.out.*"))
+    reloaded = load_model(result.best_path)
+    np.testing.assert_allclose(predict_proba(reloaded, xv), predict_proba(result.model, xv),
+                               atol=1e-6)
+
+
+def test_training_rejects_bad_input(toy_blob_data, tmp_path):
+    cfg = StudyConfig.smoke(image_size=64)
+    xt, yt, xv, yv = _smoke_subset(toy_blob_data)
+    with pytest.raises(ValueError, match="training labels must lie in"):
+        train_classifier(xt, yt + 1, xv, yv, cfg, tmp_path, verbose=0)
+    with pytest.raises(ValueError, match="validation images must be"):
+        train_classifier(xt, yt, xv[..., 0], yv, cfg, tmp_path, verbose=0)
+    with pytest.raises(ValueError, match="int class indices"):
+        train_classifier(xt, yt.astype(float), xv, yv, cfg, tmp_path, verbose=0)
+
+
+def test_seeded_training_is_deterministic(toy_blob_data, tmp_path):
+    cfg = StudyConfig.smoke(image_size=64)
+    xt, yt, xv, yv = _smoke_subset(toy_blob_data, n_train=96)  # 3 shuffled batches
+    runs = [train_classifier(xt, yt, xv, yv, cfg, tmp_path / name, seed=seed, verbose=0).model
+            for name, seed in (("a", 7), ("b", 7), ("c", 8))]
+    same = [np.array_equal(u, v) for u, v in zip(runs[0].get_weights(), runs[1].get_weights(),
+                                                 strict=True)]
+    assert all(same)
+    assert not np.array_equal(runs[0].get_weights()[0], runs[2].get_weights()[0])
+
+
+def test_predict_proba_matches_model_and_validates(tiny_trained_model, toy_blob_data):
+    x = toy_blob_data["test"][0]
+    p = predict_proba(tiny_trained_model, x, batch_size=5)
+    assert p.dtype == np.float32 and p.shape == (len(x), 2)
+    np.testing.assert_allclose(p, tiny_trained_model.predict(x, verbose=0), atol=1e-6)
+    with pytest.raises(ValueError, match=r"images must be float32 \(N, 64, 64, 1\)"):
+        predict_proba(tiny_trained_model, x[:, :32])
+
+
+def test_tiny_model_learns_the_toy_problem(tiny_train_result, toy_blob_data):
+    x, y, _ = toy_blob_data["test"]
+    accuracy = (predict_proba(tiny_train_result.model, x).argmax(axis=1) == y).mean()
+    assert accuracy >= 0.9
+    history = tiny_train_result.history
+    best = history["val_loss"].idxmin()
+    reloaded = load_model(tiny_train_result.best_path)  # the checkpoint holds the best epoch
+    np.testing.assert_allclose(
+        reloaded.evaluate(toy_blob_data["val"][0], toy_blob_data["val"][1], verbose=0)[0],
+        history.loc[best, "val_loss"], rtol=1e-3, atol=1e-6)
+
+
+def test_load_model_rejects_missing_or_wrong_file(tmp_path):
+    with pytest.raises(ValueError, match="not found"):
+        load_model(tmp_path / "nope.keras")
+    (tmp_path / "model.h5").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"\.keras"):
+        load_model(tmp_path / "model.h5")
+
+
+MIRRORED_SCRIPT = textwrap.dedent("""
+    import json, sys, tempfile
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+    sys.path.insert(0, sys.argv[1])
+    from conftest import make_blob_images
+    from knee_tf.config import StudyConfig
+    from knee_tf.model import predict_proba, train_classifier
+    (xt, yt, _), (xv, yv, _) = make_blob_images(256, seed=1), make_blob_images(64, seed=2)
+    xs, ys, _ = make_blob_images(128, seed=3)
+    cfg = StudyConfig.smoke(image_size=64, epochs=4, patience=4, learning_rate=3e-3)
+    out = {"n_devices": len(tf.config.list_logical_devices("CPU"))}
+    strategies = {"single": None,
+                  "mirrored": tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])}
+    for name, strategy in strategies.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            res = train_classifier(xt, yt, xv, yv, cfg, tmp, strategy=strategy, verbose=0)
+            acc = float((predict_proba(res.model, xs).argmax(1) == ys).mean())
+        out[name] = acc
+        if strategy is not None:
+            out["replicas"] = strategy.num_replicas_in_sync
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def test_mirrored_strategy_on_two_logical_cpus_matches_one_device():
+    proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(TESTS_DIR)],
+                          capture_output=True, text=True, timeout=300, cwd=TESTS_DIR.parent)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    out = json.loads(lines[-1][len("RESULT "):])
+    assert out["n_devices"] == 2 and out["replicas"] == 2
+    assert out["single"] >= 0.85
+    assert abs(out["mirrored"] - out["single"]) <= 0.05
