@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from knee_tf.config import StudyConfig
-from knee_tf.errors import InputError
+from knee_tf.errors import InputError, StepFailed
 
 _DEFAULT = StudyConfig()
 
@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in e.problems:
             print(f"error: {line}", file=sys.stderr)
         return 2
+    except StepFailed as e:  # its executed notebook holds the traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}".splitlines()[0], file=sys.stderr)
         return 2

@@ -11,3 +11,7 @@ class InputError(ValueError):
         self.summary = summary
         head = f"{summary}\n" if summary else ""
         super().__init__(head + "\n".join(self.problems))
+
+
+class StepFailed(RuntimeError):
+    """A study notebook raised; the message names the step, the cell's error and the executed copy."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from knee_tf.config import REPO_ROOT, StudyConfig, get_config, resolve
-from knee_tf.errors import InputError
+from knee_tf.errors import InputError, StepFailed
 from knee_tf.io import atomic_write_text
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -189,12 +189,17 @@ def run_study(config: str | StudyConfig = "default", seeds: int | None = None, o
         marker.unlink(missing_ok=True)
         t0 = time.perf_counter()
         log(f"[{step.name}] running ...")
-        pm.execute_notebook(
-            str(NOTEBOOK_DIR / f"{step.name}.ipynb"), str(root / "notebooks" / f"{step.name}.ipynb"),
-            parameters={"config": str(root / "config.json"), "run_dir": str(root)},
-            kernel_name="python3", progress_bar=False, log_output=False, cwd=str(REPO_ROOT),
-            stdout_file=sys.stdout, stderr_file=None,
-        )
+        executed = root / "notebooks" / f"{step.name}.ipynb"
+        try:
+            pm.execute_notebook(
+                str(NOTEBOOK_DIR / f"{step.name}.ipynb"), str(executed),
+                parameters={"config": str(root / "config.json"), "run_dir": str(root)},
+                kernel_name="python3", progress_bar=False, log_output=False, cwd=str(REPO_ROOT),
+                stdout_file=sys.stdout, stderr_file=None,
+            )
+        except pm.PapermillExecutionError as e:
+            raise StepFailed(f"[{step.name}] failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
+                             f"(executed notebook: {executed})") from None
         missing = [str(p.relative_to(root)) for p in run.expected_outputs(step) if not p.exists()]
         if missing:
             raise RuntimeError(f"[{step.name}] finished but did not write: {', '.join(missing)}")
