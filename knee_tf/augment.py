@@ -37,6 +37,8 @@ TRANSFORMS: tuple[str, ...] = ("inverted", "weighted")
 METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
 #: Human-readable method names, used in DICOM descriptions and figure titles.
 METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
+#: Pool slots processed at once by build_augmented_pool (bounds its temporary memory).
+_POOL_CHUNK = 256
 PROVENANCE_COLUMNS: tuple[str, ...] = (
     "aug_id", "source_image_id", "label", "method", "transform", "layer", "weight", "variant",
 )
@@ -290,7 +292,7 @@ def build_augmented_pool(
     bad = [t for t in transforms if t not in TRANSFORMS]
     if bad or not transforms or len(set(transforms)) != len(transforms):
         raise ValueError(f"transforms must be distinct values among {TRANSFORMS}; got {transforms}")
-    masks = {}
+    raw_maps = {}
     for m in methods:
         mm = np.asarray(maps[m], dtype=np.float32)
         if mm.ndim == 4 and mm.shape[-1] == 1:
@@ -298,7 +300,7 @@ def build_augmented_pool(
         if mm.shape != x.shape[:3]:
             raise ValueError(f"maps[{m!r}] must be ({n}, H, W) matching images {x.shape}; got "
                              f"{np.shape(maps[m])} (pick one layer with select_layer)")
-        masks[m] = prepare_mask(mm, smooth_sigma, threshold)
+        raw_maps[m] = mm
 
     combos = list(itertools.product(methods, transforms))
     rng = np.random.default_rng(seed)
@@ -318,12 +320,15 @@ def build_augmented_pool(
     is_inverted = np.array([combos[c][1] == "inverted" for c in combo_idx], dtype=bool)
     weight = np.where(is_inverted, np.float32(1.0), draws).astype(np.float32)
 
+    # In chunks of pool slots, so masks and temporaries never exceed a chunk's size.
     out = np.empty((src.size,) + x.shape[1:], dtype=np.float32)
     method_of_slot = np.array([combos[c][0] for c in combo_idx])
-    for m in methods:
-        sel = np.flatnonzero(method_of_slot == m)
-        if sel.size:
-            out[sel] = weighted_obfuscation(x[src[sel]], masks[m][src[sel]], weight[sel])
+    for start in range(0, src.size, _POOL_CHUNK):
+        for m in methods:
+            sel = start + np.flatnonzero(method_of_slot[start:start + _POOL_CHUNK] == m)
+            if sel.size:
+                mask = prepare_mask(raw_maps[m][src[sel]], smooth_sigma, threshold)
+                out[sel] = weighted_obfuscation(x[src[sel]], mask, weight[sel])
     prov = pd.DataFrame({
         "aug_id": [f"{ids[s]}_aug{v}" for s, v in zip(src, variant, strict=True)],
         "source_image_id": [ids[s] for s in src],

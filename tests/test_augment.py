@@ -163,6 +163,17 @@ def test_pool_is_deterministic_for_a_seed():
     assert not a[2]["weight"].equals(c[2]["weight"])
 
 
+def test_pool_does_not_depend_on_chunking(monkeypatch):
+    images, labels, ids, maps = _pool_inputs(8)
+    whole = augment.build_augmented_pool(images, labels, ids, maps, variants=2, seed=1,
+                                         smooth_sigma=1.5)
+    monkeypatch.setattr(augment, "_POOL_CHUNK", 3)
+    chunked = augment.build_augmented_pool(images, labels, ids, maps, variants=2, seed=1,
+                                           smooth_sigma=1.5)
+    np.testing.assert_array_equal(whole[0], chunked[0])
+    pd.testing.assert_frame_equal(whole[2], chunked[2])
+
+
 def test_pool_uses_config_defaults_and_validates():
     from knee_tf.config import StudyConfig
 
