@@ -347,7 +347,7 @@ def build_augmented_pool(
 #: Attributes copied from the source file: patient, study, frame of reference, equipment and the
 #: MR acquisition parameters (the derived image was acquired the same way, then altered).
 _COPIED_KEYWORDS = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "PatientWeight",
+    "SpecificCharacterSet", "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "PatientWeight",
     "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
     "ReferringPhysicianName", "StudyDescription",
     "FrameOfReferenceUID", "PositionReferenceIndicator",
@@ -465,8 +465,14 @@ def export_augmented_dicom(
         pixels = np.round(np.clip(img, 0.0, 1.0) * 4095.0).astype(np.uint16)
         if "PixelSpacing" in src and "Rows" in src and "Columns" in src:
             sr, sc = (float(v) for v in src.PixelSpacing)
-            ds.PixelSpacing = [round(sr * int(src.Rows) / img.shape[0], 6),
-                               round(sc * int(src.Columns) / img.shape[1], 6)]
+            nr, nc = sr * int(src.Rows) / img.shape[0], sc * int(src.Columns) / img.shape[1]
+            ds.PixelSpacing = [round(nr, 6), round(nc, 6)]
+            if "ImagePositionPatient" in src and "ImageOrientationPatient" in src:
+                # same field of view: the first pixel's centre moves by half the spacing change
+                iop = np.asarray([float(v) for v in src.ImageOrientationPatient])
+                ipp = np.asarray([float(v) for v in src.ImagePositionPatient])
+                ipp = ipp + 0.5 * (nc - sc) * iop[:3] + 0.5 * (nr - sr) * iop[3:]
+                ds.ImagePositionPatient = [round(float(v), 4) for v in ipp]
         ds.set_pixel_data(pixels, "MONOCHROME2", 12, generate_instance_uid=False)
         ds.WindowCenter = 2048
         ds.WindowWidth = 4096

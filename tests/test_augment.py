@@ -221,6 +221,15 @@ def test_export_augmented_dicom_is_valid_and_derived(tmp_path):
         assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
         assert ds.BitsAllocated == 16 and ds.PixelRepresentation == 0
         np.testing.assert_allclose(ds.pixel_array / 4095.0, img[..., 0], atol=1 / 4095)
+        # same field of view: spacing scales with the size, the outer pixel edge stays put
+        scale = src.Rows / ds.Rows
+        np.testing.assert_allclose([float(v) for v in ds.PixelSpacing],
+                                   [float(v) * scale for v in src.PixelSpacing])
+        edge = [float(p) - 0.5 * float(sp) for p, sp in
+                zip(ds.ImagePositionPatient[:2], ds.PixelSpacing, strict=True)]
+        src_edge = [float(p) - 0.5 * float(sp) for p, sp in
+                    zip(src.ImagePositionPatient[:2], src.PixelSpacing, strict=True)]
+        np.testing.assert_allclose(edge, src_edge, atol=1e-3)
         series.setdefault((row["method"], row["transform"]), set()).add(ds.SeriesInstanceUID)
     assert all(len(v) == 1 for v in series.values())  # one series per transform
     assert len({next(iter(v)) for v in series.values()}) == len(series)
