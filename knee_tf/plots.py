@@ -249,5 +249,5 @@ def plot_severity(severity):
         for m, d in mean[mean["corruption"] == name].groupby("model"):
             ax.fill_between(d["severity"], d["ci_low"], d["ci_high"], color=colors.get(m, "grey"), alpha=0.2, lw=0)
     g.set_titles("{col_name}")
-    g.set(ylim=(0.3, 1.0), xticks=sorted(severity["severity"].unique()))
+    g.set(ylim=(0.3, 1.0), xticks=sorted(severity["severity"].unique()), xlabel="severity (0 = clean)")
     return g.figure

@@ -37,7 +37,8 @@ class Step:
 
 
 STEPS: tuple[Step, ...] = (
-    Step("01_data_ingest", ("artifacts/ingest.json", "figures/01_counts.png", "figures/01_montage.png")),
+    Step("01_data_ingest", ("artifacts/ingest.json", "results/linear_baseline.json", "figures/01_counts.png",
+                          "figures/01_montage.png")),
     Step("02_train_model_a", ("models/model_a_seed{seed}.keras", "results/model_a_test.csv")),
     Step("03_gradcam_layers", ("figures/fig1_gradcam_layers.png", "results/faithfulness.csv")),
     Step("04_augmentations", ("artifacts/aug_pool_seed{seed}.npy", "artifacts/aug_pool_seed{seed}.csv",
