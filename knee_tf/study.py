@@ -85,6 +85,16 @@ class Run:
         atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
         return path
 
+    def write_csv(self, rel: str, df) -> Path:
+        from knee_tf.io import atomic_write_csv
+
+        atomic_write_csv(self.root / rel, df)
+        return self.root / rel
+
+    def write_text(self, rel: str, text: str) -> Path:
+        atomic_write_text(self.root / rel, text)
+        return self.root / rel
+
     def read_json(self, rel: str):
         path = self.root / rel
         if not path.exists():

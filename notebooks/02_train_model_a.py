@@ -63,7 +63,7 @@ for seed in run.seeds:
     probs = predict_proba(result.model, x_test, batch_size=cfg.cam_batch_size)
     predictions.append(evaluate.prediction_frame(probs, test_index, "A", seed, cohort="normal"))
 predictions = pd.concat(predictions, ignore_index=True)
-predictions.to_csv(run.results / "model_a_test.csv", index=False)
+run.write_csv("results/model_a_test.csv", predictions)
 
 # %% [markdown]
 # ## Learning curves

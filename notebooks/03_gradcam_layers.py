@@ -84,7 +84,7 @@ sub = np.sort(rng.choice(len(x_test), size=min(n_faithfulness, len(x_test)), rep
 sub_cams = compute_cams(model_a, x_test[sub], layers=cfg.cam_layers, methods=cfg.cam_methods)
 curves = faithfulness_curves(model_a, x_test[sub], sub_cams, seed=cfg.seed)
 table = curves.table().sort_values(["method", "layer"])
-table.to_csv(run.results / "faithfulness.csv", index=False)
+run.write_csv("results/faithfulness.csv", table)
 display(table.round(3))
 display(sub_cams.zero_counts())
 

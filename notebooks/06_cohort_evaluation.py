@@ -79,10 +79,10 @@ print({c: len(x) for c, (x, _) in cohorts[run.seeds[0]].items()})
 # %%
 metrics = evaluate.cohort_metrics(predictions, config=cfg)
 mcnemar = evaluate.mcnemar_table(predictions)
-metrics.to_csv(run.results / "cohorts.csv", index=False)
-mcnemar.to_csv(run.results / "mcnemar.csv", index=False)
+run.write_csv("results/cohorts.csv", metrics)
+run.write_csv("results/mcnemar.csv", mcnemar)
 table = evaluate.paper_comparison_markdown(evaluate.summarize_seeds(metrics), mcnemar)
-(run.results / "results_table.md").write_text(table + "\n")
+run.write_text("results/results_table.md", table + "\n")
 display(Markdown(table))
 
 # %%
@@ -96,7 +96,7 @@ display(mcnemar.round(4))
 # %%
 for key in ("plane", "site"):
     part = evaluate.cohort_metrics(predictions, breakdown=key, config=cfg)
-    part.to_csv(run.results / f"breakdown_{key}.csv", index=False)
+    run.write_csv(f"results/breakdown_{key}.csv", part)
     display(evaluate.summarize_seeds(part).pivot_table(index=["cohort", key], columns="model",
                                                        values="accuracy_mean").round(3))
 
@@ -107,7 +107,7 @@ for key in ("plane", "site"):
 
 # %%
 severity = evaluate.severity_table(corrupted, config=cfg)
-severity.to_csv(run.results / "severity.csv", index=False)
+run.write_csv("results/severity.csv", severity)
 run.savefig(plots.plot_severity(severity), "06_severity")
 
 # %% [markdown]
