@@ -7,7 +7,12 @@ from conftest import TOY_SIZE
 from dicom_factory import write_manifest, write_mr
 
 from knee_tf.cli import main
-from knee_tf.cohorts import a_wrong_b_right, augmentation_maps, augmentation_flips, predict_corruptions
+from knee_tf.cohorts import (
+    a_wrong_b_right,
+    augmentation_flips,
+    augmentation_maps,
+    predict_corruptions,
+)
 from knee_tf.config import StudyConfig
 from knee_tf.corrupt import CORRUPTIONS, cam_corruption
 from knee_tf.model import predict_proba
