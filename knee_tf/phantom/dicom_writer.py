@@ -123,7 +123,8 @@ def write_slice(path: str | Path, pixels: np.ndarray, hdr: ExamHeader, geom: Sli
     ds.PositionReferenceIndicator = ""
     ds.SliceLocation = f"{float(geom.centre @ geom.normal):.4f}"
     ds.PixelSpacing = [f"{geom.spacing_mm:.4f}", f"{geom.spacing_mm:.4f}"]
-    ds.set_pixel_data(np.ascontiguousarray(pixels), "MONOCHROME2", 16)
+    ds.set_pixel_data(np.ascontiguousarray(pixels), "MONOCHROME2", 16,
+                      generate_instance_uid=False)  # keep the deterministic UID
     hi = int(pixels.max())
     ds.WindowCenter = str(max(hi // 2, 1))
     ds.WindowWidth = str(max(hi, 2))

@@ -1,0 +1,238 @@
+"""The synthetic default dataset: label rules, DICOM validity, determinism, metal physics, splits."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from knee_tf.dicom import plane_from_orientation
+from knee_tf.phantom import MANIFEST_COLUMNS, plan_exams, synthesize
+from knee_tf.phantom.anatomy import Pose, build_knee
+from knee_tf.phantom.labels import PLANE_AXES, relevant_interval, rule_label
+from knee_tf.phantom.metal import Implant, off_resonance_hz, susceptibility_artifact
+from knee_tf.phantom.render import SliceGeometry, render_slice
+from knee_tf.phantom.synth import prepare_exam
+
+N_EXAMS, SIZE = 4, 48
+
+
+def _neutral_pose(**kw) -> Pose:
+    base = dict(side="right", scale=1.0, flexion_deg=0.0, rotation_deg=0.0, varus_deg=0.0,
+                offset_mm=(0.0, 0.0, 0.0), fat_mm=10.0, muscle=1.0, patella_height=0.0,
+                other_leg_mm=190.0)
+    base.update(kw)
+    return Pose(**base)
+
+
+def _geom(plane: str, s_axis: float) -> SliceGeometry:
+    nrm = SliceGeometry(plane, 0.0, 220.0, 64, 8.0, (0, 0, 0)).normal
+    sign = float(nrm @ np.array(PLANE_AXES[plane]))
+    return SliceGeometry(plane, s_axis * sign, 220.0, 64, 8.0, (0, 0, 0))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    out = tmp_path_factory.mktemp("synth")
+    # metal_fraction 0.25 of 4 exams -> exactly one metal exam
+    df = synthesize(out, n_exams=N_EXAMS, seed=7, image_size=SIZE, metal_fraction=0.25,
+                    workers=1, progress=False)
+    return out, df
+
+
+# ---------------------------------------------------------------------------------- label rules
+
+@pytest.mark.parametrize("pose", [_neutral_pose(), _neutral_pose(side="left", flexion_deg=20,
+                                                                 rotation_deg=12, scale=1.1,
+                                                                 offset_mm=(20, -15, 10))])
+@pytest.mark.parametrize("plane", ["axial", "sagittal", "coronal"])
+def test_joint_line_slice_is_relevant(pose, plane):
+    knee = build_knee(pose)
+    label, dist = rule_label(knee, _geom(plane, float(knee.centre @ np.array(PLANE_AXES[plane]))))
+    assert label == "relevant" and dist > 5.0
+
+
+@pytest.mark.parametrize("flexion", [0.0, 25.0])
+def test_slice_80mm_up_the_femoral_shaft_is_irrelevant(flexion):
+    knee = build_knee(_neutral_pose(flexion_deg=flexion))
+    label, dist = rule_label(knee, _geom("axial", float(knee.centre[2]) + 80.0))
+    assert label == "irrelevant" and dist < 0
+
+
+@pytest.mark.parametrize("plane,offset", [("sagittal", 70.0), ("sagittal", -70.0),
+                                          ("coronal", -60.0), ("coronal", 65.0)])
+def test_slices_outside_the_condyles_are_irrelevant(plane, offset):
+    """Outer sagittal (collateral soft tissue) and anterior/posterior coronal slices."""
+    knee = build_knee(_neutral_pose())
+    label, _ = rule_label(knee, _geom(plane, float(knee.centre @ np.array(PLANE_AXES[plane]))
+                                      + offset))
+    assert label == "irrelevant"
+
+
+def test_relevant_interval_moves_with_the_knee():
+    a = relevant_interval(build_knee(_neutral_pose()), "axial")
+    b = relevant_interval(build_knee(_neutral_pose(offset_mm=(0.0, 0.0, 20.0))), "axial")
+    assert b[0] == pytest.approx(a[0] + 20.0) and b[1] == pytest.approx(a[1] + 20.0)
+    with pytest.raises(ValueError, match="unknown plane"):
+        relevant_interval(build_knee(_neutral_pose()), "oblique")
+
+
+# ------------------------------------------------------------------------------ dataset contract
+
+def test_manifest_columns_and_values(dataset):
+    out, df = dataset
+    assert list(df.columns[:7]) == list(MANIFEST_COLUMNS[:7])
+    for col in ("site", "scanner", "field_strength_t", "coil", "cohort", "slice_index",
+                "anatomy"):
+        assert col in df.columns and df[col].notna().all()
+    assert set(df.plane) == {"axial", "sagittal", "coronal"}
+    assert set(df.label) <= {"relevant", "irrelevant"}
+    assert set(df.split) <= {"train", "val", "test"}
+    assert df.image_id.is_unique
+    on_disk = pd.read_csv(out / "data_manifest.csv", keep_default_na=False)
+    assert list(on_disk.image_id) == list(df.image_id)
+    assert b"\r\n" not in (out / "data_manifest.csv").read_bytes()
+    assert all("\\" not in p and not p.startswith("/") for p in df.path)
+    # labels come from the rule, except documented boundary flips
+    assert ((df.label != df.rule_label) == df.label_flipped).all()
+    assert (df[df.label_flipped].boundary_distance_mm.abs() < 4.0).all()
+
+
+def test_dicom_files_are_valid_and_plane_matches_iop(dataset):
+    out, df = dataset
+    required = ("Manufacturer", "ManufacturerModelName", "MagneticFieldStrength",
+                "ReceiveCoilName", "ImageOrientationPatient", "ImagePositionPatient",
+                "PixelSpacing", "SliceThickness", "SliceLocation", "SeriesDescription",
+                "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+    studies = {}
+    for row in df.itertuples():
+        raw = (out / row.path).read_bytes()
+        assert raw[128:132] == b"DICM"  # preamble + prefix: a conformant Part 10 file
+        ds = pydicom.dcmread(io.BytesIO(raw), force=False)
+        pydicom.dcmwrite(io.BytesIO(), ds, enforce_file_format=True)  # file meta is complete
+        assert ds.file_meta.MediaStorageSOPClassUID == "1.2.840.10008.5.1.4.1.1.4"
+        assert ds.SOPInstanceUID == ds.file_meta.MediaStorageSOPInstanceUID
+        for tag in required:
+            assert tag in ds, f"{row.path} lacks {tag}"
+        assert ds.Manufacturer == "GE MEDICAL SYSTEMS"
+        assert float(ds.MagneticFieldStrength) == row.field_strength_t
+        assert ds.PatientID == row.patient_id
+        assert plane_from_orientation(ds.ImageOrientationPatient) == row.plane
+        px = ds.pixel_array
+        assert px.dtype == np.uint16 and px.shape == (row.matrix, row.matrix) and px.max() > 0
+        studies.setdefault(row.exam_id, set()).add((ds.StudyInstanceUID, ds.SeriesInstanceUID))
+    assert all(len(v) == 1 for v in studies.values())  # one study + series per exam
+    assert len({next(iter(v))[0] for v in studies.values()}) == len(studies)
+
+
+def test_byte_identical_across_worker_counts(dataset, tmp_path):
+    out1, df1 = dataset
+    df2 = synthesize(tmp_path, n_exams=N_EXAMS, seed=7, image_size=SIZE, metal_fraction=0.25,
+                     workers=2, progress=False)
+    assert (out1 / "data_manifest.csv").read_bytes() == (tmp_path / "data_manifest.csv").read_bytes()
+
+    def digest(root):
+        return {p: hashlib.sha256((root / p).read_bytes()).hexdigest() for p in df2.path}
+
+    assert digest(out1) == digest(tmp_path)
+    assert list(df1.path) == list(df2.path)
+
+
+def test_seed_changes_the_data(dataset, tmp_path):
+    out1, df1 = dataset
+    synthesize(tmp_path, n_exams=1, seed=8, image_size=SIZE, metal_fraction=0.0, workers=1,
+               progress=False)
+    a = (out1 / df1.path.iloc[0]).read_bytes()
+    other = sorted(tmp_path.glob("dicom/*/*/IM0001.dcm"))[0].read_bytes()
+    assert a != other
+
+
+def test_splits_by_patient_and_metal_only_in_test(dataset):
+    _, df = dataset
+    assert (df.groupby("patient_id").split.nunique() == 1).all()
+    assert set(df[df.cohort == "metal"].split) == {"test"}
+    assert (df[df.cohort == "metal"].implant != "").all()
+    assert (df[df.cohort == "normal"].implant == "").all()
+
+
+def test_plan_splits_are_stratified_by_site_and_patient_disjoint():
+    plan = plan_exams(513, seed=0, metal_fraction=0.10)
+    assert (plan.cohort == "metal").sum() == 51
+    assert (plan.groupby("patient_id").split.nunique() == 1).all()
+    assert set(plan[plan.cohort == "metal"].split) == {"test"}
+    normal = plan[plan.cohort == "normal"].drop_duplicates("patient_id")
+    for _, g in normal.groupby("site"):
+        frac = g.split.value_counts(normalize=True)
+        assert abs(frac["train"] - 0.7) < 0.05 and abs(frac["test"] - 0.2) < 0.05
+    assert plan.repeat.any()  # some patients have two exams
+
+
+@pytest.mark.parametrize("kw,match", [({"n_exams": 0}, "n_exams"),
+                                      ({"metal_fraction": 1.5}, "metal_fraction"),
+                                      ({"image_size": 8}, "image_size"),
+                                      ({"workers": -1}, "workers")])
+def test_bad_arguments_are_rejected(tmp_path, kw, match):
+    args = dict(n_exams=1, image_size=SIZE, progress=False) | kw
+    with pytest.raises(ValueError, match=match):
+        synthesize(tmp_path, **args)
+
+
+# ---------------------------------------------------------------------------------- metal physics
+
+def test_uniform_offset_shifts_signal_along_the_readout_only():
+    img = np.zeros((32, 32))
+    img[10:20, 12] = 1.0
+    out = np.abs(susceptibility_artifact(img, np.full(img.shape, 750.0), 250.0, te_ms=0.0))
+    cols = np.flatnonzero(out.sum(axis=0) > 0.5)
+    rows = np.flatnonzero(out.sum(axis=1) > 0.5)
+    assert list(cols) == [15]  # 750 Hz / 250 Hz per pixel = 3 pixels along the readout
+    assert list(rows) == list(range(10, 20))  # nothing moves along the phase direction
+    assert out.sum() == pytest.approx(img.sum(), rel=1e-5)  # forward mapping conserves signal
+
+
+def _sphere_artifact(b0: float) -> float:
+    """Pixels changed by > 20 % around a titanium sphere in a uniform slab."""
+    n, fov = 96, 96.0
+    geom = SliceGeometry("coronal", 0.0, fov, n, 4.0, (0.0, 0.0, 0.0))
+    implant = Implant("test", np.array([[0.0, 0.0, 0.0, 4.0, 180.0]]))
+    pts = geom.points(np.arange(n), np.arange(n))
+    df = off_resonance_hz(pts, implant, b0)
+    img = np.where(np.linalg.norm(pts, axis=-1) > 4.0, 1.0, 0.0)
+    out = np.abs(susceptibility_artifact(img, df, 244.0, te_ms=2.0))
+    changed = np.abs(out - img) > 0.2
+    changed &= np.linalg.norm(pts, axis=-1) > 4.0
+    return float(changed.sum())
+
+
+def test_metal_artifact_grows_with_field_strength():
+    a15, a30 = _sphere_artifact(1.5), _sphere_artifact(3.0)
+    assert a15 > 0 and a30 > 1.25 * a15
+
+
+def test_dipole_field_scales_with_b0_and_has_dipole_sign():
+    implant = Implant("test", np.array([[0.0, 0.0, 0.0, 3.0, 180.0]]))
+    along_b0 = np.array([[0.0, 0.0, 6.0]])
+    across = np.array([[6.0, 0.0, 0.0]])
+    f15 = off_resonance_hz(along_b0, implant, 1.5)[0]
+    assert f15 > 0 and off_resonance_hz(across, implant, 1.5)[0] == pytest.approx(-f15 / 2, rel=1e-5)
+    assert off_resonance_hz(along_b0, implant, 3.0)[0] == pytest.approx(2 * f15, rel=1e-5)
+
+
+def test_metal_exam_renders_an_artifact_near_the_implant():
+    """The same slice of a metal exam with and without its implant differs around the metal."""
+    plan = plan_exams(4, seed=7, metal_fraction=0.25)
+    task = dict(plan[plan.cohort == "metal"].iloc[0], seed=7, out_dir="unused", image_size=64)
+    ex = prepare_exam(task)
+    centre = ex["implant"].spheres[:, :3].mean(axis=0)
+    geom = min((sl["geom"] for sl in ex["slices"] if sl["plane"] == "coronal"),
+               key=lambda g: abs(float(g.centre @ g.normal) - float(centre @ g.normal)))
+    with_metal = render_slice(ex["structures"], ex["acq"], geom, np.random.default_rng(0),
+                              implant=ex["implant"]).astype(float)
+    without = render_slice(list(ex["knee"]), ex["acq"], geom, np.random.default_rng(0)).astype(float)
+    diff = np.abs(with_metal / with_metal.max() - without / without.max())
+    assert diff.max() > 0.3
