@@ -31,7 +31,7 @@ class StudyConfig:
     name: str = "default"  # printed in run folders and reports
 
     # --- synthetic default dataset (knee_tf.phantom) ---
-    data_root: str = "data/synthetic"  # DICOM files + data_manifest.csv are written here
+    data_root: str = "data/synthetic"  # manifest paths are relative to it (the synthetic data is written here)
     n_exams: int = 513  # the paper's exam count
     synth_seed: int = 0  # seeds anatomy, acquisition, labels, splits and UIDs
     synth_image_size: int = 256  # acquisition matrix of the default profile (GE localizer: 256)

@@ -45,7 +45,7 @@ pd.DataFrame([environment_report()]).T.rename(columns={0: "version"})
 config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run folders hold one)
 run_dir = ""  # "" = start a new run folder under runs/
 manifest = ""  # "" = the synthetic default dataset (generated on first use)
-root = ""  # data root the manifest paths are relative to ("" = the manifest's folder)
+root = ""  # data root the manifest paths are relative to ("" = the config's data_root)
 on_error = "fail"  # "fail": stop and list every bad row; "skip": ingest the good rows, report the rest
 smoke = False  # True = tiny settings for a quick check (same as config="smoke")
 
@@ -53,7 +53,7 @@ smoke = False  # True = tiny settings for a quick check (same as config="smoke")
 run = open_run(run_dir, "smoke" if smoke and config == "default" else config, create=True)
 cfg = run.config if not manifest else run.config.replace(manifest=manifest)
 manifest_path = ensure_dataset(cfg)
-data_root = resolve(root) if root else manifest_path.parent
+data_root = resolve(root or cfg.data_root)
 print(f"run folder: {run.root}\nmanifest:   {manifest_path}\ndata root:  {data_root}")
 
 # %% [markdown]
