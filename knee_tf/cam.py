@@ -122,14 +122,17 @@ class CamResult(Mapping):
 
 
 def _normalise(cams, eps):
-    """Per-image min-max to [0, 1]: cams (B, H, W), eps scalar or (B,); constant maps -> 0."""
-    lo = tf.reduce_min(cams, axis=(1, 2), keepdims=True)
-    hi = tf.reduce_max(cams, axis=(1, 2), keepdims=True)
-    span = hi - lo
-    eps = tf.reshape(eps, (-1, 1, 1)) if eps.shape.rank else eps
-    safe = tf.where(span > 0, span + eps, tf.ones_like(span))
-    out = tf.where(span > 0, (cams - lo) / safe, tf.zeros_like(cams))
-    return out, tf.reshape(span <= 0, (-1,))
+    """Per-map min-max to [0, 1] over the last two axes.
+
+    cams (..., H, W); eps broadcastable to cams' leading axes (...). Returns the normalised maps
+    and a bool (...) flag of constant maps, which become exactly 0 (never NaN).
+    """
+    lo = tf.reduce_min(cams, axis=(-2, -1), keepdims=True)
+    span = tf.reduce_max(cams, axis=(-2, -1), keepdims=True) - lo
+    eps = tf.broadcast_to(eps, tf.shape(span)[:-2])[..., None, None]
+    flat = span <= 0  # then cams - lo is exactly 0 everywhere; divide it by 1
+    denom = tf.where(flat, tf.ones_like(span), span + eps)
+    return (cams - lo) / denom, flat[..., 0, 0]
 
 
 def _gradcam(acts, grads):
@@ -143,15 +146,16 @@ def _gradcam_plus_plus(acts, grads, scale):
 
     Written in tf-keras-vis's operation order (first, second, third derivative = scale * g, g^2,
     g^3) so that float32 rounding matches it where the formula is ill-conditioned
-    (2 + g * sum_xy A near 0).
+    (2 + g * sum_xy A near 0). sum_xy A is broadcast explicitly, so that Grappler's arithmetic
+    optimizer (MinimizeBroadcasts) cannot re-associate (second * g) * sum_xy A.
     """
-    scale = tf.reshape(scale, (-1, 1, 1, 1))
-    first = scale * grads
+    first = tf.reshape(scale, (-1, 1, 1, 1)) * grads
     second = first * grads
     third = second * grads
-    act_sum = tf.reduce_sum(acts, axis=(1, 2), keepdims=True)
+    act_sum = tf.broadcast_to(tf.reduce_sum(acts, axis=(1, 2), keepdims=True), tf.shape(grads))
     denom = second * 2.0 + third * act_sum
-    denom = denom + tf.cast(tf.equal(second, 0.0), denom.dtype)
+    # tf-keras-vis adds 1 where second == 0; denom is then +-0, so this is the same value, 1
+    denom = tf.where(tf.equal(second, 0.0), tf.ones_like(denom), denom)
     alphas = second / denom
     alpha_sum = tf.reduce_sum(alphas, axis=(1, 2), keepdims=True)
     alphas = alphas / (alpha_sum + tf.cast(tf.equal(alpha_sum, 0.0), alpha_sum.dtype))
@@ -186,8 +190,8 @@ class _CamEngine:
         self.image_size = in_shape[:2]
         self.n_classes = int(logits.shape[-1])
         self.resamplers = [
-            (tf.constant(align_corners_matrix(int(o.shape[1]), in_shape[0])),
-             tf.constant(align_corners_matrix(int(o.shape[2]), in_shape[1])))
+            (tf.constant(align_corners_matrix(int(o.shape[1]), in_shape[0])),  # (H, h)
+             tf.constant(align_corners_matrix(int(o.shape[2]), in_shape[1]).T))  # (w, W)
             for o in outputs
         ]
         self.eps = float(keras.config.epsilon())
@@ -198,7 +202,11 @@ class _CamEngine:
         )
 
     def _step(self, images, targets):
-        """images (B, H, W, C), targets int32 (B,) with -1 = predicted class."""
+        """images (B, H, W, C), targets int32 (B,) with -1 = predicted class.
+
+        Returns per layer: maps float32 (M, B, H, W) and constant-map flags bool (M, B) (M methods,
+        in self.methods order); then the used targets int32 (B,) and probabilities (B, K).
+        """
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(images)
             *acts, logits = self.grad_model(images, training=False)
@@ -207,23 +215,24 @@ class _CamEngine:
             scores = tf.gather(logits, targets, axis=1, batch_dims=1)
             total = tf.reduce_sum(scores)
         grads = tape.gradient(total, acts)
-        maps, zero = {}, {}
-        for method in self.methods:
-            per_layer, zero_flags = [], []
-            for a, g, (rows, cols) in zip(acts, grads, self.resamplers, strict=True):
+        if "gradcam++" in self.methods:  # exp(S), S clipped; the clipped-off part -> epsilon
+            clipped = tf.clip_by_value(scores, -EXP_SCORE_LIMIT, EXP_SCORE_LIMIT)
+            exp_score, eps_plus = tf.exp(clipped), self.eps * tf.exp(clipped - scores)
+        maps, zero = [], []
+        for a, g, (rows, cols) in zip(acts, grads, self.resamplers, strict=True):
+            low, eps = [], []
+            for method in self.methods:
                 if method == "gradcam":
-                    cam, eps = _gradcam(a, g), tf.constant(self.eps)
-                else:  # exp(S) with S clipped; the clipped-off part goes into the epsilon
-                    clipped = tf.clip_by_value(scores, -EXP_SCORE_LIMIT, EXP_SCORE_LIMIT)
-                    cam = _gradcam_plus_plus(a, g, tf.exp(clipped))
-                    eps = self.eps * tf.exp(clipped - scores)
-                cam = tf.einsum("Yy,byx->bYx", rows, cam)
-                cam = tf.einsum("bYx,Xx->bYX", cam, cols)
-                cam, flat = _normalise(cam, eps)
-                per_layer.append(cam)
-                zero_flags.append(flat)
-            maps[method] = tf.stack(per_layer, axis=1)
-            zero[method] = tf.stack(zero_flags, axis=1)
+                    low.append(_gradcam(a, g))
+                    eps.append(tf.fill(tf.shape(scores), self.eps))
+                else:
+                    low.append(_gradcam_plus_plus(a, g, exp_score))
+                    eps.append(eps_plus)
+            cams = tf.matmul(tf.stack(low), cols)  # (M, B, h, W): one plain matmul
+            cams = tf.matmul(rows, cams)  # (M, B, H, W): (H, h) broadcast over (M, B)
+            cams, flat = _normalise(cams, tf.stack(eps))
+            maps.append(cams)
+            zero.append(flat)
         return maps, zero, targets, tf.nn.softmax(logits, axis=-1)
 
 
@@ -292,9 +301,12 @@ def compute_cams(model, images, layers: Sequence[str] = DEFAULT_LAYERS,
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             b_maps, b_zero, b_targets, b_probs = engine.step(x[start:stop], t[start:stop])
-            for m in engine.methods:
-                maps[m][start:stop] = b_maps[m].numpy()
-                zero[m][start:stop] = b_zero[m].numpy()
+            for i, (layer_maps, layer_zero) in enumerate(zip(b_maps, b_zero, strict=True)):
+                # np.asarray views the tensor's buffer; Tensor.numpy() would copy it first
+                layer_maps, layer_zero = np.asarray(layer_maps), np.asarray(layer_zero)
+                for j, m in enumerate(engine.methods):
+                    maps[m][start:stop, i] = layer_maps[j]
+                    zero[m][start:stop, i] = layer_zero[j]
             used[start:stop] = b_targets.numpy()
             probs[start:stop] = b_probs.numpy()
             bar.update(stop - start)
