@@ -90,6 +90,17 @@ def test_agrees_with_tf_keras_vis(tiny_trained_model, test_images, cams, targets
             assert diff.mean() <= 1e-4, (method, layer, diff.mean())
 
 
+def test_compiled_step_rounds_like_eager_execution(tiny_trained_model, test_images):
+    """Grad-CAM++ is ill-conditioned where 2 + g * sum(A) ~ 0, so a graph rewrite that merely
+    re-associates a product (Grappler's MinimizeBroadcasts) moves some maps by up to 1e-1; the
+    compiled step must round exactly like eager execution, which is what tf-keras-vis runs."""
+    engine = cam_engine(tiny_trained_model)
+    images, targets = tf.constant(test_images), tf.constant(np.full(len(test_images), -1, np.int32))
+    compiled, eager = engine.step(images, targets)[0], engine._step(images, targets)[0]
+    for layer_compiled, layer_eager in zip(compiled, eager, strict=True):
+        np.testing.assert_allclose(layer_compiled.numpy(), layer_eager.numpy(), atol=1e-6)
+
+
 def test_batching_and_explicit_targets_do_not_change_maps(tiny_trained_model, test_images, cams):
     again = compute_cams(tiny_trained_model, test_images, targets=cams.targets, batch_size=5,
                          progress=False)
