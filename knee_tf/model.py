@@ -190,6 +190,9 @@ def train_classifier(x_train, y_train, x_val, y_val, cfg: StudyConfig, out_dir,
     if x_train.shape[1:] != x_val.shape[1:]:
         raise ValueError(f"training and validation image shapes differ: "
                          f"{x_train.shape[1:]} vs {x_val.shape[1:]}")
+    if x_train.shape[1:3] != (cfg.image_size, cfg.image_size):
+        raise ValueError(f"images are {x_train.shape[1]}x{x_train.shape[2]} but cfg.image_size is "
+                         f"{cfg.image_size}")
     for what, y in (("training", y_train), ("validation", y_val)):
         if y.min() < 0 or y.max() >= n_classes:
             raise ValueError(f"{what} labels must lie in [0, {n_classes - 1}], "

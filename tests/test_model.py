@@ -88,6 +88,8 @@ def test_training_rejects_bad_input(toy_blob_data, tmp_path):
         train_classifier(xt, yt + 1, xv, yv, cfg, tmp_path, verbose=0)
     with pytest.raises(ValueError, match="validation images must be"):
         train_classifier(xt, yt, xv[..., 0], yv, cfg, tmp_path, verbose=0)
+    with pytest.raises(ValueError, match="cfg.image_size is 128"):
+        train_classifier(xt, yt, xv, yv, cfg.replace(image_size=128), tmp_path, verbose=0)
     with pytest.raises(ValueError, match="int class indices"):
         train_classifier(xt, yt.astype(float), xv, yv, cfg, tmp_path, verbose=0)
 
