@@ -94,8 +94,8 @@ class TrainResult:
     best_path: the saved ``.keras`` file of that best model.
     """
 
-    model: object
-    history: object
+    model: keras.Model
+    history: pd.DataFrame
     best_path: Path
 
 
@@ -182,7 +182,6 @@ def train_classifier(x_train, y_train, x_val, y_val, cfg: StudyConfig, out_dir,
     (TensorBoard event files).
     Returns a :class:`TrainResult` whose model holds the best weights.
     """
-
     x_train, y_train = _check_xy(x_train, y_train, "training")
     x_val, y_val = _check_xy(x_val, y_val, "validation")
     if len(x_train) == 0 or len(x_val) == 0:
