@@ -8,6 +8,7 @@ exam, never the current time. Patient identifiers are synthetic (``SYNTH^...``):
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,26 +49,19 @@ class ExamHeader:
     spacing_mm: dict  # plane -> spacing between slices
 
 
-def write_slice(path: str | Path, pixels: np.ndarray, hdr: ExamHeader, geom: SliceGeometry,
-                instance_number: int) -> None:
-    """Write ``pixels`` (uint16 (rows, cols)) as one DICOM file at ``path`` (atomically)."""
-    if pixels.dtype != np.uint16 or pixels.ndim != 2:
-        raise ValueError(f"pixels must be uint16 2D, got {pixels.dtype} {pixels.shape}")
-    site = hdr.site
-    sop_uid = uid(hdr.seed, hdr.exam_id, "image", instance_number)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = "KNEE_TF_PHANTOM"
+_TEMPLATE: dict = {}  # (seed, exam_id) -> exam-constant Dataset; holds the current exam only
 
+
+def _exam_template(hdr: ExamHeader, geom: SliceGeometry) -> Dataset:
+    """The elements shared by every slice of an exam (built once per exam)."""
+    key = (hdr.seed, hdr.exam_id, geom.matrix, geom.thickness_mm, geom.fov_mm)
+    if key in _TEMPLATE:
+        return _TEMPLATE[key]
+    site = hdr.site
     ds = Dataset()
-    ds.file_meta = meta
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
     ds.SOPClassUID = MRImageStorage
-    ds.SOPInstanceUID = sop_uid
     ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = hdr.study_date
     ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = hdr.study_time
     ds.AccessionNumber = ""
@@ -98,7 +92,6 @@ def write_slice(path: str | Path, pixels: np.ndarray, hdr: ExamHeader, geom: Sli
     ds.ImagingFrequency = f"{42.577478 * site.field_strength_t:.6f}"
     ds.ImagedNucleus = "1H"
     ds.MagneticFieldStrength = f"{site.field_strength_t:.1f}"
-    ds.SpacingBetweenSlices = f"{hdr.spacing_mm[geom.plane]:.1f}"
     ds.EchoTrainLength = "1"
     ds.PixelBandwidth = f"{site.pixel_bandwidth_hz:.3f}"
     ds.DeviceSerialNumber = f"0000SYN{site.code}"
@@ -115,14 +108,36 @@ def write_slice(path: str | Path, pixels: np.ndarray, hdr: ExamHeader, geom: Sli
     ds.StudyID = hdr.exam_id[-8:]
     ds.SeriesNumber = 1
     ds.AcquisitionNumber = 1
-    ds.InstanceNumber = instance_number
-    ds.ImagePositionPatient = [f"{v:.4f}" for v in geom.top_left]
-    ds.ImageOrientationPatient = [f"{v:.6f}" for v in np.concatenate([geom.row_dir, geom.col_dir])]
     ds.FrameOfReferenceUID = uid(hdr.seed, hdr.exam_id, "frame")
     ds.Laterality = "R" if hdr.side == "right" else "L"
     ds.PositionReferenceIndicator = ""
-    ds.SliceLocation = f"{float(geom.centre @ geom.normal):.4f}"
     ds.PixelSpacing = [f"{geom.spacing_mm:.4f}", f"{geom.spacing_mm:.4f}"]
+    _TEMPLATE.clear()
+    _TEMPLATE[key] = ds
+    return ds
+
+
+def write_slice(path: str | Path, pixels: np.ndarray, hdr: ExamHeader, geom: SliceGeometry,
+                instance_number: int) -> None:
+    """Write ``pixels`` (uint16 (rows, cols)) as one DICOM file at ``path`` (atomically)."""
+    if pixels.dtype != np.uint16 or pixels.ndim != 2:
+        raise ValueError(f"pixels must be uint16 2D, got {pixels.dtype} {pixels.shape}")
+    sop_uid = uid(hdr.seed, hdr.exam_id, "image", instance_number)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = "KNEE_TF_PHANTOM"
+
+    ds = copy.copy(_exam_template(hdr, geom))  # shallow: per-slice elements are replaced below
+    ds.file_meta = meta
+    ds.SOPInstanceUID = sop_uid
+    ds.SpacingBetweenSlices = f"{hdr.spacing_mm[geom.plane]:.1f}"
+    ds.InstanceNumber = instance_number
+    ds.ImagePositionPatient = [f"{v:.4f}" for v in geom.top_left]
+    ds.ImageOrientationPatient = [f"{v:.6f}" for v in np.concatenate([geom.row_dir, geom.col_dir])]
+    ds.SliceLocation = f"{float(geom.centre @ geom.normal):.4f}"
     ds.set_pixel_data(np.ascontiguousarray(pixels), "MONOCHROME2", 16,
                       generate_instance_uid=False)  # keep the deterministic UID
     hi = int(pixels.max())

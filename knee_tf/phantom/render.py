@@ -22,6 +22,7 @@ Pipeline per slice (all in patient LPS mm):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -51,29 +52,29 @@ class SliceGeometry:
     thickness_mm: float
     fov_centre: tuple[float, float, float]
 
-    @property
+    @cached_property
     def row_dir(self) -> np.ndarray:
         return np.array(ORIENTATIONS[self.plane][0])
 
-    @property
+    @cached_property
     def col_dir(self) -> np.ndarray:
         return np.array(ORIENTATIONS[self.plane][1])
 
-    @property
+    @cached_property
     def normal(self) -> np.ndarray:
         return np.cross(self.row_dir, self.col_dir)
 
-    @property
+    @cached_property
     def spacing_mm(self) -> float:
         return self.fov_mm / self.matrix
 
-    @property
+    @cached_property
     def centre(self) -> np.ndarray:
         c = np.asarray(self.fov_centre, dtype=np.float64)
         n = self.normal
         return c - (c @ n) * n + self.position_mm * n
 
-    @property
+    @cached_property
     def top_left(self) -> np.ndarray:
         half = (self.matrix - 1) / 2.0 * self.spacing_mm
         return self.centre - half * self.row_dir - half * self.col_dir
