@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+SMOKE_ENV = "KNEE_TF_SMOKE"  # "1": "default" means StudyConfig.smoke() (short CI runs)
 
 #: The paper's reported accuracies (ISMRM 2021, abstract 0811), for side-by-side tables only.
 PAPER_ACCURACY = {
@@ -132,11 +133,15 @@ class StudyConfig:
 
 
 def get_config(spec: str | StudyConfig | None = "default", **overrides) -> StudyConfig:
-    """``"default"``, ``"smoke"`` or a path to a JSON file written by :meth:`StudyConfig.save`."""
+    """``"default"``, ``"smoke"`` or a path to a JSON file written by :meth:`StudyConfig.save`.
+
+    With the environment variable ``KNEE_TF_SMOKE=1``, ``"default"`` means the smoke config: how
+    notebooks run with their default parameters in CI (e.g. under nbmake) stay short.
+    """
     if isinstance(spec, StudyConfig):
         cfg = spec
     elif spec in (None, "", "default"):
-        cfg = StudyConfig()
+        cfg = StudyConfig.smoke() if os.environ.get(SMOKE_ENV, "") not in ("", "0") else StudyConfig()
     elif spec == "smoke":
         cfg = StudyConfig.smoke()
     else:

@@ -16,6 +16,7 @@ outputs are all present and recomputes the first unfinished step and everything 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -27,7 +28,7 @@ from knee_tf.errors import InputError, StepFailed
 from knee_tf.io import atomic_write_text
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-RUNS_DIR = REPO_ROOT / "runs"
+RUNS_DIR = Path(os.environ.get("KNEE_TF_RUNS", REPO_ROOT / "runs"))  # where new run folders go
 
 
 @dataclass(frozen=True)

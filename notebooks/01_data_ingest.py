@@ -43,11 +43,11 @@ pd.DataFrame([environment_report()]).T.rename(columns={0: "version"})
 
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run folders hold one)
-run_dir = ""  # "" = start a new run folder under runs/
-manifest = ""  # "" = the synthetic default dataset (generated on first use)
-root = ""  # data root the manifest paths are relative to ("" = the config's data_root)
+run_dir = ""  # empty: start a new run folder under runs/
+manifest = ""  # empty: the synthetic default dataset (generated on first use)
+root = ""  # data root the manifest paths are relative to (empty: the config data_root)
 on_error = "fail"  # "fail": stop and list every bad row; "skip": ingest the good rows, report the rest
-smoke = False  # True = tiny settings for a quick check (same as config="smoke")
+smoke = False  # True: tiny settings for a quick check, the same as config smoke
 
 # %%
 run = open_run(run_dir, "smoke" if smoke and config == "default" else config, create=True)
@@ -126,6 +126,7 @@ from knee_tf.baseline import linear_baseline  # noqa: E402
 
 xtr, ytr, itr = data.split("train", cohort="normal")
 xte, yte, ite = data.split("test", cohort="normal")
-baseline = linear_baseline(xtr, ytr, xte, yte, planes=ite["plane"].to_numpy())
+baseline = linear_baseline(xtr, ytr, xte, yte, train_planes=itr["plane"].to_numpy(),
+                           test_planes=ite["plane"].to_numpy())
 run.write_json("results/linear_baseline.json", baseline)
 pd.Series(baseline)

@@ -37,7 +37,7 @@ from knee_tf.study import open_run
 
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run folders hold one)
-run_dir = ""  # "" = the newest run folder under runs/
+run_dir = ""  # empty: the newest run folder under runs/
 
 # %%
 run = open_run(run_dir, config)

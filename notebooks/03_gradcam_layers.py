@@ -42,7 +42,7 @@ from knee_tf.study import open_run
 
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run folders hold one)
-run_dir = ""  # "" = the newest run folder under runs/
+run_dir = ""  # empty: the newest run folder under runs/
 n_faithfulness = 300  # test images scored by the deletion/insertion curves
 
 # %%

@@ -76,6 +76,13 @@ def plan_exams(n_exams: int, seed: int, metal_fraction: float) -> pd.DataFrame:
         for name, chunk in (("train", pats[:n_train]), ("val", pats[n_train:n_train + n_val]),
                             ("test", pats[n_train + n_val:])):
             split[df.patient_index.isin(chunk)] = name
+    # Small studies (a smoke run): per-site rounding can leave val or test without any patient.
+    # Then move one seeded train patient there, so every split exists (never triggers at 513 exams).
+    for name in ("val", "test"):
+        if not (split[df.cohort == "normal"] == name).any():
+            train_pats = np.array(sorted(df.loc[split == "train", "patient_index"].unique()))
+            if len(train_pats) > 1:
+                split[df.patient_index == train_pats[rng.integers(len(train_pats))]] = name
     df["split"] = split
     return df
 
