@@ -79,7 +79,7 @@ def predict_corruptions(models: dict, images: np.ndarray, index: pd.DataFrame, c
     Columns as :func:`predict_cohorts` plus ``corruption`` and ``severity``; severity 0 rows are the
     clean images (the same for every corruption), so each curve starts at the clean accuracy.
     """
-    from knee_tf.corrupt import CORRUPTIONS, corrupt_batch
+    from knee_tf.corrupt import CORRUPTIONS, corrupt_severities
     from knee_tf.model import predict_proba
 
     cseed = cfg.synth_seed if corruption_seed is None else corruption_seed
@@ -87,12 +87,11 @@ def predict_corruptions(models: dict, images: np.ndarray, index: pd.DataFrame, c
     for mname, model in models.items():  # severity 0: the clean images, where every curve starts
         clean = predict_proba(model, images, batch_size)
         frames += [prediction_frame(clean, index, mname, seed, corruption=c, severity=0) for c in CORRUPTIONS]
-    jobs = [(c, s) for c in CORRUPTIONS for s in cfg.severities]
-    for name, severity in tqdm(jobs, desc="held-out corruptions", disable=not progress):
-        xc = corrupt_batch(images, name, severity, seed=cseed)
-        for mname, model in models.items():
-            frames.append(prediction_frame(predict_proba(model, xc, batch_size), index, mname, seed,
-                                           corruption=name, severity=int(severity)))
+    for name in tqdm(CORRUPTIONS, desc="held-out corruptions", disable=not progress):
+        for severity, xc in corrupt_severities(images, name, cfg.severities, seed=cseed).items():
+            for mname, model in models.items():
+                frames.append(prediction_frame(predict_proba(model, xc, batch_size), index, mname, seed,
+                                               corruption=name, severity=int(severity)))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -303,6 +303,29 @@ def corrupt_batch(images: np.ndarray, name: str, severity: int, seed: int = 0,
     return out.reshape(shape)
 
 
+def corrupt_severities(images: np.ndarray, name: str, severities, seed: int = 0,
+                       chunk: int = 256) -> dict[int, np.ndarray]:
+    """:func:`corrupt_batch` at several severities, drawing each image's parameters only once.
+
+    Returns {severity: float32 array shaped like ``images``}; ``out[s]`` equals
+    ``corrupt_batch(images, name, s, seed)`` exactly (the draws never depend on the severity).
+    """
+    if name not in CORRUPTIONS:
+        raise ValueError(f"unknown corruption {name!r}; expected one of {sorted(CORRUPTIONS)}")
+    sev = [_check_severity(s) for s in severities]
+    b, shape = _as_batch(images)
+    draw, apply = _BATCHED[name]
+    h, w = b.shape[1:]
+    out = {s: np.empty_like(b) for s in sev}
+    step = max(int(chunk), 1)
+    for start in range(0, b.shape[0], step):
+        stop = min(start + step, b.shape[0])
+        params = np.stack([draw(image_rng(seed, name, i), h, w) for i in range(start, stop)])
+        for s in sev:
+            out[s][start:stop] = apply(b[start:stop], params, s)
+    return {s: v.reshape(shape) for s, v in out.items()}
+
+
 def cam_corruption(images: np.ndarray, maps: np.ndarray, weight: float,
                    smooth_sigma: float = 0.0, threshold: float = 0.0) -> np.ndarray:
     """Cohort 3: ``images * (1 - weight * M)`` with M Model A's maps of these images.

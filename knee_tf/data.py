@@ -61,3 +61,11 @@ def pick_examples(index, by=("plane", "label"), per_group: int = 1, seed: int = 
         if len(pool):
             picks.extend(rng.choice(pool, size=min(per_group, len(pool)), replace=False).tolist())
     return np.asarray(picks, dtype=np.int64)
+
+
+def shows_anatomy(index) -> np.ndarray:
+    """bool (N,): rows whose ``anatomy`` column names at least one structure (True when the
+    manifest has no such column). Used to pick teaching examples that are not empty slices."""
+    if "anatomy" not in index:
+        return np.ones(len(index), bool)
+    return index["anatomy"].fillna("").astype(str).str.strip().ne("").to_numpy()

@@ -35,7 +35,7 @@ from IPython.display import display
 from knee_tf import plots
 from knee_tf.cam import compute_cams
 from knee_tf.config import seed_everything
-from knee_tf.data import pick_examples
+from knee_tf.data import pick_examples, shows_anatomy
 from knee_tf.faithfulness import faithfulness_curves
 from knee_tf.model import load_model, predict_proba
 from knee_tf.study import open_run
@@ -44,6 +44,7 @@ from knee_tf.study import open_run
 config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run folders hold one)
 run_dir = ""  # empty: the newest run folder under runs/
 n_faithfulness = 300  # test images scored by the deletion/insertion curves
+faithfulness_steps = 10  # points per curve beyond the first (pixel fractions 0, 0.1, ..., 1)
 
 # %%
 run = open_run(run_dir, config)
@@ -57,11 +58,12 @@ print(f"Model A (seed {run.seeds[0]}) is right on {correct.mean():.1%} of {len(x
 
 # %% [markdown]
 # ## Figure 1: maps per layer, for a relevant and an irrelevant slice of each plane
-# Examples are correctly classified test slices, picked by a seeded draw (not by looking at the maps).
+# Examples are correctly classified test slices that cut some anatomy (not empty outer slices),
+# picked by a seeded draw, not by looking at the maps.
 # Each map explains the predicted class and is min-max normalised per image; red is high.
 
 # %%
-rows = pick_examples(test_index, by=("plane", "label"), seed=cfg.seed, mask=correct)
+rows = pick_examples(test_index, by=("plane", "label"), seed=cfg.seed, mask=correct & shows_anatomy(test_index))
 cams = compute_cams(model_a, x_test[rows], layers=cfg.cam_layers, methods=cfg.cam_methods)
 labels = [f"{p}\n{lab}" for p, lab in zip(test_index["plane"].iloc[rows], test_index["label"].iloc[rows],
                                           strict=True)]
@@ -82,7 +84,7 @@ run.savefig(fig, "fig1_gradcam_layers")
 rng = np.random.default_rng(cfg.seed)
 sub = np.sort(rng.choice(len(x_test), size=min(n_faithfulness, len(x_test)), replace=False))
 sub_cams = compute_cams(model_a, x_test[sub], layers=cfg.cam_layers, methods=cfg.cam_methods)
-curves = faithfulness_curves(model_a, x_test[sub], sub_cams, seed=cfg.seed)
+curves = faithfulness_curves(model_a, x_test[sub], sub_cams, steps=faithfulness_steps, seed=cfg.seed)
 table = curves.table().sort_values(["method", "layer"])
 run.write_csv("results/faithfulness.csv", table)
 display(table.round(3))

@@ -35,7 +35,7 @@ from knee_tf import plots
 from knee_tf.augment import build_augmented_pool, export_augmented_dicom, inverted_obfuscation
 from knee_tf.cohorts import augmentation_flips, augmentation_maps, save_pool
 from knee_tf.config import seed_everything
-from knee_tf.data import pick_examples
+from knee_tf.data import pick_examples, shows_anatomy
 from knee_tf.model import load_model, predict_proba
 from knee_tf.study import open_run
 
@@ -81,15 +81,16 @@ flips.groupby(["method", "transform"])["flipped"].agg(["mean", "size"]).rename(
 
 # %% [markdown]
 # ## Figure 2: map → inverted mask → augmented image → Model A's call
-# Test images Model A classifies correctly, one per plane and label (seeded draw, not chosen by
-# outcome). Under each image: Model A's call and probability of *relevant*. Notebook 06 redraws the
-# same rows with Model B's calls added (`fig2_augmentation_a_vs_b.png`).
+# Test images Model A classifies correctly, one per plane and label, among slices that cut some
+# anatomy (seeded draw, not chosen by outcome). Under each image: Model A's call and probability of
+# *relevant*. Notebook 06 redraws the same rows with Model B's calls (`fig2_augmentation_a_vs_b.png`).
 
 # %%
 x_test, y_test, test_index = data.split("test", cohort="normal")
 model_a = load_model(run.model_path("a", run.seeds[0]))
 p_test = predict_proba(model_a, x_test)[:, 1]
-rows = pick_examples(test_index, seed=cfg.seed, mask=(p_test >= 0.5) == y_test.astype(bool))
+correct = (p_test >= 0.5) == y_test.astype(bool)
+rows = pick_examples(test_index, seed=cfg.seed, mask=correct & shows_anatomy(test_index))
 cam = augmentation_maps(model_a, x_test[rows], cfg, methods=("gradcam",))["gradcam"]
 augmented = inverted_obfuscation(x_test[rows], cam)
 preds = {"A": (p_test[rows], predict_proba(model_a, augmented)[:, 1])}

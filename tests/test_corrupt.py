@@ -156,3 +156,11 @@ def test_cam_corruption_lowers_the_target_class_score(tiny_trained_model, toy_bl
     drop, control_drop = (before - after)[relevant].mean(), (before - control)[relevant].mean()
     assert drop > 0.1, drop
     assert drop > control_drop + 0.05, (drop, control_drop)
+
+
+@pytest.mark.parametrize("name", sorted(corrupt.CORRUPTIONS))
+def test_corrupt_severities_equals_corrupt_batch(name):
+    x = np.random.default_rng(4).random((5, 24, 24, 1)).astype(np.float32)
+    got = corrupt.corrupt_severities(x, name, (1, 3, 5), seed=7, chunk=2)
+    for s in (1, 3, 5):
+        np.testing.assert_array_equal(got[s], corrupt.corrupt_batch(x, name, s, seed=7, chunk=3))
