@@ -113,7 +113,8 @@ run.savefig(plots.plot_severity(severity), "06_severity")
 # %% [markdown]
 # ## Figure 3: test images that Model A gets wrong and Model B gets right
 # A seeded draw of up to two per cohort (first seed), with each model's Grad-CAM at the augmentation
-# layer. B's maps show what it looks at instead.
+# layer for its own call (so A's map explains its wrong answer). B's maps show what it looks at
+# instead; a blank map means the layer holds no positive evidence for that call.
 
 # %%
 seed = run.seeds[0]
