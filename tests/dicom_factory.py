@@ -73,3 +73,62 @@ def make_dataset_dir(root: Path, n_patients: int = 6, per_patient: int = 2) -> P
                              label=("relevant", "irrelevant")[k % 2], split=splits[p % len(splits)],
                              site=f"site{p % 2}"))
     return write_manifest(root / "data_manifest.csv", rows)
+
+
+def encode_jpeg_lossless_sv1(pixels: np.ndarray) -> bytes:
+    """A minimal JPEG Lossless codestream (process 14, first-order prediction, ITU T.81 annex H).
+
+    GE writes knee localizers in this transfer syntax (1.2.840.10008.1.2.4.70). No Python package
+    here encodes it, so the tests carry this small encoder: uint16 (rows, cols) -> bytes.
+    Huffman table: the 17 difference categories (0..16) get canonical 5-bit codes.
+    """
+    import struct
+
+    px = np.asarray(pixels, dtype=np.int64)
+    rows, cols = px.shape
+    pred = np.empty_like(px)
+    pred[0, 0] = 1 << 15
+    pred[0, 1:] = px[0, :-1]  # first row: left neighbour
+    pred[1:, 0] = px[:-1, 0]  # first column: the pixel above
+    pred[1:, 1:] = px[1:, :-1]  # predictor 1 (left) elsewhere
+    diff = (px - pred) % 65536
+    diff = np.where(diff > 32768, diff - 65536, diff).ravel()
+
+    bits: list[str] = []
+    for d in diff.tolist():
+        ssss = 16 if d == 32768 else abs(d).bit_length()
+        bits.append(format(ssss, "05b"))  # canonical code of category ssss (all length 5)
+        if 0 < ssss < 16:
+            bits.append(format(d if d > 0 else d - 1 + (1 << ssss), f"0{ssss}b"))
+    stream = "".join(bits)
+    stream += "1" * (-len(stream) % 8)
+    data = bytearray()
+    for k in range(0, len(stream), 8):
+        byte = int(stream[k:k + 8], 2)
+        data.append(byte)
+        if byte == 0xFF:
+            data.append(0x00)  # byte stuffing
+
+    def segment(marker: int, payload: bytes) -> bytes:
+        return struct.pack(">HH", marker, len(payload) + 2) + payload
+
+    sof3 = struct.pack(">BHHB", 16, rows, cols, 1) + bytes([1, 0x11, 0])
+    dht = bytes([0x00]) + bytes([0, 0, 0, 0, 17] + [0] * 11) + bytes(range(17))
+    sos = bytes([1, 1, 0x00, 1, 0, 0])  # 1 component, table 0, predictor 1, Se 0, Ah/Al 0
+    return (b"\xff\xd8" + segment(0xFFC3, sof3) + segment(0xFFC4, dht) + segment(0xFFDA, sos)
+            + bytes(data) + b"\xff\xd9")
+
+
+def write_mr_jpeg_lossless(path: str | Path, pixels: np.ndarray, plane: str = "axial") -> Path:
+    """Like :func:`write_mr`, but stored as GE does: JPEG Lossless, non-hierarchical, SV1."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGLosslessSV1
+
+    path = write_mr(path, pixels, plane=plane)
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+    ds.PixelData = encapsulate([encode_jpeg_lossless_sv1(pixels)])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    return path

@@ -3,7 +3,7 @@
 import numpy as np
 import pydicom
 import pytest
-from dicom_factory import knee_like, write_mr
+from dicom_factory import knee_like, write_mr, write_mr_jpeg_lossless
 from pydicom.data import get_testdata_file
 
 from knee_tf.dicom import (
@@ -40,6 +40,17 @@ def test_lossless_encodings_agree_pixel_for_pixel():
     for name in ["MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm",
                  "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm"]:
         np.testing.assert_array_equal(read_dicom_image(get_testdata_file(name)).pixels, ref, err_msg=name)
+
+
+def test_ge_jpeg_lossless_sv1_decodes_exactly(tmp_path):
+    """GE stores localizers as JPEG Lossless process 14 SV1; extreme jumps exercise category 16."""
+    px = knee_like(40, seed=3)
+    px[5, 5], px[5, 6], px[0, 0] = 65535, 0, 0
+    p = write_mr_jpeg_lossless(tmp_path / "ge.dcm", px, plane="sagittal")
+    assert pydicom.dcmread(p).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
+    im = read_dicom_image(p)
+    np.testing.assert_array_equal(im.pixels, px.astype(np.float32))
+    assert im.plane == "sagittal"
 
 
 def test_modality_lut_applied(tmp_path):
