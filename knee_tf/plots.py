@@ -1,15 +1,15 @@
-"""One way to save a figure: a PNG a person can open, written atomically."""
+"""Figures of the study, and one way to save them: a PNG a person can open, written atomically.
+
+No backend is forced: notebooks show figures inline, and without a display matplotlib uses Agg.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-
-from knee_tf.io import atomic_path  # noqa: E402
+from knee_tf.io import atomic_path
 
 
 def savefig(fig, name: str, out_dir: str | Path, dpi: int = 120, close: bool = False) -> Path:

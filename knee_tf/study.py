@@ -76,25 +76,22 @@ class Run:
     def model_path(self, which: str, seed: int) -> Path:
         return self.models / f"model_{which}_seed{seed}.keras"
 
-    def savefig(self, fig, name: str) -> Path:
+    def savefig(self, fig, name: str) -> None:
+        """Write ``figures/<name>.png``; in a notebook the figure is also shown below the cell."""
         from knee_tf.plots import savefig
 
-        return savefig(fig, name, self.figures)
+        savefig(fig, name, self.figures)
 
-    def write_json(self, rel: str, obj) -> Path:
-        path = self.root / rel
-        atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
-        return path
+    def write_json(self, rel: str, obj) -> None:
+        atomic_write_text(self.root / rel, json.dumps(obj, indent=2, default=str) + "\n")
 
-    def write_csv(self, rel: str, df) -> Path:
+    def write_csv(self, rel: str, df) -> None:
         from knee_tf.io import atomic_write_csv
 
         atomic_write_csv(self.root / rel, df)
-        return self.root / rel
 
-    def write_text(self, rel: str, text: str) -> Path:
+    def write_text(self, rel: str, text: str) -> None:
         atomic_write_text(self.root / rel, text)
-        return self.root / rel
 
     def read_json(self, rel: str):
         path = self.root / rel
