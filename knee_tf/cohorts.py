@@ -145,9 +145,11 @@ def save_pool(run, seed: int, images: np.ndarray, provenance: pd.DataFrame) -> N
     atomic_save_npy(run.artifacts / f"aug_pool_seed{seed}.npy", np.asarray(images, dtype=np.float16))
 
 
-def load_pool(run, seed: int) -> tuple[np.ndarray, pd.DataFrame]:
-    """(images float32 (M, H, W, 1) in [0, 1], provenance) written by :func:`save_pool`."""
-    images = np.load(run.artifacts / f"aug_pool_seed{seed}.npy").astype(np.float32)
+def load_pool(run, seed: int, dtype=np.float32) -> tuple[np.ndarray, pd.DataFrame]:
+    """(images (M, H, W, 1) in [0, 1] as ``dtype``, provenance) written by :func:`save_pool`.
+
+    ``dtype=np.float16`` returns the stored array without a float32 copy (half the memory)."""
+    images = np.load(run.artifacts / f"aug_pool_seed{seed}.npy").astype(dtype, copy=False)
     prov = pd.read_csv(run.artifacts / f"aug_pool_seed{seed}.csv", dtype={"source_image_id": str, "aug_id": str})
     if len(prov) != len(images):
         raise ValueError(f"augmented pool of seed {seed}: {len(images)} images but {len(prov)} provenance rows")

@@ -25,18 +25,29 @@ def encode_labels(labels) -> np.ndarray:
 
 def make_dataset(images: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 64,
                  shuffle: bool = False, seed: int = 0):
-    """A batched, prefetched ``tf.data.Dataset``.
+    """A batched, prefetched ``tf.data.Dataset`` that gathers each batch from ``images`` in place.
 
-    images: float32 (N, H, W, 1) in [0, 1]; labels: int (N,) class indices or None (inference).
-    ``shuffle`` reshuffles every epoch with a fixed seed, so a seeded run sees the same order.
+    images: float32 (N, H, W, 1) in [0, 1] (a memory-mapped cache array works: nothing is copied
+    up front); labels: int (N,) class indices or None (inference). The dataset shuffles and batches
+    *indices* and gathers the batch's images with NumPy, so the image array is never duplicated
+    into a TensorFlow tensor (that copy doubled peak memory). ``shuffle`` reshuffles every epoch
+    with a fixed seed, so a seeded run sees the same order.
     """
     import tensorflow as tf
 
     x = np.asarray(images, dtype=np.float32)
-    ds = tf.data.Dataset.from_tensor_slices(x if labels is None else (x, np.asarray(labels, np.int32)))
+    n = len(x)
+    idx = tf.data.Dataset.range(n)
     if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        idx = idx.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    y = None if labels is None else tf.constant(np.asarray(labels, np.int32))
+
+    def gather(i):
+        xb = tf.numpy_function(lambda k: x[k], [i], tf.float32, stateful=False)
+        xb.set_shape((None,) + x.shape[1:])
+        return xb if y is None else (xb, tf.gather(y, i))
+
+    return idx.batch(batch_size).map(gather).prefetch(tf.data.AUTOTUNE)
 
 
 def pick_examples(index, by=("plane", "label"), per_group: int = 1, seed: int = 0, mask=None,

@@ -55,7 +55,7 @@ class IngestResult:
         """(images float32 (n, S, S, 1), labels int32 (n,), index rows) for a boolean row mask."""
         m = np.asarray(mask, dtype=bool)
         idx = self.index[m].reset_index(drop=True)
-        return np.asarray(self.images[m]), encode_labels(idx["label"]), idx
+        return read_rows(self.images, np.flatnonzero(m)), encode_labels(idx["label"]), idx
 
     def split(self, name: str, cohort: str | None = None):
         """Images, labels and rows of one split (optionally one cohort, e.g. 'normal' or 'metal')."""
@@ -73,6 +73,28 @@ class IngestResult:
     def dataset(self, split: str, batch_size: int = 64, shuffle: bool = False, seed: int = 0):
         x, y, _ = self.split(split)
         return make_dataset(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed)
+
+
+def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``images[rows]`` as an in-memory array.
+
+    For a memory-mapped cache the rows are read with plain file reads, one per contiguous run, so
+    the process does not also keep the mapped pages resident (with memory mapping, RSS counted each
+    selected image twice: the page cache mapping and the copy).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if not isinstance(images, np.memmap) or images.filename is None or len(rows) == 0:
+        return np.asarray(images[rows])
+    out = np.empty((len(rows),) + images.shape[1:], dtype=images.dtype)
+    row_bytes = int(np.prod(images.shape[1:])) * images.dtype.itemsize
+    flat = out.reshape(len(rows), -1).view(np.uint8).reshape(len(rows), row_bytes)
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    with open(images.filename, "rb") as f:
+        for run in np.split(np.arange(len(rows)), breaks):
+            if run.size:
+                f.seek(images.offset + int(rows[run[0]]) * row_bytes)
+                f.readinto(memoryview(flat[run[0]:run[-1] + 1]).cast("B"))
+    return out
 
 
 def _decode_row(args: tuple) -> tuple[int, np.ndarray | None, str | None, str | None]:

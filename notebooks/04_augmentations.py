@@ -65,6 +65,7 @@ for seed in run.seeds:
     maps = augmentation_maps(model_a, x_train, cfg)
     pool_x, pool_y, provenance = build_augmented_pool(x_train, y_train, train_index["image_id"], maps,
                                                       seed=seed, config=cfg)
+    del maps  # the pool holds what is needed; free the maps before the next seed
     save_pool(run, seed, pool_x, provenance)
     flips.append(augmentation_flips(model_a, x_train, y_train, pool_x, provenance).assign(seed=seed))
 flips = pd.concat(flips)

@@ -51,8 +51,8 @@ x_val, y_val, _ = data.split("val", cohort="normal")
 # %%
 histories = {}
 for seed in run.seeds:
-    pool_x, provenance = load_pool(run, seed)
-    x_b = np.concatenate([x_train, pool_x])
+    pool_x, provenance = load_pool(run, seed, dtype=np.float16)
+    x_b = np.concatenate([x_train, pool_x], dtype=np.float32)
     y_b = np.concatenate([y_train, provenance["label"].to_numpy(np.int32)])
     print(f"seed {seed}: {len(x_train)} normal + {len(pool_x)} augmented training images")
     result = train_classifier(x_b, y_b, x_val, y_val, cfg, run.models, seed=seed, name=f"model_b_seed{seed}",

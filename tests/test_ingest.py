@@ -154,3 +154,15 @@ def test_summary_table_counts(study, tmp_path):
     t = summary_table(run(study, tmp_path).index)
     assert int(t["total"].iloc[-1]) == 12 and int(t["site0"].iloc[-1]) == 6
     assert int(t.loc[("train", "axial", "relevant"), "total"]) == 2
+
+
+def test_read_rows_equals_fancy_indexing_of_the_cache(study, tmp_path):
+    from knee_tf.ingest import read_rows
+
+    res = run(study, tmp_path)
+    assert isinstance(res.images, np.memmap)
+    for rows in ([0, 1, 2, 7, 8, 11], [5], [], list(range(12))):
+        r = np.array(rows, dtype=np.int64)
+        got = read_rows(res.images, r)
+        assert not isinstance(got, np.memmap)
+        np.testing.assert_array_equal(got, np.asarray(res.images)[r])
