@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -49,7 +50,7 @@ def main() -> None:
     def read_output():
         nonlocal step
         for line in proc.stdout:
-            if line.startswith("[") and "running" in line:
+            if re.match(r"\[\d\d_\w+\] running", line):
                 step = line.split("]")[0][1:]
                 print(line.rstrip(), flush=True)
 
