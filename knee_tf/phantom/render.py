@@ -166,6 +166,18 @@ def _upsample2(img: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def placed_elements(coil: CoilProfile, centre: np.ndarray, rotation_deg: float,
+                    looseness_mm: float) -> np.ndarray:
+    """Coil element centres in patient mm, float64 (E, 3): the profile's layout moved outwards by
+    ``looseness_mm`` (a loosely wrapped coil), rotated about z by ``rotation_deg``, then centred."""
+    e = coil.elements.astype(np.float64).copy()
+    radial = np.hypot(e[:, 0], e[:, 1])
+    grow = np.where(radial > 0, (radial + looseness_mm) / np.maximum(radial, 1e-9), 1.0)
+    e[:, :2] *= grow[:, None]
+    c, s = np.cos(np.radians(rotation_deg)), np.sin(np.radians(rotation_deg))
+    return e @ np.array([[c, s, 0], [-s, c, 0], [0, 0, 1]]) + centre
+
+
 def coil_sensitivity(geom: SliceGeometry, coil: CoilProfile, coil_centre: np.ndarray,
                      coil_rotation_deg: float, looseness_mm: float, b1_inhomogeneity: float,
                      b1_phase: float, row_start: int, n_rows: int) -> np.ndarray:
@@ -175,12 +187,7 @@ def coil_sensitivity(geom: SliceGeometry, coil: CoilProfile, coil_centre: np.nda
     rows = row_start + 3.5 + 8 * np.arange(int(np.ceil(n_rows / 8)))
     cols = 3.5 + 8 * np.arange(int(np.ceil(geom.matrix / 8)))
     pts = geom.points(rows, cols)
-    e = coil.elements.astype(np.float64).copy()
-    radial = np.hypot(e[:, 0], e[:, 1])
-    grow = np.where(radial > 0, (radial + looseness_mm) / np.maximum(radial, 1e-9), 1.0)
-    e[:, :2] *= grow[:, None]
-    c, s = np.cos(np.radians(coil_rotation_deg)), np.sin(np.radians(coil_rotation_deg))
-    e = e @ np.array([[c, s, 0], [-s, c, 0], [0, 0, 1]]) + coil_centre
+    e = placed_elements(coil, coil_centre, coil_rotation_deg, looseness_mm)
     sens = sum_of_squares(element_sensitivities_3d(pts, e, coil.loop_radius_mm))
     if b1_inhomogeneity > 0:  # central brightening / dielectric pattern at 3 T
         r = np.hypot(pts[..., 0] - coil_centre[0], pts[..., 1] - coil_centre[1]) / 120.0

@@ -27,7 +27,13 @@ from knee_tf.phantom.labels import (
     structures_cut,
 )
 from knee_tf.phantom.metal import sample_implant
-from knee_tf.phantom.render import ORIENTATIONS, Acquisition, SliceGeometry, render_slice
+from knee_tf.phantom.render import (
+    ORIENTATIONS,
+    Acquisition,
+    SliceGeometry,
+    placed_elements,
+    render_slice,
+)
 from knee_tf.phantom.sites import COILS, SITES, choose, tissue_signals
 
 REQUIRED_COLUMNS = ("image_id", "patient_id", "exam_id", "path", "plane", "label", "split")
@@ -189,12 +195,7 @@ def render_exam(task: dict) -> list[dict]:
 
 
 def _sensitivity_at(coil, centre, rot_deg, loose, point) -> float:
-    e = coil.elements.astype(np.float64).copy()
-    radial = np.hypot(e[:, 0], e[:, 1])
-    grow = np.where(radial > 0, (radial + loose) / np.maximum(radial, 1e-9), 1.0)
-    e[:, :2] *= grow[:, None]
-    c, s = np.cos(np.radians(rot_deg)), np.sin(np.radians(rot_deg))
-    e = e @ np.array([[c, s, 0], [-s, c, 0], [0, 0, 1]]) + centre
+    e = placed_elements(coil, centre, rot_deg, loose)
     return float(sum_of_squares(element_sensitivities_3d(np.asarray(point)[None], e,
                                                          coil.loop_radius_mm))[0])
 
