@@ -232,6 +232,17 @@ def train_classifier(x_train, y_train, x_val, y_val, cfg: StudyConfig, out_dir,
     return TrainResult(model=model, history=history, best_path=best_path)
 
 
+def read_training_log(out_dir, name: str) -> pd.DataFrame:
+    """The CSV log of a finished :func:`train_classifier` run, with a 1-based ``epoch`` column
+    (Keras' CSVLogger counts from 0), i.e. the same table as ``TrainResult.history``."""
+    path = Path(out_dir) / f"{name}_training_log.csv"
+    if not path.is_file():
+        raise ValueError(f"training log not found: {path}")
+    log = pd.read_csv(path)
+    log["epoch"] = log["epoch"] + 1
+    return log
+
+
 def load_model(path):
     """Load a model saved by :func:`train_classifier` (a ``.keras`` file)."""
     path = Path(path)

@@ -95,14 +95,16 @@ def intensity_histograms(images, index, by: str = "site", bins: int = 50):
 def plot_history(histories: dict):
     """Learning curves: loss and accuracy per epoch, train (solid) vs validation (dashed).
 
-    histories: {label: DataFrame with columns epoch, loss, accuracy, val_loss, val_accuracy}.
+    histories: {label: DataFrame with columns epoch (1-based), loss, accuracy, val_loss,
+    val_accuracy}, as :attr:`knee_tf.model.TrainResult.history` or
+    :func:`knee_tf.model.read_training_log` give them.
     """
     import seaborn as sns
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     colors = sns.color_palette("tab10", len(histories))
     for (label, h), c in zip(histories.items(), colors, strict=True):
-        ep = h["epoch"] + 1 if "epoch" in h else range(1, len(h) + 1)
+        ep = h["epoch"] if "epoch" in h else range(1, len(h) + 1)
         for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
             ax.plot(ep, h[key], color=c, lw=1.4, label=f"{label} train")
             ax.plot(ep, h[f"val_{key}"], color=c, lw=1.4, ls="--", label=f"{label} val")

@@ -170,3 +170,16 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_one_device():
     assert out["n_devices"] == 2 and out["replicas"] == 2
     assert out["single"] >= 0.85
     assert abs(out["mirrored"] - out["single"]) <= 0.05
+
+
+def test_training_log_matches_history(tmp_path):
+    from knee_tf.model import read_training_log
+
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 64, 64, 1), dtype=np.float32)
+    y = (np.arange(64) % 2).astype(np.int32)
+    cfg = StudyConfig.smoke(image_size=64, epochs=2, patience=5)
+    res = train_classifier(x, y, x[:16], y[:16], cfg, tmp_path, name="m", verbose=0)
+    log = read_training_log(tmp_path, "m")
+    assert list(log["epoch"]) == list(res.history["epoch"]) == [1, 2]
+    np.testing.assert_allclose(log["val_loss"], res.history["val_loss"], rtol=1e-5)
