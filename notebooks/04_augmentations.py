@@ -20,8 +20,9 @@
 # * **inverted** map: `image × (1 − M)`, the salient anatomy blacked out in proportion to M;
 # * **weighted** (reduced intensity): `image × (1 − w·M)`, with w drawn from a severity range.
 #
-# The result looks like RF intensity bias or a failed coil element exactly where the model looks, an
-# adversarial-like example Model A tends to get wrong. Model B (notebook 05) trains on these.
+# The result looks like RF intensity bias or a failed coil element exactly where the model looks: an
+# adversarial-like example that can fool Model A (how often, is measured below). Model B
+# (notebook 05) trains on these.
 #
 # This notebook builds the augmented training pool from each seed's Model A (with provenance: source
 # image, method, transform, layer, weight), measures how often the augmentation flips Model A's
@@ -102,7 +103,8 @@ run.write_json("artifacts/fig2_examples.json", {"image_ids": test_index["image_i
 
 # %% [markdown]
 # Read across a row: where the map is red, the inverted mask is dark and the augmented image loses
-# signal — a dark patch over the condyles or plateau, much like coil fall-off.
+# signal, much like coil fall-off. When the map covers the joint, so does the dark patch; when it
+# covers skin, air or the other leg, the anatomy survives and Model A's call rarely changes.
 #
 # ## Augmented images as DICOM
 # Derived MR images (ImageType `DERIVED\SECONDARY`, the transform in SeriesDescription) that open in
