@@ -43,7 +43,7 @@ STEPS: tuple[Step, ...] = (
     Step("02_train_model_a", ("models/model_a_seed{seed}.keras", "results/model_a_test.csv")),
     Step("03_gradcam_layers", ("figures/fig1_gradcam_layers.png", "results/faithfulness.csv")),
     Step("04_augmentations", ("artifacts/aug_pool_seed{seed}.npy", "artifacts/aug_pool_seed{seed}.csv",
-                              "figures/fig2_augmentation.png")),
+                              "artifacts/fig2_examples.npz", "figures/fig2_augmentation.png")),
     Step("05_train_model_b", ("models/model_b_seed{seed}.keras",)),
     Step("06_cohort_evaluation", ("results/cohorts.csv", "results/mcnemar.csv", "results/severity.csv",
                                   "results/results_table.md", "figures/fig3_a_wrong_b_right.png",
@@ -92,6 +92,25 @@ class Run:
 
     def write_text(self, rel: str, text: str) -> None:
         atomic_write_text(self.root / rel, text)
+
+    def save_arrays(self, rel: str, **arrays) -> None:
+        """Write NumPy arrays (numbers or strings, no pickles) to ``rel`` (.npz), atomically."""
+        import numpy as np
+
+        from knee_tf.io import atomic_path
+
+        with atomic_path(self.root / rel, suffix=".npz") as tmp:
+            np.savez(tmp, **arrays)
+
+    def load_arrays(self, rel: str) -> dict:
+        """The arrays :meth:`save_arrays` wrote, as a dict."""
+        import numpy as np
+
+        path = self.root / rel
+        if not path.exists():
+            raise InputError(f"{path}: missing; run the step that writes it first (see knee_tf.study.STEPS)")
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
 
     def read_json(self, rel: str):
         path = self.root / rel

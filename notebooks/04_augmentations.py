@@ -99,7 +99,8 @@ preds = {"A": (p_test[rows], predict_proba(model_a, augmented)[:, 1])}
 labels = [f"{p} · {lab}" for p, lab in zip(test_index["plane"].iloc[rows], test_index["label"].iloc[rows],
                                           strict=True)]
 run.savefig(plots.plot_augmentation(x_test[rows], cam, augmented, preds, labels), "fig2_augmentation")
-run.write_json("artifacts/fig2_examples.json", {"image_ids": test_index["image_id"].iloc[rows].tolist()})
+run.save_arrays("artifacts/fig2_examples.npz", images=x_test[rows], cam=cam, augmented=augmented,
+                labels=labels, image_ids=test_index["image_id"].iloc[rows].to_numpy(str))
 
 # %% [markdown]
 # Read across a row: where the map is red, the inverted mask is dark and the augmented image loses

@@ -33,7 +33,6 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from knee_tf import evaluate, plots
-from knee_tf.augment import inverted_obfuscation
 from knee_tf.cohorts import (
     a_wrong_b_right,
     augmentation_maps,
@@ -127,14 +126,11 @@ display(rows)
 
 # %% [markdown]
 # ## Figure 2, completed: the augmentation examples of notebook 04 with Model B's calls
-# The same test images; the augmented copy uses Model A's inverted Grad-CAM map.
+# The same test images, maps and augmented copies (Model A's inverted Grad-CAM), read from the run.
 
 # %%
-ids = run.read_json("artifacts/fig2_examples.json")["image_ids"]
-where = test_index["image_id"].isin(ids).to_numpy()
-x2, idx2 = x_test[where], test_index[where]
-cam2 = augmentation_maps(models["A"], x2, cfg, methods=("gradcam",))["gradcam"]
-aug2 = inverted_obfuscation(x2, cam2)
-preds = {m: (predict_proba(models[m], x2)[:, 1], predict_proba(models[m], aug2)[:, 1]) for m in models}
-labels = [f"{p} · {lab}" for p, lab in zip(idx2["plane"], idx2["label"], strict=True)]
-run.savefig(plots.plot_augmentation(x2, cam2, aug2, preds, labels), "fig2_augmentation_a_vs_b")
+ex = run.load_arrays("artifacts/fig2_examples.npz")
+preds = {m: (predict_proba(models[m], ex["images"])[:, 1], predict_proba(models[m], ex["augmented"])[:, 1])
+         for m in models}
+run.savefig(plots.plot_augmentation(ex["images"], ex["cam"], ex["augmented"], preds, list(ex["labels"])),
+            "fig2_augmentation_a_vs_b")
