@@ -8,8 +8,27 @@ smoke-sized LeNet learns it in a few seconds, and the blob mask is a known "true
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import numpy as np
 import pytest
+
+def require_tool(*names: str, why: str) -> str:
+    """The path of the first of ``names`` found on PATH (or as an absolute path).
+
+    Missing: the test skips with a clear reason on a developer's machine, and *fails* under CI
+    (``CI`` set, as `.ci/run` runs), where `.ci/run` installs every system package the tests need.
+    """
+    for name in names:
+        found = name if os.path.isabs(name) and os.path.exists(name) else shutil.which(name)
+        if found:
+            return found
+    msg = f"{' / '.join(names)} not installed ({why}); `.ci/run` installs it with apt-get"
+    if os.environ.get("CI", "") not in ("", "0", "false"):
+        pytest.fail(f"under CI: {msg}")
+    pytest.skip(msg)
+
 
 #: Toy image side; divisible by 16 for four max-pool blocks (pool4 is 4 x 4).
 TOY_SIZE = 64
