@@ -1,6 +1,8 @@
 # knee-tf: two commands on a fresh machine with python3 and make:
-#   make study   set up .venv if missing, then run the whole study on the default synthetic data
+#   make study   set up .venv if missing, then run the whole study on the default synthetic data (into runs/ only)
 #   make test    set up .venv if missing, then run the test suite
+#   make publish run (or resume) the study and copy it to figures/ and results/: make publish SEEDS=3,
+#                or publish a finished run folder: make publish RUN=runs/<folder>
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -8,7 +10,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= default
 SEEDS  ?= 1
 
-.PHONY: setup study smoke test lint bench clean-runs
+.PHONY: setup study publish smoke test lint bench clean-runs
 
 setup: $(STAMP)
 
@@ -20,6 +22,9 @@ $(STAMP): pyproject.toml
 
 study: $(STAMP)
 	$(VENV)/bin/knee-tf study --config $(CONFIG) --seeds $(SEEDS)
+
+publish: $(STAMP)
+	$(VENV)/bin/knee-tf study $(if $(RUN),--out $(RUN),--config $(CONFIG) --seeds $(SEEDS)) --publish
 
 smoke: $(STAMP)
 	$(VENV)/bin/knee-tf study --config smoke

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -69,7 +70,8 @@ def main() -> None:
         cfg = StudyConfig(image_size=size, epochs=2)
         (xt, yt), (xv, yv) = toy_disc_images(512, size, 1), toy_disc_images(128, size, 2)
         with tempfile.TemporaryDirectory() as tmp:
-            model = train_classifier(xt, yt, xv, yv, cfg, tmp, name="bench", verbose=0).model
+            model = train_classifier(xt, yt, xv, yv, Path(tmp) / "bench.keras", seed=cfg.seed, verbose=0,
+                                     **cfg.training_settings()).model
     images, _ = toy_disc_images(a.n, size, 3)
     layers, methods = ("pool1", "pool2", "pool3", "pool4"), ("gradcam", "gradcam++")
 

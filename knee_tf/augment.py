@@ -26,17 +26,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from knee_tf.config import StudyConfig
+from knee_tf.vocab import CAM_METHODS as METHODS
+from knee_tf.vocab import INVERTED, TRANSFORMS, WEIGHTED
 
-TRANSFORMS: tuple[str, ...] = ("inverted", "weighted")
-METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
-#: Human-readable method names, used in DICOM descriptions and figure titles.
-METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
 #: Pool slots processed at once by build_augmented_pool (bounds its temporary memory).
 _POOL_CHUNK = 256
 PROVENANCE_COLUMNS: tuple[str, ...] = (
@@ -167,7 +163,7 @@ def augment_image(
     cam: np.ndarray,
     rng: np.random.Generator,
     weight_range: tuple[float, float] = (0.5, 1.0),
-    transform: str = "weighted",
+    transform: str = WEIGHTED,
     smooth_sigma: float = 0.0,
     threshold: float = 0.0,
 ) -> tuple[np.ndarray, float]:
@@ -200,7 +196,7 @@ def _draw_weights(rng: np.random.Generator, transform: str, n: int, weight_range
     if transform not in TRANSFORMS:
         raise ValueError(f"unknown transform {transform!r}; expected one of {TRANSFORMS}")
     lo, hi = _check_weight_range(weight_range)
-    if transform == "inverted":
+    if transform == INVERTED:
         return np.ones(n, dtype=np.float32)
     return rng.uniform(lo, hi, size=n).astype(np.float32)
 
@@ -232,23 +228,23 @@ def build_augmented_pool(
     labels: np.ndarray,
     image_ids: Sequence[str],
     maps: Mapping[str, np.ndarray],
-    variants: int | None = None,
-    weight_range: tuple[float, float] | None = None,
-    seed: int = 0,
     *,
-    layer: str | None = None,
-    smooth_sigma: float | None = None,
-    threshold: float | None = None,
+    variants: int,
+    weight_range: tuple[float, float],
+    layer: str,
+    seed: int,
+    smooth_sigma: float = 0.0,
+    threshold: float = 0.0,
     transforms: Sequence[str] = TRANSFORMS,
     methods: Sequence[str] | None = None,
-    config: StudyConfig | None = None,
 ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """The augmented training pool: ``variants`` labelled copies of every image, with provenance.
 
     images: float32 (N, H, W, 1) or (N, H, W) in [0, 1]; labels: int (N,) class indices (kept);
     image_ids: N unique ids; maps: {method: (N, H, W) or (N, H, W, 1) maps in [0, 1] at ``layer``}
-    (see :func:`select_layer`). ``variants``, ``weight_range``, ``layer``, ``smooth_sigma`` and
-    ``threshold`` default to ``config``'s ``aug_*`` fields (``StudyConfig()`` when None).
+    (see :func:`select_layer`); variants: copies per image (>= 1); weight_range: (low, high) of the
+    weighted transform's w; layer: the maps' layer (recorded in the provenance); seed: the recipe's
+    rng; smooth_sigma / threshold: mask preparation (:func:`prepare_mask`; 0 = none).
     transforms / methods: the combinations used (methods default to every key of ``maps``, in
     :data:`METHODS` order). The recipe is in the module docstring.
 
@@ -256,12 +252,8 @@ def build_augmented_pool(
     provenance DataFrame with one row per augmented image and columns :data:`PROVENANCE_COLUMNS`;
     ``aug_id`` is ``f"{source_image_id}_aug{variant}"``). Rows are ordered by image, then variant.
     """
-    cfg = config if config is not None else StudyConfig()
-    variants = cfg.aug_variants if variants is None else int(variants)
-    weight_range = _check_weight_range(cfg.aug_weight_range if weight_range is None else weight_range)
-    layer = cfg.aug_layer if layer is None else layer
-    smooth_sigma = cfg.aug_smooth_sigma if smooth_sigma is None else smooth_sigma
-    threshold = cfg.aug_threshold if threshold is None else threshold
+    variants = int(variants)
+    weight_range = _check_weight_range(weight_range)
 
     x = _check_image(images)
     if x.ndim == 3:
@@ -317,7 +309,7 @@ def build_augmented_pool(
     # stream (and every weight) is the same whatever the transform mix.
     lo, hi = weight_range
     draws = rng.uniform(lo, hi, size=src.size).astype(np.float32)
-    is_inverted = np.array([combos[c][1] == "inverted" for c in combo_idx], dtype=bool)
+    is_inverted = np.array([combos[c][1] == INVERTED for c in combo_idx], dtype=bool)
     weight = np.where(is_inverted, np.float32(1.0), draws).astype(np.float32)
 
     # In chunks of pool slots, so masks and temporaries never exceed a chunk's size.
@@ -340,154 +332,3 @@ def build_augmented_pool(
         "variant": variant.astype(np.int32),
     }, columns=list(PROVENANCE_COLUMNS))
     return out, y[src].astype(np.int32), prov
-
-
-# ----------------------------------------------------------------------------- DICOM export
-
-#: Attributes copied from the source file: patient, study, frame of reference, equipment and the
-#: MR acquisition parameters (the derived image was acquired the same way, then altered).
-_COPIED_KEYWORDS = (
-    "SpecificCharacterSet", "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "PatientWeight",
-    "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
-    "ReferringPhysicianName", "StudyDescription",
-    "FrameOfReferenceUID", "PositionReferenceIndicator",
-    "Manufacturer", "ManufacturerModelName", "InstitutionName", "StationName",
-    "MagneticFieldStrength", "ReceiveCoilName", "BodyPartExamined", "PatientPosition",
-    "ScanningSequence", "SequenceVariant", "ScanOptions", "MRAcquisitionType",
-    "RepetitionTime", "EchoTime", "EchoTrainLength", "InversionTime", "FlipAngle",
-    "SliceThickness", "ImagePositionPatient", "ImageOrientationPatient", "SliceLocation",
-    "AcquisitionDate", "AcquisitionTime", "ContentDate", "ContentTime",
-)
-#: MR Image module attributes of type 2 (must be present, may be empty) if the source lacks them.
-_TYPE2_MR = ("ScanningSequence", "SequenceVariant", "ScanOptions", "MRAcquisitionType",
-             "EchoTime", "EchoTrainLength", "PatientName", "PatientID", "PatientBirthDate",
-             "PatientSex", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
-             "ReferringPhysicianName", "PositionReferenceIndicator", "Manufacturer")
-_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
-#: Series numbers of the derived series: 9000 + 10 * method index + transform index + 1.
-_SERIES_BASE = 9000
-
-
-def export_augmented_dicom(
-    aug_images: np.ndarray,
-    provenance: pd.DataFrame,
-    source_paths: Mapping[str, str | Path],
-    out_dir: str | Path,
-) -> list[Path]:
-    """Write each augmented image as a derived MR image a DICOM viewer opens beside its source.
-
-    aug_images: float32 (M, H, W, 1) or (M, H, W) in [0, 1]; provenance: the matching DataFrame from
-    :func:`build_augmented_pool`; source_paths: {source_image_id: path of the source DICOM}.
-    Each file copies patient, study, frame of reference, equipment and acquisition attributes from
-    its source and gets: ImageType ``DERIVED\\SECONDARY``; one new series per (study, method,
-    transform, layer), with a deterministic SeriesInstanceUID and the transform named in
-    SeriesDescription; the weight in DerivationDescription; the source referenced in
-    SourceImageSequence; 16-bit unsigned pixels (12 bits used, 0..4095 for [0, 1]); PixelSpacing
-    scaled so the image covers the source's field of view (the model image is a resize of it).
-    UIDs are a deterministic function of the source UIDs and the provenance row, so a re-export
-    gives identical files. Files are ``out_dir/<aug_id>.dcm``, written atomically.
-    Returns the paths in provenance order.
-    """
-    import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.sequence import Sequence as DicomSequence
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    from knee_tf.io import atomic_path
-
-    x = np.asarray(aug_images, dtype=np.float32)
-    if x.ndim == 4 and x.shape[-1] == 1:
-        x = x[..., 0]
-    if x.ndim != 3:
-        raise ValueError(f"aug_images must be (M, H, W, 1) or (M, H, W); got {np.shape(aug_images)}")
-    need = {"aug_id", "source_image_id", "method", "transform", "layer", "weight"}
-    missing = sorted(need - set(provenance.columns))
-    if missing:
-        raise ValueError(f"provenance lacks column(s) {missing}")
-    if len(provenance) != x.shape[0]:
-        raise ValueError(f"provenance has {len(provenance)} rows for {x.shape[0]} images")
-    absent = sorted(set(provenance["source_image_id"].astype(str)) - {str(k) for k in source_paths})
-    if absent:
-        raise ValueError(f"no source DICOM path for image id(s) {absent[:5]}")
-    paths_by_id = {str(k): Path(v) for k, v in source_paths.items()}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    sources: dict[str, Dataset] = {}
-    written: list[Path] = []
-    instance_in_series: dict[str, int] = {}
-    for i, row in enumerate(provenance.itertuples(index=False)):
-        sid = str(row.source_image_id)
-        if sid not in sources:
-            try:
-                sources[sid] = pydicom.dcmread(paths_by_id[sid], stop_before_pixels=True)
-            except Exception as e:  # pydicom raises several types for unreadable files
-                raise ValueError(f"{paths_by_id[sid]}: cannot read source DICOM: {e}") from None
-        src = sources[sid]
-        method, transform, layer = str(row.method), str(row.transform), str(row.layer)
-        if method not in METHODS or transform not in TRANSFORMS:
-            raise ValueError(f"provenance row {i}: unknown method/transform {method!r}/{transform!r}")
-        study_uid = str(src.get("StudyInstanceUID", "")) or generate_uid(entropy_srcs=[sid])
-        series_uid = generate_uid(entropy_srcs=["knee_tf.augment", study_uid, method, transform, layer])
-        sop_uid = generate_uid(entropy_srcs=["knee_tf.augment", series_uid, str(row.aug_id)])
-        instance_in_series[series_uid] = instance_in_series.get(series_uid, 0) + 1
-
-        ds = Dataset()
-        for kw in _COPIED_KEYWORDS:
-            if kw in src and src[kw].value not in (None, ""):
-                setattr(ds, kw, src[kw].value)
-        for kw in _TYPE2_MR:
-            if kw not in ds:
-                setattr(ds, kw, None)
-        ds.StudyInstanceUID = study_uid
-        ds.SOPClassUID = _MR_IMAGE_STORAGE
-        ds.SOPInstanceUID = sop_uid
-        ds.Modality = "MR"
-        ds.ImageType = ["DERIVED", "SECONDARY"]
-        ds.SeriesInstanceUID = series_uid
-        ds.SeriesNumber = _SERIES_BASE + 10 * METHODS.index(method) + TRANSFORMS.index(transform) + 1
-        ds.InstanceNumber = instance_in_series[series_uid]
-        ds.SeriesDescription = f"AUG {transform} {METHOD_NAMES[method]} {layer}"[:64]
-        w = float(row.weight)
-        ds.DerivationDescription = (
-            f"knee_tf.augment {transform}: image * (1 - {w:.3f} * M), M = Model A "
-            f"{METHOD_NAMES[method]} map at {layer}"
-        )[:1024]
-        ds.ImageComments = f"aug_id={row.aug_id} source={sid} weight={w:.4f}"[:10240]
-        ref = Dataset()
-        ref.ReferencedSOPClassUID = src.get("SOPClassUID", _MR_IMAGE_STORAGE)
-        ref.ReferencedSOPInstanceUID = src.get("SOPInstanceUID", generate_uid(entropy_srcs=[sid]))
-        ds.SourceImageSequence = DicomSequence([ref])
-
-        img = x[i]
-        if not np.all(np.isfinite(img)):
-            raise ValueError(f"aug_images[{i}] contains NaN or inf")
-        pixels = np.round(np.clip(img, 0.0, 1.0) * 4095.0).astype(np.uint16)
-        if "PixelSpacing" in src and "Rows" in src and "Columns" in src:
-            sr, sc = (float(v) for v in src.PixelSpacing)
-            nr, nc = sr * int(src.Rows) / img.shape[0], sc * int(src.Columns) / img.shape[1]
-            ds.PixelSpacing = [round(nr, 6), round(nc, 6)]
-            if "ImagePositionPatient" in src and "ImageOrientationPatient" in src:
-                # same field of view: the first pixel's centre moves by half the spacing change
-                iop = np.asarray([float(v) for v in src.ImageOrientationPatient])
-                ipp = np.asarray([float(v) for v in src.ImagePositionPatient])
-                ipp = ipp + 0.5 * (nc - sc) * iop[:3] + 0.5 * (nr - sr) * iop[3:]
-                ds.ImagePositionPatient = [round(float(v), 4) for v in ipp]
-        ds.set_pixel_data(pixels, "MONOCHROME2", 12, generate_instance_uid=False)
-        ds.WindowCenter = 2048
-        ds.WindowWidth = 4096
-
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta = meta
-        path = out_dir / f"{_safe_name(str(row.aug_id))}.dcm"
-        with atomic_path(path, suffix=".dcm") as tmp:
-            ds.save_as(tmp, enforce_file_format=True)
-        written.append(path)
-    return written
-
-
-def _safe_name(s: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)

@@ -6,7 +6,7 @@ global intensity layout and the data is too easy to need anatomy. The model (num
 * features: each image block-averaged (area interpolation) to ``size x size``, flattened, then
   standardised with the training mean/std; a bias term (not penalised);
 * loss: mean binary cross-entropy + ``l2 / 2 * ||w||^2``, minimised with L-BFGS-B (exact gradient);
-* prediction: ``p > 0.5``.
+* prediction: :func:`knee_tf.vocab.predicted_class` of p.
 
 ``per_plane=True`` fits one model per plane (stronger, since the planes look different).
 """
@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit
+
+from knee_tf.vocab import predicted_class
 
 
 def downsample(images: np.ndarray, size: int) -> np.ndarray:
@@ -67,7 +69,7 @@ def fit_logistic(features: np.ndarray, labels: np.ndarray, l2: float = 1.0,
 def _encode(labels) -> np.ndarray:
     arr = np.asarray(labels)
     if arr.dtype.kind in "US O".replace(" ", ""):
-        from knee_tf.data import encode_labels
+        from knee_tf.vocab import encode_labels
 
         return encode_labels(arr)
     return arr.astype(np.int32)
@@ -101,9 +103,9 @@ def linear_baseline(train_images, train_labels, test_images, test_labels, size: 
         mu = x_tr[m_tr].mean(axis=0)
         sd = x_tr[m_tr].std(axis=0) + 1e-6
         w, b = fit_logistic((x_tr[m_tr] - mu) / sd, y_tr[m_tr], l2=l2)
-        pred_tr[m_tr] = ((x_tr[m_tr] - mu) / sd @ w + b > 0).astype(np.int32)
+        pred_tr[m_tr] = predicted_class(expit((x_tr[m_tr] - mu) / sd @ w + b))
         if m_te.any():
-            pred_te[m_te] = ((x_te[m_te] - mu) / sd @ w + b > 0).astype(np.int32)
+            pred_te[m_te] = predicted_class(expit((x_te[m_te] - mu) / sd @ w + b))
     out = {"accuracy": float(np.mean(pred_te == y_te)),
            "train_accuracy": float(np.mean(pred_tr == y_tr)),
            "n_train": int(len(y_tr)), "n_test": int(len(y_te)), "size": int(size),

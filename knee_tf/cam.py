@@ -37,9 +37,10 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from knee_tf.model import LOGITS_LAYER, check_images
+from knee_tf.vocab import CAM_METHODS, check_targets
 
-#: The CAM methods :func:`compute_cams` knows, in their canonical order.
-METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
+#: The CAM methods :func:`compute_cams` knows, in their canonical order (:data:`knee_tf.vocab.CAM_METHODS`).
+METHODS: tuple[str, ...] = CAM_METHODS
 #: The max-pool layers of :func:`knee_tf.model.build_lenet` (four conv blocks).
 DEFAULT_LAYERS: tuple[str, ...] = ("pool1", "pool2", "pool3", "pool4")
 #: Grad-CAM++'s exp(score) factor is evaluated at the score clipped to +-this (float32-safe).
@@ -210,7 +211,7 @@ class _CamEngine:
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(images)
             *acts, logits = self.grad_model(images, training=False)
-            predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)  # ties -> class 0, as vocab.predicted_class
             targets = tf.where(targets < 0, predicted, targets)
             scores = tf.gather(logits, targets, axis=1, batch_dims=1)
             total = tf.reduce_sum(scores)
@@ -262,21 +263,6 @@ def _check_names(layers, methods) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return layers, methods
 
 
-def _check_targets(targets, n: int, n_classes: int) -> np.ndarray:
-    """None -> -1 (predicted class); an int or int (N,) in [0, n_classes) -> int32 (N,)."""
-    if targets is None:
-        return np.full(n, -1, dtype=np.int32)
-    t = np.asarray(targets)
-    if not np.issubdtype(t.dtype, np.integer):
-        raise ValueError(f"targets must be int class indices, got dtype {t.dtype}")
-    t = np.broadcast_to(t, (n,)) if t.ndim == 0 else t
-    if t.shape != (n,):
-        raise ValueError(f"targets must be an int or int (N,) = ({n},), got shape {t.shape}")
-    if n and (t.min() < 0 or t.max() >= n_classes):
-        raise ValueError(f"targets must lie in [0, {n_classes - 1}], got [{t.min()}, {t.max()}]")
-    return t.astype(np.int32)
-
-
 def compute_cams(model, images, layers: Sequence[str] = DEFAULT_LAYERS,
                  methods: Sequence[str] = METHODS, targets=None, batch_size: int = 256,
                  progress: bool = True) -> CamResult:
@@ -291,7 +277,7 @@ def compute_cams(model, images, layers: Sequence[str] = DEFAULT_LAYERS,
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     engine = cam_engine(model, layers, methods)
-    t = _check_targets(targets, len(x), engine.n_classes)
+    t = check_targets(targets, len(x), engine.n_classes)
     n, n_layers, (height, width) = len(x), len(engine.layers), engine.image_size
     maps = {m: np.empty((n, n_layers, height, width), np.float32) for m in engine.methods}
     zero = {m: np.zeros((n, n_layers), bool) for m in engine.methods}
@@ -336,7 +322,7 @@ def tf_keras_vis_cams(model, images, layers: Sequence[str] = DEFAULT_LAYERS,
     layers, methods = _check_names(layers, methods)
     x = check_images(images, model)
     n_classes = int(model.outputs[0].shape[-1])
-    t = _check_targets(targets, len(x), n_classes)
+    t = check_targets(targets, len(x), n_classes)
     if targets is None:
         t = predict_proba(model, x, batch_size).argmax(axis=1).astype(np.int32)
     classes = {"gradcam": Gradcam, "gradcam++": GradcamPlusPlus}

@@ -10,6 +10,7 @@ import sys
 
 from knee_tf.config import StudyConfig
 from knee_tf.errors import InputError, StepFailed
+from knee_tf.ingest import ON_ERROR
 
 _DEFAULT = StudyConfig()
 
@@ -19,7 +20,8 @@ def _add_synth(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (DICOM files + data_manifest.csv)")
     p.add_argument("--exams", type=int, default=_DEFAULT.n_exams)
     p.add_argument("--seed", type=int, default=_DEFAULT.synth_seed)
-    p.add_argument("--image-size", type=int, default=_DEFAULT.synth_image_size)
+    p.add_argument("--matrix", type=int, default=_DEFAULT.synth_matrix,
+                   help="scanner acquisition matrix of the written DICOM (some sites use 0.75x or 2x)")
     p.add_argument("--metal-fraction", type=float, default=_DEFAULT.metal_fraction)
     p.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
     p.set_defaults(func=_cmd_synth)
@@ -28,7 +30,7 @@ def _add_synth(sub) -> None:
 def _cmd_synth(a) -> int:
     from knee_tf.phantom import synthesize
 
-    df = synthesize(a.out, n_exams=a.exams, seed=a.seed, image_size=a.image_size,
+    df = synthesize(a.out, n_exams=a.exams, seed=a.seed, matrix=a.matrix,
                     metal_fraction=a.metal_fraction, workers=a.workers or None)
     print(f"wrote {len(df)} images from {df['exam_id'].nunique()} exams to {a.out}")
     return 0
@@ -39,8 +41,9 @@ def _add_ingest(sub) -> None:
     p.add_argument("--manifest", required=True)
     p.add_argument("--root", required=True, help="data root the manifest paths are relative to")
     p.add_argument("--cache", default=_DEFAULT.cache_dir)
-    p.add_argument("--image-size", type=int, default=_DEFAULT.image_size)
-    p.add_argument("--on-error", choices=("fail", "skip"), default="fail")
+    p.add_argument("--image-size", type=int, default=_DEFAULT.image_size,
+                   help="model input: every image is resized to image-size x image-size")
+    p.add_argument("--on-error", choices=ON_ERROR, default=_DEFAULT.on_error)
     p.add_argument("--workers", type=int, default=0, help="decoding processes (0 = all cores)")
     p.set_defaults(func=_cmd_ingest)
 
@@ -65,7 +68,7 @@ def _add_predict(sub) -> None:
     p.add_argument("--root", required=True)
     p.add_argument("--out", required=True, help="CSV: image_id, plane, p_relevant, predicted, label")
     p.add_argument("--cache", default=_DEFAULT.cache_dir)
-    p.add_argument("--on-error", choices=("fail", "skip"), default="fail")
+    p.add_argument("--on-error", choices=ON_ERROR, default=_DEFAULT.on_error)
     p.add_argument("--workers", type=int, default=0)
     p.set_defaults(func=_cmd_predict)
 
@@ -84,18 +87,28 @@ def _cmd_predict(a) -> int:
 
 def _add_study(sub) -> None:
     p = sub.add_parser("study", help="run notebooks 01-06 into a run folder (resumes an interrupted run)")
-    p.add_argument("--config", default="default", help="default | smoke | path to a StudyConfig JSON")
+    p.add_argument("--config", default=None, help="default | smoke | path to a StudyConfig JSON (default: the "
+                                                  "config.json of --out if it has one, else default)")
     p.add_argument("--seeds", type=int, default=None, help="training seeds per model (default: the config's)")
-    p.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>-<config>/, published to "
-                                               "figures/ and results/)")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override one StudyConfig field, e.g. --set epochs=3 --set n_faithfulness=100 (repeatable)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>-<config>/)")
+    p.add_argument("--publish", action="store_true",
+                   help="after the run, copy its figures and tables to the top-level figures/ and results/")
+    p.add_argument("--force", action="store_true", help="with --publish: publish even a run with fewer seeds "
+                                                        "than the published one")
     p.set_defaults(func=_cmd_study)
 
 
 def _cmd_study(a) -> int:
-    from knee_tf.study import run_study
+    from knee_tf.study import publish, run_study
 
-    run = run_study(a.config, seeds=a.seeds, out=a.out)
+    if a.force and not a.publish:
+        raise InputError("--force only applies with --publish")
+    run = run_study(a.config, seeds=a.seeds, out=a.out, settings=a.settings)
     print(f"study finished: {run.root}")
+    if a.publish:
+        publish(run, force=a.force)
     return 0
 
 

@@ -28,6 +28,8 @@ from tqdm.auto import tqdm
 
 from knee_tf.config import StudyConfig
 from knee_tf.evaluate import paired_predictions, prediction_frame
+from knee_tf.layout import RunLayout
+from knee_tf.vocab import CAM, METAL, NORMAL, TEST, predicted_class
 
 
 def augmentation_maps(model_a, images: np.ndarray, cfg: StudyConfig, methods=None,
@@ -44,19 +46,35 @@ def augmentation_maps(model_a, images: np.ndarray, cfg: StudyConfig, methods=Non
     return {m: res.select(m, cfg.aug_layer) for m in methods}
 
 
+def augmented_pool(model_a, images: np.ndarray, labels: np.ndarray, image_ids, cfg: StudyConfig, seed: int,
+                   progress: bool = True) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """One seed's augmented training pool from its Model A: :func:`augmentation_maps`, then
+    :func:`knee_tf.augment.build_augmented_pool` with the config's ``aug_*`` settings.
+
+    images: float32 (N, H, W, 1) in [0, 1]; labels: int (N,); image_ids: N ids.
+    Returns (pool images float32 (N * aug_variants, H, W, 1), labels int32, provenance DataFrame).
+    """
+    from knee_tf.augment import build_augmented_pool
+
+    maps = augmentation_maps(model_a, images, cfg, progress=progress)
+    return build_augmented_pool(images, labels, image_ids, maps, variants=cfg.aug_variants,
+                                weight_range=cfg.aug_weight_range, layer=cfg.aug_layer, seed=seed,
+                                smooth_sigma=cfg.aug_smooth_sigma, threshold=cfg.aug_threshold)
+
+
 def build_test_cohorts(data, model_a, cfg: StudyConfig, progress: bool = True) -> dict[str, tuple]:
     """{cohort: (images float32 (n, H, W, 1), rows DataFrame)} for normal, metal (if any) and cam."""
     from knee_tf.corrupt import cam_corruption
 
-    x, _, idx = data.split("test", cohort="normal")
-    out = {"normal": (x, idx)}
+    x, _, idx = data.split(TEST, cohort=NORMAL)
+    out = {NORMAL: (x, idx)}
     if "cohort" in data.index:
-        xm, _, im = data.split("test", cohort="metal")
+        xm, _, im = data.split(TEST, cohort=METAL)
         if len(xm):
-            out["metal"] = (xm, im)
+            out[METAL] = (xm, im)
     maps = augmentation_maps(model_a, x, cfg, methods=(cfg.cohort3_method,), progress=progress)
     xc = cam_corruption(x, maps[cfg.cohort3_method], cfg.cohort3_weight, cfg.aug_smooth_sigma, cfg.aug_threshold)
-    out["cam"] = (xc, idx)
+    out[CAM] = (xc, idx)
     return out
 
 
@@ -72,23 +90,24 @@ def predict_cohorts(models: dict, cohorts: dict, seed: int, batch_size: int = 25
 
 
 def predict_corruptions(models: dict, images: np.ndarray, index: pd.DataFrame, cfg: StudyConfig, seed: int,
-                        corruption_seed: int | None = None, batch_size: int = 256,
                         progress: bool = True) -> pd.DataFrame:
     """Predictions of every model on every held-out corruption x severity of ``images``.
 
-    Columns as :func:`predict_cohorts` plus ``corruption`` and ``severity``; severity 0 rows are the
-    clean images (the same for every corruption), so each curve starts at the clean accuracy.
+    The corruptions are seeded by ``cfg.corruption_seed`` (the same images for every training seed);
+    batches of ``cfg.predict_batch_size``. Columns as :func:`predict_cohorts` plus ``corruption`` and
+    ``severity``; severity 0 rows are the clean images (the same for every corruption), so each
+    curve starts at the clean accuracy.
     """
-    from knee_tf.corrupt import CORRUPTIONS, corrupt_severities
+    from knee_tf.corrupt import CORRUPTIONS, corrupt_batch
     from knee_tf.model import predict_proba
 
-    cseed = cfg.synth_seed if corruption_seed is None else corruption_seed
+    batch_size = cfg.predict_batch_size
     frames = []
     for mname, model in models.items():  # severity 0: the clean images, where every curve starts
         clean = predict_proba(model, images, batch_size)
         frames += [prediction_frame(clean, index, mname, seed, corruption=c, severity=0) for c in CORRUPTIONS]
     for name in tqdm(CORRUPTIONS, desc="held-out corruptions", disable=not progress):
-        for severity, xc in corrupt_severities(images, name, cfg.severities, seed=cseed).items():
+        for severity, xc in corrupt_batch(images, name, cfg.severities, seed=cfg.corruption_seed).items():
             for mname, model in models.items():
                 frames.append(prediction_frame(predict_proba(model, xc, batch_size), index, mname, seed,
                                                corruption=name, severity=int(severity)))
@@ -130,27 +149,27 @@ def augmentation_flips(model_a, images: np.ndarray, labels: np.ndarray, pool_ima
     """
     from knee_tf.model import predict_proba
 
-    before = predict_proba(model_a, images, batch_size).argmax(1)
-    after = predict_proba(model_a, pool_images, batch_size).argmax(1)
+    before = predicted_class(predict_proba(model_a, images, batch_size)[:, 1])
+    after = predicted_class(predict_proba(model_a, pool_images, batch_size)[:, 1])
     src = np.repeat(np.arange(len(images)), len(pool_images) // max(len(images), 1))
     right = before[src] == labels[src]
     return provenance.assign(flipped=right & (after != labels[src]))[right]
 
 
-def save_pool(run, seed: int, images: np.ndarray, provenance: pd.DataFrame) -> None:
+def save_pool(layout: RunLayout, seed: int, images: np.ndarray, provenance: pd.DataFrame) -> None:
     """Store an augmented pool in the run: images as float16 .npy (half the disk), provenance as CSV."""
     from knee_tf.io import atomic_save_npy, atomic_write_csv
 
-    atomic_write_csv(run.artifacts / f"aug_pool_seed{seed}.csv", provenance)
-    atomic_save_npy(run.artifacts / f"aug_pool_seed{seed}.npy", np.asarray(images, dtype=np.float16))
+    atomic_write_csv(layout.aug_pool_provenance(seed), provenance)
+    atomic_save_npy(layout.aug_pool_images(seed), np.asarray(images, dtype=np.float16))
 
 
-def load_pool(run, seed: int, dtype=np.float32) -> tuple[np.ndarray, pd.DataFrame]:
+def load_pool(layout: RunLayout, seed: int, dtype=np.float32) -> tuple[np.ndarray, pd.DataFrame]:
     """(images (M, H, W, 1) in [0, 1] as ``dtype``, provenance) written by :func:`save_pool`.
 
     ``dtype=np.float16`` returns the stored array without a float32 copy (half the memory)."""
-    images = np.load(run.artifacts / f"aug_pool_seed{seed}.npy").astype(dtype, copy=False)
-    prov = pd.read_csv(run.artifacts / f"aug_pool_seed{seed}.csv", dtype={"source_image_id": str, "aug_id": str})
+    images = np.load(layout.aug_pool_images(seed)).astype(dtype, copy=False)
+    prov = pd.read_csv(layout.aug_pool_provenance(seed), dtype={"source_image_id": str, "aug_id": str})
     if len(prov) != len(images):
         raise ValueError(f"augmented pool of seed {seed}: {len(images)} images but {len(prov)} provenance rows")
     return images, prov

@@ -17,14 +17,6 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SMOKE_ENV = "KNEE_TF_SMOKE"  # "1": "default" means StudyConfig.smoke() (short CI runs)
 
-#: The paper's reported accuracies (ISMRM 2021, abstract 0811), for side-by-side tables only.
-PAPER_ACCURACY = {
-    "normal": (0.831, 0.866),
-    "metal": (0.706, 0.803),
-    "cam": (0.675, 0.855),
-}
-
-
 @dataclass(frozen=True)
 class StudyConfig:
     """Every knob of the study. Paths are relative to the repository root unless absolute."""
@@ -34,14 +26,15 @@ class StudyConfig:
     # --- synthetic default dataset (knee_tf.phantom) ---
     data_root: str = "data/synthetic"  # manifest paths are relative to it (the synthetic data is written here)
     n_exams: int = 513  # the paper's exam count
-    synth_seed: int = 0  # seeds anatomy, acquisition, labels, splits and UIDs
-    synth_image_size: int = 256  # acquisition matrix of the default profile (GE localizer: 256)
+    synth_seed: int = 0  # seeds anatomy, acquisition, labels, splits and UIDs (nothing else)
+    synth_matrix: int = 256  # scanner acquisition matrix of the synthetic DICOM (GE localizer: 256)
     metal_fraction: float = 0.10  # share of exams with a metal implant (all go to test, cohort 2)
 
     # --- ingest (knee_tf.data) ---
     manifest: str = ""  # empty: <data_root>/data_manifest.csv
     cache_dir: str = "data/cache"  # decoded, preprocessed arrays, keyed by content hash
-    image_size: int = 128  # model input is image_size x image_size x 1
+    image_size: int = 128  # model input is image_size x image_size x 1 (every DICOM is resized to it)
+    on_error: str = "fail"  # "fail": stop and list every bad row; "skip": ingest the good rows, list the rest
     workers: int = 0  # decoding / synthesis processes; 0 = all cores
 
     # --- model (knee_tf.model) ---
@@ -56,7 +49,10 @@ class StudyConfig:
     # --- activation maps (knee_tf.cam) ---
     cam_layers: tuple[str, ...] = ("pool1", "pool2", "pool3", "pool4")
     cam_methods: tuple[str, ...] = ("gradcam", "gradcam++")
-    cam_batch_size: int = 256
+    cam_batch_size: int = 256  # images per CAM forward + backward pass
+    predict_batch_size: int = 256  # images per inference batch (predictions, faithfulness curves)
+    n_faithfulness: int = 300  # test images scored by the deletion/insertion curves (notebook 03)
+    faithfulness_steps: int = 10  # points per curve beyond the first (pixel fractions 0, 0.1, ..., 1)
 
     # --- augmentation (knee_tf.augment) ---
     aug_layer: str = "pool4"  # the paper's choice; notebook 03 measures whether it is the best
@@ -64,6 +60,7 @@ class StudyConfig:
     aug_weight_range: tuple[float, float] = (0.5, 1.0)  # severity w of image * (1 - w * M)
     aug_smooth_sigma: float = 0.0  # optional Gaussian smoothing of the map, in pixels
     aug_threshold: float = 0.0  # optional: zero map values below this before masking
+    n_dicom_export: int = 12  # augmented images written as derived DICOM (notebook 04)
 
     # --- evaluation (knee_tf.evaluate, knee_tf.corrupt) ---
     cohort3_weight: float = 0.9  # fixed severity of Model A's inverted-Grad-CAM test corruption
@@ -71,6 +68,8 @@ class StudyConfig:
     n_bootstrap: int = 2000
     ece_bins: int = 15
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    corruption_seed: int = 0  # seeds the held-out corruptions of the test images (nothing else)
+    n_figure3_per_cohort: int = 2  # Figure 3: images per cohort that A gets wrong and B right
     n_seeds: int = 1  # training seeds per model; committed results use >= 3
 
     @classmethod
@@ -80,7 +79,7 @@ class StudyConfig:
             name="smoke",
             data_root="data/smoke",
             n_exams=24,
-            synth_image_size=128,
+            synth_matrix=128,
             image_size=64,
             conv_filters=(4, 8, 8, 8),
             dense_units=(16, 8),
@@ -88,6 +87,7 @@ class StudyConfig:
             batch_size=32,
             patience=1,
             cam_batch_size=64,
+            predict_batch_size=64,
             n_bootstrap=200,
         )
         base.update(overrides)
@@ -96,6 +96,30 @@ class StudyConfig:
     # ----- helpers -----
     def replace(self, **changes) -> StudyConfig:
         return dataclasses.replace(self, **changes)
+
+    def training_settings(self) -> dict:
+        """The keyword arguments of :func:`knee_tf.model.train_classifier` this config sets (all but the seed)."""
+        return {"conv_filters": self.conv_filters, "dense_units": self.dense_units, "epochs": self.epochs,
+                "batch_size": self.batch_size, "learning_rate": self.learning_rate, "patience": self.patience}
+
+    def with_settings(self, assignments) -> StudyConfig:
+        """A copy with ``["field=value", ...]`` applied (``knee-tf study --set``), each value parsed as
+        JSON where it can be (``epochs=3``, ``severities=[1,3,5]``) and checked against the field's type.
+        Raises ValueError naming the assignment that is wrong."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        changes = {}
+        for item in assignments:
+            name, sep, text = str(item).partition("=")
+            name = name.strip()
+            if not sep or name not in fields:
+                raise ValueError(f"--set {item!r}: expected field=value with a StudyConfig field "
+                                 f"(one of {', '.join(fields)})")
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                value = text
+            changes[name] = _coerce(name, value, getattr(self, name), item)
+        return self.replace(**changes)
 
     @property
     def manifest_path(self) -> Path:
@@ -130,6 +154,29 @@ class StudyConfig:
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"{path}: cannot read config: {e}") from None
         return cls.from_dict(d)
+
+
+def _coerce(name: str, value, current, item: str):
+    """``value`` as the type of the field's current value, or ValueError naming ``item``."""
+    if isinstance(current, tuple):
+        if not isinstance(value, list):
+            raise ValueError(f"--set {item!r}: {name} is a list, e.g. {name}={json.dumps(list(current))}")
+        kinds = {type(v) for v in current}
+        value = [_coerce(name, v, next(iter(kinds))(), item) for v in value] if kinds else value
+        return tuple(value)
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"--set {item!r}: {name} is true or false")
+        return value
+    if isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"--set {item!r}: {name} is an integer")
+        return value
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"--set {item!r}: {name} is a number")
+        return float(value)
+    return str(value)
 
 
 def get_config(spec: str | StudyConfig | None = "default", **overrides) -> StudyConfig:

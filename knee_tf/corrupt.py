@@ -279,40 +279,20 @@ def image_rng(seed: int, name: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(name.encode()), int(index)])
 
 
-def corrupt_batch(images: np.ndarray, name: str, severity: int, seed: int = 0,
-                  chunk: int = 256) -> np.ndarray:
-    """Apply held-out corruption ``name`` to every image; deterministic for ``seed``.
+def corrupt_batch(images: np.ndarray, name: str, severities, seed: int = 0,
+                  chunk: int = 256) -> dict[int, np.ndarray]:
+    """Held-out corruption ``name`` of every image at every severity; deterministic for ``seed``.
 
-    images: float32 (N, H, W, 1) or (N, H, W) in [0, 1]. Image ``i`` uses
-    :func:`image_rng` ``(seed, name, i)``, so its corruption does not depend on the other images or
-    on the severity: ``corrupt_batch(x, n, s, seed)[i]`` equals ``CORRUPTIONS[n](x[i], s,
-    image_rng(seed, n, i))``. The per-image draws are cheap; the transform runs vectorised over
-    chunks of ``chunk`` images. Returns float32, the input's shape, in [0, 1].
+    images: float32 (N, H, W, 1) or (N, H, W) in [0, 1]; severities: one int or a sequence of ints
+    in :data:`SEVERITIES`. Image ``i`` draws its parameters once, from :func:`image_rng`
+    ``(seed, name, i)``, so its corruption depends neither on the other images nor on the severity:
+    ``corrupt_batch(x, n, [s], seed)[s][i]`` equals ``CORRUPTIONS[n](x[i], s, image_rng(seed, n, i))``.
+    The transform runs vectorised over chunks of ``chunk`` images.
+    Returns {severity: float32 array shaped like ``images``, in [0, 1]}.
     """
     if name not in CORRUPTIONS:
         raise ValueError(f"unknown corruption {name!r}; expected one of {sorted(CORRUPTIONS)}")
-    s = _check_severity(severity)
-    b, shape = _as_batch(images)
-    draw, apply = _BATCHED[name]
-    h, w = b.shape[1:]
-    out = np.empty_like(b)
-    for start in range(0, b.shape[0], max(int(chunk), 1)):
-        stop = min(start + max(int(chunk), 1), b.shape[0])
-        params = np.stack([draw(image_rng(seed, name, i), h, w) for i in range(start, stop)])
-        out[start:stop] = apply(b[start:stop], params, s)
-    return out.reshape(shape)
-
-
-def corrupt_severities(images: np.ndarray, name: str, severities, seed: int = 0,
-                       chunk: int = 256) -> dict[int, np.ndarray]:
-    """:func:`corrupt_batch` at several severities, drawing each image's parameters only once.
-
-    Returns {severity: float32 array shaped like ``images``}; ``out[s]`` equals
-    ``corrupt_batch(images, name, s, seed)`` exactly (the draws never depend on the severity).
-    """
-    if name not in CORRUPTIONS:
-        raise ValueError(f"unknown corruption {name!r}; expected one of {sorted(CORRUPTIONS)}")
-    sev = [_check_severity(s) for s in severities]
+    sev = [_check_severity(s) for s in (severities if np.ndim(severities) else [severities])]
     b, shape = _as_batch(images)
     draw, apply = _BATCHED[name]
     h, w = b.shape[1:]

@@ -1,4 +1,4 @@
-"""Images into the model: class names, and ``tf.data`` pipelines over preprocessed arrays.
+"""Images into the model: ``tf.data`` pipelines over preprocessed arrays, and example picking.
 
 The manifest contract and its validation live in :mod:`knee_tf.manifest`; DICOM decoding in
 :mod:`knee_tf.dicom`; the on-disk cache of decoded arrays in :mod:`knee_tf.ingest`.
@@ -8,19 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Class index order used everywhere: label column value -> index. ``relevant`` is the positive class.
-CLASSES: tuple[str, ...] = ("irrelevant", "relevant")
-PLANES: tuple[str, ...] = ("axial", "sagittal", "coronal")
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-
-
-def encode_labels(labels) -> np.ndarray:
-    """Label strings ('irrelevant' | 'relevant') -> int32 class indices (0 | 1)."""
-    lookup = {c: i for i, c in enumerate(CLASSES)}
-    try:
-        return np.array([lookup[str(v)] for v in labels], dtype=np.int32)
-    except KeyError as e:
-        raise ValueError(f"unknown label {e.args[0]!r}; expected one of {CLASSES}") from None
+from knee_tf.vocab import CLASSES, PLANES
 
 
 def make_dataset(images: np.ndarray, labels: np.ndarray | None = None, batch_size: int = 64,

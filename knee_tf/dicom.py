@@ -11,10 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.dataset import FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-# SOP classes that never carry an image to classify (structured reports, waveforms, RT plans...).
-_NON_IMAGE_MODALITIES = {"SR", "ECG", "HD", "RTPLAN", "RTSTRUCT", "PR", "KO", "REG", "AU", "DOC"}
+from knee_tf.dicom_write import source_header
+from knee_tf.vocab import AXIAL, CORONAL, SAGITTAL
+
+#: Modalities that never carry an image to classify (structured reports, waveforms, RT plans...).
+NON_IMAGE_MODALITIES = frozenset({"SR", "ECG", "HD", "RTPLAN", "RTSTRUCT", "PR", "KO", "REG", "AU", "DOC"})
 
 
 class DicomError(ValueError):
@@ -29,7 +34,7 @@ class DicomImage:
     plane: str | None  # from ImageOrientationPatient; None when the file has no orientation
     pixel_spacing: tuple[float, float] | None  # (row spacing, column spacing) in mm
     n_frames: int = 1
-    header: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)  # the header a derived image copies (knee_tf.dicom_write.source_header)
 
 
 def plane_from_orientation(iop) -> str | None:
@@ -42,7 +47,7 @@ def plane_from_orientation(iop) -> str | None:
     n = np.cross(r, c)
     if not np.all(np.isfinite(n)) or np.linalg.norm(n) < 1e-6:
         return None
-    return ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(n)))]
+    return (SAGITTAL, CORONAL, AXIAL)[int(np.argmax(np.abs(n)))]
 
 
 def _read_dataset(path: Path) -> pydicom.Dataset:
@@ -77,12 +82,21 @@ def read_dicom_image(path: str | Path, frame: int | None = None) -> DicomImage:
     """Decode one 2D greyscale image. Raises :class:`DicomError` with a one-line reason.
 
     frame: 0-based frame of a multi-frame file (required there; must be None or 0 otherwise).
+    A header value that cannot be interpreted (e.g. NumberOfFrames ``"1A"``) is a DicomError too.
     """
-    path = Path(path)
+    try:
+        return _read_image(Path(path), frame)
+    except DicomError:
+        raise
+    except Exception as e:  # noqa: BLE001 - malformed header values raise many types inside pydicom
+        raise DicomError(f"invalid DICOM header ({type(e).__name__}: {_short(e)})") from None
+
+
+def _read_image(path: Path, frame: int | None) -> DicomImage:
     ds = _read_dataset(path)
     modality = str(ds.get("Modality", "")).upper()
     has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
-    if modality in _NON_IMAGE_MODALITIES or (not has_pixels and "WaveformSequence" in ds):
+    if modality in NON_IMAGE_MODALITIES or (not has_pixels and "WaveformSequence" in ds):
         raise DicomError(f"non-image DICOM object (Modality {modality or '?'}): nothing to classify")
     if not has_pixels:
         raise DicomError("no PixelData element: the file holds no image")
@@ -103,24 +117,26 @@ def read_dicom_image(path: str | Path, frame: int | None = None) -> DicomImage:
     elif frame not in (None, 0):
         raise DicomError(f"frame {frame} out of range: single-frame file (only frame 0)")
 
-    tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if "PixelData" in ds and (tsyntax is None or not tsyntax.is_compressed):
+    tsyntax = _transfer_syntax(ds)
+    if "PixelData" in ds and not tsyntax.is_compressed:
         rows, cols, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
-        expected = rows * cols * n_frames * samples * bits // 8
+        frame_bytes = rows * cols * samples * bits // 8
+        expected = frame_bytes * n_frames
         got = len(ds.PixelData)
         if got < expected:
             raise DicomError(f"pixel data is {got} bytes but Rows x Columns x frames x {bits // 8} bytes = "
                              f"{expected} (truncated file or wrong Rows/Columns)")
-        if got > expected + 1:  # one pad byte is allowed
+        # Trailing padding shorter than a frame is legal; pydicom ignores it. A whole extra frame is not padding.
+        if got >= expected + max(frame_bytes, 2):
             raise DicomError(f"pixel data is {got} bytes but Rows x Columns x frames x {bits // 8} bytes = "
-                             f"{expected} (Rows/Columns do not match the data)")
+                             f"{expected} (more than one frame too long: Rows/Columns/NumberOfFrames do not "
+                             "match the data)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             arr = ds.pixel_array
     except Exception as e:  # noqa: BLE001
-        raise DicomError(f"cannot decode pixel data ({tsyntax.name if tsyntax else 'no transfer syntax'}): "
-                         f"{_short(e)}") from None
+        raise DicomError(f"cannot decode pixel data ({tsyntax.name}): {_short(e)}") from None
     if n_frames > 1:
         arr = arr[frame]
     if arr.ndim != 2:
@@ -137,9 +153,29 @@ def read_dicom_image(path: str | Path, frame: int | None = None) -> DicomImage:
 
     spacing = ds.get("PixelSpacing")
     pix = (float(spacing[0]), float(spacing[1])) if spacing is not None and len(spacing) == 2 else None
-    header = {k: str(ds.get(k, "")) for k in ("Manufacturer", "ManufacturerModelName", "MagneticFieldStrength",
-                                                "ReceiveCoilName", "SeriesDescription")}
-    return DicomImage(img, plane_from_orientation(ds.get("ImageOrientationPatient")), pix, n_frames, header)
+    return DicomImage(img, plane_from_orientation(ds.get("ImageOrientationPatient")), pix, n_frames,
+                      source_header(ds))
+
+
+def _transfer_syntax(ds: pydicom.Dataset) -> UID:
+    """The file's transfer syntax; for a file without File Meta (old archives: no preamble, no group
+    0002) the one pydicom read it with, stored in the file meta so that decoding can use it."""
+    meta = getattr(ds, "file_meta", None)
+    tsyntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if tsyntax is not None:
+        return tsyntax
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None:
+        implicit, little = ds.is_implicit_VR, ds.is_little_endian
+    if implicit is None or little is None:
+        raise DicomError("no transfer syntax: the file has no File Meta and its encoding cannot be inferred")
+    if implicit and not little:
+        raise DicomError("no transfer syntax: implicit VR big endian is not a DICOM encoding")
+    tsyntax = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    meta.TransferSyntaxUID = tsyntax
+    return tsyntax
 
 
 def normalise_intensity(img: np.ndarray, low_pct: float = 1.0, high_pct: float = 99.0) -> np.ndarray:

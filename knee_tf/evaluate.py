@@ -1,4 +1,6 @@
-"""Evaluation statistics: accuracy with bootstrap CIs, paired McNemar tests, calibration, tables.
+"""Evaluation statistics: accuracy with bootstrap CIs, paired McNemar tests, calibration, seed summaries.
+
+Turning these numbers into Markdown (the results table) is :mod:`knee_tf.report`'s job.
 
 Everything works on one tidy *predictions* table, one row per (model, seed, cohort, image):
 
@@ -30,14 +32,14 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from knee_tf.config import PAPER_ACCURACY, StudyConfig
+from knee_tf.vocab import COHORTS, MODEL_A, MODEL_B, predicted_class
 
 PREDICTION_COLUMNS: tuple[str, ...] = (
     "model", "seed", "cohort", "image_id", "plane", "site", "y_true", "p_relevant", "y_pred",
 )
 METRIC_COLUMNS: tuple[str, ...] = ("accuracy", "ci_low", "ci_high", "n", "ece")
-#: The paper's cohort order; other cohorts follow in order of appearance.
-COHORT_ORDER: tuple[str, ...] = tuple(PAPER_ACCURACY)
+#: The paper's cohort order (:data:`knee_tf.vocab.COHORTS`); other cohorts follow in order of appearance.
+COHORT_ORDER: tuple[str, ...] = COHORTS
 
 
 # ----------------------------------------------------------------------------- single statistics
@@ -132,7 +134,7 @@ def calibration_bins(probs, y_true, n_bins: int = 15, mode: str = "top_label") -
     """Reliability table: equal-width bins over [0, 1], intervals ``(lo, hi]`` (0 in the first).
 
     probs: (N,) probability of class 1, or (N, 2) class probabilities; y_true: int (N,) 0/1.
-    mode ``"top_label"``: confidence = max(p, 1 - p), outcome = prediction (p > 0.5) correct;
+    mode ``"top_label"``: confidence = max(p, 1 - p), outcome = prediction (:func:`knee_tf.vocab.predicted_class`) correct;
     mode ``"positive_class"``: confidence = p, outcome = (y_true == 1).
     Returns DataFrame (bin, bin_low, bin_high, n, confidence, accuracy); empty bins have n = 0 and
     NaN means.
@@ -145,7 +147,7 @@ def calibration_bins(probs, y_true, n_bins: int = 15, mode: str = "top_label") -
         raise ValueError(f"n_bins must be >= 1; got {n_bins}")
     if mode == "top_label":
         conf = np.maximum(p, 1.0 - p)
-        hit = (p > 0.5).astype(int) == y
+        hit = predicted_class(p) == y
     elif mode == "positive_class":
         conf, hit = p, y == 1
     else:
@@ -182,9 +184,9 @@ def prediction_frame(probs, meta: pd.DataFrame, model: str, seed: int, **constan
     ``site``; constants: further constant columns, e.g. ``cohort="normal"`` or
     ``corruption="rician_noise", severity=3``.
     Returns DataFrame with :data:`PREDICTION_COLUMNS` (``cohort`` only when given) plus the
-    constants; ``y_pred = int(p_relevant > 0.5)`` (argmax, ties to class 0).
+    constants; ``y_pred`` = :func:`knee_tf.vocab.predicted_class` of ``p_relevant``.
     """
-    from knee_tf.data import encode_labels
+    from knee_tf.vocab import encode_labels
 
     p = _positive_prob(probs)
     if len(meta) != p.size:
@@ -208,7 +210,7 @@ def prediction_frame(probs, meta: pd.DataFrame, model: str, seed: int, **constan
         df[col] = meta[col].astype(str).to_numpy() if col in meta.columns else pd.NA
     df["y_true"] = y
     df["p_relevant"] = p
-    df["y_pred"] = (p > 0.5).astype(np.int64)
+    df["y_pred"] = predicted_class(p)
     first = [c for c in PREDICTION_COLUMNS if c in df.columns]
     return df[first + [c for c in df.columns if c not in first]]
 
@@ -265,53 +267,50 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
 def cohort_metrics(
     predictions: pd.DataFrame,
     breakdown: str | None = None,
-    n_boot: int | None = None,
+    *,
+    n_boot: int,
+    ece_bins: int,
     confidence: float = 0.95,
-    ece_bins: int | None = None,
     seed: int = 0,
-    config: StudyConfig | None = None,
 ) -> pd.DataFrame:
     """Accuracy (bootstrap CI), n and ECE per (model, cohort, seed) -- or per plane / site too.
 
     predictions: the tidy table (module docstring); breakdown: None, ``"plane"`` or ``"site"``
-    (adds that key); n_boot / ece_bins default to ``config.n_bootstrap`` / ``config.ece_bins``.
+    (adds that key); n_boot: bootstrap resamples per CI; ece_bins: calibration bins.
     Returns DataFrame (model, cohort, seed[, breakdown], accuracy, ci_low, ci_high, n, ece), one row
     per group, paper cohorts first.
     """
-    cfg = config if config is not None else StudyConfig()
     keys = ["model", "cohort", "seed"]
     if breakdown is not None:
         if breakdown not in ("plane", "site"):
             raise ValueError(f"breakdown must be None, 'plane' or 'site'; got {breakdown!r}")
         keys.append(breakdown)
     _check_predictions(predictions, keys, need_prob=True)
-    return _group_metrics(predictions, keys, cfg.n_bootstrap if n_boot is None else n_boot,
-                          confidence, seed, cfg.ece_bins if ece_bins is None else ece_bins, True)
+    return _group_metrics(predictions, keys, n_boot, confidence, seed, ece_bins, True)
 
 
 def severity_table(
     predictions: pd.DataFrame,
-    n_boot: int | None = None,
+    *,
+    n_boot: int,
+    ece_bins: int,
     confidence: float = 0.95,
     seed: int = 0,
-    config: StudyConfig | None = None,
 ) -> pd.DataFrame:
     """Accuracy under the held-out corruptions, per (model, corruption, severity, seed).
 
     predictions: tidy table with ``corruption`` and ``severity`` columns (see
     :func:`prediction_frame`); the clean images may be included as severity 0.
     Returns DataFrame (model, corruption, severity, seed, accuracy, ci_low, ci_high, n[, ece]);
-    ``ece`` (``config.ece_bins`` bins) when ``p_relevant`` is present.
+    ``ece`` (``ece_bins`` bins) when ``p_relevant`` is present.
     """
-    cfg = config if config is not None else StudyConfig()
     keys = ["model", "corruption", "severity", "seed"]
     _check_predictions(predictions, keys, need_prob=False)
     with_ece = "p_relevant" in predictions.columns
-    return _group_metrics(predictions, keys, cfg.n_bootstrap if n_boot is None else n_boot,
-                          confidence, seed, cfg.ece_bins, with_ece)
+    return _group_metrics(predictions, keys, n_boot, confidence, seed, ece_bins, with_ece)
 
 
-def paired_predictions(predictions: pd.DataFrame, model_a: str = "A", model_b: str = "B",
+def paired_predictions(predictions: pd.DataFrame, model_a: str = MODEL_A, model_b: str = MODEL_B,
                        keys: Sequence[str] = ("cohort", "seed")) -> pd.DataFrame:
     """A's and B's predictions side by side, paired by image within each ``keys`` group.
 
@@ -347,7 +346,7 @@ def paired_predictions(predictions: pd.DataFrame, model_a: str = "A", model_b: s
     return _sorted(out)
 
 
-def mcnemar_table(predictions: pd.DataFrame, model_a: str = "A", model_b: str = "B") -> pd.DataFrame:
+def mcnemar_table(predictions: pd.DataFrame, model_a: str = MODEL_A, model_b: str = MODEL_B) -> pd.DataFrame:
     """Exact McNemar test of A vs B per (cohort, seed), images paired by ``image_id``.
 
     Returns DataFrame (cohort, seed, n, accuracy_a, accuracy_b, b, c, statistic, pvalue), with
@@ -398,101 +397,3 @@ def summarize_seeds(metrics: pd.DataFrame) -> pd.DataFrame:
         row["n"] = int(g["n"].max())
         rows.append(row)
     return _sorted(pd.DataFrame(rows))
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def _measured_cell(r: pd.Series) -> str:
-    sd = "" if not np.isfinite(r["accuracy_sd"]) else f" ± {100 * r['accuracy_sd']:.1f}"
-    return (f"{_pct(r['accuracy_mean'])}{sd} "
-            f"[{100 * r['ci_low_mean']:.1f}, {100 * r['ci_high_mean']:.1f}]")
-
-
-def _significance_cell(cohort: str, a: pd.Series, b: pd.Series, mcnemar: pd.DataFrame | None,
-                       alpha: float) -> str:
-    if mcnemar is not None and (mcnemar["cohort"] == cohort).any():
-        t = mcnemar[mcnemar["cohort"] == cohort]
-        better = int(((t["pvalue"] < alpha) & (t["c"] > t["b"])).sum())
-        worse = int(((t["pvalue"] < alpha) & (t["b"] > t["c"])).sum())
-        k = len(t)
-        if k == 1:
-            p = float(t["pvalue"].iloc[0])
-            verdict = "yes, B better" if better else "yes, B worse" if worse else "no"
-            return f"{verdict} (McNemar p = {p:.3g})"
-        med = float(t["pvalue"].median())
-        if better == k:
-            verdict = f"yes, B better in all {k} seeds"
-        elif worse == k:
-            verdict = f"yes, B worse in all {k} seeds"
-        elif better == 0 and worse == 0:
-            verdict = f"no (0/{k} seeds)"
-        else:
-            verdict = f"mixed: B better in {better}/{k}, worse in {worse}/{k} seeds"
-        return f"{verdict} (McNemar median p = {med:.3g})"
-    if b["ci_low_mean"] > a["ci_high_mean"]:
-        return "yes, B better (95% CIs disjoint)"
-    if a["ci_low_mean"] > b["ci_high_mean"]:
-        return "yes, B worse (95% CIs disjoint)"
-    return "no (95% CIs overlap)"
-
-
-def paper_comparison_markdown(
-    summary: pd.DataFrame,
-    mcnemar: pd.DataFrame | None = None,
-    model_a: str = "A",
-    model_b: str = "B",
-    alpha: float = 0.05,
-) -> str:
-    """Markdown table: the paper's accuracies beside ours, per cohort, with a significance verdict.
-
-    summary: :func:`summarize_seeds` of :func:`cohort_metrics` (one row per model and cohort);
-    mcnemar: :func:`mcnemar_table` (per seed); without it the verdict compares mean 95% CIs.
-    Measured cells read ``mean ± sd across seeds [mean of the per-seed 95% bootstrap CI]``.
-    "B beat A?" compares the mean accuracies; "significant?" counts seeds whose exact McNemar test
-    has p < alpha in B's favour (or against it). Returns the table and a one-line legend.
-    """
-    need = {"model", "cohort", "accuracy_mean", "accuracy_sd", "ci_low_mean", "ci_high_mean"}
-    missing = sorted(need - set(summary.columns))
-    if missing:
-        raise ValueError(f"summary lacks column(s) {missing} (use summarize_seeds(cohort_metrics))")
-    if {"plane", "site"} & set(summary.columns):
-        raise ValueError("summary has a plane/site breakdown; pass the per-cohort summary")
-    cohorts = list(COHORT_ORDER) + [c for c in summary["cohort"].unique() if c not in COHORT_ORDER]
-    lines = [
-        "| cohort | paper A | paper B | paper B−A | measured A | measured B | measured B−A "
-        "| B beat A? | significant? |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    n_seeds = set()
-    for cohort in cohorts:
-        sa = summary[(summary["cohort"] == cohort) & (summary["model"] == model_a)]
-        sb = summary[(summary["cohort"] == cohort) & (summary["model"] == model_b)]
-        if cohort in PAPER_ACCURACY:
-            pa, pb = PAPER_ACCURACY[cohort]
-            paper = [_pct(pa), _pct(pb), f"{100 * (pb - pa):+.1f} pts"]
-        else:
-            paper = ["—", "—", "—"]
-        if sa.empty and sb.empty and cohort in PAPER_ACCURACY:
-            lines.append(f"| {cohort} | " + " | ".join(paper) + " | not run | not run | — | — | — |")
-            continue
-        cells = [_measured_cell(s.iloc[0]) if not s.empty else "not run" for s in (sa, sb)]
-        if not sa.empty and not sb.empty:
-            a, b = sa.iloc[0], sb.iloc[0]
-            n_seeds.update({int(a.get("n_seeds", 1)), int(b.get("n_seeds", 1))})
-            d = b["accuracy_mean"] - a["accuracy_mean"]
-            beat = "yes" if d > 0 else "no" if d < 0 else "tie"
-            rest = [f"{100 * d:+.1f} pts", beat, _significance_cell(cohort, a, b, mcnemar, alpha)]
-        else:
-            rest = ["—", "—", "—"]
-        lines.append(f"| {cohort} | " + " | ".join(paper + cells + rest) + " |")
-    seeds = "/".join(str(s) for s in sorted(n_seeds)) or "0"
-    lines.append("")
-    test = (f"exact McNemar test A vs B on the same images, per seed, alpha = {alpha}"
-            if mcnemar is not None else "whether the mean 95% CIs of A and B are disjoint")
-    lines.append(
-        f"Measured: mean ± sd over {seeds} training seed(s) [mean of the per-seed 95% bootstrap CI]; "
-        f"significance: {test}. The paper reports single accuracies without intervals or tests."
-    )
-    return "\n".join(lines) + "\n"

@@ -28,6 +28,7 @@ from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
 from knee_tf.model import check_images, predict_proba
+from knee_tf.vocab import check_targets, predicted_class
 
 #: Method name of the seeded uniform random reference map.
 RANDOM_METHOD = "random"
@@ -211,13 +212,8 @@ def faithfulness_curves(model, images, cams: Mapping, layers: Sequence[str] | No
     if targets is None:
         targets = getattr(cams, "targets", None)
     if targets is None:
-        targets = predict_proba(model, x, batch_size).argmax(axis=1)
-    t = np.asarray(targets)
-    if not np.issubdtype(t.dtype, np.integer):
-        raise ValueError(f"targets must be int class indices, got dtype {t.dtype}")
-    t = np.broadcast_to(t, (n,)).astype(np.int32) if t.ndim == 0 else t.astype(np.int32)
-    if t.shape != (n,) or (n and (t.min() < 0 or t.max() >= n_classes)):
-        raise ValueError(f"targets must be int (N,) = ({n},) in [0, {n_classes - 1}]")
+        targets = predicted_class(predict_proba(model, x, batch_size)[:, 1])
+    t = check_targets(targets, n, n_classes)
 
     fractions = np.linspace(0.0, 1.0, steps + 1).astype(np.float32)
     counts = np.round(fractions.astype(np.float64) * height * width).astype(np.int32)

@@ -6,7 +6,12 @@ parallel processes, checks each file's orientation against the manifest plane, a
     <cache_dir>/<key>/images.npy   float32 (N, S, S, 1) in [0, 1], rows in manifest order
     <cache_dir>/<key>/index.csv    the N ingested manifest rows (+ row, line, dicom_plane)
     <cache_dir>/<key>/skipped.csv  image_id, path, line, reason  (rows not ingested)
+    <cache_dir>/<key>/headers.jsonl  one line per ingested row: the source header a derived image
+                                   copies (DICOM JSON, :func:`knee_tf.dicom_write.source_header`)
     <cache_dir>/<key>/meta.json    written last: its presence marks a complete cache
+
+Later steps open the cache folder directly (:func:`open_cache`), without the manifest or the
+DICOM files: the cache is the hand-off from notebook 01 to notebooks 02-06.
 
 The key hashes the manifest bytes, the data root, each file's size and mtime, and the
 preprocessing parameters, so any change re-ingests. The cache is built in a temporary folder and
@@ -30,12 +35,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from knee_tf.data import encode_labels, make_dataset
 from knee_tf.dicom import DicomError, preprocess, read_dicom_image
 from knee_tf.errors import InputError
 from knee_tf.manifest import Problem, load_manifest, resolve_image_path
+from knee_tf.vocab import encode_labels
 
-PREPROCESS_VERSION = 1  # bump when dicom.preprocess changes what it produces
+PREPROCESS_VERSION = 2  # bump when the cache's content changes (2: headers.jsonl)
 ON_ERROR = ("fail", "skip")
 
 
@@ -64,15 +69,21 @@ class IngestResult:
             m &= self.index["cohort"] == cohort
         return self.select(m)
 
-    def source_paths(self) -> dict[str, Path]:
-        """{image_id: absolute path of its DICOM file} for the ingested rows."""
-        root = Path(json.loads((self.cache_dir / "meta.json").read_text())["root"])
-        return {i: resolve_image_path(p, root) for i, p in zip(self.index["image_id"], self.index["path"],
-                                                                 strict=True)}
+    def source_headers(self, image_ids) -> dict:
+        """{image_id: pydicom Dataset} of the source headers cached for ``image_ids`` (no DICOM file is read)."""
+        from knee_tf.dicom_write import header_from_json
 
-    def dataset(self, split: str, batch_size: int = 64, shuffle: bool = False, seed: int = 0):
-        x, y, _ = self.split(split)
-        return make_dataset(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed)
+        wanted = {str(i) for i in image_ids}
+        out = {}
+        with open(self.cache_dir / "headers.jsonl", encoding="utf-8") as f:
+            for line in f:
+                rec = json.loads(line)
+                if rec["image_id"] in wanted:
+                    out[rec["image_id"]] = header_from_json(rec["header"])
+        missing = sorted(wanted - set(out))
+        if missing:
+            raise InputError(f"{self.cache_dir}: no cached header for image id(s) {', '.join(missing[:5])}")
+        return out
 
 
 def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -97,16 +108,17 @@ def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def _decode_row(args: tuple) -> tuple[int, np.ndarray | None, str | None, str | None]:
-    """Worker: (row, path, frame, size) -> (row, image (S, S) or None, error or None, dicom plane)."""
+def _decode_row(args: tuple) -> tuple[int, np.ndarray | None, str | None, str | None, dict | None]:
+    """Worker: (row, path, frame, size) -> (row, image (S, S) or None, error or None, dicom plane,
+    source header (DICOM JSON) or None)."""
     i, path, frame, size = args
     try:
         im = read_dicom_image(path, frame)
-        return i, preprocess(im.pixels, size, im.pixel_spacing), None, im.plane
+        return i, preprocess(im.pixels, size, im.pixel_spacing), None, im.plane, im.source
     except DicomError as e:
-        return i, None, str(e), None
+        return i, None, str(e), None, None
     except Exception as e:  # noqa: BLE001 - any decoder crash becomes a per-row report, never a lost row
-        return i, None, f"cannot decode ({type(e).__name__}: {e})".splitlines()[0], None
+        return i, None, f"cannot decode ({type(e).__name__}: {e})".splitlines()[0], None, None
 
 
 def cache_key(manifest_bytes: bytes, root: Path, df: pd.DataFrame, image_size: int) -> str:
@@ -128,6 +140,21 @@ def _frame(df: pd.DataFrame, i: int) -> int | None:
         return None
     v = str(df.at[i, "frame"]).strip()
     return int(v) if v.isdigit() else None
+
+
+def open_cache(cache_dir: str | Path) -> IngestResult:
+    """The IngestResult of a finished ingest, read from its cache folder (``<cache_dir>/<key>``) alone.
+
+    Raises InputError when the folder is not a complete cache (e.g. deleted, or written by an older
+    version of knee_tf: run notebook 01 / ``knee-tf ingest`` again).
+    """
+    d = Path(cache_dir)
+    meta = d / "meta.json"
+    if not meta.exists():
+        raise InputError(f"{d}: not a complete ingest cache (no meta.json); run notebook 01 again")
+    if json.loads(meta.read_text()).get("preprocess_version") != PREPROCESS_VERSION:
+        raise InputError(f"{d}: ingest cache of another knee_tf version; run notebook 01 again")
+    return _load_cache(d)
 
 
 def _load_cache(d: Path) -> IngestResult:
@@ -173,6 +200,7 @@ def ingest(manifest: str | Path, root: str | Path, cache_dir: str | Path = "data
             for i in df.index if i not in bad]
     images = np.zeros((len(df), image_size, image_size), dtype=np.float32)
     dicom_plane = [""] * len(df)
+    headers: list[dict | None] = [None] * len(df)
     n_workers = workers or os.cpu_count() or 1
     bar = tqdm(total=len(todo), desc="decode DICOM", unit="img", disable=not progress)
     if n_workers == 1 or len(todo) < 2 * n_workers:
@@ -182,7 +210,7 @@ def ingest(manifest: str | Path, root: str | Path, cache_dir: str | Path = "data
         pool = ProcessPoolExecutor(n_workers, mp_context=get_context("spawn"))
         results = pool.map(_decode_row, todo, chunksize=max(1, min(64, len(todo) // (8 * n_workers))))
     try:
-        for i, img, err, plane in results:
+        for i, img, err, plane, header in results:
             bar.update()
             row = df.loc[i]
             if err is None and plane is not None and plane != row["plane"]:
@@ -192,6 +220,7 @@ def ingest(manifest: str | Path, root: str | Path, cache_dir: str | Path = "data
             else:
                 images[i] = img
                 dicom_plane[i] = plane or ""
+                headers[i] = header
     finally:
         bar.close()
         if pool is not None:
@@ -209,6 +238,7 @@ def ingest(manifest: str | Path, root: str | Path, cache_dir: str | Path = "data
           "reason": "; ".join(m.split(": ", 1)[1] if ": " in m else m for m in bad[i])} for i in sorted(bad)],
         columns=["image_id", "path", "line", "reason"])
     _write_cache(final, images[ok][..., None], index.reset_index(drop=True), skipped,
+                 [{"image_id": df.at[i, "image_id"], "header": headers[i]} for i in index.index],
                  {"manifest": str(manifest.resolve()), "root": str(root), "image_size": image_size,
                   "n_rows": len(df), "n_ingested": int(ok.sum()), "n_skipped": len(skipped),
                   "preprocess_version": PREPROCESS_VERSION})
@@ -217,13 +247,16 @@ def ingest(manifest: str | Path, root: str | Path, cache_dir: str | Path = "data
     return res
 
 
-def _write_cache(final: Path, images: np.ndarray, index: pd.DataFrame, skipped: pd.DataFrame, meta: dict) -> None:
+def _write_cache(final: Path, images: np.ndarray, index: pd.DataFrame, skipped: pd.DataFrame, headers: list[dict],
+                 meta: dict) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         np.save(tmp / "images.npy", images.astype(np.float32), allow_pickle=False)
         index.to_csv(tmp / "index.csv", index=False, lineterminator="\n")
         skipped.to_csv(tmp / "skipped.csv", index=False, lineterminator="\n")
+        with open(tmp / "headers.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(h, separators=(",", ":")) + "\n" for h in headers)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")  # last: marks completeness
         if final.exists():  # an incomplete folder from another run; replace it
             shutil.rmtree(final)

@@ -10,8 +10,9 @@ Required columns::
     label       relevant | irrelevant
     split       train | val | test
 
-Optional columns are kept as they are: site, scanner, field_strength_t, coil, cohort (normal|metal),
-slice_index, anatomy, frame (0-based frame of a multi-frame file), and any others.
+Optional columns (:data:`knee_tf.vocab.OPTIONAL_COLUMNS`) are kept as they are: site, scanner,
+field_strength_t, coil, cohort (normal|metal), frame (0-based frame of a multi-frame file),
+slice_index, anatomy, and any others. The names live in :mod:`knee_tf.vocab`.
 
 Every problem is reported (not only the first), each as one line naming the manifest line (the CSV
 line number, header = line 1, which is also the spreadsheet row), the image_id and the path.
@@ -25,14 +26,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from knee_tf.data import CLASSES, PLANES, SPLITS
 from knee_tf.errors import InputError
+from knee_tf.vocab import CLASSES, MANIFEST_COHORTS, PLANES, REQUIRED_COLUMNS, SPLITS
 
-REQUIRED_COLUMNS: tuple[str, ...] = ("image_id", "patient_id", "exam_id", "path", "plane", "label", "split")
-OPTIONAL_COLUMNS: tuple[str, ...] = (
-    "site", "scanner", "field_strength_t", "coil", "cohort", "slice_index", "anatomy", "frame",
-)
-COHORTS: tuple[str, ...] = ("normal", "metal")
 ALLOWED = {"plane": PLANES, "label": CLASSES, "split": SPLITS}
 
 
@@ -117,8 +113,8 @@ def validate_manifest(df: pd.DataFrame, root: str | Path, manifest_name: str = "
                 add(i, f"unknown {col} {v!r} (expected {'|'.join(allowed)})")
     if "cohort" in df.columns:
         for i, v in df["cohort"].items():
-            if v not in COHORTS:
-                add(i, f"unknown cohort {v!r} (expected {'|'.join(COHORTS)})")
+            if v not in MANIFEST_COHORTS:
+                add(i, f"unknown cohort {v!r} (expected {'|'.join(MANIFEST_COHORTS)})")
     if "frame" in df.columns:
         for i, v in df["frame"].items():
             if v.strip() != "" and not (v.strip().isdigit()):

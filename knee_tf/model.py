@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from knee_tf.config import StudyConfig, seed_everything
+from knee_tf.config import seed_everything
 from knee_tf.data import make_dataset
 from knee_tf.io import atomic_path
 
@@ -167,19 +167,20 @@ def _check_xy(x, y, what: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y.astype(np.int32)
 
 
-def train_classifier(x_train, y_train, x_val, y_val, cfg: StudyConfig, out_dir,
-                     seed: int | None = None, strategy=None, verbose: int = 1,
-                     name: str = "model", n_classes: int = 2) -> TrainResult:
+def train_classifier(x_train, y_train, x_val, y_val, model_path, *, seed: int, conv_filters, dense_units,
+                     epochs: int, batch_size: int, learning_rate: float, patience: int, log_path=None,
+                     tensorboard_dir=None, strategy=None, verbose: int = 1, n_classes: int = 2) -> TrainResult:
     """Train :func:`build_lenet` from scratch (seeded, class-weighted, early stopping on val loss).
 
     x_train, x_val: float32 (N, H, W, 1) in [0, 1]; y_train, y_val: int (N,) class indices
-    (:data:`knee_tf.data.CLASSES`, 1 = relevant). Uses cfg.conv_filters, dense_units, epochs,
-    batch_size, learning_rate, patience and seed (``seed`` overrides cfg.seed). ``strategy``: an
-    optional ``tf.distribute.Strategy`` (e.g. MirroredStrategy); cfg.batch_size is the global batch.
+    (:data:`knee_tf.vocab.CLASSES`, 1 = relevant). conv_filters / dense_units: the architecture
+    (see :func:`build_lenet`); epochs: upper bound; batch_size: the global batch (with ``strategy``,
+    an optional ``tf.distribute.Strategy`` such as MirroredStrategy); learning_rate: Adam's;
+    patience: epochs without a val-loss improvement before stopping. Every setting is explicit
+    (``StudyConfig.training_settings()`` gives the study's).
 
-    Writes into ``out_dir``: ``<name>.keras`` (best model, saved atomically at every improvement),
-    ``<name>_training_log.csv`` (Keras CSVLogger) and ``tensorboard/<name>/{train,validation}``
-    (TensorBoard event files).
+    Writes ``model_path`` (the best model, saved atomically at every improvement) and, when given,
+    ``log_path`` (Keras CSVLogger) and ``tensorboard_dir/{train,validation}`` (event files).
     Returns a :class:`TrainResult` whose model holds the best weights.
     """
     x_train, y_train = _check_xy(x_train, y_train, "training")
@@ -189,24 +190,20 @@ def train_classifier(x_train, y_train, x_val, y_val, cfg: StudyConfig, out_dir,
     if x_train.shape[1:] != x_val.shape[1:]:
         raise ValueError(f"training and validation image shapes differ: "
                          f"{x_train.shape[1:]} vs {x_val.shape[1:]}")
-    if x_train.shape[1:3] != (cfg.image_size, cfg.image_size):
-        raise ValueError(f"images are {x_train.shape[1]}x{x_train.shape[2]} but cfg.image_size is "
-                         f"{cfg.image_size}")
     for what, y in (("training", y_train), ("validation", y_val)):
         if y.min() < 0 or y.max() >= n_classes:
             raise ValueError(f"{what} labels must lie in [0, {n_classes - 1}], "
                              f"got range [{y.min()}, {y.max()}]")
 
-    seed = cfg.seed if seed is None else int(seed)
+    seed = int(seed)
     seed_everything(seed)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    best_path = out_dir / f"{name}.keras"
+    best_path = Path(model_path)
+    best_path.parent.mkdir(parents=True, exist_ok=True)
+    name = best_path.stem
 
     def build():
-        model = build_lenet(x_train.shape[1:], n_classes, cfg.conv_filters, cfg.dense_units,
-                            name=name)
-        compile_classifier(model, cfg.learning_rate)
+        model = build_lenet(x_train.shape[1:], n_classes, tuple(conv_filters), tuple(dense_units), name=name)
+        compile_classifier(model, learning_rate)
         return model
 
     if strategy is None:
@@ -215,16 +212,17 @@ def train_classifier(x_train, y_train, x_val, y_val, cfg: StudyConfig, out_dir,
         with strategy.scope():
             model = build()
 
-    train_ds = make_dataset(x_train, y_train, cfg.batch_size, shuffle=True, seed=seed)
-    val_ds = make_dataset(x_val, y_val, cfg.batch_size)
+    train_ds = make_dataset(x_train, y_train, batch_size, shuffle=True, seed=seed)
+    val_ds = make_dataset(x_val, y_val, batch_size)
     callbacks = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
-                                      restore_best_weights=True),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
         AtomicBestCheckpoint(best_path, monitor="val_loss"),
-        keras.callbacks.CSVLogger(str(out_dir / f"{name}_training_log.csv")),
-        TensorBoardScalars(out_dir / "tensorboard" / name),
     ]
-    fit = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
+    if log_path is not None:
+        callbacks.append(keras.callbacks.CSVLogger(str(log_path)))
+    if tensorboard_dir is not None:
+        callbacks.append(TensorBoardScalars(Path(tensorboard_dir)))
+    fit = model.fit(train_ds, validation_data=val_ds, epochs=epochs,
                     class_weight=balanced_class_weights(y_train, n_classes),
                     callbacks=callbacks, shuffle=False, verbose=verbose)
     history = pd.DataFrame(fit.history)
@@ -232,10 +230,10 @@ def train_classifier(x_train, y_train, x_val, y_val, cfg: StudyConfig, out_dir,
     return TrainResult(model=model, history=history, best_path=best_path)
 
 
-def read_training_log(out_dir, name: str) -> pd.DataFrame:
-    """The CSV log of a finished :func:`train_classifier` run, with a 1-based ``epoch`` column
-    (Keras' CSVLogger counts from 0), i.e. the same table as ``TrainResult.history``."""
-    path = Path(out_dir) / f"{name}_training_log.csv"
+def read_training_log(path) -> pd.DataFrame:
+    """The CSV log of a finished :func:`train_classifier` run (its ``log_path``), with a 1-based
+    ``epoch`` column (Keras' CSVLogger counts from 0), i.e. the same table as ``TrainResult.history``."""
+    path = Path(path)
     if not path.is_file():
         raise ValueError(f"training log not found: {path}")
     log = pd.read_csv(path)

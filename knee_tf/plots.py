@@ -10,6 +10,16 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from knee_tf.io import atomic_path
+from knee_tf.vocab import (
+    CLASSES,
+    IRRELEVANT,
+    MODEL_A,
+    MODEL_B,
+    PLANES,
+    RELEVANT,
+    SPLITS,
+    class_name,
+)
 
 
 def savefig(fig, name: str, out_dir: str | Path, dpi: int = 120, close: bool = False) -> Path:
@@ -28,9 +38,9 @@ def plot_counts(index):
     import seaborn as sns
 
     g = sns.catplot(data=index, x="plane", hue="label", col="split", kind="count", height=2.8, aspect=1.0,
-                    order=["axial", "sagittal", "coronal"], hue_order=["irrelevant", "relevant"],
-                    col_order=[s for s in ("train", "val", "test") if s in set(index["split"])],
-                    palette={"irrelevant": "#9e9e9e", "relevant": "#d1495b"})
+                    order=list(PLANES), hue_order=list(CLASSES),
+                    col_order=[s for s in SPLITS if s in set(index["split"])],
+                    palette={IRRELEVANT: "#9e9e9e", RELEVANT: "#d1495b"})
     g.set_titles("{col_name}")
     g.figure.suptitle("Images per split, plane and label", y=1.04)
     return g.figure
@@ -116,7 +126,7 @@ def plot_history(histories: dict):
     return fig
 
 
-def plot_confusion(y_true, y_pred, labels=("irrelevant", "relevant"), title: str = ""):
+def plot_confusion(y_true, y_pred, labels=CLASSES, title: str = ""):
     """Confusion matrix with counts and row percentages; y_true, y_pred: int (N,) class indices."""
     import numpy as np
     import seaborn as sns
@@ -180,7 +190,7 @@ def plot_faithfulness(frame):
 
 
 def _call(p_relevant: float) -> str:
-    return f"{'relevant' if p_relevant >= 0.5 else 'irrelevant'} ({p_relevant:.2f})"
+    return f"{class_name(p_relevant)} ({p_relevant:.2f})"
 
 
 def plot_augmentation(images, cams, augmented, preds: dict, row_labels, cam_name: str = "Grad-CAM"):
@@ -216,8 +226,6 @@ def plot_a_wrong_b_right(images, cams_a, cams_b, rows, cam_name: str = "Grad-CAM
     images: float32 (R, H, W, 1); cams_a, cams_b: float32 (R, H, W); rows: DataFrame with cohort,
     plane, y_true, p_a, p_b (p_relevant under A and B).
     """
-    from knee_tf.data import CLASSES
-
     n = max(len(images), 1)
     fig, axes = plt.subplots(n, 3, figsize=(5.8, 2.0 * n), squeeze=False)
     if len(images) == 0:
@@ -244,9 +252,9 @@ def plot_severity(severity):
     import seaborn as sns
 
     g = sns.relplot(data=severity, x="severity", y="accuracy", hue="model", col="corruption", kind="line",
-                    marker="o", errorbar=None, height=2.6, aspect=1.0, palette={"A": "#4c72b0", "B": "#dd8452"})
+                    marker="o", errorbar=None, height=2.6, aspect=1.0, palette={MODEL_A: "#4c72b0", MODEL_B: "#dd8452"})
     mean = severity.groupby(["corruption", "model", "severity"], as_index=False)[["ci_low", "ci_high"]].mean()
-    colors = {"A": "#4c72b0", "B": "#dd8452"}
+    colors = {MODEL_A: "#4c72b0", MODEL_B: "#dd8452"}
     for name, ax in g.axes_dict.items():
         for m, d in mean[mean["corruption"] == name].groupby("model"):
             ax.fill_between(d["severity"], d["ci_low"], d["ci_high"], color=colors.get(m, "grey"), alpha=0.2, lw=0)

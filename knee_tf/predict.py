@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from knee_tf.data import CLASSES
 from knee_tf.io import atomic_write_csv
+from knee_tf.vocab import CLASSES, RELEVANT, predicted_class
 
 
 def predict_manifest(model_path: str | Path, manifest: str | Path, root: str | Path, out_csv: str | Path,
@@ -28,8 +28,8 @@ def predict_manifest(model_path: str | Path, manifest: str | Path, root: str | P
     df = pd.DataFrame({
         "image_id": data.index["image_id"],
         "plane": data.index["plane"],
-        "p_relevant": np.round(probs[:, CLASSES.index("relevant")], 6),
-        "predicted": np.asarray(CLASSES)[probs.argmax(1)],
+        "p_relevant": np.round(probs[:, CLASSES.index(RELEVANT)], 6),
+        "predicted": np.asarray(CLASSES)[predicted_class(probs[:, CLASSES.index(RELEVANT)])],
     })
     if "label" in data.index:
         df["label"] = data.index["label"].to_numpy()

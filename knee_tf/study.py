@@ -1,16 +1,13 @@
-"""The run folder and the study pipeline: notebooks 01-06 executed with papermill, resumably.
+"""The study pipeline: notebooks 01-06 executed with papermill into a run folder, resumably; publishing.
 
-A run folder (``runs/<timestamp>-<config>/`` unless ``--out`` names one) holds::
+The run folder's files are named by :class:`knee_tf.layout.RunLayout` (its docstring shows the
+folder). Each step declares its outputs from that layout; a step counts as done only when its
+marker and every one of its outputs exist. A re-run skips every finished step and recomputes the
+first unfinished step and everything after it.
 
-    config.json            the StudyConfig every notebook of this run reads
-    notebooks/NN_*.ipynb   executed copies
-    figures/  results/     what the paper shows, as PNG and CSV/Markdown
-    models/                model_a_seed<S>.keras, model_b_seed<S>.keras and their logs
-    artifacts/             intermediate arrays (CAMs, the augmented pool, test cohorts)
-    steps/NN_*.done        written when a step finished; lists the outputs it promised
-
-Each notebook reads only what earlier steps wrote here. A re-run skips every finished step whose
-outputs are all present and recomputes the first unfinished step and everything after it.
+``run_study`` writes only into the run folder. :func:`publish` copies a finished run's figures and
+tables to the repository's top-level ``figures/`` and ``results/`` (``knee-tf study --publish``,
+``make publish``), and refuses a run with fewer seeds than the published one unless forced.
 """
 
 from __future__ import annotations
@@ -20,12 +17,15 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from knee_tf.config import REPO_ROOT, StudyConfig, get_config, resolve
 from knee_tf.errors import InputError, StepFailed
 from knee_tf.io import atomic_write_text
+from knee_tf.layout import FIGURES, RESULTS, RunLayout, published_record
+from knee_tf.vocab import MODEL_A, MODEL_B
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 RUNS_DIR = Path(os.environ.get("KNEE_TF_RUNS", REPO_ROOT / "runs"))  # where new run folders go
@@ -34,103 +34,108 @@ RUNS_DIR = Path(os.environ.get("KNEE_TF_RUNS", REPO_ROOT / "runs"))  # where new
 @dataclass(frozen=True)
 class Step:
     name: str  # notebook file stem
-    outputs: tuple[str, ...]  # run-relative paths; "{seed}" expands to every training seed
+    outputs: Callable[[RunLayout, list[int]], list[Path]]  # (layout, training seeds) -> promised files
+
+
+def _per_seed(make, seeds) -> list[Path]:
+    return [p for s in seeds for p in make(s)]
 
 
 STEPS: tuple[Step, ...] = (
-    Step("01_data_ingest", ("artifacts/ingest.json", "results/linear_baseline.json", "figures/01_counts.png",
-                          "figures/01_montage.png")),
-    Step("02_train_model_a", ("models/model_a_seed{seed}.keras", "results/model_a_test.csv")),
-    Step("03_gradcam_layers", ("figures/fig1_gradcam_layers.png", "results/faithfulness.csv")),
-    Step("04_augmentations", ("artifacts/aug_pool_seed{seed}.npy", "artifacts/aug_pool_seed{seed}.csv",
-                              "artifacts/fig2_examples.npz", "figures/fig2_augmentation.png")),
-    Step("05_train_model_b", ("models/model_b_seed{seed}.keras",)),
-    Step("06_cohort_evaluation", ("results/cohorts.csv", "results/mcnemar.csv", "results/severity.csv",
-                                  "results/results_table.md", "figures/fig3_a_wrong_b_right.png",
-                                  "figures/fig2_augmentation_a_vs_b.png")),
+    Step("01_data_ingest", lambda L, seeds: [
+        L.ingest_record, L.linear_baseline, L.figure_counts, L.figure_montage, L.figure_montage_sites,
+        L.figure_intensity_per_site]),
+    Step("02_train_model_a", lambda L, seeds: _per_seed(lambda s: [L.model(MODEL_A, s), L.training_log(MODEL_A, s)],
+                                                        seeds) + [
+        L.model_a_test, L.figure_learning_curves_a, L.figure_confusion_a]),
+    Step("03_gradcam_layers", lambda L, seeds: [L.figure_gradcam_layers, L.faithfulness, L.figure_faithfulness_curves]),
+    Step("04_augmentations", lambda L, seeds: _per_seed(lambda s: [L.aug_pool_images(s), L.aug_pool_provenance(s)],
+                                                        seeds) + [
+        L.fig2_examples, L.figure_augmentation, L.aug_dicom]),
+    Step("05_train_model_b", lambda L, seeds: _per_seed(lambda s: [L.model(MODEL_B, s), L.training_log(MODEL_B, s)],
+                                                        seeds) + [
+        L.figure_learning_curves_a_vs_b]),
+    Step("06_cohort_evaluation", lambda L, seeds: [
+        L.predictions, L.cohorts, L.mcnemar, L.severity_table, L.breakdown_plane, L.breakdown_site,
+        L.results_table, L.figure_a_wrong_b_right, L.figure_augmentation_a_vs_b, L.figure_severity]),
 )
 
 
 @dataclass
 class Run:
-    """A run folder and its config; what notebooks use to find their inputs and place outputs."""
+    """A run folder, its layout and its config; what notebooks use to find inputs and place outputs.
+
+    Every path comes from ``run.layout`` (:class:`knee_tf.layout.RunLayout`); the write helpers
+    take such a path and write atomically.
+    """
 
     root: Path
     config: StudyConfig
 
     def __post_init__(self):
         self.root = Path(self.root)
-        for sub in ("notebooks", "figures", "results", "models", "artifacts", "steps"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-
-    # folders
-    figures = property(lambda self: self.root / "figures")
-    results = property(lambda self: self.root / "results")
-    models = property(lambda self: self.root / "models")
-    artifacts = property(lambda self: self.root / "artifacts")
+        self.layout = RunLayout(self.root).create()
 
     @property
     def seeds(self) -> list[int]:
         return [self.config.seed + k for k in range(max(1, self.config.n_seeds))]
 
-    def model_path(self, which: str, seed: int) -> Path:
-        return self.models / f"model_{which}_seed{seed}.keras"
-
-    def savefig(self, fig, name: str) -> None:
-        """Write ``figures/<name>.png``; in a notebook the figure is also shown below the cell."""
+    def savefig(self, fig, path: Path) -> None:
+        """Write the figure as PNG at ``path`` (a ``layout.figure_*``); in a notebook it is also shown."""
         from knee_tf.plots import savefig
 
-        savefig(fig, name, self.figures)
+        savefig(fig, Path(path).stem, Path(path).parent)
 
-    def write_json(self, rel: str, obj) -> None:
-        atomic_write_text(self.root / rel, json.dumps(obj, indent=2, default=str) + "\n")
+    def write_json(self, path: Path, obj) -> None:
+        atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
-    def write_csv(self, rel: str, df) -> None:
+    def write_csv(self, path: Path, df) -> None:
         from knee_tf.io import atomic_write_csv
 
-        atomic_write_csv(self.root / rel, df)
+        atomic_write_csv(path, df)
 
-    def write_text(self, rel: str, text: str) -> None:
-        atomic_write_text(self.root / rel, text)
+    def write_text(self, path: Path, text: str) -> None:
+        atomic_write_text(path, text)
 
-    def save_arrays(self, rel: str, **arrays) -> None:
-        """Write NumPy arrays (numbers or strings, no pickles) to ``rel`` (.npz), atomically."""
+    def save_arrays(self, path: Path, **arrays) -> None:
+        """Write NumPy arrays (numbers or strings, no pickles) to ``path`` (.npz), atomically."""
         import numpy as np
 
         from knee_tf.io import atomic_path
 
-        with atomic_path(self.root / rel, suffix=".npz") as tmp:
+        with atomic_path(path, suffix=".npz") as tmp:
             np.savez(tmp, **arrays)
 
-    def load_arrays(self, rel: str) -> dict:
+    def load_arrays(self, path: Path) -> dict:
         """The arrays :meth:`save_arrays` wrote, as a dict."""
         import numpy as np
 
-        path = self.root / rel
-        if not path.exists():
-            raise InputError(f"{path}: missing; run the step that writes it first (see knee_tf.study.STEPS)")
-        with np.load(path, allow_pickle=False) as f:
+        with np.load(self._existing(path), allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
 
-    def read_json(self, rel: str):
-        path = self.root / rel
-        if not path.exists():
+    def read_json(self, path: Path):
+        return json.loads(self._existing(path).read_text())
+
+    def _existing(self, path: Path) -> Path:
+        if not Path(path).exists():
             raise InputError(f"{path}: missing; run the step that writes it first (see knee_tf.study.STEPS)")
-        return json.loads(path.read_text())
+        return Path(path)
+
+    def record_ingest(self, data, manifest: Path, data_root: Path) -> None:
+        """Notebook 01: record where the decoded arrays of this run live (the hand-off to 02-06)."""
+        self.write_json(self.layout.ingest_record, {
+            "cache_dir": str(data.cache_dir), "manifest": str(manifest), "data_root": str(data_root),
+            "image_size": self.config.image_size, "on_error": self.config.on_error,
+            "n_ingested": len(data.index), "n_skipped": len(data.skipped)})
 
     def load_ingest(self):
-        """The IngestResult that notebook 01 cached (read back from disk, never recomputed here)."""
-        from knee_tf.ingest import ingest
+        """The IngestResult notebook 01 recorded, opened from its cache folder: no manifest, no DICOM."""
+        from knee_tf.ingest import open_cache
 
-        info = self.read_json("artifacts/ingest.json")
-        return ingest(info["manifest"], info["root"], cache_dir=info["cache_dir"], image_size=info["image_size"],
-                      on_error=info["on_error"], workers=self.config.n_workers, progress=False)
+        return open_cache(self.read_json(self.layout.ingest_record)["cache_dir"])
 
     def expected_outputs(self, step: Step) -> list[Path]:
-        out = []
-        for rel in step.outputs:
-            out += [self.root / rel.format(seed=s) for s in self.seeds] if "{seed}" in rel else [self.root / rel]
-        return out
+        return step.outputs(self.layout, self.seeds)
 
 
 def open_run(run_dir: str | Path = "", config: str | StudyConfig = "default", create: bool = False) -> Run:
@@ -146,11 +151,11 @@ def open_run(run_dir: str | Path = "", config: str | StudyConfig = "default", cr
         cfg = get_config(config)
         root = RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
     else:
-        runs = sorted(p for p in RUNS_DIR.glob("*") if (p / "config.json").exists())
+        runs = sorted(p for p in RUNS_DIR.glob("*") if RunLayout(p).config.exists())
         if not runs:
             raise InputError("no run folder under runs/: run notebook 01 (or `knee-tf study`) first")
         root = runs[-1]
-    cfg_file = root / "config.json"
+    cfg_file = RunLayout(root).config
     if cfg_file.exists():
         cfg = StudyConfig.load(cfg_file)
     else:
@@ -172,91 +177,126 @@ def ensure_dataset(cfg: StudyConfig, progress: bool = True) -> Path:
         raise InputError(f"{manifest}: manifest not found")
     from knee_tf.phantom import synthesize
 
-    synthesize(resolve(cfg.data_root), n_exams=cfg.n_exams, seed=cfg.synth_seed, image_size=cfg.synth_image_size,
+    synthesize(resolve(cfg.data_root), n_exams=cfg.n_exams, seed=cfg.synth_seed, matrix=cfg.synth_matrix,
                metal_fraction=cfg.metal_fraction, workers=cfg.n_workers, progress=progress)
     return manifest
 
 
-def _step_done(run: Run, step: Step) -> bool:
-    return (run.root / "steps" / f"{step.name}.done").exists() and all(p.exists() for p in run.expected_outputs(step))
+def step_done(run: Run, step: Step) -> bool:
+    """True when the step's marker and every output it promises exist."""
+    return run.layout.step_marker(step.name).exists() and all(p.exists() for p in run.expected_outputs(step))
 
 
-def run_study(config: str | StudyConfig = "default", seeds: int | None = None, out: str | Path | None = None,
-              steps: tuple[str, ...] | None = None, log=print) -> Run:
-    """Execute the notebooks into a run folder; return the Run.
+def run_study(config: str | StudyConfig | None = None, seeds: int | None = None, out: str | Path | None = None,
+              steps: tuple[str, ...] | None = None, settings=(), log=print) -> Run:
+    """Execute the notebooks into a run folder; return the Run. Writes nothing outside it.
 
-    out=None: resume the newest unfinished run of the same config under runs/, else start a new one;
-    afterwards copy figures/ and results/ to the repository's top level.
+    config: "default" | "smoke" | a JSON path | a StudyConfig; None: the config.json of ``out`` when
+    it holds one, else "default". seeds: n_seeds override; settings: ``["field=value", ...]``
+    overrides (:meth:`StudyConfig.with_settings`). out=None: resume the newest unfinished run of
+    the same config under runs/, else start a new one.
     """
     import papermill as pm
 
+    if config is None:
+        config = StudyConfig.load(RunLayout(resolve(out)).config) if out and RunLayout(resolve(out)).config.exists() \
+            else "default"
     cfg = get_config(config)
     if seeds is not None:
         cfg = cfg.replace(n_seeds=seeds)
+    cfg = cfg.with_settings(settings)
     if out is None:
         root = _resumable(cfg) or RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
     else:
         root = resolve(out)
-    if (root / "config.json").exists() and StudyConfig.load(root / "config.json") != cfg:
+    layout = RunLayout(root)
+    if layout.config.exists() and StudyConfig.load(layout.config) != cfg:
         raise InputError(f"{root}: holds a run with a different config; choose another --out")
     root.mkdir(parents=True, exist_ok=True)
-    cfg.save(root / "config.json")
+    cfg.save(layout.config)
     run = Run(root, cfg)
     log(f"run folder: {root}")
-    ensure_dataset(cfg)
 
     rerun_rest = False
     for step in STEPS:
         if steps is not None and step.name not in steps:
             continue
-        marker = root / "steps" / f"{step.name}.done"
-        if not rerun_rest and _step_done(run, step):
+        marker = layout.step_marker(step.name)
+        if not rerun_rest and step_done(run, step):
             log(f"[{step.name}] done earlier, skipped")
             continue
+        if step is STEPS[0]:
+            ensure_dataset(cfg)  # only notebook 01 reads the DICOM files
         rerun_rest = True
         marker.unlink(missing_ok=True)
         t0 = time.perf_counter()
         log(f"[{step.name}] running ...")
-        executed = root / "notebooks" / f"{step.name}.ipynb"
+        executed = layout.executed_notebook(step.name)
         try:
             pm.execute_notebook(
                 str(NOTEBOOK_DIR / f"{step.name}.ipynb"), str(executed),
-                parameters={"config": str(root / "config.json"), "run_dir": str(root)},
+                parameters={"config": str(layout.config), "run_dir": str(root)},
                 kernel_name="python3", progress_bar=False, log_output=False, cwd=str(REPO_ROOT),
                 stdout_file=sys.stdout, stderr_file=None,
             )
         except pm.PapermillExecutionError as e:
             raise StepFailed(f"[{step.name}] failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
                              f"(executed notebook: {executed})") from None
-        missing = [str(p.relative_to(root)) for p in run.expected_outputs(step) if not p.exists()]
+        missing = [layout.relative(p) for p in run.expected_outputs(step) if not p.exists()]
         if missing:
             raise RuntimeError(f"[{step.name}] finished but did not write: {', '.join(missing)}")
         atomic_write_text(marker, json.dumps({"seconds": round(time.perf_counter() - t0, 1),
-                                              "outputs": [str(p.relative_to(root))
-                                                          for p in run.expected_outputs(step)]}, indent=2))
+                                              "outputs": [layout.relative(p) for p in run.expected_outputs(step)]},
+                                             indent=2))
         log(f"[{step.name}] finished in {time.perf_counter() - t0:.0f} s")
-    if out is None and cfg.name != "smoke":  # smoke figures never replace the published ones
-        publish(run)
     return run
 
 
 def _resumable(cfg: StudyConfig) -> Path | None:
     for p in sorted(RUNS_DIR.glob(f"*-{cfg.name}"), reverse=True):
-        if (p / "config.json").exists() and StudyConfig.load(p / "config.json") == cfg:
-            if not all(_step_done(Run(p, cfg), s) for s in STEPS):
+        cfg_file = RunLayout(p).config
+        if cfg_file.exists() and StudyConfig.load(cfg_file) == cfg:
+            if not all(step_done(Run(p, cfg), s) for s in STEPS):
                 return p
             return None
     return None
 
 
-def publish(run: Run) -> None:
-    """Copy a finished run's figures and results to the top-level figures/ and results/."""
-    for sub in ("figures", "results"):
-        dst = REPO_ROOT / sub
-        dst.mkdir(exist_ok=True)
-        for f in sorted((run.root / sub).glob("*")):
-            if f.is_file():
-                shutil.copy2(f, dst / f.name)
+def published_seeds(top: Path = REPO_ROOT) -> int:
+    """How many training seeds the published results in ``top``/results come from (0: none published)."""
+    record = published_record(top)
+    return int(json.loads(record.read_text())["n_seeds"]) if record.exists() else 0
+
+
+def publish(run: Run, force: bool = False, top: Path = REPO_ROOT, log=print) -> list[Path]:
+    """Copy a finished run's figures and tables (the layout's :data:`FIGURES` and :data:`RESULTS`)
+    to ``top``/figures and ``top``/results, and record the run in ``results/published.json``.
+
+    Refuses (InputError) an unfinished run, a smoke run, or a run with fewer seeds than the
+    published one, unless ``force``. Returns the written paths.
+    """
+    unfinished = [s.name for s in STEPS if not step_done(run, s)]
+    if unfinished:
+        raise InputError(f"{run.root}: not finished ({', '.join(unfinished)}); run `knee-tf study` on it first")
+    n_seeds, have = len(run.seeds), published_seeds(top)
+    if not force and run.config.name == "smoke":
+        raise InputError(f"{run.root}: a smoke run is never published (use --force to publish it anyway)")
+    if not force and n_seeds < have:
+        raise InputError(f"{run.root}: has {n_seeds} seed(s) but the published results have {have}; "
+                         "run with --seeds {have} or use --force".replace("{have}", str(have)))
+    written = []
+    sources = [getattr(run.layout, f"figure_{key}") for key in FIGURES] + [getattr(run.layout, key) for key in RESULTS]
+    for src in sources:
+        if src.exists():
+            dst = Path(top) / src.parent.name / src.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+            written.append(dst)
+    record = published_record(top)
+    atomic_write_text(record, json.dumps({"run": run.root.name, "config": run.config.name, "n_seeds": n_seeds,
+                                          "seeds": run.seeds}, indent=2) + "\n")
+    log(f"published {len(written)} files from {run.root} ({n_seeds} seed(s)) to {top}/figures and {top}/results")
+    return written + [record]
 
 
 def environment_report() -> dict:

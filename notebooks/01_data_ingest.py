@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -28,7 +30,8 @@
 #    check (a linear classifier on downsampled pixels: if it could solve the task, a CNN study would
 #    say nothing about anatomy).
 #
-# It regenerates no paper figure; every later step reads the cache recorded here in the run folder.
+# It regenerates no paper figure. It records in the run folder where the decoded arrays live
+# (`run.layout.ingest_record`); notebooks 02–06 open that cache directly and never read a DICOM file.
 
 # %%
 import pandas as pd
@@ -38,39 +41,34 @@ from knee_tf import plots
 from knee_tf.config import resolve
 from knee_tf.ingest import ingest, summary_table
 from knee_tf.study import ensure_dataset, environment_report, open_run
+from knee_tf.vocab import CLASSES, NORMAL, PLANES, RELEVANT, TEST, TRAIN
 
 pd.DataFrame([environment_report()]).T.rename(columns={0: "version"})
 
 # %% tags=["parameters"]
-config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run folders hold one)
+config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (your data: set manifest, data_root)
 run_dir = ""  # empty: start a new run folder under runs/
-manifest = ""  # empty: the synthetic default dataset (generated on first use)
-root = ""  # data root the manifest paths are relative to (empty: the config data_root)
-on_error = "fail"  # "fail": stop and list every bad row; "skip": ingest the good rows, report the rest
-smoke = False  # True: tiny settings for a quick check, the same as config smoke
 
 # %%
-run = open_run(run_dir, "smoke" if smoke and config == "default" else config, create=True)
-cfg = run.config if not manifest else run.config.replace(manifest=manifest)
-manifest_path = ensure_dataset(cfg)
-data_root = resolve(root or cfg.data_root)
+run = open_run(run_dir, config, create=True)
+cfg = run.config
+manifest_path = ensure_dataset(cfg)  # the synthetic default dataset is generated on first use
+data_root = resolve(cfg.data_root)
 print(f"run folder: {run.root}\nmanifest:   {manifest_path}\ndata root:  {data_root}")
 
 # %% [markdown]
 # ## Validate and decode
-# Validation runs before any decoding. With `on_error="fail"` any bad row stops the study with the
-# full list; with `"skip"` the good rows go on and the rest are listed below (rows in = ingested + skipped).
+# Validation runs before any decoding. With `on_error="fail"` (a config field) any bad row stops the
+# study with the full list; with `"skip"` the good rows go on and the rest are listed below
+# (rows in = ingested + skipped).
 
 # %%
 data = ingest(manifest_path, data_root, cache_dir=resolve(cfg.cache_dir), image_size=cfg.image_size,
-              on_error=on_error, workers=cfg.n_workers)
+              on_error=cfg.on_error, workers=cfg.n_workers)
 print(f"{len(data.index)} ingested, {len(data.skipped)} skipped "
       f"({'read from cache' if data.from_cache else 'decoded'}: {data.cache_dir})")
 display(data.skipped.head(20))
-run.write_json("artifacts/ingest.json", {
-    "manifest": str(manifest_path), "root": str(data_root), "cache_dir": str(resolve(cfg.cache_dir)),
-    "image_size": cfg.image_size, "on_error": on_error, "n_ingested": len(data.index),
-    "n_skipped": len(data.skipped)})
+run.record_ingest(data, manifest_path, data_root)
 
 # %% [markdown]
 # ## What is in the data
@@ -79,16 +77,15 @@ run.write_json("artifacts/ingest.json", {
 
 # %%
 display(summary_table(data.index))
-fig = plots.plot_counts(data.index)
-run.savefig(fig, "01_counts")
+run.savefig(plots.plot_counts(data.index), run.layout.figure_counts)
 
 # %% [markdown]
 # The bars show class balance per plane: neither class should dominate, or accuracy would say little.
 
 # %%
-fraction = data.index.assign(relevant=data.index["label"].eq("relevant")).pivot_table(
-    index="plane", values="relevant", aggfunc="mean")
-fraction.style.format("{:.0%}")
+fraction = data.index.assign(share=data.index["label"].eq(RELEVANT)).pivot_table(
+    index="plane", values="share", aggfunc="mean")
+fraction.rename(columns={"share": f"share {RELEVANT}"}).style.format("{:.0%}")
 
 # %% [markdown]
 # ## Example images per plane and label
@@ -97,21 +94,20 @@ fraction.style.format("{:.0%}")
 
 # %%
 fig = plots.montage(data.images, data.index, rows="plane", cols="label", per_cell=4, seed=cfg.seed,
-                    row_order=["axial", "sagittal", "coronal"], col_order=["relevant", "irrelevant"])
-run.savefig(fig, "01_montage")
+                    row_order=list(PLANES), col_order=list(CLASSES[::-1]))  # relevant first
+run.savefig(fig, run.layout.figure_montage)
 
 # %% [markdown]
 # ## Sites, coils and field strengths
 # The same plane looks different per scanner and coil: receive-coil shading, SNR (3T vs 1.5T) and
-# contrast. A classifier has to see through this; so does Grad-CAM.
+# contrast. A classifier has to see through this; so does Grad-CAM. (A manifest without a `site`
+# column shows one column, "all".)
 
 # %%
-if "site" in data.index:
-    fig = plots.montage(data.images, data.index, rows="plane", cols="site", per_cell=1, seed=cfg.seed,
-                        row_order=["axial", "sagittal", "coronal"])
-    run.savefig(fig, "01_montage_sites")
-    fig = plots.intensity_histograms(data.images, data.index, by="site")
-    run.savefig(fig, "01_intensity_per_site")
+sites = data.index if "site" in data.index else data.index.assign(site="all")
+fig = plots.montage(data.images, sites, rows="plane", cols="site", per_cell=1, seed=cfg.seed, row_order=list(PLANES))
+run.savefig(fig, run.layout.figure_montage_sites)
+run.savefig(plots.intensity_histograms(data.images, sites, by="site"), run.layout.figure_intensity_per_site)
 
 # %% [markdown]
 # The histograms are of normalised foreground intensity; their shift between sites is the site effect
@@ -124,9 +120,9 @@ if "site" in data.index:
 # %%
 from knee_tf.baseline import linear_baseline  # noqa: E402
 
-xtr, ytr, itr = data.split("train", cohort="normal")
-xte, yte, ite = data.split("test", cohort="normal")
+xtr, ytr, itr = data.split(TRAIN, cohort=NORMAL)
+xte, yte, ite = data.split(TEST, cohort=NORMAL)
 baseline = linear_baseline(xtr, ytr, xte, yte, train_planes=itr["plane"].to_numpy(),
                            test_planes=ite["plane"].to_numpy())
-run.write_json("results/linear_baseline.json", baseline)
+run.write_json(run.layout.linear_baseline, baseline)
 pd.Series(baseline)

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -23,8 +25,8 @@
 # the best checkpoint is kept. With `n_seeds > 1` in the config one model is trained per seed, so the
 # later comparison with Model B can report the spread that seeds alone cause.
 #
-# Outputs in the run folder: `models/model_a_seed<S>.keras`, training logs (CSV, TensorBoard),
-# `results/model_a_test.csv` (per-image test predictions) and the figures below.
+# Outputs in the run folder (named by `knee_tf.layout.RunLayout`): one model per seed with its
+# training logs (CSV, TensorBoard), the per-image test predictions and the figures below.
 
 # %%
 import pandas as pd
@@ -34,6 +36,7 @@ from knee_tf import evaluate, plots
 from knee_tf.config import seed_everything
 from knee_tf.model import predict_proba, train_classifier
 from knee_tf.study import open_run
+from knee_tf.vocab import MODEL_A, NORMAL, TEST, TRAIN, VAL
 
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run folders hold one)
@@ -44,9 +47,9 @@ run = open_run(run_dir, config)
 cfg = run.config
 seed_everything(cfg.seed)
 data = run.load_ingest()
-x_train, y_train, _ = data.split("train", cohort="normal")
-x_val, y_val, _ = data.split("val", cohort="normal")
-x_test, y_test, test_index = data.split("test", cohort="normal")
+x_train, y_train, _ = data.split(TRAIN, cohort=NORMAL)
+x_val, y_val, _ = data.split(VAL, cohort=NORMAL)
+x_test, y_test, test_index = data.split(TEST, cohort=NORMAL)
 print(f"train {len(x_train)}, val {len(x_val)}, test {len(x_test)} images of {x_train.shape[1:]}; "
       f"seeds {run.seeds}")
 
@@ -57,13 +60,15 @@ print(f"train {len(x_train)}, val {len(x_val)}, test {len(x_test)} images of {x_
 # %%
 histories, predictions = {}, []
 for seed in run.seeds:
-    result = train_classifier(x_train, y_train, x_val, y_val, cfg, run.models, seed=seed,
-                              name=f"model_a_seed{seed}", verbose=2)
+    result = train_classifier(x_train, y_train, x_val, y_val, run.layout.model(MODEL_A, seed), seed=seed,
+                              log_path=run.layout.training_log(MODEL_A, seed),
+                              tensorboard_dir=run.layout.tensorboard(MODEL_A, seed), verbose=2,
+                              **cfg.training_settings())
     histories[f"seed {seed}"] = result.history
-    probs = predict_proba(result.model, x_test, batch_size=cfg.cam_batch_size)
-    predictions.append(evaluate.prediction_frame(probs, test_index, "A", seed, cohort="normal"))
+    probs = predict_proba(result.model, x_test, batch_size=cfg.predict_batch_size)
+    predictions.append(evaluate.prediction_frame(probs, test_index, MODEL_A, seed, cohort=NORMAL))
 predictions = pd.concat(predictions, ignore_index=True)
-run.write_csv("results/model_a_test.csv", predictions)
+run.write_csv(run.layout.model_a_test, predictions)
 
 # %% [markdown]
 # ## Learning curves
@@ -71,7 +76,7 @@ run.write_csv("results/model_a_test.csv", predictions)
 # one at the lowest dashed loss.
 
 # %%
-run.savefig(plots.plot_history(histories), "02_learning_curves")
+run.savefig(plots.plot_history(histories), run.layout.figure_learning_curves_a)
 
 # %% [markdown]
 # ## Test accuracy (normal test split), overall, per plane and per site
@@ -79,10 +84,10 @@ run.savefig(plots.plot_history(histories), "02_learning_curves")
 # notebook 01: the gap between the two is what the CNN gets from anatomy.
 
 # %%
-display(evaluate.cohort_metrics(predictions, config=cfg))
-display(evaluate.cohort_metrics(predictions, breakdown="plane", config=cfg))
-display(evaluate.cohort_metrics(predictions, breakdown="site", config=cfg))
-pd.Series(run.read_json("results/linear_baseline.json"), name="linear baseline")
+stats = {"n_boot": cfg.n_bootstrap, "ece_bins": cfg.ece_bins}
+for breakdown in (None, "plane", "site"):
+    display(evaluate.cohort_metrics(predictions, breakdown=breakdown, **stats))
+pd.Series(run.read_json(run.layout.linear_baseline), name="linear baseline")
 
 # %% [markdown]
 # ## Confusion matrix (first seed)
@@ -91,5 +96,5 @@ pd.Series(run.read_json("results/linear_baseline.json"), name="linear baseline")
 
 # %%
 first = predictions[predictions["seed"] == run.seeds[0]]
-run.savefig(plots.plot_confusion(first["y_true"], first["y_pred"], title="Model A, normal test"),
-            "02_confusion_model_a")
+run.savefig(plots.plot_confusion(first["y_true"], first["y_pred"], title=f"Model A, normal test, seed {run.seeds[0]}"),
+            run.layout.figure_confusion_a)

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -26,7 +28,7 @@
 # layer is **measured**: deletion and insertion curves ask whether removing the pixels a map ranks
 # highest really lowers the model's confidence (and restoring them raises it).
 #
-# Outputs: `figures/fig1_gradcam_layers.png` (Figure 1) and `results/faithfulness.csv`.
+# Outputs: Figure 1, the faithfulness table and its curves (paths: `knee_tf.layout.RunLayout`).
 
 # %%
 import numpy as np
@@ -39,21 +41,20 @@ from knee_tf.data import pick_examples, shows_anatomy
 from knee_tf.faithfulness import faithfulness_curves
 from knee_tf.model import load_model, predict_proba
 from knee_tf.study import open_run
+from knee_tf.vocab import MODEL_A, NORMAL, TEST, predicted_class
 
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run folders hold one)
 run_dir = ""  # empty: the newest run folder under runs/
-n_faithfulness = 300  # test images scored by the deletion/insertion curves
-faithfulness_steps = 10  # points per curve beyond the first (pixel fractions 0, 0.1, ..., 1)
 
 # %%
 run = open_run(run_dir, config)
 cfg = run.config
 seed_everything(cfg.seed)
 data = run.load_ingest()
-x_test, y_test, test_index = data.split("test", cohort="normal")
-model_a = load_model(run.model_path("a", run.seeds[0]))
-correct = predict_proba(model_a, x_test).argmax(1) == y_test
+x_test, y_test, test_index = data.split(TEST, cohort=NORMAL)
+model_a = load_model(run.layout.model(MODEL_A, run.seeds[0]))  # the first seed's Model A
+correct = predicted_class(predict_proba(model_a, x_test, cfg.predict_batch_size)[:, 1]) == y_test
 print(f"Model A (seed {run.seeds[0]}) is right on {correct.mean():.1%} of {len(x_test)} normal test images")
 
 # %% [markdown]
@@ -64,11 +65,12 @@ print(f"Model A (seed {run.seeds[0]}) is right on {correct.mean():.1%} of {len(x
 
 # %%
 rows = pick_examples(test_index, by=("plane", "label"), seed=cfg.seed, mask=correct & shows_anatomy(test_index))
-cams = compute_cams(model_a, x_test[rows], layers=cfg.cam_layers, methods=cfg.cam_methods)
+cams = compute_cams(model_a, x_test[rows], layers=cfg.cam_layers, methods=cfg.cam_methods,
+                    batch_size=cfg.cam_batch_size)
 labels = [f"{p}\n{lab}" for p, lab in zip(test_index["plane"].iloc[rows], test_index["label"].iloc[rows],
                                           strict=True)]
 fig = plots.plot_cam_layers(x_test[rows], cams, cfg.cam_layers, labels, methods=cfg.cam_methods)
-run.savefig(fig, "fig1_gradcam_layers")
+run.savefig(fig, run.layout.figure_gradcam_layers)
 
 # %% [markdown]
 # Shallow layers (`pool1`, `pool2`) respond to edges everywhere — skin, coil shading, the field's
@@ -82,16 +84,18 @@ run.savefig(fig, "fig1_gradcam_layers")
 
 # %%
 rng = np.random.default_rng(cfg.seed)
-sub = np.sort(rng.choice(len(x_test), size=min(n_faithfulness, len(x_test)), replace=False))
-sub_cams = compute_cams(model_a, x_test[sub], layers=cfg.cam_layers, methods=cfg.cam_methods)
-curves = faithfulness_curves(model_a, x_test[sub], sub_cams, steps=faithfulness_steps, seed=cfg.seed)
+sub = np.sort(rng.choice(len(x_test), size=min(cfg.n_faithfulness, len(x_test)), replace=False))
+sub_cams = compute_cams(model_a, x_test[sub], layers=cfg.cam_layers, methods=cfg.cam_methods,
+                        batch_size=cfg.cam_batch_size)
+curves = faithfulness_curves(model_a, x_test[sub], sub_cams, steps=cfg.faithfulness_steps, seed=cfg.seed,
+                             batch_size=cfg.predict_batch_size)
 table = curves.table().sort_values(["method", "layer"])
-run.write_csv("results/faithfulness.csv", table)
+run.write_csv(run.layout.faithfulness, table)
 display(table.round(3))
 display(sub_cams.zero_counts())
 
 # %%
-run.savefig(plots.plot_faithfulness(curves.frame()), "03_faithfulness_curves")
+run.savefig(plots.plot_faithfulness(curves.frame()), run.layout.figure_faithfulness_curves)
 
 # %% [markdown]
 # The curves behind the table: a map whose deletion curve drops fastest (and insertion curve rises

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -26,80 +28,91 @@
 #
 # This notebook builds the augmented training pool from each seed's Model A (with provenance: source
 # image, method, transform, layer, weight), measures how often the augmentation flips Model A's
-# call, draws Figure 2, and exports a few augmented images as derived DICOM for a viewer.
+# call (every seed), draws Figure 2 (first seed), and exports a few augmented images of the first
+# seed's pool as derived DICOM for a viewer.
 
 # %%
 import pandas as pd
 from IPython.display import display
 
 from knee_tf import plots
-from knee_tf.augment import build_augmented_pool, export_augmented_dicom, inverted_obfuscation
-from knee_tf.cohorts import augmentation_flips, augmentation_maps, save_pool
+from knee_tf.augment import inverted_obfuscation
+from knee_tf.cohorts import (
+    augmentation_flips,
+    augmentation_maps,
+    augmented_pool,
+    load_pool,
+    save_pool,
+)
 from knee_tf.config import seed_everything
 from knee_tf.data import pick_examples, shows_anatomy
+from knee_tf.dicom_write import export_augmented_dicom
 from knee_tf.model import load_model, predict_proba
 from knee_tf.study import open_run
+from knee_tf.vocab import GRADCAM, MODEL_A, NORMAL, TEST, TRAIN, predicted_class
 
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run folders hold one)
 run_dir = ""  # empty: the newest run folder under runs/
-n_dicom_export = 12  # augmented images written as derived DICOM (artifacts/aug_dicom/)
 
 # %%
 run = open_run(run_dir, config)
 cfg = run.config
 seed_everything(cfg.seed)
 data = run.load_ingest()
-x_train, y_train, train_index = data.split("train", cohort="normal")
+x_train, y_train, train_index = data.split(TRAIN, cohort=NORMAL)
 print(f"{len(x_train)} training images; {cfg.aug_variants} variant(s) each; layer {cfg.aug_layer}; "
-      f"weights {cfg.aug_weight_range}")
+      f"weights {cfg.aug_weight_range}; seeds {run.seeds}")
 
 # %% [markdown]
 # ## The augmented pool, one per Model A seed
-# Maps explain Model A's predicted class. Each seed's pool is saved in `artifacts/`; notebook 05
-# trains that seed's Model B on it.
+# Maps explain Model A's predicted class. Each seed's pool is saved in the run folder; notebook 05
+# trains that seed's Model B on it. The loop keeps only per-seed tables (recipe and flips, with a
+# `seed` column), so every table below covers **all seeds**.
 
 # %%
-flips = []
+recipe, flips = [], []
 for seed in run.seeds:
-    model_a = load_model(run.model_path("a", seed))
-    maps = augmentation_maps(model_a, x_train, cfg)
-    pool_x, pool_y, provenance = build_augmented_pool(x_train, y_train, train_index["image_id"], maps,
-                                                      seed=seed, config=cfg)
-    del maps  # the pool holds what is needed; free the maps before the next seed
-    save_pool(run, seed, pool_x, provenance)
-    flips.append(augmentation_flips(model_a, x_train, y_train, pool_x, provenance).assign(seed=seed))
-flips = pd.concat(flips)
-display(provenance.groupby(["method", "transform"]).agg(n=("aug_id", "size"), mean_weight=("weight", "mean")))
+    model_a = load_model(run.layout.model(MODEL_A, seed))
+    pool_x, _, provenance = augmented_pool(model_a, x_train, y_train, train_index["image_id"], cfg, seed)
+    save_pool(run.layout, seed, pool_x, provenance)
+    flips.append(augmentation_flips(model_a, x_train, y_train, pool_x, provenance,
+                                    cfg.predict_batch_size).assign(seed=seed))
+    recipe.append(provenance.assign(seed=seed))
+    del pool_x, provenance  # the pool is on disk; free it before the next seed
+recipe, flips = pd.concat(recipe), pd.concat(flips)
+display(recipe.groupby(["seed", "method", "transform"]).agg(n=("aug_id", "size"), mean_weight=("weight", "mean")))
 
 # %% [markdown]
 # ## How often does the augmentation fool Model A?
 # Among training images Model A classifies correctly, the share whose augmented copy it gets wrong —
-# the "weak spots" the paper describes. Higher means the augmentation removes what A relies on.
+# the "weak spots" the paper describes — per seed and over all seeds. Higher means the augmentation
+# removes what A relies on.
 
 # %%
-flips.groupby(["method", "transform"])["flipped"].agg(["mean", "size"]).rename(
-    columns={"mean": "A flipped", "size": "n"}).style.format({"A flipped": "{:.1%}"})
+per_seed = flips.groupby(["method", "transform", "seed"])["flipped"].mean().unstack("seed")
+per_seed.columns = [f"A flipped, seed {s}" for s in per_seed.columns]
+per_seed["A flipped, all seeds"] = flips.groupby(["method", "transform"])["flipped"].mean()
+per_seed.assign(n=flips.groupby(["method", "transform"]).size()).style.format("{:.1%}", subset=list(per_seed.columns))
 
 # %% [markdown]
-# ## Figure 2: map → inverted mask → augmented image → Model A's call
-# Test images Model A classifies correctly, one per plane and label, among slices that cut some
-# anatomy (seeded draw, not chosen by outcome). Under each image: Model A's call and probability of
-# *relevant*. Notebook 06 redraws the same rows with Model B's calls (`fig2_augmentation_a_vs_b.png`).
+# ## Figure 2: map → inverted mask → augmented image → Model A's call (first seed)
+# Test images the first seed's Model A classifies correctly, one per plane and label, among slices
+# that cut some anatomy (seeded draw, not chosen by outcome). Under each image: Model A's call and
+# probability of *relevant*. Notebook 06 redraws the same rows with Model B's calls.
 
 # %%
-x_test, y_test, test_index = data.split("test", cohort="normal")
-model_a = load_model(run.model_path("a", run.seeds[0]))
-p_test = predict_proba(model_a, x_test)[:, 1]
-correct = (p_test >= 0.5) == y_test.astype(bool)
-rows = pick_examples(test_index, seed=cfg.seed, mask=correct & shows_anatomy(test_index))
-cam = augmentation_maps(model_a, x_test[rows], cfg, methods=("gradcam",))["gradcam"]
+x_test, y_test, test_index = data.split(TEST, cohort=NORMAL)
+model_a = load_model(run.layout.model(MODEL_A, run.seeds[0]))
+p_test = predict_proba(model_a, x_test, cfg.predict_batch_size)[:, 1]
+rows = pick_examples(test_index, seed=cfg.seed, mask=(predicted_class(p_test) == y_test) & shows_anatomy(test_index))
+cam = augmentation_maps(model_a, x_test[rows], cfg, methods=(GRADCAM,))[GRADCAM]
 augmented = inverted_obfuscation(x_test[rows], cam)
-preds = {"A": (p_test[rows], predict_proba(model_a, augmented)[:, 1])}
+preds = {MODEL_A: (p_test[rows], predict_proba(model_a, augmented, cfg.predict_batch_size)[:, 1])}
 labels = [f"{p} · {lab}" for p, lab in zip(test_index["plane"].iloc[rows], test_index["label"].iloc[rows],
                                           strict=True)]
-run.savefig(plots.plot_augmentation(x_test[rows], cam, augmented, preds, labels), "fig2_augmentation")
-run.save_arrays("artifacts/fig2_examples.npz", images=x_test[rows], cam=cam, augmented=augmented,
+run.savefig(plots.plot_augmentation(x_test[rows], cam, augmented, preds, labels), run.layout.figure_augmentation)
+run.save_arrays(run.layout.fig2_examples, images=x_test[rows], cam=cam, augmented=augmented,
                 labels=labels, image_ids=test_index["image_id"].iloc[rows].to_numpy(str))
 
 # %% [markdown]
@@ -107,11 +120,14 @@ run.save_arrays("artifacts/fig2_examples.npz", images=x_test[rows], cam=cam, aug
 # signal, much like coil fall-off. When the map covers the joint, so does the dark patch; when it
 # covers skin, air or the other leg, the anatomy survives and Model A's call rarely changes.
 #
-# ## Augmented images as DICOM
+# ## Augmented images as DICOM (first seed's pool)
 # Derived MR images (ImageType `DERIVED\SECONDARY`, the transform in SeriesDescription) that open in
-# any DICOM viewer next to their source series.
+# any DICOM viewer next to their source series. Their headers come from the ingest cache, so this
+# needs no raw DICOM.
 
 # %%
-pool_x, provenance = pool_x[:n_dicom_export], provenance.iloc[:n_dicom_export]
-paths = export_augmented_dicom(pool_x, provenance, data.source_paths(), run.artifacts / "aug_dicom")
-print(f"wrote {len(paths)} derived DICOM files to {run.artifacts / 'aug_dicom'}")
+pool_x, provenance = load_pool(run.layout, run.seeds[0])
+pool_x, provenance = pool_x[:cfg.n_dicom_export], provenance.iloc[:cfg.n_dicom_export]
+headers = data.source_headers(provenance["source_image_id"])
+paths = export_augmented_dicom(pool_x, provenance, headers, run.layout.aug_dicom)
+print(f"wrote {len(paths)} derived DICOM files to {run.layout.aug_dicom}")

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -24,15 +26,15 @@
 # favours B by construction; the **held-out corruptions** (bias field, coil-element dropout, Rician
 # noise, motion ghosting — no model trains on them) test whether the robustness carries over.
 #
-# Outputs: `results/cohorts.csv`, `mcnemar.csv`, `severity.csv`, `breakdown_plane.csv`,
-# `breakdown_site.csv`, `results_table.md`; `figures/fig3_a_wrong_b_right.png`,
-# `fig2_augmentation_a_vs_b.png`, `06_severity.png`.
+# Outputs (paths: `knee_tf.layout.RunLayout`): the per-image predictions, the cohort, McNemar,
+# severity and breakdown tables, the Markdown results table, Figure 3, Figure 2 with Model B's
+# calls, and the severity curves.
 
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
 
-from knee_tf import evaluate, plots
+from knee_tf import evaluate, plots, report
 from knee_tf.cohorts import (
     a_wrong_b_right,
     augmentation_maps,
@@ -44,6 +46,7 @@ from knee_tf.cohorts import (
 from knee_tf.config import seed_everything
 from knee_tf.model import load_model, predict_proba
 from knee_tf.study import open_run
+from knee_tf.vocab import GRADCAM, MODEL_A, MODEL_B, NORMAL, TEST
 
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run folders hold one)
@@ -54,7 +57,8 @@ run = open_run(run_dir, config)
 cfg = run.config
 seed_everything(cfg.seed)
 data = run.load_ingest()
-x_test, _, test_index = data.split("test", cohort="normal")
+x_test, _, test_index = data.split(TEST, cohort=NORMAL)
+stats = {"n_boot": cfg.n_bootstrap, "ece_bins": cfg.ece_bins}
 
 # %% [markdown]
 # ## Predictions of A and B on every cohort and every held-out corruption, per seed
@@ -62,12 +66,13 @@ x_test, _, test_index = data.split("test", cohort="normal")
 # %%
 predictions, corrupted, cohorts = [], [], {}
 for seed in run.seeds:
-    models = {"A": load_model(run.model_path("a", seed)), "B": load_model(run.model_path("b", seed))}
-    cohorts[seed] = build_test_cohorts(data, models["A"], cfg)
-    predictions.append(predict_cohorts(models, cohorts[seed], seed, cfg.cam_batch_size))
-    corrupted.append(predict_corruptions(models, x_test, test_index, cfg, seed, batch_size=cfg.cam_batch_size))
+    models = {arm: load_model(run.layout.model(arm, seed)) for arm in (MODEL_A, MODEL_B)}
+    cohorts[seed] = build_test_cohorts(data, models[MODEL_A], cfg)
+    predictions.append(predict_cohorts(models, cohorts[seed], seed, cfg.predict_batch_size))
+    corrupted.append(predict_corruptions(models, x_test, test_index, cfg, seed))
 predictions = pd.concat(predictions, ignore_index=True)
 corrupted = pd.concat(corrupted, ignore_index=True)
+run.write_csv(run.layout.predictions, predictions)
 print({c: len(x) for c, (x, _) in cohorts[run.seeds[0]].items()})
 
 # %% [markdown]
@@ -76,12 +81,12 @@ print({c: len(x) for c, (x, _) in cohorts[run.seeds[0]].items()})
 # McNemar test of A vs B on the same images.
 
 # %%
-metrics = evaluate.cohort_metrics(predictions, config=cfg)
+metrics = evaluate.cohort_metrics(predictions, **stats)
 mcnemar = evaluate.mcnemar_table(predictions)
-run.write_csv("results/cohorts.csv", metrics)
-run.write_csv("results/mcnemar.csv", mcnemar)
-table = evaluate.paper_comparison_markdown(evaluate.summarize_seeds(metrics), mcnemar)
-run.write_text("results/results_table.md", table + "\n")
+run.write_csv(run.layout.cohorts, metrics)
+run.write_csv(run.layout.mcnemar, mcnemar)
+table = report.paper_comparison_markdown(evaluate.summarize_seeds(metrics), mcnemar)
+run.write_text(run.layout.results_table, table + "\n")
 display(Markdown(table))
 
 # %%
@@ -93,9 +98,9 @@ display(mcnemar.round(4))
 # than about the method.
 
 # %%
-for key in ("plane", "site"):
-    part = evaluate.cohort_metrics(predictions, breakdown=key, config=cfg)
-    run.write_csv(f"results/breakdown_{key}.csv", part)
+for key, path in (("plane", run.layout.breakdown_plane), ("site", run.layout.breakdown_site)):
+    part = evaluate.cohort_metrics(predictions, breakdown=key, **stats)
+    run.write_csv(path, part)
     display(evaluate.summarize_seeds(part).pivot_table(index=["cohort", key], columns="model",
                                                        values="accuracy_mean").round(3))
 
@@ -105,23 +110,23 @@ for key in ("plane", "site"):
 # the augmentation did not buy robustness to that kind of degradation.
 
 # %%
-severity = evaluate.severity_table(corrupted, config=cfg)
-run.write_csv("results/severity.csv", severity)
-run.savefig(plots.plot_severity(severity), "06_severity")
+severity = evaluate.severity_table(corrupted, **stats)
+run.write_csv(run.layout.severity_table, severity)
+run.savefig(plots.plot_severity(severity), run.layout.figure_severity)
 
 # %% [markdown]
 # ## Figure 3: test images that Model A gets wrong and Model B gets right
-# A seeded draw of up to two per cohort (first seed), with each model's Grad-CAM at the augmentation
+# A seeded draw of up to `n_figure3_per_cohort` per cohort (first seed), with each model's Grad-CAM at the augmentation
 # layer for its own call (so A's map explains its wrong answer). B's maps show what it looks at
 # instead; a blank map means the layer holds no positive evidence for that call.
 
 # %%
 seed = run.seeds[0]
-models = {"A": load_model(run.model_path("a", seed)), "B": load_model(run.model_path("b", seed))}
-rows = a_wrong_b_right(predictions, seed, per_cohort=2, rng_seed=cfg.seed)
+models = {arm: load_model(run.layout.model(arm, seed)) for arm in (MODEL_A, MODEL_B)}
+rows = a_wrong_b_right(predictions, seed, per_cohort=cfg.n_figure3_per_cohort, rng_seed=cfg.seed)
 images = cohort_images(cohorts[seed], rows)
-cams = {m: augmentation_maps(models[m], images, cfg, methods=("gradcam",))["gradcam"] for m in models}
-run.savefig(plots.plot_a_wrong_b_right(images, cams["A"], cams["B"], rows), "fig3_a_wrong_b_right")
+cams = {m: augmentation_maps(models[m], images, cfg, methods=(GRADCAM,))[GRADCAM] for m in models}
+run.savefig(plots.plot_a_wrong_b_right(images, cams[MODEL_A], cams[MODEL_B], rows), run.layout.figure_a_wrong_b_right)
 display(rows)
 
 # %% [markdown]
@@ -129,8 +134,8 @@ display(rows)
 # The same test images, maps and augmented copies (Model A's inverted Grad-CAM), read from the run.
 
 # %%
-ex = run.load_arrays("artifacts/fig2_examples.npz")
-preds = {m: (predict_proba(models[m], ex["images"])[:, 1], predict_proba(models[m], ex["augmented"])[:, 1])
-         for m in models}
+ex = run.load_arrays(run.layout.fig2_examples)
+preds = {m: (predict_proba(models[m], ex["images"], cfg.predict_batch_size)[:, 1],
+             predict_proba(models[m], ex["augmented"], cfg.predict_batch_size)[:, 1]) for m in models}
 run.savefig(plots.plot_augmentation(ex["images"], ex["cam"], ex["augmented"], preds, list(ex["labels"])),
-            "fig2_augmentation_a_vs_b")
+            run.layout.figure_augmentation_a_vs_b)

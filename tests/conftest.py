@@ -68,8 +68,8 @@ def tiny_train_result(toy_blob_data, tmp_path_factory):
 
     cfg = StudyConfig.smoke(image_size=TOY_SIZE, epochs=8, patience=3, learning_rate=3e-3)
     (xt, yt, _), (xv, yv, _) = toy_blob_data["train"], toy_blob_data["val"]
-    return train_classifier(xt, yt, xv, yv, cfg, tmp_path_factory.mktemp("tiny_model"),
-                            name="tiny", verbose=0)
+    return train_classifier(xt, yt, xv, yv, tmp_path_factory.mktemp("tiny_model") / "tiny.keras", seed=cfg.seed,
+                            verbose=0, **cfg.training_settings())
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pydicom
 import pytest
-from pydicom.dataset import validate_file_meta
 
 from knee_tf import augment
 
@@ -36,11 +34,18 @@ def test_weight_zero_is_identity(image, cam):
     np.testing.assert_array_equal(augment.weighted_obfuscation(image, cam, 0.0), image)
 
 
-def test_weight_one_equals_inverted(image, cam):
-    np.testing.assert_allclose(augment.weighted_obfuscation(image, cam, 1.0),
-                               image * (1 - cam[..., None]), atol=1e-7)
-    np.testing.assert_array_equal(augment.inverted_obfuscation(image, cam),
-                                  augment.weighted_obfuscation(image, cam, 1.0))
+def test_transforms_on_hand_computed_pixels():
+    image = np.array([[0.8, 0.4], [1.0, 0.5]], np.float32)
+    cam = np.array([[1.0, 0.5], [0.0, 0.25]], np.float32)
+    # inverted: image * (1 - M), worked out by hand
+    np.testing.assert_allclose(augment.inverted_obfuscation(image, cam), [[0.0, 0.2], [1.0, 0.375]], atol=1e-7)
+    # weighted, w = 0.5: image * (1 - 0.5 M)
+    np.testing.assert_allclose(augment.weighted_obfuscation(image, cam, 0.5), [[0.4, 0.3], [1.0, 0.4375]],
+                               atol=1e-7)
+    # a batch with one weight per image: w = 0.5 for the first, 1.0 for the second
+    both = augment.weighted_obfuscation(np.stack([image, image])[..., None], np.stack([cam, cam]),
+                                        np.array([0.5, 1.0]))
+    np.testing.assert_allclose(both[..., 0], [[[0.4, 0.3], [1.0, 0.4375]], [[0.0, 0.2], [1.0, 0.375]]], atol=1e-7)
 
 
 def test_inverted_mask_dims_salient_region_more(image, cam):
@@ -130,8 +135,7 @@ def _pool_inputs(n: int = 8):
 
 def test_pool_shapes_labels_provenance_and_recipe():
     images, labels, ids, maps = _pool_inputs(8)
-    x, y, prov = augment.build_augmented_pool(images, labels, ids, maps, variants=2,
-                                              weight_range=(0.5, 0.9), seed=3)
+    x, y, prov = _pool(images, labels, ids, maps, variants=2, weight_range=(0.5, 0.9), seed=3)
     assert x.shape == (16, H, H, 1) and x.dtype == np.float32
     assert x.min() >= 0 and x.max() <= 1
     assert list(prov.columns) == list(augment.PROVENANCE_COLUMNS) and len(prov) == 16
@@ -155,9 +159,9 @@ def test_pool_shapes_labels_provenance_and_recipe():
 
 def test_pool_is_deterministic_for_a_seed():
     images, labels, ids, maps = _pool_inputs(8)
-    a = augment.build_augmented_pool(images, labels, ids, maps, seed=7)
-    b = augment.build_augmented_pool(images, labels, ids, maps, seed=7)
-    c = augment.build_augmented_pool(images, labels, ids, maps, seed=8)
+    a = _pool(images, labels, ids, maps, seed=7)
+    b = _pool(images, labels, ids, maps, seed=7)
+    c = _pool(images, labels, ids, maps, seed=8)
     np.testing.assert_array_equal(a[0], b[0])
     pd.testing.assert_frame_equal(a[2], b[2])
     assert not a[2]["weight"].equals(c[2]["weight"])
@@ -165,26 +169,30 @@ def test_pool_is_deterministic_for_a_seed():
 
 def test_pool_does_not_depend_on_chunking(monkeypatch):
     images, labels, ids, maps = _pool_inputs(8)
-    whole = augment.build_augmented_pool(images, labels, ids, maps, variants=2, seed=1,
-                                         smooth_sigma=1.5)
+    whole = _pool(images, labels, ids, maps, variants=2, seed=1, smooth_sigma=1.5)
     monkeypatch.setattr(augment, "_POOL_CHUNK", 3)
-    chunked = augment.build_augmented_pool(images, labels, ids, maps, variants=2, seed=1,
-                                           smooth_sigma=1.5)
+    chunked = _pool(images, labels, ids, maps, variants=2, seed=1, smooth_sigma=1.5)
     np.testing.assert_array_equal(whole[0], chunked[0])
     pd.testing.assert_frame_equal(whole[2], chunked[2])
 
 
-def test_pool_uses_config_defaults_and_validates():
-    from knee_tf.config import StudyConfig
+def _pool(*args, **settings):
+    """build_augmented_pool with the settings a test does not vary (one variant, w in [0.5, 1], pool4, seed 0)."""
+    return augment.build_augmented_pool(*args, **({"variants": 1, "weight_range": (0.5, 1.0), "layer": "pool4",
+                                                   "seed": 0} | settings))
 
+
+def test_pool_takes_explicit_settings_and_validates():
     images, labels, ids, maps = _pool_inputs(4)
-    cfg = StudyConfig(aug_variants=3, aug_layer="pool3")
-    _, _, prov = augment.build_augmented_pool(images, labels, ids, maps, config=cfg)
+    _, _, prov = augment.build_augmented_pool(images, labels, ids, maps, variants=3, weight_range=(0.5, 1.0),
+                                              layer="pool3", seed=0)
     assert len(prov) == 12 and set(prov["layer"]) == {"pool3"}
+    with pytest.raises(TypeError, match="weight_range"):  # no hidden defaults
+        augment.build_augmented_pool(images, labels, ids, maps, variants=1, layer="pool4", seed=0)
     with pytest.raises(ValueError, match="unique"):
-        augment.build_augmented_pool(images, labels, ["a"] * 4, maps)
+        _pool(images, labels, ["a"] * 4, maps)
     with pytest.raises(ValueError, match="select_layer"):
-        augment.build_augmented_pool(images, labels, ids, {"gradcam": np.zeros((4, 2, H, H))})
+        _pool(images, labels, ids, {"gradcam": np.zeros((4, 2, H, H))})
 
 
 def test_select_layer_picks_the_named_layer():
@@ -193,53 +201,3 @@ def test_select_layer_picks_the_named_layer():
     np.testing.assert_array_equal(out["gradcam"], m[:, 2])
     with pytest.raises(ValueError, match="pool9"):
         augment.select_layer({"gradcam": m}, ("pool1", "pool2", "pool3", "pool4"), "pool9")
-
-
-# ----------------------------------------------------------------------------- DICOM
-
-
-def test_export_augmented_dicom_is_valid_and_derived(tmp_path):
-    source = pydicom.data.get_testdata_file("MR_small.dcm")
-    src = pydicom.dcmread(source)
-    images, labels, ids, maps = _pool_inputs(2)
-    x, _, prov = augment.build_augmented_pool(images, labels, ids, maps, variants=2, seed=0)
-    paths = augment.export_augmented_dicom(x, prov, {i: source for i in ids}, tmp_path / "dcm")
-    assert len(paths) == 4 and all(p.exists() for p in paths)
-    assert not list((tmp_path / "dcm").glob(".*"))  # no temporary files left behind
-    series = {}
-    for p, (_, row), img in zip(paths, prov.iterrows(), x, strict=True):
-        raw = p.read_bytes()
-        assert raw[128:132] == b"DICM"  # preamble + prefix: a conformant DICOM file
-        ds = pydicom.dcmread(p)  # force=False: refuses files without a valid header
-        validate_file_meta(ds.file_meta, enforce_standard=True)
-        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
-        assert list(ds.ImageType) == ["DERIVED", "SECONDARY"]
-        assert ds.Modality == "MR" and ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.4"
-        assert ds.PatientID == src.PatientID and ds.StudyInstanceUID == src.StudyInstanceUID
-        assert ds.SeriesInstanceUID != src.SeriesInstanceUID
-        assert row["transform"] in ds.SeriesDescription
-        assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
-        assert ds.BitsAllocated == 16 and ds.PixelRepresentation == 0
-        np.testing.assert_allclose(ds.pixel_array / 4095.0, img[..., 0], atol=1 / 4095)
-        # same field of view: spacing scales with the size, the outer pixel edge stays put
-        scale = src.Rows / ds.Rows
-        np.testing.assert_allclose([float(v) for v in ds.PixelSpacing],
-                                   [float(v) * scale for v in src.PixelSpacing])
-        edge = [float(p) - 0.5 * float(sp) for p, sp in
-                zip(ds.ImagePositionPatient[:2], ds.PixelSpacing, strict=True)]
-        src_edge = [float(p) - 0.5 * float(sp) for p, sp in
-                    zip(src.ImagePositionPatient[:2], src.PixelSpacing, strict=True)]
-        np.testing.assert_allclose(edge, src_edge, atol=1e-3)
-        series.setdefault((row["method"], row["transform"]), set()).add(ds.SeriesInstanceUID)
-    assert all(len(v) == 1 for v in series.values())  # one series per transform
-    assert len({next(iter(v)) for v in series.values()}) == len(series)
-    # deterministic: a re-export writes identical bytes
-    again = augment.export_augmented_dicom(x, prov, {i: source for i in ids}, tmp_path / "dcm2")
-    assert [p.read_bytes() for p in paths] == [p.read_bytes() for p in again]
-
-
-def test_export_needs_every_source_path(tmp_path):
-    images, labels, ids, maps = _pool_inputs(2)
-    x, _, prov = augment.build_augmented_pool(images, labels, ids, maps)
-    with pytest.raises(ValueError, match="no source DICOM"):
-        augment.export_augmented_dicom(x, prov, {}, tmp_path)

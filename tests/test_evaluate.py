@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from knee_tf import evaluate as ev
-from knee_tf.config import PAPER_ACCURACY
+from knee_tf.report import PAPER_ACCURACY, paper_comparison_markdown
 
 # ----------------------------------------------------------------------------- accuracy CI
 
@@ -147,7 +147,7 @@ def test_prediction_frame_columns_and_labels():
 
 
 def test_cohort_metrics_by_hand():
-    cm = ev.cohort_metrics(_predictions(), n_boot=200)
+    cm = ev.cohort_metrics(_predictions(), n_boot=200, ece_bins=15)
     assert list(cm.columns) == ["model", "cohort", "seed", *ev.METRIC_COLUMNS]
     acc = cm.set_index(["model", "seed"])["accuracy"]
     assert acc[("A", 0)] == 0.75 and acc[("A", 1)] == 0.5 and acc[("B", 0)] == 1.0
@@ -155,17 +155,17 @@ def test_cohort_metrics_by_hand():
     # B seed 0: confidences 0.8, 0.9, 0.7, 0.8, all right -> ECE = mean(1 - confidence)
     ece_b = cm[(cm.model == "B") & (cm.seed == 0)]["ece"].item()
     assert ece_b == pytest.approx(np.mean([0.2, 0.1, 0.3, 0.2]))
-    plane = ev.cohort_metrics(_predictions(), breakdown="plane", n_boot=200)
+    plane = ev.cohort_metrics(_predictions(), breakdown="plane", n_boot=200, ece_bins=15)
     a0 = plane[(plane.model == "A") & (plane.seed == 0)].set_index("plane")["accuracy"]
     assert a0["axial"] == 1.0 and a0["sagittal"] == 0.5
-    site = ev.cohort_metrics(_predictions(), breakdown="site", n_boot=200)
+    site = ev.cohort_metrics(_predictions(), breakdown="site", n_boot=200, ece_bins=15)
     assert set(site["site"]) == {"s1", "s2"} and (site["n"] == 2).all()
 
 
 def test_duplicate_rows_are_rejected():
     df = _predictions()
     with pytest.raises(ValueError, match="duplicate"):
-        ev.cohort_metrics(pd.concat([df, df.iloc[:1]]))
+        ev.cohort_metrics(pd.concat([df, df.iloc[:1]]), n_boot=10, ece_bins=15)
 
 
 def test_mcnemar_table_pairs_by_image_id():
@@ -211,7 +211,7 @@ def test_paper_comparison_reports_measured_numbers_honestly():
     summary = ev.summarize_seeds(pd.DataFrame(rows))
     mcn = pd.DataFrame([{"cohort": "normal", "seed": 0, "n": 100, "accuracy_a": 0.9,
                          "accuracy_b": 0.8, "b": 15, "c": 5, "statistic": 5, "pvalue": 0.04}])
-    md = ev.paper_comparison_markdown(summary, mcn)
+    md = paper_comparison_markdown(summary, mcn)
     normal = next(line for line in md.splitlines() if line.startswith("| normal"))
     pa, pb = PAPER_ACCURACY["normal"]
     assert f"{100 * pa:.1f}%" in normal and f"{100 * pb:.1f}%" in normal
@@ -219,7 +219,7 @@ def test_paper_comparison_reports_measured_numbers_honestly():
     assert "-10.0 pts" in normal and "| no |" in normal and "B worse" in normal
     metal = next(line for line in md.splitlines() if line.startswith("| metal"))
     assert "not run" in metal
-    no_test = ev.paper_comparison_markdown(summary)
+    no_test = paper_comparison_markdown(summary)
     assert "CIs" in next(line for line in no_test.splitlines() if line.startswith("| normal"))
 
 
@@ -227,7 +227,7 @@ def test_severity_table_columns_and_values():
     meta = pd.DataFrame({"image_id": ["a", "b"], "y_true": [1, 0]})
     frames = [ev.prediction_frame([0.9, 0.2 + 0.2 * s], meta, "A", 0,
                                   corruption="rician_noise", severity=s) for s in (1, 2)]
-    t = ev.severity_table(pd.concat(frames, ignore_index=True), n_boot=100)
+    t = ev.severity_table(pd.concat(frames, ignore_index=True), n_boot=100, ece_bins=15)
     assert list(t.columns[:8]) == ["model", "corruption", "severity", "seed", "accuracy",
                                    "ci_low", "ci_high", "n"]
     assert t.set_index("severity")["accuracy"].to_dict() == {1: 1.0, 2: 0.5}

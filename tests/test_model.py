@@ -66,7 +66,9 @@ def _smoke_subset(toy_blob_data, n_train=32):
 def test_one_step_training_on_smoke_config(toy_blob_data, tmp_path):
     cfg = StudyConfig.smoke(image_size=64)
     xt, yt, xv, yv = _smoke_subset(toy_blob_data, n_train=cfg.batch_size)  # one batch = one step
-    result = train_classifier(xt, yt, xv, yv, cfg, tmp_path, name="model_a", verbose=0)
+    result = train_classifier(xt, yt, xv, yv, tmp_path / "model_a.keras", seed=cfg.seed, verbose=0,
+                              log_path=tmp_path / "model_a_training_log.csv",
+                              tensorboard_dir=tmp_path / "tensorboard" / "model_a", **cfg.training_settings())
     assert list(result.history.columns[:1]) == ["epoch"] and len(result.history) == 1
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(result.history.columns)
     assert result.model.optimizer.iterations.numpy() == 1
@@ -84,20 +86,24 @@ def test_one_step_training_on_smoke_config(toy_blob_data, tmp_path):
 def test_training_rejects_bad_input(toy_blob_data, tmp_path):
     cfg = StudyConfig.smoke(image_size=64)
     xt, yt, xv, yv = _smoke_subset(toy_blob_data)
+    kw = dict(seed=0, verbose=0, **cfg.training_settings())
     with pytest.raises(ValueError, match="training labels must lie in"):
-        train_classifier(xt, yt + 1, xv, yv, cfg, tmp_path, verbose=0)
+        train_classifier(xt, yt + 1, xv, yv, tmp_path / "m.keras", **kw)
     with pytest.raises(ValueError, match="validation images must be"):
-        train_classifier(xt, yt, xv[..., 0], yv, cfg, tmp_path, verbose=0)
-    with pytest.raises(ValueError, match="cfg.image_size is 128"):
-        train_classifier(xt, yt, xv, yv, cfg.replace(image_size=128), tmp_path, verbose=0)
+        train_classifier(xt, yt, xv[..., 0], yv, tmp_path / "m.keras", **kw)
+    with pytest.raises(ValueError, match="image shapes differ"):
+        train_classifier(xt, yt, xv[:, :32, :32], yv, tmp_path / "m.keras", **kw)
     with pytest.raises(ValueError, match="int class indices"):
-        train_classifier(xt, yt.astype(float), xv, yv, cfg, tmp_path, verbose=0)
+        train_classifier(xt, yt.astype(float), xv, yv, tmp_path / "m.keras", **kw)
+    with pytest.raises(TypeError, match="epochs"):  # no silent defaults: every setting is explicit
+        train_classifier(xt, yt, xv, yv, tmp_path / "m.keras", seed=0, conv_filters=(4,), dense_units=(4,))
 
 
 def test_seeded_training_is_deterministic(toy_blob_data, tmp_path):
     cfg = StudyConfig.smoke(image_size=64)
     xt, yt, xv, yv = _smoke_subset(toy_blob_data, n_train=96)  # 3 shuffled batches
-    runs = [train_classifier(xt, yt, xv, yv, cfg, tmp_path / name, seed=seed, verbose=0).model
+    runs = [train_classifier(xt, yt, xv, yv, tmp_path / f"{name}.keras", seed=seed, verbose=0,
+                             **cfg.training_settings()).model
             for name, seed in (("a", 7), ("b", 7), ("c", 8))]
     same = [np.array_equal(u, v) for u, v in zip(runs[0].get_weights(), runs[1].get_weights(),
                                                  strict=True)]
@@ -152,7 +158,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
                   "mirrored": tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])}
     for name, strategy in strategies.items():
         with tempfile.TemporaryDirectory() as tmp:
-            res = train_classifier(xt, yt, xv, yv, cfg, tmp, strategy=strategy, verbose=0)
+            res = train_classifier(xt, yt, xv, yv, tmp + "/m.keras", seed=cfg.seed, strategy=strategy, verbose=0,
+                                   **cfg.training_settings())
             acc = float((predict_proba(res.model, xs).argmax(1) == ys).mean())
         out[name] = acc
         if strategy is not None:
@@ -179,7 +186,8 @@ def test_training_log_matches_history(tmp_path):
     x = rng.random((64, 64, 64, 1), dtype=np.float32)
     y = (np.arange(64) % 2).astype(np.int32)
     cfg = StudyConfig.smoke(image_size=64, epochs=2, patience=5)
-    res = train_classifier(x, y, x[:16], y[:16], cfg, tmp_path, name="m", verbose=0)
-    log = read_training_log(tmp_path, "m")
+    res = train_classifier(x, y, x[:16], y[:16], tmp_path / "m.keras", seed=0, log_path=tmp_path / "m.csv",
+                           verbose=0, **cfg.training_settings())
+    log = read_training_log(tmp_path / "m.csv")
     assert list(log["epoch"]) == list(res.history["epoch"]) == [1, 2]
     np.testing.assert_allclose(log["val_loss"], res.history["val_loss"], rtol=1e-5)

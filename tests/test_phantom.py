@@ -40,7 +40,7 @@ def _geom(plane: str, s_axis: float) -> SliceGeometry:
 def dataset(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     out = tmp_path_factory.mktemp("synth")
     # metal_fraction 0.25 of 4 exams -> exactly one metal exam
-    df = synthesize(out, n_exams=N_EXAMS, seed=7, image_size=SIZE, metal_fraction=0.25,
+    df = synthesize(out, n_exams=N_EXAMS, seed=7, matrix=SIZE, metal_fraction=0.25,
                     workers=1, progress=False)
     return out, df
 
@@ -132,7 +132,7 @@ def test_dicom_files_are_valid_and_plane_matches_iop(dataset):
 
 def test_byte_identical_across_worker_counts(dataset, tmp_path):
     out1, df1 = dataset
-    df2 = synthesize(tmp_path, n_exams=N_EXAMS, seed=7, image_size=SIZE, metal_fraction=0.25,
+    df2 = synthesize(tmp_path, n_exams=N_EXAMS, seed=7, matrix=SIZE, metal_fraction=0.25,
                      workers=2, progress=False)
     assert (out1 / "data_manifest.csv").read_bytes() == (tmp_path / "data_manifest.csv").read_bytes()
 
@@ -145,7 +145,7 @@ def test_byte_identical_across_worker_counts(dataset, tmp_path):
 
 def test_seed_changes_the_data(dataset, tmp_path):
     out1, df1 = dataset
-    synthesize(tmp_path, n_exams=1, seed=8, image_size=SIZE, metal_fraction=0.0, workers=1,
+    synthesize(tmp_path, n_exams=1, seed=8, matrix=SIZE, metal_fraction=0.0, workers=1,
                progress=False)
     a = (out1 / df1.path.iloc[0]).read_bytes()
     other = sorted(tmp_path.glob("dicom/*/*/IM0001.dcm"))[0].read_bytes()
@@ -174,10 +174,10 @@ def test_plan_splits_are_stratified_by_site_and_patient_disjoint():
 
 @pytest.mark.parametrize("kw,match", [({"n_exams": 0}, "n_exams"),
                                       ({"metal_fraction": 1.5}, "metal_fraction"),
-                                      ({"image_size": 8}, "image_size"),
+                                      ({"matrix": 8}, "matrix"),
                                       ({"workers": -1}, "workers")])
 def test_bad_arguments_are_rejected(tmp_path, kw, match):
-    args = dict(n_exams=1, image_size=SIZE, progress=False) | kw
+    args = dict(n_exams=1, matrix=SIZE, progress=False) | kw
     with pytest.raises(ValueError, match=match):
         synthesize(tmp_path, **args)
 
@@ -226,7 +226,7 @@ def test_dipole_field_scales_with_b0_and_has_dipole_sign():
 def test_metal_exam_renders_an_artifact_near_the_implant():
     """The same slice of a metal exam with and without its implant differs around the metal."""
     plan = plan_exams(4, seed=7, metal_fraction=0.25)
-    task = dict(plan[plan.cohort == "metal"].iloc[0], seed=7, out_dir="unused", image_size=64)
+    task = dict(plan[plan.cohort == "metal"].iloc[0], seed=7, out_dir="unused", base_matrix=64)
     ex = prepare_exam(task)
     centre = ex["implant"].spheres[:, :3].mean(axis=0)
     geom = min((sl["geom"] for sl in ex["slices"] if sl["plane"] == "coronal"),

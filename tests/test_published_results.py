@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from knee_tf.evaluate import paper_comparison_markdown, summarize_seeds
+from knee_tf.evaluate import summarize_seeds
+from knee_tf.report import paper_comparison_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
@@ -43,3 +44,12 @@ def test_readme_layer_claim_holds_in_the_faithfulness_table():
     assert g["deletion_auc"].idxmin() == "pool4" and g["insertion_auc"].idxmax() == "pool4"
     rnd = t[t["method"] == "random"].iloc[0]
     assert g.loc["pool4", "deletion_auc"] < rnd["deletion_auc"] < g.loc["pool3", "deletion_auc"]
+
+
+def test_published_record_matches_the_published_tables():
+    """results/published.json (what `knee-tf study --publish` checks against) names the seeds in cohorts.csv."""
+    import json
+
+    record = json.loads((RESULTS / "published.json").read_text())
+    seeds = sorted(int(s) for s in pd.read_csv(RESULTS / "cohorts.csv")["seed"].unique())
+    assert record["n_seeds"] == len(seeds) and record["seeds"] == seeds

@@ -13,15 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydicom import Dataset, FileMetaDataset, dcmwrite
-from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
-    ExplicitVRLittleEndian,
-    MRImageStorage,
-    generate_uid,
-)
+from pydicom import Dataset
+from pydicom.uid import MRImageStorage, generate_uid
 
-from knee_tf.io import atomic_path
+from knee_tf.dicom_write import write_image
 from knee_tf.phantom.render import SliceGeometry
 from knee_tf.phantom.sites import CoilProfile, SiteProfile
 
@@ -119,29 +114,18 @@ def _exam_template(hdr: ExamHeader, geom: SliceGeometry) -> Dataset:
 
 def write_slice(path: str | Path, pixels: np.ndarray, hdr: ExamHeader, geom: SliceGeometry,
                 instance_number: int) -> None:
-    """Write ``pixels`` (uint16 (rows, cols)) as one DICOM file at ``path`` (atomically)."""
+    """Write ``pixels`` (uint16 (rows, cols)) as one DICOM file at ``path`` (atomically, through
+    :func:`knee_tf.dicom_write.write_image`)."""
     if pixels.dtype != np.uint16 or pixels.ndim != 2:
         raise ValueError(f"pixels must be uint16 2D, got {pixels.dtype} {pixels.shape}")
-    sop_uid = uid(hdr.seed, hdr.exam_id, "image", instance_number)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = "KNEE_TF_PHANTOM"
-
     ds = copy.copy(_exam_template(hdr, geom))  # shallow: per-slice elements are replaced below
-    ds.file_meta = meta
-    ds.SOPInstanceUID = sop_uid
+    ds.SOPInstanceUID = uid(hdr.seed, hdr.exam_id, "image", instance_number)
     ds.SpacingBetweenSlices = f"{hdr.spacing_mm[geom.plane]:.1f}"
     ds.InstanceNumber = instance_number
     ds.ImagePositionPatient = [f"{v:.4f}" for v in geom.top_left]
     ds.ImageOrientationPatient = [f"{v:.6f}" for v in np.concatenate([geom.row_dir, geom.col_dir])]
     ds.SliceLocation = f"{float(geom.centre @ geom.normal):.4f}"
-    ds.set_pixel_data(np.ascontiguousarray(pixels), "MONOCHROME2", 16,
-                      generate_instance_uid=False)  # keep the deterministic UID
     hi = int(pixels.max())
     ds.WindowCenter = str(max(hi // 2, 1))
     ds.WindowWidth = str(max(hi, 2))
-    with atomic_path(path) as tmp:
-        dcmwrite(tmp, ds, enforce_file_format=True)
+    write_image(path, ds, pixels, bits_stored=16, implementation_version="KNEE_TF_PHANTOM")

@@ -22,12 +22,13 @@ import numpy as np
 
 from knee_tf.phantom.anatomy import CONDYLES, Knee
 from knee_tf.phantom.render import SliceGeometry
+from knee_tf.vocab import AXIAL, CORONAL, IRRELEVANT, RELEVANT, SAGITTAL
 
 BOUNDARY_BAND_MM = 4.0
 BOUNDARY_FLIP_RATE = 0.3
 
 #: plane -> unit axis along which slices are positioned (sign chosen so s grows L, P, S)
-PLANE_AXES = {"axial": (0.0, 0.0, 1.0), "sagittal": (1.0, 0.0, 0.0), "coronal": (0.0, 1.0, 0.0)}
+PLANE_AXES = {AXIAL: (0.0, 0.0, 1.0), SAGITTAL: (1.0, 0.0, 0.0), CORONAL: (0.0, 1.0, 0.0)}
 
 
 def _extent(knee: Knee, names, n) -> tuple[float, float]:
@@ -48,9 +49,9 @@ def relevant_interval(knee: Knee, plane: str) -> tuple[float, float]:
     if plane not in PLANE_AXES:
         raise ValueError(f"unknown plane {plane!r}; expected one of {tuple(PLANE_AXES)}")
     n = np.array(PLANE_AXES[plane])
-    if plane == "axial":
+    if plane == AXIAL:
         return _extent(knee, ("fibular head",), n)[1], _extent(knee, ("patella",), n)[1]
-    femoral = CONDYLES + (("intercondylar notch",) if plane == "sagittal" else ())
+    femoral = CONDYLES + (("intercondylar notch",) if plane == SAGITTAL else ())
     f_lo, f_hi = _extent(knee, femoral, n)
     t_lo, t_hi = _extent(knee, ("tibial plateau",), n)
     return max(f_lo, t_lo), min(f_hi, t_hi)
@@ -66,7 +67,7 @@ def rule_label(knee: Knee, geom: SliceGeometry) -> tuple[str, float]:
     lo, hi = relevant_interval(knee, geom.plane)
     s = slice_position(geom)
     dist = min(s - lo, hi - s)
-    return ("relevant" if dist >= 0 else "irrelevant"), float(dist)
+    return (RELEVANT if dist >= 0 else IRRELEVANT), float(dist)
 
 
 def noisy_label(label: str, distance_mm: float, rng: np.random.Generator) -> tuple[str, bool]:
@@ -74,7 +75,7 @@ def noisy_label(label: str, distance_mm: float, rng: np.random.Generator) -> tup
     random stream does not depend on the geometry."""
     u = rng.random()
     if abs(distance_mm) < BOUNDARY_BAND_MM and u < BOUNDARY_FLIP_RATE:
-        return ("irrelevant" if label == "relevant" else "relevant"), True
+        return (IRRELEVANT if label == RELEVANT else RELEVANT), True
     return label, False
 
 

@@ -117,7 +117,7 @@ class SiteProfile:
     thickness_mm: tuple[float, float]
     spacing_mm: tuple[float, float]  # centre-to-centre, >= thickness
     slices: tuple[int, ...]  # slices per plane, sampled per plane
-    matrix_scale: tuple[tuple[float, float], ...]  # (matrix / image_size, probability)
+    matrix_scale: tuple[tuple[float, float], ...]  # (matrix / base matrix, probability)
     snr: float  # SNR of muscle at the coil's sweet spot, reference voxel (0.86^2 x 8 mm)
     wrap_probability: float  # per series plane: phase FOV 70-85 % -> wrap-around
     b1_inhomogeneity: float  # transmit flip-angle variation across the FOV (3 T dielectric)

@@ -35,19 +35,18 @@ from knee_tf.phantom.render import (
     render_slice,
 )
 from knee_tf.phantom.sites import COILS, SITES, choose, tissue_signals
+from knee_tf.vocab import AXIAL, CORONAL, PLANES, REQUIRED_COLUMNS, SAGITTAL
 
-REQUIRED_COLUMNS = ("image_id", "patient_id", "exam_id", "path", "plane", "label", "split")
 SITE_COLUMNS = ("site", "scanner", "field_strength_t", "coil", "cohort", "slice_index", "anatomy")
 EXTRA_COLUMNS = ("slice_location_mm", "rule_label", "label_flipped", "boundary_distance_mm",
                  "implant", "side", "flexion_deg", "fov_mm", "matrix", "thickness_mm",
                  "spacing_mm", "wrap")
 MANIFEST_COLUMNS = REQUIRED_COLUMNS + SITE_COLUMNS + EXTRA_COLUMNS
-PLANE_ORDER = ("axial", "sagittal", "coronal")
 #: direction in which slices are numbered along PLANE_AXES (GE: axial I->S, coronal P->A)
-SLICE_DIRECTION = {"axial": 1.0, "sagittal": 1.0, "coronal": -1.0}
+SLICE_DIRECTION = {AXIAL: 1.0, SAGITTAL: 1.0, CORONAL: -1.0}
 SPLIT_FRACTIONS = (("train", 0.7), ("val", 0.1), ("test", 0.2))
 REPEAT_EXAM_RATE = 0.1  # share of normal exams that are a patient's second exam
-CENTRING_SD_MM = {"axial": 16.0, "sagittal": 24.0, "coronal": 14.0}
+CENTRING_SD_MM = {AXIAL: 16.0, SAGITTAL: 24.0, CORONAL: 14.0}
 
 
 def plan_exams(n_exams: int, seed: int, metal_fraction: float) -> pd.DataFrame:
@@ -101,7 +100,7 @@ def _exam_rngs(seed: int, exam_index: int):
 def prepare_exam(task: dict) -> dict:
     """Everything about one exam except its pixels: posed knee, implant, acquisition, header and
     the slice geometries (plane order, then slice order). Cheap; deterministic in ``task``."""
-    seed, image_size = task["seed"], task["image_size"]
+    seed, base_matrix = task["seed"], task["base_matrix"]
     r_pose, r_acq, r_noise, r_label = _exam_rngs(seed, task["exam_index"])
     body = np.random.default_rng(np.random.SeedSequence([seed, 1, task["patient_index"]]))
     pose = sample_pose(r_pose)
@@ -127,10 +126,10 @@ def prepare_exam(task: dict) -> dict:
                       (signals["muscle"][0] + signals["muscle"][1]) * sens_knee,
                       float(r_acq.uniform(*site.max_stored)))
     fov = float(r_acq.uniform(*site.fov_mm))
-    matrix = int(round(image_size * choose(r_acq, site.matrix_scale) / 2.0) * 2)
+    matrix = int(round(base_matrix * choose(r_acq, site.matrix_scale) / 2.0) * 2)
     thickness = float(r_acq.uniform(*site.thickness_mm))
     protocol = {}
-    for plane in PLANE_ORDER:
+    for plane in PLANES:
         n = int(r_acq.choice(site.slices))
         spacing = max(float(r_acq.uniform(*site.spacing_mm)), thickness)
         centre = float(knee.centre @ np.array(PLANE_AXES[plane])
@@ -146,7 +145,7 @@ def prepare_exam(task: dict) -> dict:
                         site, coil, {p: v[1] for p, v in protocol.items()})
 
     slices = []
-    for plane in PLANE_ORDER:
+    for plane in PLANES:
         n, spacing, centre, wrap = protocol[plane]
         nrm_sign = float(np.cross(*[np.array(v) for v in ORIENTATIONS[plane]])
                          @ np.array(PLANE_AXES[plane]))
@@ -200,19 +199,19 @@ def _sensitivity_at(coil, centre, rot_deg, loose, point) -> float:
                                                          coil.loop_radius_mm))[0])
 
 
-def synthesize(out_dir, n_exams: int = 513, seed: int = 0, image_size: int = 256,
+def synthesize(out_dir, n_exams: int = 513, seed: int = 0, matrix: int = 256,
                metal_fraction: float = 0.10, workers: int | None = None,
                progress: bool = True) -> pd.DataFrame:
     """Generate the default dataset: DICOM files under ``out_dir`` and ``out_dir/data_manifest.csv``.
 
-    n_exams >= 1; image_size: base acquisition matrix (>= 32; some sites use 0.75x or 2x);
+    n_exams >= 1; matrix: base acquisition matrix (>= 32; some sites use 0.75x or 2x);
     metal_fraction in [0, 1]; workers: processes (None or 0 = all cores). Returns the manifest
     (one row per 2D image, columns :data:`MANIFEST_COLUMNS`). Byte-identical for any ``workers``.
     """
     if int(n_exams) < 1:
         raise ValueError(f"n_exams must be >= 1, got {n_exams}")
-    if int(image_size) < 32:
-        raise ValueError(f"image_size must be >= 32, got {image_size}")
+    if int(matrix) < 32:
+        raise ValueError(f"matrix must be >= 32, got {matrix}")
     if not 0.0 <= float(metal_fraction) <= 1.0:
         raise ValueError(f"metal_fraction must be in [0, 1], got {metal_fraction}")
     if workers is not None and int(workers) < 0:
@@ -220,7 +219,7 @@ def synthesize(out_dir, n_exams: int = 513, seed: int = 0, image_size: int = 256
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plan = plan_exams(int(n_exams), int(seed), float(metal_fraction))
-    tasks = [dict(row, seed=int(seed), out_dir=str(out), image_size=int(image_size))
+    tasks = [dict(row, seed=int(seed), out_dir=str(out), base_matrix=int(matrix))
              for row in plan.to_dict("records")]
     n_workers = int(workers) if workers else (os.cpu_count() or 1)
     n_workers = max(1, min(n_workers, len(tasks)))

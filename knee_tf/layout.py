@@ -1,0 +1,140 @@
+"""The run folder as one contract: every file a run holds is named here, and only here.
+
+A run folder (``runs/<timestamp>-<config>/`` unless ``--out`` names one)::
+
+    config.json                       the StudyConfig every notebook of this run reads
+    notebooks/NN_*.ipynb              executed copies of the notebooks
+    steps/NN_*.done                   written when a step finished; lists the outputs it promised
+    artifacts/ingest.json             the ingest record: where notebook 01's decoded arrays live
+    artifacts/aug_pool_seed<S>.npy    the augmented training pool of seed S (float16 (M, H, W, 1))
+    artifacts/aug_pool_seed<S>.csv    its provenance (one row per augmented image)
+    artifacts/fig2_examples.npz       Figure 2's images, maps and augmented copies (notebook 04 -> 06)
+    artifacts/aug_dicom/              augmented images exported as derived DICOM
+    models/model_<arm>_seed<S>.keras  one model per (arm, seed); arms are strings ("A", "B", ...)
+    models/model_<arm>_seed<S>_training_log.csv, models/tensorboard/model_<arm>_seed<S>/
+    results/*.csv, *.json, *.md       tables (what the paper reports, and more)
+    figures/*.png                     figures
+
+Notebooks, the runner and :mod:`knee_tf.cohorts` ask a :class:`RunLayout` for a path; none builds
+one from a string. A new output is one line here; a new arm (e.g. ``"A_steps"``, ``"B_random"``)
+needs no code at all: :meth:`RunLayout.model` takes any arm name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: The sub-folders of every run folder.
+FOLDERS: tuple[str, ...] = ("notebooks", "steps", "artifacts", "models", "results", "figures")
+
+#: Figures, by the attribute name of their path: ``layout.figure_<key>``.
+FIGURES: dict[str, str] = {
+    "counts": "01_counts",
+    "montage": "01_montage",
+    "montage_sites": "01_montage_sites",
+    "intensity_per_site": "01_intensity_per_site",
+    "learning_curves_a": "02_learning_curves",
+    "confusion_a": "02_confusion_model_a",
+    "gradcam_layers": "fig1_gradcam_layers",
+    "faithfulness_curves": "03_faithfulness_curves",
+    "augmentation": "fig2_augmentation",
+    "learning_curves_a_vs_b": "05_learning_curves_a_vs_b",
+    "augmentation_a_vs_b": "fig2_augmentation_a_vs_b",
+    "a_wrong_b_right": "fig3_a_wrong_b_right",
+    "severity": "06_severity",
+}
+#: Result tables, by attribute name.
+RESULTS: dict[str, str] = {
+    "linear_baseline": "linear_baseline.json",
+    "model_a_test": "model_a_test.csv",
+    "faithfulness": "faithfulness.csv",
+    "predictions": "predictions.csv",
+    "cohorts": "cohorts.csv",
+    "mcnemar": "mcnemar.csv",
+    "severity_table": "severity.csv",
+    "breakdown_plane": "breakdown_plane.csv",
+    "breakdown_site": "breakdown_site.csv",
+    "results_table": "results_table.md",
+}
+#: Files of the repository's top level that record a published run (see knee_tf.study.publish).
+PUBLISHED_RECORD = "published.json"
+
+
+class RunLayout:
+    """Every path of one run folder. Creating a layout touches nothing; :meth:`create` makes the folders.
+
+    Attributes ``figure_<key>`` (see :data:`FIGURES`) and ``<key>`` of :data:`RESULTS` are the
+    figure and table paths; the methods name the per-seed and per-(arm, seed) files.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"RunLayout({str(self.root)!r})"
+
+    def __getattr__(self, name: str) -> Path:
+        if name.startswith("figure_") and name[len("figure_"):] in FIGURES:
+            return self.figures / f"{FIGURES[name[len('figure_'):]]}.png"
+        if name in RESULTS:
+            return self.results / RESULTS[name]
+        raise AttributeError(f"RunLayout has no file {name!r}")
+
+    def create(self) -> RunLayout:
+        for sub in FOLDERS:
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        return self
+
+    # ---------------------------------------------------------------- folders
+    notebooks = property(lambda self: self.root / "notebooks")
+    steps = property(lambda self: self.root / "steps")
+    artifacts = property(lambda self: self.root / "artifacts")
+    models = property(lambda self: self.root / "models")
+    results = property(lambda self: self.root / "results")
+    figures = property(lambda self: self.root / "figures")
+
+    # ---------------------------------------------------------------- run-level files
+    config = property(lambda self: self.root / "config.json")
+    ingest_record = property(lambda self: self.artifacts / "ingest.json")
+    fig2_examples = property(lambda self: self.artifacts / "fig2_examples.npz")
+    aug_dicom = property(lambda self: self.artifacts / "aug_dicom")
+
+    def executed_notebook(self, step: str) -> Path:
+        return self.notebooks / f"{step}.ipynb"
+
+    def step_marker(self, step: str) -> Path:
+        return self.steps / f"{step}.done"
+
+    # ---------------------------------------------------------------- per seed, per (arm, seed)
+    def aug_pool_images(self, seed: int) -> Path:
+        return self.artifacts / f"aug_pool_seed{int(seed)}.npy"
+
+    def aug_pool_provenance(self, seed: int) -> Path:
+        return self.artifacts / f"aug_pool_seed{int(seed)}.csv"
+
+    @staticmethod
+    def model_name(arm: str, seed: int) -> str:
+        """``model_<arm>_seed<S>`` (arm lower-cased): the stem of a model's files and logs."""
+        arm = str(arm)
+        if not arm or not all(c.isalnum() or c == "_" for c in arm):
+            raise ValueError(f"arm must be a non-empty name of letters, digits and '_'; got {arm!r}")
+        return f"model_{arm.lower()}_seed{int(seed)}"
+
+    def model(self, arm: str, seed: int) -> Path:
+        return self.models / f"{self.model_name(arm, seed)}.keras"
+
+    def training_log(self, arm: str, seed: int) -> Path:
+        """The CSV log :func:`knee_tf.model.train_classifier` writes next to the model."""
+        return self.models / f"{self.model_name(arm, seed)}_training_log.csv"
+
+    def tensorboard(self, arm: str, seed: int) -> Path:
+        """The TensorBoard event folder of one model's training."""
+        return self.models / "tensorboard" / self.model_name(arm, seed)
+
+    def relative(self, path: Path) -> str:
+        return str(Path(path).relative_to(self.root))
+
+
+def published_record(top: str | Path) -> Path:
+    """The record of the run published to ``top``/figures and ``top``/results."""
+    return Path(top) / "results" / PUBLISHED_RECORD

@@ -1,0 +1,99 @@
+"""The study's vocabulary: class, plane, split, cohort, method and column names, and the decision rule.
+
+Every other module imports these names; none spells them out again. No TensorFlow, no pandas:
+this module is imported by the DICOM decoding workers and by the phantom as well.
+
+* ``CLASSES``: the label values in class-index order; the index is the integer label and the
+  softmax output position. ``relevant`` (index 1) is the positive class.
+* ``predicted_class``: the one decision rule, ``p_relevant > 0.5`` -> 1 (relevant). A probability
+  of exactly 0.5 goes to ``irrelevant``, the same answer as ``argmax`` over ``(p_irrelevant,
+  p_relevant)`` (argmax breaks ties towards the first class), so thresholding and argmax never disagree.
+* ``check_targets``: the one check of the classes an activation map explains (used by
+  :mod:`knee_tf.cam` and :mod:`knee_tf.faithfulness`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Label values in class-index order: label column value -> index (0 irrelevant, 1 relevant).
+CLASSES: tuple[str, ...] = ("irrelevant", "relevant")
+IRRELEVANT, RELEVANT = CLASSES
+#: Localizer planes, in the order figures and tables show them.
+PLANES: tuple[str, ...] = ("axial", "sagittal", "coronal")
+AXIAL, SAGITTAL, CORONAL = PLANES
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+TRAIN, VAL, TEST = SPLITS
+
+#: Test cohorts, in the paper's order: (1) normal images, (2) metal-implant exams, (3) images
+#: corrupted with Model A's own maps. ``normal`` and ``metal`` come from the manifest's ``cohort``
+#: column; ``cam`` is made by the study (:data:`DERIVED_COHORTS`), never read from a manifest.
+COHORTS: tuple[str, ...] = ("normal", "metal", "cam")
+NORMAL, METAL, CAM = COHORTS
+DERIVED_COHORTS: tuple[str, ...] = (CAM,)
+#: The values a manifest's ``cohort`` column may hold.
+MANIFEST_COHORTS: tuple[str, ...] = tuple(c for c in COHORTS if c not in DERIVED_COHORTS)
+
+#: Activation-map methods (:mod:`knee_tf.cam`) and their human-readable names.
+CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
+GRADCAM, GRADCAM_PP = CAM_METHODS
+METHOD_NAMES: dict[str, str] = {GRADCAM: "Grad-CAM", GRADCAM_PP: "Grad-CAM++"}
+#: Augmentation transforms (:mod:`knee_tf.augment`): ``image * (1 - M)`` and ``image * (1 - w * M)``.
+TRANSFORMS: tuple[str, ...] = ("inverted", "weighted")
+INVERTED, WEIGHTED = TRANSFORMS
+
+#: The two arms of the paper: Model A (normal images) and Model B (normal + augmented). Arms are
+#: plain strings, so further arms (controls, ablations) need no new code.
+MODEL_A, MODEL_B = "A", "B"
+
+#: Manifest columns every row must fill (:mod:`knee_tf.manifest` checks them).
+REQUIRED_COLUMNS: tuple[str, ...] = ("image_id", "patient_id", "exam_id", "path", "plane", "label", "split")
+#: Optional manifest columns with a meaning in the study (others are kept as they are):
+#: breakdowns (site, scanner, field_strength_t, coil), the test cohort, the frame of a
+#: multi-frame file, and the phantom's slice_index / anatomy (teaching examples).
+OPTIONAL_COLUMNS: tuple[str, ...] = (
+    "site", "scanner", "field_strength_t", "coil", "cohort", "frame", "slice_index", "anatomy",
+)
+
+
+def encode_labels(labels) -> np.ndarray:
+    """Label strings ('irrelevant' | 'relevant') -> int32 class indices (0 | 1)."""
+    lookup = {c: i for i, c in enumerate(CLASSES)}
+    try:
+        return np.array([lookup[str(v)] for v in labels], dtype=np.int32)
+    except KeyError as e:
+        raise ValueError(f"unknown label {e.args[0]!r}; expected one of {CLASSES}") from None
+
+
+def predicted_class(p_relevant) -> np.ndarray:
+    """The decision rule: int64 class indices, 1 where ``p_relevant > 0.5``, else 0.
+
+    p_relevant: float (N,) (or a scalar) in [0, 1], the probability of class 1. Ties (exactly 0.5)
+    go to class 0, as ``argmax`` of the two softmax outputs does.
+    """
+    return (np.asarray(p_relevant, dtype=np.float64) > 0.5).astype(np.int64)
+
+
+def class_name(p_relevant: float) -> str:
+    """The class name :func:`predicted_class` picks for one probability of ``relevant``."""
+    return CLASSES[int(predicted_class(p_relevant))]
+
+
+def check_targets(targets, n: int, n_classes: int = len(CLASSES)) -> np.ndarray:
+    """The classes activation maps explain: int32 (n,), -1 meaning "the predicted class".
+
+    targets: None (every image's predicted class), one int for all images, or int (n,) class
+    indices in [0, n_classes - 1]. Raises ValueError naming what is wrong.
+    """
+    if targets is None:
+        return np.full(n, -1, np.int32)
+    t = np.asarray(targets)
+    if not np.issubdtype(t.dtype, np.integer):
+        raise ValueError(f"targets must be int class indices, got dtype {t.dtype}")
+    if t.ndim == 0:
+        t = np.full(n, int(t))
+    if t.shape != (n,):
+        raise ValueError(f"targets must be an int or int (N,) = ({n},), got shape {t.shape}")
+    if n and (t.min() < 0 or t.max() >= n_classes):
+        raise ValueError(f"targets must lie in [0, {n_classes - 1}], got [{t.min()}, {t.max()}]")
+    return t.astype(np.int32)
