@@ -81,7 +81,7 @@ def linear_baseline(train_images, train_labels, test_images, test_labels, size: 
     """Train on (train_images, train_labels), report accuracy on the test set.
 
     images: float (N, H, W[, 1]) (any fixed range per image; e.g. [0, 1] after 1-99 % scaling);
-    labels: int (N,) 0/1 or strings 'irrelevant'/'relevant'; planes: optional str (N,) arrays
+    labels: int (N,) 0/1 or class names (:data:`knee_tf.vocab.CLASSES`); planes: optional str (N,) arrays
     (needed for per-plane accuracy and ``per_plane``). Returns a dict: ``accuracy`` (test),
     ``train_accuracy``, ``n_train``, ``n_test``, ``size``, ``l2``, ``per_plane`` (bool) and
     ``accuracy_<plane>`` for each test plane when planes are given.

@@ -63,7 +63,7 @@ def _cmd_ingest(a) -> int:
 
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="apply a trained model to any manifest (through the same ingest path)")
-    p.add_argument("--model", required=True, help="a .keras file written by training (e.g. model_a_seed0.keras)")
+    p.add_argument("--model", required=True, help="a .keras file written by training (a run folder's models/)")
     p.add_argument("--manifest", required=True)
     p.add_argument("--root", required=True)
     p.add_argument("--out", required=True, help="CSV: image_id, plane, p_relevant, predicted, label")
@@ -88,7 +88,7 @@ def _cmd_predict(a) -> int:
 def _add_study(sub) -> None:
     p = sub.add_parser("study", help="run notebooks 01-06 into a run folder (resumes an interrupted run)")
     p.add_argument("--config", default=None, help="default | smoke | path to a StudyConfig JSON (default: the "
-                                                  "config.json of --out if it has one, else default)")
+                                                  "config saved in --out if it holds a run, else default)")
     p.add_argument("--seeds", type=int, default=None, help="training seeds per model (default: the config's)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
                    help="override one StudyConfig field, e.g. --set epochs=3 --set n_faithfulness=100 (repeatable)")

@@ -141,7 +141,7 @@ class Run:
 def open_run(run_dir: str | Path = "", config: str | StudyConfig = "default", create: bool = False) -> Run:
     """The run a notebook works in.
 
-    run_dir given: that folder; its config.json (if any) wins over ``config``.
+    run_dir given: that folder; the config saved in it (if any) wins over ``config``.
     run_dir empty: with ``create`` a new ``runs/<timestamp>-<name>/``; otherwise the newest run folder
     (so a person can step through notebooks 02-06 after running 01 by hand).
     """
@@ -191,7 +191,7 @@ def run_study(config: str | StudyConfig | None = None, seeds: int | None = None,
               steps: tuple[str, ...] | None = None, settings=(), log=print) -> Run:
     """Execute the notebooks into a run folder; return the Run. Writes nothing outside it.
 
-    config: "default" | "smoke" | a JSON path | a StudyConfig; None: the config.json of ``out`` when
+    config: "default" | "smoke" | a JSON path | a StudyConfig; None: the config saved in ``out`` when
     it holds one, else "default". seeds: n_seeds override; settings: ``["field=value", ...]``
     overrides (:meth:`StudyConfig.with_settings`). out=None: resume the newest unfinished run of
     the same config under runs/, else start a new one.

@@ -1,0 +1,121 @@
+"""The seams: run-folder names (knee_tf.layout), the vocabulary and decision rule (knee_tf.vocab),
+and one settings source (StudyConfig fields, `knee-tf study --set`)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from knee_tf.cam import compute_cams
+from knee_tf.config import StudyConfig
+from knee_tf.layout import FIGURES, RESULTS, RunLayout
+from knee_tf.vocab import (
+    CLASSES,
+    OPTIONAL_COLUMNS,
+    PLANES,
+    REQUIRED_COLUMNS,
+    check_targets,
+    predicted_class,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_layout_names_models_of_any_arm_and_every_figure_and_table(tmp_path):
+    lay = RunLayout(tmp_path)
+    assert lay.model("A", 0) == tmp_path / "models" / "model_a_seed0.keras"
+    assert lay.model("B_random", 2).name == "model_b_random_seed2.keras"  # a new arm needs no code
+    assert lay.training_log("A_steps", 1).name == "model_a_steps_seed1_training_log.csv"
+    assert len({lay.model(a, s) for a in ("A", "B", "A_steps") for s in (0, 1)}) == 6
+    with pytest.raises(ValueError, match="arm"):
+        lay.model("A/../x", 0)
+    paths = [getattr(lay, f"figure_{k}") for k in FIGURES] + [getattr(lay, k) for k in RESULTS]
+    assert len(set(paths)) == len(FIGURES) + len(RESULTS)
+    assert all(p.parent in (lay.figures, lay.results) for p in paths)
+    with pytest.raises(AttributeError, match="no file"):
+        _ = lay.figure_nonexistent
+    assert not any(tmp_path.iterdir())  # naming creates nothing; create() makes the folders
+    assert sorted(p.name for p in lay.create().root.iterdir()) == sorted(
+        ["artifacts", "figures", "models", "notebooks", "results", "steps"])
+
+
+def test_no_run_folder_file_name_outside_the_layout():
+    names = [f"{stem}.png" for stem in FIGURES.values()] + list(RESULTS.values()) + [
+        "ingest.json", "aug_pool_seed", "fig2_examples.npz", "model_a_seed", "model_b_seed", "config.json"]
+    sources = [p for p in (ROOT / "knee_tf").rglob("*.py") if p.name != "layout.py"]
+    sources += sorted((ROOT / "notebooks").glob("*.py"))
+    hits = [(p.name, n) for p in sources for n in names if n in p.read_text()]
+    assert not hits, hits
+
+
+def test_no_class_or_plane_name_outside_the_vocabulary():
+    literal = re.compile("[\"']({})[\"']".format("|".join(CLASSES + PLANES)))
+    sources = [p for p in (ROOT / "knee_tf").rglob("*.py") if p.name != "vocab.py"]
+    sources += sorted((ROOT / "notebooks").glob("*.py"))
+    hits = [(p.name, m.group(0)) for p in sources for m in literal.finditer(p.read_text())]
+    assert not hits, hits
+
+
+def test_decision_rule_ties_go_to_irrelevant_like_argmax():
+    p = np.array([0.0, 0.49, 0.5, 0.5000001, 1.0])
+    np.testing.assert_array_equal(predicted_class(p), [0, 0, 0, 1, 1])
+    probs = np.stack([1 - p, p], axis=1)
+    np.testing.assert_array_equal(predicted_class(p), probs.argmax(1))
+
+
+def test_the_one_target_check_is_used_by_cam_and_faithfulness(tiny_trained_model, toy_blob_data):
+    x = toy_blob_data["test"][0][:4]
+    np.testing.assert_array_equal(check_targets(None, 3), [-1, -1, -1])
+    np.testing.assert_array_equal(check_targets(1, 3), [1, 1, 1])
+    for bad, match in ((np.array([0.5, 1.0]), "int class indices"), (np.array([0, 2, 0, 0]), "lie in"),
+                       (np.array([0, 1]), "shape")):
+        with pytest.raises(ValueError, match=match):
+            check_targets(bad, 4)
+        with pytest.raises(ValueError, match=match):
+            compute_cams(tiny_trained_model, x, layers=("pool4",), targets=bad, progress=False)
+        from knee_tf.faithfulness import faithfulness_curves
+
+        cams = compute_cams(tiny_trained_model, x, layers=("pool4",), progress=False)
+        with pytest.raises(ValueError, match=match):
+            faithfulness_curves(tiny_trained_model, x, cams, targets=bad, steps=2, progress=False)
+
+
+def test_manifest_columns_documented_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| column | required | meaning |"):readme.index("```csv")]
+    for col in REQUIRED_COLUMNS + OPTIONAL_COLUMNS[:6]:
+        assert f"`{col}`" in table, col
+
+
+def test_with_settings_parses_and_checks_types():
+    cfg = StudyConfig.smoke().with_settings(["epochs=3", "severities=[1,3]", "aug_weight_range=[0.6, 0.9]",
+                                             "name=mine", "learning_rate=1e-2"])
+    assert (cfg.epochs, cfg.severities, cfg.aug_weight_range, cfg.name, cfg.learning_rate) == (
+        3, (1, 3), (0.6, 0.9), "mine", 0.01)
+    for bad, match in (("epochs=three", "integer"), ("epoch=3", "StudyConfig field"), ("epochs", "field=value"),
+                       ("severities=3", "list")):
+        with pytest.raises(ValueError, match=match):
+            StudyConfig.smoke().with_settings([bad])
+
+
+def test_every_notebook_knob_is_a_config_field():
+    fields = set(StudyConfig.__dataclass_fields__)
+    assert {"n_faithfulness", "faithfulness_steps", "n_dicom_export", "on_error", "predict_batch_size",
+            "corruption_seed", "synth_matrix", "n_figure3_per_cohort"} <= fields
+    for nb in sorted((ROOT / "notebooks").glob("*.py")):
+        text = nb.read_text()
+        params = text[text.index('tags=["parameters"]'):].split("# %%", 1)[0]
+        assigned = re.findall(r"^(\w+) =", params, flags=re.M)
+        assert assigned == ["config", "run_dir"], (nb.name, assigned)
+
+
+def test_cli_set_rejects_a_bad_value_in_one_line():
+    proc = subprocess.run([sys.executable, "-m", "knee_tf", "study", "--config", "smoke", "--set", "epochs=x"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == ["error: --set 'epochs=x': epochs is an integer"]
