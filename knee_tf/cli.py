@@ -1,4 +1,4 @@
-"""``knee-tf`` command line: synth, ingest, predict, study. Also ``python -m knee_tf``.
+"""``knee-tf`` command line: synth, ingest, predict, study; scan, split, reslice, pull, push. Also ``python -m knee_tf``.
 
 Bad input ends with one line per problem on stderr and exit code 2, never a traceback.
 """
@@ -112,10 +112,134 @@ def _cmd_study(a) -> int:
     return 0
 
 
+# ----- your own data: scan, split, reslice, pull, push -----
+
+def _add_scan(sub) -> None:
+    p = sub.add_parser("scan", help="find the knee localizer slices in a DICOM export (headers only) -> manifest")
+    p.add_argument("dir", help="folder to scan (nested, DICOMDIR or loose files, any file names)")
+    p.add_argument("--out", required=True, help="manifest CSV to write (scan_report.csv is written beside it)")
+    p.add_argument("--model", default=None, help="a .keras model: fill p_relevant and the predicted class")
+    p.add_argument("--salt", default=None, help="salt file for pseudonyms (default: pseudonym_salt.txt beside --out)")
+    p.add_argument("--id-map", default=None, help="where the map back to real ids goes "
+                                                  "(default: patient_id_map.csv beside --out)")
+    p.add_argument("--cache", default=_DEFAULT.cache_dir)
+    p.set_defaults(func=_cmd_scan)
+
+
+def _cmd_scan(a) -> int:
+    from knee_tf.scan import scan_folder, summarise
+
+    res = scan_folder(a.dir, a.out, salt_file=a.salt, id_map=a.id_map)
+    print(summarise(res))
+    print(f"manifest: {a.out}; not taken, with reasons: {res.report_path}; "
+          f"pseudonym map (keep private): {res.id_map_path}")
+    if a.model and len(res.manifest):
+        from knee_tf.scan import add_predictions
+
+        add_predictions(a.out, a.dir, a.model, cache_dir=a.cache)
+        print(f"predictions of {a.model} added to {a.out} (p_relevant, predicted; label left empty)")
+    return 0
+
+
+def _add_split(sub) -> None:
+    p = sub.add_parser("split", help="assign train/val/test by patient (seeded, stratified by site)")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--by", choices=("patient",), default="patient")
+    p.add_argument("--ratios", default="0.7,0.1,0.2", help="train,val,test shares of patients")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write here instead of rewriting --manifest")
+    p.set_defaults(func=_cmd_split)
+
+
+def _cmd_split(a) -> int:
+    from knee_tf.io import atomic_write_csv
+    from knee_tf.manifest import read_manifest
+    from knee_tf.split import parse_ratios, split_by_patient, split_summary
+
+    df = split_by_patient(read_manifest(a.manifest), parse_ratios(a.ratios), a.seed,
+                          manifest_name=a.manifest)
+    atomic_write_csv(a.out or a.manifest, df)
+    print(split_summary(df).to_string())
+    print(f"wrote {a.out or a.manifest}")
+    return 0
+
+
+def _add_reslice(sub) -> None:
+    p = sub.add_parser("reslice", help="3D volumes -> tri-plane pseudo-localizer DICOM slices + manifest")
+    p.add_argument("inputs", nargs="+", help="DICOM series folders, .nii/.nii.gz files or MRNet-style .npy stacks")
+    p.add_argument("--out", required=True, help="output folder (DICOM files and data_manifest.csv)")
+    p.add_argument("--orientation", choices=("axial", "sagittal", "coronal"), default=None,
+                   help="acquisition plane of a .npy stack (no header)")
+    p.add_argument("--spacing", default=None, help="ROW,COL,SLICE mm of a .npy stack")
+    p.add_argument("--series-uid", default=None, help="which series, when a folder holds several")
+    p.add_argument("--count", type=int, default=7, help="slices per plane")
+    p.add_argument("--thickness", type=float, default=8.0, help="slab thickness (mm)")
+    p.add_argument("--gap", type=float, default=13.0, help="slice centre-to-centre spacing (mm)")
+    p.add_argument("--matrix", type=int, default=256)
+    p.set_defaults(func=_cmd_reslice)
+
+
+def _cmd_reslice(a) -> int:
+    from knee_tf.reslice import reslice_to_manifest
+
+    spacing = None
+    if a.spacing:
+        try:
+            spacing = tuple(float(v) for v in a.spacing.split(","))
+            assert len(spacing) == 3 and min(spacing) > 0
+        except (ValueError, AssertionError):
+            raise InputError(f"--spacing {a.spacing!r}: expected three positive numbers ROW,COL,SLICE") from None
+    df = reslice_to_manifest(a.inputs, a.out, a.orientation, spacing, a.series_uid,
+                             count=a.count, thickness_mm=a.thickness, spacing_mm=a.gap, matrix=a.matrix)
+    print(f"wrote {len(df)} pseudo-localizer slices from {df['exam_id'].nunique()} volume(s) to {a.out}")
+    return 0
+
+
+def _add_pull(sub) -> None:
+    p = sub.add_parser("pull", help="query (QIDO-RS) and retrieve (WADO-RS) studies from a DICOMweb PACS, then scan")
+    p.add_argument("--url", required=True, help="DICOMweb root, e.g. http://localhost:8042/dicom-web")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--study", help="StudyInstanceUID")
+    g.add_argument("--patient", help="PatientID")
+    g.add_argument("--since", help="studies on or after this date (YYYY-MM-DD or YYYYMMDD)")
+    p.add_argument("--out", required=True, help="folder to retrieve into (then scanned into <out>/manifest.csv)")
+    p.set_defaults(func=_cmd_pull)
+
+
+def _cmd_pull(a) -> int:
+    from knee_tf.dicomweb import pull
+    from knee_tf.scan import scan_folder, summarise
+
+    n = pull(a.url, a.out, study=a.study, patient=a.patient, since=a.since)
+    print(f"retrieved {n.instances} instances of {n.studies} studies into {a.out} ({n.skipped} already there)")
+    res = scan_folder(a.out, f"{a.out}/manifest.csv")
+    print(summarise(res))
+    return 0
+
+
+def _add_push(sub) -> None:
+    p = sub.add_parser("push", help="store Grad-CAM overlays + predictions as a new series per model (STOW-RS)")
+    p.add_argument("--url", required=True, help="DICOMweb root")
+    p.add_argument("--run", required=True, help="run folder of a study on your data (its models and config)")
+    p.add_argument("--manifest", default=None, help="images to push for (default: the run config's manifest)")
+    p.add_argument("--root", default=None, help="data root of --manifest (default: the run config's data_root)")
+    p.add_argument("--models", default="a,b", help="which models of the run: a, b or a,b")
+    p.set_defaults(func=_cmd_push)
+
+
+def _cmd_push(a) -> int:
+    from knee_tf.dicomweb import push_run
+
+    for line in push_run(a.url, a.run, a.manifest, a.root, models=tuple(a.models.split(","))):
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="knee-tf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_synth, _add_ingest, _add_predict, _add_study):
+    for add in (_add_synth, _add_ingest, _add_predict, _add_study, _add_scan, _add_split, _add_reslice, _add_pull,
+                _add_push):
         add(sub)
     return parser
 

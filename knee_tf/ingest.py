@@ -171,20 +171,24 @@ def _raise_if_failing(problems: list[str], n_rows: int) -> None:
 
 
 def ingest(manifest: str | Path, root: str | Path, cache_dir: str | Path = "data/cache", image_size: int = 128,
-           on_error: str = "fail", workers: int | None = None, progress: bool = True) -> IngestResult:
+           on_error: str = "fail", workers: int | None = None, progress: bool = True,
+           use: str = "train") -> IngestResult:
     """Validate, decode and cache every row of ``manifest`` (paths relative to ``root``).
 
     on_error='fail' raises :class:`InputError` listing every bad row (nothing cached);
     on_error='skip' ingests the good rows and records the others in ``skipped.csv``.
     workers: decoding processes (None or 0 = all cores; 1 = in this process).
+    use: what the manifest is for (:data:`knee_tf.manifest.USES`; ``predict`` needs no label/split).
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     manifest, root = Path(manifest), Path(root).resolve()
     if not root.is_dir():
         raise InputError(f"{root}: data root is not a directory")
-    df, problems = load_manifest(manifest, root)
+    df, problems = load_manifest(manifest, root, use=use)
     key = cache_key(manifest.read_bytes(), root, df, image_size)
+    if use != "train":  # validation differs per use, and so may the skipped rows
+        key = f"{key}-{use}"
     final = Path(cache_dir).resolve() / key
     if (final / "meta.json").exists():
         res = _load_cache(final)

@@ -7,8 +7,12 @@ Required columns::
     exam_id     exam / study
     path        DICOM file, relative to the data root (absolute paths must also lie inside it)
     plane       axial | sagittal | coronal
-    label       relevant | irrelevant
-    split       train | val | test
+    label       relevant | irrelevant       (use "train" only)
+    split       train | val | test          (use "train" only)
+
+A manifest serves one *use* (:data:`USES`): ``train`` (the study) needs every row labelled and
+split; ``predict`` and ``scan`` (a manifest written by ``knee-tf scan``, not yet labelled) accept
+``label``/``split`` missing or empty, and check them only where they are filled in.
 
 Optional columns (:data:`knee_tf.vocab.OPTIONAL_COLUMNS`) are kept as they are: site, scanner,
 field_strength_t, coil, cohort (normal|metal), frame (0-based frame of a multi-frame file),
@@ -29,6 +33,12 @@ import pandas as pd
 from knee_tf.errors import InputError
 from knee_tf.vocab import CLASSES, MANIFEST_COHORTS, PLANES, REQUIRED_COLUMNS, SPLITS
 
+#: use -> the columns it requires (``label``/``split`` only for training)
+USES: dict[str, tuple[str, ...]] = {
+    "train": REQUIRED_COLUMNS,
+    "predict": tuple(c for c in REQUIRED_COLUMNS if c not in ("label", "split")),
+    "scan": tuple(c for c in REQUIRED_COLUMNS if c not in ("label", "split")),
+}
 ALLOWED = {"plane": PLANES, "label": CLASSES, "split": SPLITS}
 
 
@@ -82,7 +92,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
 
 
 def validate_manifest(df: pd.DataFrame, root: str | Path, manifest_name: str = "data_manifest.csv",
-                      check_files: bool = True) -> list[Problem]:
+                      check_files: bool = True, use: str = "train") -> list[Problem]:
     """Every violation of the contract, in row order (file-level problems first).
 
     Checks: required columns; empty/unknown plane, label, split (and cohort when present); empty
@@ -91,12 +101,16 @@ def validate_manifest(df: pd.DataFrame, root: str | Path, manifest_name: str = "
     non-negative integer; and, with ``check_files``, a path outside the data root, missing, or a
     directory.
     """
+    if use not in USES:
+        raise ValueError(f"use must be one of {', '.join(USES)}, got {use!r}")
     root = Path(root).resolve()
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    required = USES[use]
+    missing = [c for c in required if c not in df.columns]
     if missing:
+        why = (f" ({use} needs {', '.join(required)}; label and split are needed only for training)"
+               if use == "train" else f" ({use} needs {', '.join(required)})")
         return [Problem(manifest_name, None, None, None,
-                        f"missing required column(s): {', '.join(missing)} "
-                        f"(required: {', '.join(REQUIRED_COLUMNS)})")]
+                        f"missing required column(s) for {use}: {', '.join(missing)}{why}")]
     per_row: dict[int, list[str]] = {}
 
     def add(i: int, msg: str) -> None:
@@ -106,9 +120,12 @@ def validate_manifest(df: pd.DataFrame, root: str | Path, manifest_name: str = "
         for i in df.index[df[col].str.strip() == ""]:
             add(i, f"empty {col}")
     for col, allowed in ALLOWED.items():
+        if col not in df.columns:
+            continue
         for i, v in df[col].items():
             if v.strip() == "":
-                add(i, f"empty {col} (expected {'|'.join(allowed)})")
+                if col in required:
+                    add(i, f"empty {col} (expected {'|'.join(allowed)}; {use} needs every row's {col})")
             elif v not in allowed:
                 add(i, f"unknown {col} {v!r} (expected {'|'.join(allowed)})")
     if "cohort" in df.columns:
@@ -130,12 +147,13 @@ def validate_manifest(df: pd.DataFrame, root: str | Path, manifest_name: str = "
         else:
             first_seen[v] = i
 
-    valid_split = df["split"].isin(SPLITS) & (df["patient_id"] != "")
-    splits_per_patient = df[valid_split].groupby("patient_id")["split"].agg(lambda s: sorted(set(s)))
-    leaking = splits_per_patient[splits_per_patient.map(len) > 1]
-    for pid, splits in leaking.items():
-        for i in df.index[(df["patient_id"] == pid) & valid_split]:
-            add(i, f"patient {pid!r} appears in more than one split ({', '.join(splits)}): leakage")
+    if "split" in df.columns:
+        valid_split = df["split"].isin(SPLITS) & (df["patient_id"] != "")
+        splits_per_patient = df[valid_split].groupby("patient_id")["split"].agg(lambda s: sorted(set(s)))
+        leaking = splits_per_patient[splits_per_patient.map(len) > 1]
+        for pid, splits in leaking.items():
+            for i in df.index[(df["patient_id"] == pid) & valid_split]:
+                add(i, f"patient {pid!r} appears in more than one split ({', '.join(splits)}): leakage")
 
     if check_files:
         for i, p in df["path"].items():
@@ -169,10 +187,10 @@ def file_problem(path: str, root: Path) -> str | None:
     return None
 
 
-def load_manifest(path: str | Path, root: str | Path) -> tuple[pd.DataFrame, list[Problem]]:
-    """Read and validate; an unusable manifest (unreadable, missing columns) raises InputError."""
+def load_manifest(path: str | Path, root: str | Path, use: str = "train") -> tuple[pd.DataFrame, list[Problem]]:
+    """Read and validate for ``use``; an unusable manifest (unreadable, missing columns) raises InputError."""
     df = read_manifest(path)
-    problems = validate_manifest(df, root, Path(path).name)
+    problems = validate_manifest(df, root, Path(path).name, use=use)
     if problems and problems[0].row is None:
         raise InputError([str(p) for p in problems])
     return df, problems

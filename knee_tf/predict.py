@@ -23,7 +23,8 @@ def predict_manifest(model_path: str | Path, manifest: str | Path, root: str | P
 
     model = load_model(model_path)
     size = int(model.input_shape[1])
-    data = ingest(manifest, root, cache_dir=cache_dir, image_size=size, on_error=on_error, workers=workers)
+    data = ingest(manifest, root, cache_dir=cache_dir, image_size=size, on_error=on_error, workers=workers,
+                  use="predict")
     probs = predict_proba(model, np.asarray(data.images), batch_size=batch_size)
     df = pd.DataFrame({
         "image_id": data.index["image_id"],
@@ -31,7 +32,7 @@ def predict_manifest(model_path: str | Path, manifest: str | Path, root: str | P
         "p_relevant": np.round(probs[:, CLASSES.index(RELEVANT)], 6),
         "predicted": np.asarray(CLASSES)[predicted_class(probs[:, CLASSES.index(RELEVANT)])],
     })
-    if "label" in data.index:
+    if "label" in data.index and data.index["label"].ne("").any():
         df["label"] = data.index["label"].to_numpy()
     atomic_write_csv(out_csv, df)
     return df
