@@ -1,0 +1,89 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 08 · Label your data: one localizer slice at a time
+#
+# `knee-tf scan` finds the localizer slices of your DICOM export and writes a manifest with `label`
+# empty. Training needs every slice labelled *relevant* (it shows the knee joint a scan plane should
+# be prescribed through) or *irrelevant*. This notebook shows one slice at a time, with its plane and
+# its neighbours in the same series, and takes keys:
+#
+# | key | does |
+# |---|---|
+# | `r` | relevant, next slice |
+# | `i` | irrelevant, next slice |
+# | `s` | skip (no label), next slice |
+# | `backspace` | undo the last key and go back to that slice |
+#
+# Click the *keys* field first (the buttons do the same with a mouse). When the manifest comes from
+# `knee-tf scan --model PATH`, the model's prediction is shown as a suggestion; it is never written as
+# a label unless you press its key. After **every** label the manifest file is rewritten atomically,
+# so closing the browser or a crash loses nothing; reopening resumes at the first unlabelled slice.
+#
+# Run headlessly (papermill, nbmake) nobody presses a key, so the manifest is read and never written.
+
+# %%
+from pathlib import Path
+
+from IPython.display import display
+
+from knee_tf.config import get_config, resolve
+from knee_tf.labeling import LabelSession, label_widget
+
+# %% tags=["parameters"]
+config = "default"  # only its data_root is used, when root is empty
+run_dir = ""  # not used: labelling comes before a study run
+manifest = ""  # the CSV `knee-tf scan` wrote; empty: nothing to label
+root = ""  # the folder that was scanned (manifest paths are relative to it); empty: the config's data_root
+
+# %%
+session = None
+if not manifest:
+    print("No manifest given: nothing to label. Set `manifest` (written by `knee-tf scan`) and `root`.")
+else:
+    data_root = resolve(root or get_config(config).data_root)
+    session = LabelSession(Path(manifest))
+    print(f"{len(session.order)} slices in {session.path}; images under {data_root}.\n"
+          "The manifest is written only when a key changes a label: a headless run writes nothing.")
+
+# %% [markdown]
+# ## Progress per plane
+#
+# Slices labelled so far, per plane. Re-run this cell at any time; the widget below also shows it.
+
+# %%
+if session is not None:
+    display(session.progress())
+
+# %% [markdown]
+# ## Label
+#
+# The middle image is the slice to label; left and right are its neighbours in the same series and
+# plane (empty at the ends of the stack). The line above names the plane, the slice and, when there
+# is one, the model's suggestion.
+
+# %%
+if session is not None:
+    display(label_widget(session, data_root))
+
+# %% [markdown]
+# ## Next
+#
+# Split by patient, then run the study on your data (see README, "Your own data"):
+#
+# ```bash
+# knee-tf split --manifest manifest.csv --by patient --ratios 0.7,0.1,0.2 --seed 0
+# ```
