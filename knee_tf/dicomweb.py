@@ -27,7 +27,8 @@ from knee_tf.errors import InputError
 
 SOP_INSTANCE_UID, SERIES_INSTANCE_UID, STUDY_INSTANCE_UID = "00080018", "0020000E", "0020000D"
 STOW_BATCH = 16  # instances per STOW-RS request
-SC_SERIES_NUMBER = 9900  # derived series numbers: 9900 + model index (after the source series)
+SC_SERIES_NUMBER = 9900  # overlay series numbers: 9900 + model index (after the source series)
+KOS_SERIES_OFFSET = 100  # its KOS: 10000 + model index
 
 
 def _value(item: dict, tag: str) -> str:
@@ -68,7 +69,11 @@ def connect(url: str, timeout: float = 30.0):
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise InputError(f"{url!r}: not a DICOMweb URL (expected http(s)://host[:port]/path)")
-    return DICOMwebClient(url.rstrip("/"), timeout=timeout)
+    client = DICOMwebClient(url.rstrip("/"), timeout=timeout)
+    # dicomweb-client retries every failed request 5 times with exponential back-off (~30 s before a
+    # refused connection is reported); 3 tries 0.5 s and 1 s apart still ride out a busy PACS
+    client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=250)
+    return client
 
 
 def _date_filter(since: str) -> str:
@@ -175,14 +180,15 @@ def push_model(client, url: str, model_path: str | Path, manifest: str | Path, r
                progress: bool = True) -> list[str]:
     """Predict the manifest's images with one model and push overlays + a KOS per source study.
 
-    The Grad-CAM (``layer``) explains the predicted class; the overlay is drawn on the model's input
-    image (the slice padded to a square and resized, as the model saw it). Returns one summary line
-    per study.
+    The Grad-CAM (``layer``) explains the predicted class. The overlay shows the slice as the model
+    saw it (intensity-normalised, padded to a square) at the source's resolution (at least 256
+    pixels), with the map upsampled onto it. Returns one summary line per study.
     """
     import pydicom
 
-    from knee_tf.cam import compute_cams
+    from knee_tf.cam import compute_cams, upsample_align_corners
     from knee_tf.data import CLASSES
+    from knee_tf.dicom import preprocess, read_dicom_image
     from knee_tf.ingest import ingest, read_rows
     from knee_tf.manifest import resolve_image_path
     from knee_tf.model import load_model
@@ -198,18 +204,26 @@ def push_model(client, url: str, model_path: str | Path, manifest: str | Path, r
     maps = cams.select("gradcam", layer)
     digest = model_digest(model_path)
     root = Path(root).resolve()
-    headers = [pydicom.dcmread(resolve_image_path(p, root), stop_before_pixels=True) for p in data.index["path"]]
+    files = [resolve_image_path(p, root) for p in data.index["path"]]
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+
+    def overlay(i: int) -> np.ndarray:
+        src = read_dicom_image(files[i])
+        n = max(256, *src.pixels.shape)
+        return blend(preprocess(src.pixels, n, src.pixel_spacing), upsample_align_corners(maps[i][None], (n, n))[0])
+
     lines = []
     for study in sorted({str(h.StudyInstanceUID) for h in headers}):
         rows = [i for i, h in enumerate(headers) if str(h.StudyInstanceUID) == study]
         n_rel = int(sum(predicted[i] == "relevant" for i in rows))
         series = derived_uid("overlay", study, digest)
         desc = f"{name} Grad-CAM: {n_rel}/{len(rows)} relevant"
-        objs = [overlay_secondary_capture(headers[i], blend(images[i, ..., 0], maps[i]), series, series_number, desc,
+        objs = [overlay_secondary_capture(headers[i], overlay(i), series, series_number, desc,
                                           float(p_rel[i]), str(predicted[i]), name) for i in rows]
         if n_rel:
             objs.append(relevant_slices_kos([headers[i] for i in rows], [predicted[i] == "relevant" for i in rows],
-                                            derived_uid("kos", study, digest), name))
+                                            derived_uid("kos", study, digest), series_number + KOS_SERIES_OFFSET,
+                                            name))
         stored, there = store_new(client, url, study, objs)
         lines.append(f"{name}: study {study}: {len(rows)} overlays{' + KOS' if n_rel else ''}, "
                      f"{n_rel} relevant; stored {stored} new, {there} already there")

@@ -90,3 +90,17 @@ def test_cli_scan_prints_counts_and_bad_dir_is_one_line(export, tmp_path, capsys
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no files to scan"):
         scan_folder(tmp_path / "empty", tmp_path / "y.csv")
+
+
+def test_scan_with_model_adds_predictions_never_labels(export, tmp_path, tiny_trained_model, capsys):
+    model = tmp_path / "m.keras"
+    tiny_trained_model.save(model)
+    out = tmp_path / "manifest.csv"
+    assert main(["scan", str(export[0]), "--out", str(out), "--model", str(model),
+                 "--cache", str(tmp_path / "cache")]) == 0
+    df = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert len(df) == export[1]["taken"] and (df["label"] == "").all()
+    p = df["p_relevant"].astype(float)
+    assert p.between(0, 1).all() and set(df["predicted"]) <= {"relevant", "irrelevant"}
+    assert ((p > 0.5) == (df["predicted"] == "relevant")).all()
+    assert "predictions of" in capsys.readouterr().out
