@@ -8,7 +8,7 @@ from dicom_factory import write_mr
 
 from knee_tf.cli import main
 from knee_tf.errors import InputError
-from knee_tf.reslice import ORIENTATIONS, LocalizerPlan, load_volume, reslice, reslice_to_manifest
+from knee_tf.reslice import ORIENTATIONS, LocalizerPlan, load_volume, reslice
 
 SHAPE = (40, 50, 60)  # voxels along i, j, k
 VOXEL = (2.0, 1.5, 1.0)  # mm
@@ -38,7 +38,8 @@ def test_positions_orientation_and_content_from_nifti(tmp_path):
     assert [s.plane for s in slices] == ["axial"] * 5 + ["sagittal"] * 5 + ["coronal"] * 5
     for s in slices:
         r, c = ORIENTATIONS[s.plane]
-        np.testing.assert_allclose(s.row_dir, r) and np.testing.assert_allclose(s.col_dir, c)
+        np.testing.assert_allclose(s.row_dir, r)
+        np.testing.assert_allclose(s.col_dir, c)
         normal = np.cross(r, c)
         # the slice centre lies at the volume centre + (k - 2) * 6 mm along the normal
         mid = s.top_left + (plan.matrix - 1) / 2 * s.pixel_mm * (s.row_dir + s.col_dir)
