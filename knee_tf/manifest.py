@@ -107,10 +107,10 @@ def validate_manifest(df: pd.DataFrame, root: str | Path, manifest_name: str = "
     required = USES[use]
     missing = [c for c in required if c not in df.columns]
     if missing:
-        why = (f" ({use} needs {', '.join(required)}; label and split are needed only for training)"
-               if use == "train" else f" ({use} needs {', '.join(required)})")
-        return [Problem(manifest_name, None, None, None,
-                        f"missing required column(s) for {use}: {', '.join(missing)}{why}")]
+        why = f"{use} needs {', '.join(required)}"
+        if use == "train":
+            why += "; label and split are needed only for training"
+        return [Problem(manifest_name, None, None, None, f"missing required column(s): {', '.join(missing)} ({why})")]
     per_row: dict[int, list[str]] = {}
 
     def add(i: int, msg: str) -> None:

@@ -74,7 +74,7 @@ def test_manifest_uses_say_which_needs_which_column(scanned, export):
     bare = df.drop(columns=["label", "split"])
     assert validate_manifest(bare, export[0], use="predict") == []
     msg = str(validate_manifest(bare, export[0], use="train")[0])
-    assert "missing required column(s) for train: label, split" in msg and "only for training" in msg
+    assert "missing required column(s): label, split (train needs" in msg and "only for training" in msg
     half = df.copy()
     half.loc[0, "label"] = "maybe"
     assert "unknown label 'maybe'" in str(validate_manifest(half, export[0], use="predict")[0])
