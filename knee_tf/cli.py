@@ -11,6 +11,7 @@ import sys
 from knee_tf.config import StudyConfig
 from knee_tf.errors import InputError, StepFailed
 from knee_tf.ingest import ON_ERROR
+from knee_tf.vocab import MODEL_A, MODEL_B, PLANES
 
 _DEFAULT = StudyConfig()
 
@@ -168,7 +169,7 @@ def _add_reslice(sub) -> None:
     p = sub.add_parser("reslice", help="3D volumes -> tri-plane pseudo-localizer DICOM slices + manifest")
     p.add_argument("inputs", nargs="+", help="DICOM series folders, .nii/.nii.gz files or MRNet-style .npy stacks")
     p.add_argument("--out", required=True, help="output folder (DICOM files and data_manifest.csv)")
-    p.add_argument("--orientation", choices=("axial", "sagittal", "coronal"), default=None,
+    p.add_argument("--orientation", choices=PLANES, default=None,
                    help="acquisition plane of a .npy stack (no header)")
     p.add_argument("--spacing", default=None, help="ROW,COL,SLICE mm of a .npy stack")
     p.add_argument("--series-uid", default=None, help="which series, when a folder holds several")
@@ -223,14 +224,14 @@ def _add_push(sub) -> None:
     p.add_argument("--run", required=True, help="run folder of a study on your data (its models and config)")
     p.add_argument("--manifest", default=None, help="images to push for (default: the run config's manifest)")
     p.add_argument("--root", default=None, help="data root of --manifest (default: the run config's data_root)")
-    p.add_argument("--models", default="a,b", help="which models of the run: a, b or a,b")
+    p.add_argument("--models", default=f"{MODEL_A},{MODEL_B}", help="which arms of the run (comma-separated), e.g. A, B or A,B")
     p.set_defaults(func=_cmd_push)
 
 
 def _cmd_push(a) -> int:
     from knee_tf.dicomweb import push_run
 
-    for line in push_run(a.url, a.run, a.manifest, a.root, models=tuple(a.models.split(","))):
+    for line in push_run(a.url, a.run, a.manifest, a.root, models=tuple(m.strip() for m in a.models.split(","))):
         print(line)
     return 0
 

@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from knee_tf.errors import InputError
+from knee_tf.vocab import CLASSES, MODEL_A, MODEL_B, RELEVANT, predicted_class
 
 SOP_INSTANCE_UID, SERIES_INSTANCE_UID, STUDY_INSTANCE_UID = "00080018", "0020000E", "0020000D"
 STOW_BATCH = 16  # instances per STOW-RS request
@@ -187,7 +188,6 @@ def push_model(client, url: str, model_path: str | Path, manifest: str | Path, r
     import pydicom
 
     from knee_tf.cam import compute_cams, upsample_align_corners
-    from knee_tf.data import CLASSES
     from knee_tf.dicom import preprocess, read_dicom_image
     from knee_tf.ingest import ingest, read_rows
     from knee_tf.manifest import resolve_image_path
@@ -199,8 +199,8 @@ def push_model(client, url: str, model_path: str | Path, manifest: str | Path, r
     data = ingest(manifest, root, cache_dir=cache_dir, image_size=size, use="predict", progress=progress)
     images = read_rows(data.images, np.arange(len(data.index)))
     cams = compute_cams(model, images, layers=(layer,), methods=("gradcam",), progress=progress)
-    p_rel = cams.probabilities[:, CLASSES.index("relevant")]
-    predicted = np.asarray(CLASSES)[cams.probabilities.argmax(1)]
+    p_rel = cams.probabilities[:, CLASSES.index(RELEVANT)]
+    predicted = np.asarray(CLASSES)[predicted_class(p_rel)]
     maps = cams.select("gradcam", layer)
     digest = model_digest(model_path)
     root = Path(root).resolve()
@@ -215,13 +215,13 @@ def push_model(client, url: str, model_path: str | Path, manifest: str | Path, r
     lines = []
     for study in sorted({str(h.StudyInstanceUID) for h in headers}):
         rows = [i for i, h in enumerate(headers) if str(h.StudyInstanceUID) == study]
-        n_rel = int(sum(predicted[i] == "relevant" for i in rows))
+        n_rel = int(sum(predicted[i] == RELEVANT for i in rows))
         series = derived_uid("overlay", study, digest)
         desc = f"{name} Grad-CAM: {n_rel}/{len(rows)} relevant"
         objs = [overlay_secondary_capture(headers[i], overlay(i), series, series_number, desc,
                                           float(p_rel[i]), str(predicted[i]), name) for i in rows]
         if n_rel:
-            objs.append(relevant_slices_kos([headers[i] for i in rows], [predicted[i] == "relevant" for i in rows],
+            objs.append(relevant_slices_kos([headers[i] for i in rows], [predicted[i] == RELEVANT for i in rows],
                                             derived_uid("kos", study, digest), series_number + KOS_SERIES_OFFSET,
                                             name))
         stored, there = store_new(client, url, study, objs)
@@ -231,28 +231,30 @@ def push_model(client, url: str, model_path: str | Path, manifest: str | Path, r
 
 
 def push_run(url: str, run_dir: str | Path, manifest: str | Path | None = None, root: str | Path | None = None,
-             models: tuple[str, ...] = ("a", "b"), progress: bool = True) -> list[str]:
+             models: tuple[str, ...] = (MODEL_A, MODEL_B), progress: bool = True) -> list[str]:
     """Push every (model, seed) of a study run: the run's config names the manifest and data root
     unless ``manifest``/``root`` are given. Models are found through the run folder's layout."""
     from knee_tf.config import resolve
+    from knee_tf.layout import RunLayout
     from knee_tf.study import open_run
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise InputError(f"{run_dir}: not a run folder (no config.json); give the folder `knee-tf study` wrote")
+    if not RunLayout(run_dir).config.exists():
+        raise InputError(f"{run_dir}: not a run folder (no {RunLayout(run_dir).config.name}); give the folder `knee-tf study` wrote")
     run = open_run(run_dir)
     manifest = Path(manifest) if manifest else run.config.manifest_path
     root = Path(root) if root else resolve(run.config.data_root)
     client = connect(url)
     lines, k = [], 0
     for which in models:
-        if which not in ("a", "b"):
-            raise InputError(f"--models: unknown model {which!r} (expected a, b or a,b)")
         for seed in run.seeds:
-            path = run.model_path(which, seed)
+            try:
+                path = run.layout.model(which, seed)
+            except ValueError as e:
+                raise InputError(f"--models {which!r}: {e}") from None
             if not path.exists():
                 raise InputError(f"{path}: model missing from the run; finish `knee-tf study` first")
-            lines += push_model(client, url, path, manifest, root, f"Model {which.upper()} seed {seed}",
+            lines += push_model(client, url, path, manifest, root, f"Model {which} seed {seed}",
                                 series_number=SC_SERIES_NUMBER + k, layer=run.config.aug_layer,
                                 cache_dir=resolve(run.config.cache_dir), progress=progress)
             k += 1

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from knee_tf.data import PLANES
 from knee_tf.errors import InputError
 from knee_tf.io import atomic_write_csv
+from knee_tf.vocab import IRRELEVANT, PLANES, RELEVANT
 
-KEYS = {"r": "relevant", "i": "irrelevant", "s": "skip", "backspace": "undo"}
+KEYS = {"r": RELEVANT, "i": IRRELEVANT, "s": "skip", "backspace": "undo"}
 SUGGESTION_COLUMN = "predicted"  # written by `knee-tf scan --model` / `knee-tf predict`
 
 
@@ -100,7 +100,7 @@ class LabelSession:
 
     # ----- what keys do -----
     def press(self, key: str) -> str:
-        """Apply one key; returns what happened ('relevant', 'irrelevant', 'skip', 'undo', 'ignored').
+        """Apply one key; returns what happened (a class name, 'skip', 'undo' or 'ignored').
 
         r / i: set the current row's label, save, move on; s: move on without a label; backspace:
         restore the row of the last r/i/s as it was, save, and go back to it. Keys when done (other

@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from knee_tf.data import PLANES
 from knee_tf.errors import InputError
+from knee_tf.vocab import AXIAL, CORONAL, PLANES, SAGITTAL
 
 #: plane -> (row direction, column direction) in LPS, as ImageOrientationPatient writes them
 ORIENTATIONS = {
-    "axial": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
-    "sagittal": ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0)),
-    "coronal": ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0)),
+    AXIAL: ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
+    SAGITTAL: ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0)),
+    CORONAL: ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0)),
 }
 _LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 

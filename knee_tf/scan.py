@@ -37,10 +37,10 @@ import pandas as pd
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from knee_tf.data import PLANES
 from knee_tf.dicom import plane_from_orientation
 from knee_tf.errors import InputError
 from knee_tf.io import atomic_write_csv, atomic_write_text
+from knee_tf.vocab import PLANES
 
 #: Why a file was not taken (the ``reason`` column of scan_report.csv).
 REASONS: tuple[str, ...] = (
@@ -369,13 +369,13 @@ def add_predictions(manifest: str | Path, root: str | Path, model: str | Path, c
     """Add a model's ``p_relevant`` and predicted class to a scanned manifest (rewritten atomically).
 
     ``label`` stays as it is: a prediction is a suggestion for the labelling notebook, never a
-    label. The per-image predictions are also kept in ``scan_predictions.csv`` beside the manifest.
+    label. The per-image predictions are also kept in ``scan_predicted.csv`` beside the manifest.
     """
     from knee_tf.manifest import read_manifest
     from knee_tf.predict import predict_manifest
 
     manifest = Path(manifest)
-    preds = predict_manifest(model, manifest, root, manifest.parent / "scan_predictions.csv",
+    preds = predict_manifest(model, manifest, root, manifest.parent / "scan_predicted.csv",
                              cache_dir=cache_dir, workers=workers)
     df = read_manifest(manifest).drop(columns=["p_relevant", "predicted"], errors="ignore")
     df = df.merge(preds[["image_id", "p_relevant", "predicted"]].astype(str), on="image_id", how="left",

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from knee_tf.data import SPLITS
 from knee_tf.errors import InputError
+from knee_tf.vocab import SPLITS
 
 
 def parse_ratios(text: str) -> tuple[float, float, float]:

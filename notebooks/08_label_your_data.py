@@ -36,7 +36,6 @@
 # Run headlessly (papermill, nbmake) nobody presses a key, so the manifest is read and never written.
 
 # %%
-from pathlib import Path
 
 from IPython.display import display
 
@@ -44,18 +43,18 @@ from knee_tf.config import get_config, resolve
 from knee_tf.labeling import LabelSession, label_widget
 
 # %% tags=["parameters"]
-config = "default"  # only its data_root is used, when root is empty
+config = "default"  # a StudyConfig JSON whose `manifest` is the CSV `knee-tf scan` wrote, `data_root` the scanned folder
 run_dir = ""  # not used: labelling comes before a study run
-manifest = ""  # the CSV `knee-tf scan` wrote; empty: nothing to label
-root = ""  # the folder that was scanned (manifest paths are relative to it); empty: the config's data_root
 
 # %%
+cfg = get_config(config)
 session = None
-if not manifest:
-    print("No manifest given: nothing to label. Set `manifest` (written by `knee-tf scan`) and `root`.")
+if not cfg.manifest_path.exists():
+    print(f"No manifest at {cfg.manifest_path}: nothing to label. Give a config whose `manifest` and `data_root` "
+          "name what `knee-tf scan` wrote and the folder it scanned.")
 else:
-    data_root = resolve(root or get_config(config).data_root)
-    session = LabelSession(Path(manifest))
+    data_root = resolve(cfg.data_root)
+    session = LabelSession(cfg.manifest_path)
     print(f"{len(session.order)} slices in {session.path}; images under {data_root}.\n"
           "The manifest is written only when a key changes a label: a headless run writes nothing.")
 

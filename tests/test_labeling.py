@@ -98,7 +98,12 @@ def test_notebook_08_headless_writes_nothing_and_says_so(tmp_path, with_manifest
 
     path = scanned_manifest(tmp_path)
     before = path.read_bytes()
-    params = {"manifest": str(path), "root": str(tmp_path)} if with_manifest else {}
+    import json
+
+    cfg = tmp_path / "mine.json"
+    cfg.write_text(json.dumps({"manifest": str(path if with_manifest else tmp_path / "none.csv"),
+                               "data_root": str(tmp_path)}))
+    params = {"config": str(cfg)}
     nb = papermill.execute_notebook(str(REPO_ROOT / "notebooks" / "08_label_your_data.ipynb"),
                                     str(tmp_path / "out.ipynb"), parameters=params, progress_bar=False,
                                     kernel_name="python3", cwd=str(tmp_path))
