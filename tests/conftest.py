@@ -14,6 +14,7 @@ import shutil
 import numpy as np
 import pytest
 
+
 def require_tool(*names: str, why: str) -> str:
     """The path of the first of ``names`` found on PATH (or as an absolute path).
 

@@ -63,7 +63,7 @@ def make_mixed_export(root: str | Path) -> dict:
 
     root = Path(root)
     synth = root.parent / f"{root.name}_synth"
-    df = synthesize(synth, n_exams=3, image_size=32, workers=1, progress=False)
+    df = synthesize(synth, n_exams=3, matrix=32, workers=1, progress=False)
     exams = sorted(df["exam_id"].unique())
     reported: dict[str, int] = {}
 

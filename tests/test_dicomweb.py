@@ -18,6 +18,7 @@ from dicom_factory import knee_like, write_mr
 
 from knee_tf.cli import main
 from knee_tf.errors import InputError
+from knee_tf.vocab import MODEL_A
 
 PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
@@ -70,7 +71,7 @@ def uploaded(orthanc, tmp_path_factory):
     from knee_tf.phantom import synthesize
 
     d = tmp_path_factory.mktemp("synth")
-    df = synthesize(d, n_exams=2, image_size=64, workers=1, progress=False)
+    df = synthesize(d, n_exams=2, matrix=64, workers=1, progress=False)
     files = [d / p for p in df["path"]]
     first = pydicom.dcmread(files[0], stop_before_pixels=True)
     for k in range(18):  # a diagnostic series in the first exam's study
@@ -99,9 +100,9 @@ def test_round_trip_pull_scan_predict_push(orthanc, uploaded, tmp_path, tiny_tra
 
     run = Run(tmp_path / "run", StudyConfig.smoke(name="mydata", manifest=str(manifest), data_root=str(pulled),
                                                   image_size=64, cache_dir=str(tmp_path / "cache")))
-    run.config.save(run.root / "config.json")
-    tiny_trained_model.save(run.model_path("a", 0))
-    assert main(["push", "--url", orthanc, "--run", str(run.root), "--models", "a"]) == 0
+    run.config.save(run.layout.config)
+    tiny_trained_model.save(run.layout.model(MODEL_A, 0))
+    assert main(["push", "--url", orthanc, "--run", str(run.root), "--models", MODEL_A]) == 0
     first = capsys.readouterr().out
     assert first.count("Model A seed 0: study") == 2 and "0 already there" in first
 
@@ -126,7 +127,7 @@ def test_round_trip_pull_scan_predict_push(orthanc, uploaded, tmp_path, tiny_tra
         assert n_ko == kos
         before[study] = len(client.search_for_instances(study_instance_uid=study))
 
-    assert main(["push", "--url", orthanc, "--run", str(run.root), "--models", "a"]) == 0  # a retry
+    assert main(["push", "--url", orthanc, "--run", str(run.root), "--models", MODEL_A]) == 0  # a retry
     again = capsys.readouterr().out
     assert again.count("stored 0 new") == 2
     after = {s: len(client.search_for_instances(study_instance_uid=s)) for s in before}

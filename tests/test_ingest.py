@@ -166,3 +166,18 @@ def test_read_rows_equals_fancy_indexing_of_the_cache(study, tmp_path):
         got = read_rows(res.images, r)
         assert not isinstance(got, np.memmap)
         np.testing.assert_array_equal(got, np.asarray(res.images)[r])
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    """mkstemp creates 0600 files; an atomically written artifact must be readable like any other file."""
+    import os
+    import stat
+
+    from knee_tf.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
