@@ -101,3 +101,4 @@ def test_initial_weights_depend_on_the_seed_only():
     mixed = _mixed_lenet(seed=5).get_weights()
     for a, b in zip(weights(5, 3), mixed, strict=True):  # precision does not change initial weights
         np.testing.assert_array_equal(a, b)
+
