@@ -312,7 +312,7 @@ def run_grid(jobs: Iterable[Job], config: StudyConfig, run_dir, cache_dir, sched
     cache_dir = str(Path(cache_dir).resolve())
     config_dict = config.to_dict()
     result = GridResult(skipped=[j.label for j in jobs if job_done(layout, j)])
-    todo = [j for j in jobs if not job_done(layout, j)]
+    todo = sorted((j for j in jobs if not job_done(layout, j)), key=lambda j: j.arm != MODEL_A)  # A jobs first
     if result.skipped:
         log(f"grid: {len(result.skipped)} job(s) finished earlier, skipped: {', '.join(result.skipped)}")
     if not todo:
