@@ -43,8 +43,11 @@ TRANSFORMS: tuple[str, ...] = ("inverted", "weighted")
 INVERTED, WEIGHTED = TRANSFORMS
 
 #: The two arms of the paper: Model A (normal images) and Model B (normal + augmented). Arms are
-#: plain strings, so further arms (controls, ablations) need no new code.
+#: plain strings; a further arm (a control, an ablation) adds its name here and one entry to
+#: :data:`knee_tf.arms.ARMS` (which accepts only names listed in ARM_NAMES).
 MODEL_A, MODEL_B = "A", "B"
+#: Every arm name, in the order tables show them.
+ARM_NAMES: tuple[str, ...] = (MODEL_A, MODEL_B)
 
 #: Manifest columns every row must fill (:mod:`knee_tf.manifest` checks them).
 REQUIRED_COLUMNS: tuple[str, ...] = ("image_id", "patient_id", "exam_id", "path", "plane", "label", "split")
