@@ -2,6 +2,7 @@
 
 Modules, one job each (lower layers first; imports only go downwards):
 
+* ``startup`` imported first: TensorFlow's start-up lines, Keras progress verbosity, inline figure size
 * ``vocab`` class, plane, split, cohort, method and column names; the decision rule; the CAM target check
 * ``errors``, ``io`` one-line input errors; atomic writes
 * ``config`` ``StudyConfig``, the one source of settings (read by notebooks, ``cohorts``, ``study``, ``cli``)
@@ -17,5 +18,7 @@ Modules, one job each (lower layers first; imports only go downwards):
 * ``plots`` figures as PNG
 * ``study``, ``cli`` the resumable notebook pipeline and publishing; the ``knee-tf`` command
 """
+
+from knee_tf import startup  # noqa: F401  (first: before any module imports TensorFlow)
 
 __version__ = "0.1.0"

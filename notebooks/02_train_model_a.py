@@ -55,14 +55,14 @@ print(f"train {len(x_train)}, val {len(x_val)}, test {len(x_test)} images of {x_
 
 # %% [markdown]
 # ## Train
-# One Keras progress bar per epoch; early stopping restores the epoch with the lowest validation loss.
+# One line per epoch (a live progress bar only when run from a terminal); early stopping restores the epoch with the lowest validation loss.
 
 # %%
 histories, predictions = {}, []
 for seed in run.seeds:
     result = train_classifier(x_train, y_train, x_val, y_val, run.layout.model(MODEL_A, seed), seed=seed,
                               log_path=run.layout.training_log(MODEL_A, seed),
-                              tensorboard_dir=run.layout.tensorboard(MODEL_A, seed), verbose=2,
+                              tensorboard_dir=run.layout.tensorboard(MODEL_A, seed),
                               **cfg.training_settings())
     histories[f"seed {seed}"] = result.history
     probs = predict_proba(result.model, x_test, batch_size=cfg.predict_batch_size)

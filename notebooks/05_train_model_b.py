@@ -59,7 +59,7 @@ for seed in run.seeds:
     print(f"seed {seed}: {len(x_train)} normal + {len(pool_x)} augmented training images")
     result = train_classifier(x_b, y_b, x_val, y_val, run.layout.model(MODEL_B, seed), seed=seed,
                               log_path=run.layout.training_log(MODEL_B, seed),
-                              tensorboard_dir=run.layout.tensorboard(MODEL_B, seed), verbose=2,
+                              tensorboard_dir=run.layout.tensorboard(MODEL_B, seed),
                               **cfg.training_settings())
     histories[f"B, seed {seed}"] = result.history
     histories[f"A, seed {seed}"] = read_training_log(run.layout.training_log(MODEL_A, seed))
