@@ -305,16 +305,17 @@ def cam_explorer(model, images, index: pd.DataFrame, layers, methods=CAM_METHODS
     return box
 
 
-def augmentation_explorer(models: dict, images, index: pd.DataFrame, maps_for, methods=CAM_METHODS,
-                          weight: float = 0.5, flip_arm: str | None = None):
+def augmentation_explorer(models: dict, images, index: pd.DataFrame, layer: str = "pool4", methods=CAM_METHODS,
+                          weight: float = 0.5, start: int = 0, flip_arm: str | None = None, maps_for=None):
     """The augmentation explorer (notebook 04): pick a test image, a method, inverted or weighted, the
     weight w and a smoothing sigma; see the mask, the augmented image and every model's probability.
     A button finds the smallest w that flips ``flip_arm`` (default: the first model) on this image
     (:func:`smallest_flipping_weight`) and moves the slider there.
 
     models: {arm: keras model or None (not trained yet)}; images: float32 (N, H, W, 1); index:
-    aligned rows with image_id, plane, label; maps_for: ``row -> {method: (H, W) map}`` (the first
-    model's maps at the augmentation layer). Returns an ipywidgets VBox (``controls`` and
+    aligned rows with image_id, plane, label; layer: the maps' layer (the maps explain the
+    ``flip_arm`` model's call, :func:`image_maps`); start: the row shown first; maps_for: instead,
+    ``row -> {method: (H, W) map}`` (tests). Returns an ipywidgets VBox (``controls`` and
     ``explorer_state`` attributes for tests).
     """
     import ipywidgets as w
@@ -323,9 +324,12 @@ def augmentation_explorer(models: dict, images, index: pd.DataFrame, maps_for, m
 
     arms = list(models)
     flip_arm = flip_arm or arms[0]
+    if maps_for is None:
+        def maps_for(r):
+            return image_maps(models[flip_arm], images[r], layer, methods)
     ids = index["image_id"].to_numpy(str)
     choice = w.Dropdown(options=[(f"{ids[r]} · {index['plane'].iloc[r]} · {index['label'].iloc[r]}", r)
-                                 for r in range(len(index))], value=0, description="image",
+                                 for r in range(len(index))], value=int(start), description="image",
                         layout=w.Layout(width="24em"))
     method = w.ToggleButtons(options=tuple(methods), value=tuple(methods)[0], description="method")
     transform = w.ToggleButtons(options=TRANSFORMS, value=WEIGHTED, description="transform")

@@ -131,8 +131,8 @@ def test_augmentation_explorer_slider_and_flip_button(tiny_trained_model, toy_bl
     x, y, blobs = toy_blob_data["test"]
     image, _ = _blob_image(toy_blob_data, tiny_trained_model)
     row = int(np.flatnonzero((x == image).all(axis=(1, 2, 3)))[0])
-    box = explore.augmentation_explorer({"A": tiny_trained_model, "B": None}, x, toy_index,
-                                        lambda r: {"gradcam": blobs[r], "gradcam++": blobs[r]}, weight=0.0)
+    box = explore.augmentation_explorer({"A": tiny_trained_model, "B": None}, x, toy_index, weight=0.0,
+                                        maps_for=lambda r: {"gradcam": blobs[r], "gradcam++": blobs[r]})
     c, state = box.controls, box.explorer_state
     c["image"].value = row
     before = c["calls"].value
