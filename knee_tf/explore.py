@@ -231,9 +231,9 @@ def figure_png(fig, dpi: int = FIGURE_DPI) -> bytes:
 def _call_text(arm: str, p: float | None, p0: float | None = None) -> str:
     if p is None:
         return f"Model {arm}: no model in this run yet"
-    text = f"Model {arm}: p(relevant) = {p:.3f} → {class_name(p)}"
+    text = f"Model {arm}: p(relevant) = {p:.4f} → {class_name(p)}"
     if p0 is not None:
-        text += f" (original image: {p0:.3f} → {class_name(p0)})"
+        text += f" (original image: {p0:.4f} → {class_name(p0)})"
     return text
 
 
@@ -260,7 +260,7 @@ def cam_explorer(model, images, index: pd.DataFrame, layers, methods=CAM_METHODS
     choice = w.Dropdown(description="image", layout=w.Layout(width="24em"))
     layer = w.ToggleButtons(options=tuple(layers), value=tuple(layers)[-1], description="layer")
     method = w.ToggleButtons(options=tuple(methods), value=tuple(methods)[0], description="method")
-    picture = w.Image(format="png")
+    picture = w.Image(format="png", layout=w.Layout(max_width="64em"))
     status = w.HTML()
     state: dict = {}
 
@@ -288,7 +288,7 @@ def cam_explorer(model, images, index: pd.DataFrame, layers, methods=CAM_METHODS
         state.update(curve=(fractions, scores, auc), layer=layer.value, method=method.value)
         picture.value = figure_png(plot_cam_view(view, layer.value, method.value, fractions, scores, auc,
                                                  label=index["label"].iloc[r]))
-        status.value = (f"p(relevant) = {view.p_relevant:.3f} → {class_name(view.p_relevant)}; "
+        status.value = (f"p(relevant) = {view.p_relevant:.4f} → {class_name(view.p_relevant)}; "
                         f"true label {index['label'].iloc[r]}; deletion AUC of this map {auc:.3f} "
                         "(lower = the map points at what the model uses)")
 
@@ -333,12 +333,13 @@ def augmentation_explorer(models: dict, images, index: pd.DataFrame, layer: str 
                         layout=w.Layout(width="24em"))
     method = w.ToggleButtons(options=tuple(methods), value=tuple(methods)[0], description="method")
     transform = w.ToggleButtons(options=TRANSFORMS, value=WEIGHTED, description="transform")
+    wide = {"description_width": "initial"}
     slider = w.FloatSlider(value=weight, min=0.0, max=1.0, step=0.001, readout_format=".3f",
-                           description="weight w", continuous_update=False)
-    smooth = w.FloatSlider(value=0.0, min=0.0, max=8.0, step=0.5, description="smoothing σ",
-                           continuous_update=False)
+                           description="weight w", continuous_update=False, style=wide)
+    smooth = w.FloatSlider(value=0.0, min=0.0, max=8.0, step=0.5, description="smoothing σ (px)",
+                           continuous_update=False, style=wide)
     find = w.Button(description=f"smallest w that flips {flip_arm}", layout=w.Layout(width="20em"))
-    picture = w.Image(format="png")
+    picture = w.Image(format="png", layout=w.Layout(max_width="48em"))
     calls = w.HTML()
     note = w.HTML()
     state: dict = {}

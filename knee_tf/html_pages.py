@@ -48,7 +48,7 @@ class _WidgetRenderer:
         if name in _BOXES:
             inner = "".join(self.render(c, depth + 1) for c in st.get("children", []))
             return (f'<div class="kt-box" style="display:flex;flex-direction:{_BOXES[name]};gap:0.4em;'
-                    f'flex-wrap:wrap">{inner}</div>')
+                    f'flex-wrap:wrap;align-items:flex-start">{inner}</div>')
         if name == "ImageModel":
             data = next((b["data"] for b in entry.get("buffers", []) if b.get("path") == ["value"]), None)
             if data is None and isinstance(st.get("value"), str):
@@ -56,7 +56,8 @@ class _WidgetRenderer:
             if not data:
                 return ""
             fmt = html.escape(str(st.get("format", "png")))
-            return f'<img class="kt-widget-image" src="data:image/{fmt};base64,{data}" alt="explorer view">'
+            return (f'<img class="kt-widget-image" style="max-width:100%;height:auto" '
+                    f'src="data:image/{fmt};base64,{data}" alt="explorer view">')
         if name in ("HTMLModel", "HTMLMathModel"):
             return f'<div class="kt-html">{label}{st.get("value", "")}</div>'
         if name == "LabelModel":

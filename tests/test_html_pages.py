@@ -89,7 +89,8 @@ def test_executed_notebooks_are_clean_and_small(first_run):
                     assert round(dpi) == startup.INLINE_DPI, (step.name, image.info)
         if step.name in ("02_train_model_a", "05_train_model_b"):
             epochs = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
-            assert re.search(r"^Epoch 1/\d+$", epochs, flags=re.M) and re.search(r" - val_loss: ", epochs)
+            per_epoch = re.findall(r"^\d+/\d+ - \d+m?s - .* - val_loss: [0-9.]+$", epochs, flags=re.M)
+            assert per_epoch and "━" not in epochs, (step.name, epochs[-500:])  # lines, no progress bar
     print("executed notebook sizes (bytes):", json.dumps(sizes))
     assert max(sizes.values()) < MAX_NOTEBOOK_BYTES, sizes
 
