@@ -134,10 +134,11 @@ def _add_html(sub) -> None:
 
 
 def _cmd_html(a) -> int:
+    from knee_tf.config import resolve
     from knee_tf.html_pages import render_run
     from knee_tf.study import open_run
 
-    pages = render_run(open_run(a.run).root)
+    pages = render_run(resolve(a.run) if a.run else open_run().root)
     print(f"{len(pages) - 1} pages and an index: {pages[-1]}")
     return 0
 

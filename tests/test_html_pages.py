@@ -6,6 +6,8 @@ import base64
 import io
 import json
 import re
+import subprocess
+import sys
 
 import nbformat
 import pytest
@@ -102,3 +104,12 @@ def test_executed_explorers_store_their_last_state(first_run, stem):
     state = nb.metadata["widgets"][WIDGET_STATE]["state"]
     images = [m for m in state.values() if m["model_name"] == "ImageModel" and m.get("buffers")]
     assert len(images) == 1 and base64.b64decode(images[0]["buffers"][0]["data"])[:4] == b"\x89PNG"
+
+
+def test_cli_html_says_in_one_line_when_a_run_has_no_executed_notebook(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "knee_tf", "html", "--run", str(tmp_path)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'notebooks'}: no executed notebooks to render "
+                                                "(run `knee-tf study` first)"]
+    assert not any(tmp_path.iterdir())  # nothing written into a folder that holds no run
