@@ -30,7 +30,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from knee_tf.vocab import CAM_METHODS, CLASSES, INVERTED, PLANES, TRANSFORMS, WEIGHTED, class_name
+from knee_tf.vocab import (
+    CAM_METHODS,
+    CLASSES,
+    INVERTED,
+    PLANES,
+    TRANSFORMS,
+    WEIGHTED,
+    class_name,
+    predicted_class,
+)
 
 #: Outcome filter of :func:`select_images`: every image, the ones the model gets right, or wrong.
 OUTCOMES: tuple[str, ...] = ("any", "right", "wrong")
@@ -102,7 +111,7 @@ def cam_view(model, image, layers, methods=CAM_METHODS) -> CamView:
     x = np.asarray(image, dtype=np.float32)
     if x.ndim != 3:
         raise ValueError(f"image must be one (H, W, 1) image, got shape {x.shape}")
-    predicted = int(_p_relevant(model, x[None])[0] > 0.5)  # the decision rule, as compute_cams' argmax
+    predicted = int(predicted_class(_p_relevant(model, x[None])[0]))  # the same call as compute_cams' argmax
     res = compute_cams(model, np.stack([x, x]), layers=layers, methods=methods,
                        targets=np.array([predicted, 1 - predicted], np.int32), progress=False)
     return CamView(image=x, layers=tuple(res.layers), methods=tuple(res.methods),
@@ -200,7 +209,7 @@ def smallest_flipping_weight(model, image, mask, step: float = 0.01, tol: float 
     x = np.asarray(image, dtype=np.float32)
     grid = np.unique(np.append(np.arange(0.0, 1.0, step), 1.0)).astype(np.float32)
     batch = np.stack([weighted_obfuscation(x, mask, float(w)) for w in grid])
-    calls = _p_relevant(model, batch) > 0.5
+    calls = predicted_class(_p_relevant(model, batch))
     flips = np.flatnonzero(calls != calls[0])
     if not len(flips):
         return None
@@ -208,7 +217,7 @@ def smallest_flipping_weight(model, image, mask, step: float = 0.01, tol: float 
     lo, hi = float(grid[k - 1]), float(grid[k])
     while hi - lo > tol:
         mid = 0.5 * (lo + hi)
-        if (_p_relevant(model, weighted_obfuscation(x, mask, mid)[None])[0] > 0.5) != calls[0]:
+        if predicted_class(_p_relevant(model, weighted_obfuscation(x, mask, mid)[None])[0]) != calls[0]:
             hi = mid
         else:
             lo = mid
@@ -253,7 +262,7 @@ def cam_explorer(model, images, index: pd.DataFrame, layers, methods=CAM_METHODS
     images = np.asarray(images, dtype=np.float32)
     p = _p_relevant(model, images)
     truth = encode_labels(index["label"])
-    correct = (p > 0.5) == (truth == 1)
+    correct = predicted_class(p) == truth
     plane = w.Dropdown(options=(ANY, *PLANES), value=ANY, description="plane")
     label = w.Dropdown(options=(ANY, *CLASSES), value=ANY, description="label")
     outcome = w.Dropdown(options=OUTCOMES, value=ANY, description="model is")

@@ -19,7 +19,7 @@ from knee_tf.config import REPO_ROOT, StudyConfig, get_config, resolve
 from knee_tf.errors import StepFailed
 from knee_tf.io import atomic_write_text
 from knee_tf.layout import RunLayout
-from knee_tf.vocab import GRADCAM
+from knee_tf.vocab import GRADCAM, predicted_class
 
 #: The tour notebook's file stem (notebooks/<TOUR>.ipynb).
 TOUR = "00_tour"
@@ -36,7 +36,7 @@ def pick_flippable(model, images, labels, layer: str, method: str = GRADCAM, see
 
     p = predict_proba(model, images)[:, 1]
     y = np.asarray(labels)
-    right = (p > 0.5) == (y == 1)
+    right = predicted_class(p) == y
     rng = np.random.default_rng(seed)  # relevant slices first: darkening their anatomy is the paper's case
     order = np.concatenate([rng.permutation(np.flatnonzero(right & (y == 1))),
                             rng.permutation(np.flatnonzero(right & (y != 1)))])

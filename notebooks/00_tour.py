@@ -54,7 +54,7 @@ from knee_tf.ingest import ingest
 from knee_tf.model import predict_proba, train_classifier
 from knee_tf.study import ensure_dataset, open_run
 from knee_tf.tour import pick_flippable
-from knee_tf.vocab import CLASSES, GRADCAM, MODEL_A, MODEL_B, NORMAL, PLANES, TEST, TRAIN, VAL
+from knee_tf.vocab import CLASSES, GRADCAM, MODEL_A, MODEL_B, NORMAL, PLANES, TEST, TRAIN, VAL, predicted_class
 
 # %% tags=["parameters"]
 config = "tour"  # "tour" | path to a StudyConfig JSON
@@ -101,7 +101,7 @@ result_a = train_classifier(x_train, y_train, x_val, y_val, run.layout.model(MOD
                             **cfg.training_settings())
 model_a = result_a.model
 p_test = predict_proba(model_a, x_test)[:, 1]
-correct = (p_test > 0.5) == (y_test == 1)
+correct = predicted_class(p_test) == y_test
 print(f"Model A is right on {correct.mean():.1%} of {len(x_test)} normal test slices")
 
 # %% [markdown]
