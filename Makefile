@@ -1,6 +1,9 @@
 # knee-tf: two commands on a fresh machine with python3 and make:
 #   make study   set up .venv if missing, then run the whole study on the default synthetic data (into runs/ only)
 #   make test    set up .venv if missing, then run the test suite
+#   make tour    run the classroom tour (notebooks/00_tour, about two minutes) into runs/<timestamp>-tour/
+#   make html    render the newest run's executed notebooks as static pages: runs/<run>/html/index.html
+#                (or a given run: make html RUN=runs/<folder>)
 #   make publish run (or resume) the study and copy it to figures/ and results/: make publish SEEDS=3,
 #                or publish a finished run folder: make publish RUN=runs/<folder>
 PYTHON ?= python3
@@ -10,7 +13,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= default
 SEEDS  ?= 1
 
-.PHONY: setup study publish smoke test lint bench clean-runs
+.PHONY: setup study publish smoke tour html test lint bench clean-runs
 
 setup: $(STAMP)
 
@@ -28,6 +31,12 @@ publish: $(STAMP)
 
 smoke: $(STAMP)
 	$(VENV)/bin/knee-tf study --config smoke
+
+tour: $(STAMP)
+	$(VENV)/bin/knee-tf tour
+
+html: $(STAMP)
+	$(VENV)/bin/knee-tf html $(if $(RUN),--run $(RUN),)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -2,6 +2,7 @@
 
 Modules, one job each (lower layers first; imports only go downwards):
 
+* ``startup`` imported first: TensorFlow's start-up lines, Keras progress verbosity, inline figure size
 * ``vocab`` class, plane, split, cohort, method and column names; the decision rule; the CAM target check
 * ``errors``, ``io`` one-line input errors; atomic writes
 * ``config`` ``StudyConfig``, the one source of settings (read by notebooks, ``cohorts``, ``study``, ``cli``)
@@ -16,6 +17,10 @@ Modules, one job each (lower layers first; imports only go downwards):
 * ``cohorts`` the experiment's steps (maps, pools, cohorts, predictions) from a ``StudyConfig``
 * ``plots`` figures as PNG
 * ``study``, ``cli`` the resumable notebook pipeline and publishing; the ``knee-tf`` command
+* ``explore``, ``exercises``, ``tour``, ``html_pages`` teaching: the live explorers of notebooks 03/04, the
+  tour's self-check cells, running the tour, a run's notebooks as static HTML pages
 """
+
+from knee_tf import startup  # noqa: F401  (first: before any module imports TensorFlow)
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""``knee-tf`` command line: synth, ingest, predict, study, grid; scan, split, reslice, pull, push. Also ``python -m knee_tf``.
+"""``knee-tf`` command line: synth, ingest, predict, study, grid, tour, html; scan, split, reslice, pull, push. Also ``python -m knee_tf``.
 
 Bad input ends with one line per problem on stderr and exit code 2, never a traceback.
 """
@@ -160,6 +160,34 @@ def _cmd_grid(a) -> int:
                    workers=a.workers)
     print(f"grid finished: {len(res.ran)} ran, {len(res.skipped)} skipped, {len(res.failed)} failed ({root})")
     return 1 if res.failed else 0
+def _add_tour(sub) -> None:
+    p = sub.add_parser("tour", help="run the classroom tour (notebooks/00_tour) into a run folder")
+    p.add_argument("--config", default="tour", help="tour | path to a StudyConfig JSON")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>-tour/)")
+    p.set_defaults(func=_cmd_tour)
+
+
+def _cmd_tour(a) -> int:
+    from knee_tf.tour import run_tour
+
+    print(f"tour finished: {run_tour(a.config, out=a.out)}")
+    return 0
+
+
+def _add_html(sub) -> None:
+    p = sub.add_parser("html", help="render a run's executed notebooks as static HTML pages with an index")
+    p.add_argument("--run", default="", help="run folder (default: the newest under runs/)")
+    p.set_defaults(func=_cmd_html)
+
+
+def _cmd_html(a) -> int:
+    from knee_tf.config import resolve
+    from knee_tf.html_pages import render_run
+    from knee_tf.study import open_run
+
+    pages = render_run(resolve(a.run) if a.run else open_run().root)
+    print(f"{len(pages) - 1} pages and an index: {pages[-1]}")
+    return 0
 
 
 # ----- your own data: scan, split, reslice, pull, push -----
@@ -288,8 +316,8 @@ def _cmd_push(a) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="knee-tf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_synth, _add_ingest, _add_predict, _add_study, _add_grid, _add_scan, _add_split, _add_reslice, _add_pull,
-                _add_push):
+    for add in (_add_synth, _add_ingest, _add_predict, _add_study, _add_grid, _add_tour, _add_html, _add_scan, _add_split,
+                _add_reslice, _add_pull, _add_push):
         add(sub)
     return parser
 

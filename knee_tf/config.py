@@ -85,6 +85,9 @@ class StudyConfig:
     n_figure3_per_cohort: int = 2  # Figure 3: images per cohort that A gets wrong and B right
     n_seeds: int = 1  # training seeds per model; committed results use >= 3
 
+    # --- teaching (notebooks/00_tour, knee_tf.exercises) ---
+    reveal_answers: bool = False  # exercise checks also print the answer computed from the run
+
     @classmethod
     def smoke(cls, **overrides) -> StudyConfig:
         """Tiny settings: a few exams, small images, one epoch. For tests and CI, not for results."""
@@ -104,6 +107,32 @@ class StudyConfig:
             n_bootstrap=200,
             precision="float32",  # fast and exact on any CPU
             grid_workers=0,  # in-process: no cluster start-up in tests and CI
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def tour(cls, **overrides) -> StudyConfig:
+        """The classroom tour (notebooks/00_tour): the whole method in about two minutes on a 2-core
+        laptop, data generation included. Small enough to be quick, large enough that Model A
+        learns the task, so the maps and the exercises mean something. Not for results."""
+        base = dict(
+            name="tour",
+            data_root="data/tour",
+            n_exams=48,
+            synth_matrix=128,
+            image_size=64,
+            conv_filters=(8, 16, 16, 16),
+            dense_units=(32, 16),
+            epochs=12,
+            batch_size=32,
+            learning_rate=3e-3,
+            patience=3,
+            cam_batch_size=128,
+            predict_batch_size=128,
+            n_faithfulness=100,
+            n_bootstrap=200,
+            severities=(1, 3, 5),
         )
         base.update(overrides)
         return cls(**base)
@@ -196,7 +225,7 @@ def _coerce(name: str, value, current, item: str):
 
 
 def get_config(spec: str | StudyConfig | None = "default", **overrides) -> StudyConfig:
-    """``"default"``, ``"smoke"`` or a path to a JSON file written by :meth:`StudyConfig.save`.
+    """``"default"``, ``"smoke"``, ``"tour"`` or a path to a JSON file written by :meth:`StudyConfig.save`.
 
     With the environment variable ``KNEE_TF_SMOKE=1``, ``"default"`` means the smoke config: how
     notebooks run with their default parameters in CI (e.g. under nbmake) stay short.
@@ -207,6 +236,8 @@ def get_config(spec: str | StudyConfig | None = "default", **overrides) -> Study
         cfg = StudyConfig.smoke() if os.environ.get(SMOKE_ENV, "") not in ("", "0") else StudyConfig()
     elif spec == "smoke":
         cfg = StudyConfig.smoke()
+    elif spec == "tour":
+        cfg = StudyConfig.tour()
     else:
         cfg = StudyConfig.load(spec)
     return cfg.replace(**overrides) if overrides else cfg

@@ -18,6 +18,7 @@ A run folder (``runs/<timestamp>-<config>/`` unless ``--out`` names one)::
         job.json                        written last: the job, its settings and where and how it ran
     results/*.csv, *.json, *.md       tables (what the paper reports, and more)
     figures/*.png                     figures
+    html/index.html, html/NN_*.html   the executed notebooks rendered as static pages (knee-tf html)
 
 Notebooks, the runner and :mod:`knee_tf.cohorts` ask a :class:`RunLayout` for a path; none builds
 one from a string. A new output is one line here; a new arm (e.g. ``"A_steps"``, ``"B_random"``)
@@ -116,6 +117,14 @@ class RunLayout:
 
     def step_marker(self, step: str) -> Path:
         return self.steps / f"{step}.done"
+
+    # ---------------------------------------------------------------- rendered pages (knee_tf.html_pages)
+    html = property(lambda self: self.root / "html")
+    html_index = property(lambda self: self.html / "index.html")
+
+    def html_page(self, step: str) -> Path:
+        """The static page of one executed notebook."""
+        return self.html / f"{step}.html"
 
     # ---------------------------------------------------------------- per seed, per (arm, seed)
     def aug_pool_images(self, seed: int) -> Path:

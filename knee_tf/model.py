@@ -31,6 +31,7 @@ from knee_tf.config import seed_everything
 from knee_tf.data import make_dataset
 from knee_tf.io import atomic_path
 from knee_tf.precision import training_precision
+from knee_tf.startup import keras_verbosity
 
 #: The name of the linear output layer that CAMs differentiate (the softmax is bypassed).
 LOGITS_LAYER = "logits"
@@ -187,8 +188,8 @@ def _check_xy(x, y, what: str) -> tuple[np.ndarray, np.ndarray]:
 
 def train_classifier(x_train, y_train, x_val, y_val, model_path, *, seed: int, conv_filters, dense_units,
                      epochs: int, batch_size: int, learning_rate: float, patience: int, precision: str,
-                     log_path=None,
-                     tensorboard_dir=None, strategy=None, verbose: int = 1, n_classes: int = 2) -> TrainResult:
+                     log_path=None, tensorboard_dir=None, strategy=None, verbose: int | None = None,
+                     n_classes: int = 2) -> TrainResult:
     """Train :func:`build_lenet` from scratch (seeded, class-weighted, early stopping on val loss).
 
     x_train, x_val: float32 (N, H, W, 1) in [0, 1]; y_train, y_val: int (N,) class indices
@@ -198,7 +199,8 @@ def train_classifier(x_train, y_train, x_val, y_val, model_path, *, seed: int, c
     patience: epochs without a val-loss improvement before stopping; precision: a
     :data:`knee_tf.precision.PRECISIONS` value (the model is built and trained under that Keras
     dtype policy, which is restored afterwards). Every setting is explicit
-    (``StudyConfig.training_settings()`` gives the study's).
+    (``StudyConfig.training_settings()`` gives the study's). verbose: Keras' (0 silent, 1 progress bar,
+    2 one line per epoch); None: :func:`knee_tf.startup.keras_verbosity` (a bar on a terminal only).
 
     Writes ``model_path`` (the best model, saved atomically at every improvement) and, when given,
     ``log_path`` (Keras CSVLogger) and ``tensorboard_dir/{train,validation}`` (event files).
@@ -247,7 +249,8 @@ def train_classifier(x_train, y_train, x_val, y_val, model_path, *, seed: int, c
         callbacks.append(TensorBoardScalars(Path(tensorboard_dir)))
     fit = model.fit(train_ds, validation_data=val_ds, epochs=epochs,
                     class_weight=balanced_class_weights(y_train, n_classes),
-                    callbacks=callbacks, shuffle=False, verbose=verbose)
+                    callbacks=callbacks, shuffle=False,
+                    verbose=keras_verbosity() if verbose is None else verbose)
     history = pd.DataFrame(fit.history)
     history.insert(0, "epoch", np.arange(1, len(history) + 1))
     return TrainResult(model=model, history=history, best_path=best_path)

@@ -261,3 +261,42 @@ def plot_severity(severity):
     g.set_titles("{col_name}")
     g.set(ylim=(0.3, 1.0), xticks=sorted(severity["severity"].unique()), xlabel="severity (0 = clean)")
     return g.figure
+
+
+def plot_cam_view(view, layer: str, method: str, fractions, scores, auc: float, label: str = ""):
+    """The Grad-CAM explorer's figure: image | map overlay | the other class's map | deletion curve.
+
+    view: a :class:`knee_tf.explore.CamView`; fractions, scores: the image's deletion curve for the
+    shown map (target-class probability as the top-ranked pixels are blacked out); auc: its area.
+    """
+    names = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
+    explained, other = CLASSES[view.predicted], CLASSES[1 - view.predicted]
+    fig, axes = plt.subplots(1, 4, figsize=(10.5, 2.7), gridspec_kw={"width_ratios": [1, 1, 1, 1.4]})
+    overlay(axes[0], view.image, title=f"image ({label})" if label else "image")
+    overlay(axes[1], view.image, view.map(method, layer), title=f"{names.get(method, method)} {layer}\n"
+                                                                 f"for {explained} (the call)")
+    overlay(axes[2], view.image, view.map(method, layer, other=True), title=f"{names.get(method, method)} {layer}\n"
+                                                                              f"for {other}")
+    ax = axes[3]
+    ax.plot(fractions, scores, marker="o", ms=3)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("fraction of pixels removed (map order)", fontsize=8)
+    ax.set_ylabel(f"p({explained})", fontsize=8)
+    ax.set_title(f"deletion curve, AUC {auc:.3f}", fontsize=8)
+    ax.tick_params(labelsize=7)
+    fig.tight_layout(pad=0.4)
+    return fig
+
+
+def plot_augment_view(image, mask, augmented, weight: float, transform: str):
+    """The augmentation explorer's figure: image | mask M | augmented image ``image * (1 - w * M)``."""
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.7))
+    overlay(axes[0], image, title="image")
+    axes[1].imshow(mask, cmap="magma", vmin=0, vmax=1)
+    axes[1].set_xticks([])
+    axes[1].set_yticks([])
+    axes[1].set_title("mask M (map at the augmentation layer)", fontsize=8)
+    overlay(axes[2], augmented, title=f"{transform}: image × (1 − {weight:.3f}·M)")
+    fig.tight_layout(pad=0.4)
+    return fig

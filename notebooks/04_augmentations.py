@@ -29,7 +29,8 @@
 # This notebook builds the augmented training pool from each seed's Model A (with provenance: source
 # image, method, transform, layer, weight), measures how often the augmentation flips Model A's
 # call (every seed), draws Figure 2 (first seed), and exports a few augmented images of the first
-# seed's pool as derived DICOM for a viewer.
+# seed's pool as derived DICOM for a viewer. An explorer at the end turns the knobs by hand: pick an
+# image, a method and a weight, and watch Model A's (and, once trained, Model B's) call change.
 
 # %%
 import pandas as pd
@@ -47,9 +48,10 @@ from knee_tf.cohorts import (
 from knee_tf.config import seed_everything
 from knee_tf.data import pick_examples, shows_anatomy
 from knee_tf.dicom_write import export_augmented_dicom
+from knee_tf.explore import augmentation_explorer
 from knee_tf.model import load_model, predict_proba
 from knee_tf.study import open_run
-from knee_tf.vocab import GRADCAM, MODEL_A, NORMAL, TEST, TRAIN, predicted_class
+from knee_tf.vocab import GRADCAM, MODEL_A, MODEL_B, NORMAL, TEST, TRAIN, predicted_class
 
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run folders hold one)
@@ -131,3 +133,21 @@ pool_x, provenance = pool_x[:cfg.n_dicom_export], provenance.iloc[:cfg.n_dicom_e
 headers = data.source_headers(provenance["source_image_id"])
 paths = export_augmented_dicom(pool_x, provenance, headers, run.layout.aug_dicom)
 print(f"wrote {len(paths)} derived DICOM files to {run.layout.aug_dicom}")
+
+# %% [markdown]
+# ## Explore: what does it take to fool Model A?
+# Pick a test image (the first is Figure 2's first row), a method, inverted or weighted, the weight w
+# and an optional Gaussian smoothing of the map (σ in pixels). Left to right: the image, the mask M
+# (Model A's map at the augmentation layer, for its own call), and the augmented image
+# `image × (1 − w·M)`. Below: each model's probability of *relevant* on the augmented image, beside
+# its value on the original. The button finds the **smallest w that flips Model A** on this image: a
+# scan of w in steps of 0.01 (the probability need not fall steadily as w grows, so bisection alone
+# could miss the first flip), then bisection inside the first step that flips. A small w means a
+# faint shadow over the anatomy is enough: that is what "adversarial-like" means here.
+# Model B appears once notebook 05 has trained it (re-run this cell then); a rendered page shows
+# the explorer as it was left.
+
+# %%
+model_b_path = run.layout.model(MODEL_B, run.seeds[0])
+models = {MODEL_A: model_a, MODEL_B: load_model(model_b_path) if model_b_path.exists() else None}
+display(augmentation_explorer(models, x_test, test_index, cfg.aug_layer, cfg.cam_methods, start=int(rows[0])))

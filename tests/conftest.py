@@ -90,3 +90,44 @@ def tiny_bf16_model(toy_blob_data, tmp_path_factory):
     (xt, yt, _), (xv, yv, _) = toy_blob_data["train"], toy_blob_data["val"]
     return train_classifier(xt, yt, xv, yv, tmp_path_factory.mktemp("tiny_bf16") / "tiny_bf16.keras",
                             seed=cfg.seed, verbose=0, **cfg.training_settings()).model
+# ----------------------------------------------------------------------------- one smoke study per session
+
+
+@pytest.fixture(scope="session")
+def smoke_config(tmp_path_factory):
+    """The smoke config with its data and cache in a temporary folder (generated once per session)."""
+    from knee_tf.config import StudyConfig
+
+    tmp = tmp_path_factory.mktemp("smoke")
+    cfg = StudyConfig.smoke(data_root=str(tmp / "data"), cache_dir=str(tmp / "cache"))
+    # the reference (tests/data/smoke_cohorts.csv) was made with the data and cache under the repository
+    path = tmp / "smoke.json"
+    cfg.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def first_run(smoke_config, tmp_path_factory):
+    """One smoke study (every notebook executed), shared by the session: (run folder, runner log).
+
+    tests/test_study.py deletes and recomputes parts of it; each of its tests leaves it complete."""
+    from knee_tf.study import run_study
+
+    out = tmp_path_factory.mktemp("run1")
+    log = []
+    run_study(str(smoke_config), out=out, log=log.append)
+    return out, log
+
+
+#: Where browser tests leave their screenshots (gitignored): tests/output/browser/.
+OUTPUT_DIR = os.path.join(os.path.dirname(__file__), "output")
+
+
+@pytest.fixture(scope="session")
+def output_dir():
+    """tests/output/ (gitignored): screenshots and timings a person can look at after the run."""
+    from pathlib import Path
+
+    path = Path(OUTPUT_DIR)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -31,7 +31,7 @@ def test_environment_yml_matches_pyproject():
 
 def test_notebooks_exist_and_are_numbered():
     stems = [p.stem for p in NOTEBOOKS]
-    assert stems and all(re.fullmatch(r"0[1-9]_[a-z0-9_]+", s) for s in stems), stems
+    assert stems and all(re.fullmatch(r"0[0-9]_[a-z0-9_]+", s) for s in stems), stems
 
 
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -20,26 +20,8 @@ from knee_tf.study import STEPS, Run, publish, run_study
 from knee_tf.vocab import COHORTS, MODEL_A, MODEL_B
 
 pytestmark = pytest.mark.slow
+# smoke_config and first_run (one smoke study shared by the whole session) live in tests/conftest.py
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def smoke_config(tmp_path_factory):
-    """The smoke config with its data and cache in a temporary folder (generated once per module)."""
-    tmp = tmp_path_factory.mktemp("smoke")
-    cfg = StudyConfig.smoke(data_root=str(tmp / "data"), cache_dir=str(tmp / "cache"))
-    # the reference (tests/data/smoke_cohorts.csv) was made with the data and cache under the repository
-    path = tmp / "smoke.json"
-    cfg.save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def first_run(smoke_config, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run1")
-    log = []
-    run_study(str(smoke_config), out=out, log=log.append)
-    return out, log
 
 
 def test_smoke_study_writes_every_promised_output(first_run):
