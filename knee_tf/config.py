@@ -32,12 +32,12 @@ class StudyConfig:
     # difficulty of the phantom (knee_tf.phantom.difficulty.Difficulty; chosen with Model A alone,
     # docs/calibration.md): texture strength, SNR scale, share of hard exams, annotator spread
     # (x slice spacing), how far poor image quality moves an annotator's boundary, ghost share
-    synth_texture: float = 1.0
-    synth_snr_scale: float = 1.0
-    synth_hard_share: float = 0.3
-    synth_annotator_spread: float = 0.3
+    synth_texture: float = 1.5
+    synth_snr_scale: float = 0.55
+    synth_hard_share: float = 0.6
+    synth_annotator_spread: float = 0.35
     synth_quality_shift_mm: float = 2.0
-    synth_ghost_probability: float = 0.15
+    synth_ghost_probability: float = 0.3
 
     # --- ingest (knee_tf.data) ---
     manifest: str = ""  # empty: <data_root>/data_manifest.csv

@@ -211,6 +211,12 @@ def test_annotators_are_consistent_and_spread_scales_their_offsets():
     assert poor.count("relevant") < 20
 
 
+def test_study_config_defaults_are_the_phantom_difficulty_defaults():
+    from knee_tf.config import StudyConfig
+
+    assert StudyConfig().synth_difficulty() == Difficulty()
+
+
 @pytest.mark.parametrize("kw", [{"texture": -1}, {"hard_share": 1.5}, {"snr_scale": 0}])
 def test_bad_difficulty_is_rejected(kw):
     with pytest.raises(ValueError, match="Difficulty"):

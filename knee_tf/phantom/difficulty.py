@@ -15,6 +15,9 @@ Every knob scales a physically described effect; none is a label or an accuracy:
 * ``quality_shift_mm``: how far a poor-quality series (low SNR, ghosting, wrap) pulls an
   annotator's boundary inwards (a doubtful slice is called irrelevant);
 * ``ghost_probability``: share of series planes with motion / pulsation ghosts.
+
+The defaults are the calibrated setting (``docs/calibration.md``) and equal ``StudyConfig``'s
+``synth_*`` defaults (a test checks that they agree).
 """
 
 from __future__ import annotations
@@ -24,12 +27,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Difficulty:
-    texture: float = 1.0
-    snr_scale: float = 1.0
-    hard_share: float = 0.3
-    annotator_spread: float = 0.3
+    texture: float = 1.5
+    snr_scale: float = 0.55
+    hard_share: float = 0.6
+    annotator_spread: float = 0.35
     quality_shift_mm: float = 2.0
-    ghost_probability: float = 0.15
+    ghost_probability: float = 0.3
 
     def __post_init__(self):
         for name in ("texture", "snr_scale", "annotator_spread", "quality_shift_mm"):
