@@ -62,6 +62,20 @@ def _relabel(index, cfg):
     return out
 
 
+def markdown_table(path: Path) -> str:
+    """The calibration log as a Markdown table (knobs, then results; one row per trial)."""
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    cols = ("utc", "synth_texture", "synth_snr_scale", "synth_hard_share", "synth_annotator_spread",
+            "synth_quality_shift_mm", "synth_ghost_probability", "label_noise_rate", "a_normal_acc",
+            "a_normal_ci_low", "a_normal_ci_high", "noise_share_of_errors", "linear_baseline",
+            "a_new_site_acc", "a_metal_acc", "epochs_run", "synth_s", "commit")
+    short = [c.replace("synth_", "") for c in cols]
+    lines = ["| " + " | ".join(short) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(r.get(c, "") for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def _commit() -> str:
     try:
         head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
@@ -80,9 +94,14 @@ def main(argv=None) -> int:
     p.add_argument("--work", default="/tmp/knee-tf-calibrate")
     p.add_argument("--note", default="")
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--table", action="store_true",
+                   help="print docs/calibration.csv as a Markdown table (for docs/calibration.md) and exit")
     p.add_argument("--relabel", action="store_true",
                    help="reuse the images in --work, recompute labels for new label knobs")
     a = p.parse_args(argv)
+    if a.table:
+        print(markdown_table(LOG))
+        return 0
 
     from knee_tf.baseline import linear_baseline
     from knee_tf.config import StudyConfig, seed_everything
