@@ -70,7 +70,7 @@ def markdown_table(path: Path) -> str:
             "synth_quality_shift_mm", "synth_ghost_probability", "label_noise_rate", "a_normal_acc",
             "a_normal_ci_low", "a_normal_ci_high", "noise_share_of_errors", "linear_baseline",
             "a_new_site_acc", "a_metal_acc", "epochs_run", "synth_s", "commit")
-    short = [c.replace("synth_", "") for c in cols]
+    short = [c if c == "synth_s" else c.replace("synth_", "") for c in cols]
     lines = ["| " + " | ".join(short) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(r.get(c, "") for c in cols) + " |" for r in rows]
     return "\n".join(lines)
@@ -122,6 +122,7 @@ def main(argv=None) -> int:
     )
 
     cfg = StudyConfig().with_settings(a.set)
+    commit = _commit()  # the code the trial runs (taken at the start: later commits do not count)
     work = Path(a.work)
     data_dir = work / "data"
     made_with = work / "settings.json"
@@ -172,7 +173,7 @@ def main(argv=None) -> int:
            "linear_baseline": round(float(base["accuracy"]), 4),
            "a_new_site_acc": round(acc[NEW_SITE][0], 4) if NEW_SITE in acc else "",
            "a_metal_acc": round(acc[METAL][0], 4) if METAL in acc else "",
-           "epochs_run": len(res.history), "synth_s": round(synth_s, 1), "commit": _commit(),
+           "epochs_run": len(res.history), "synth_s": round(synth_s, 1), "commit": commit,
            "note": a.note}
     new = not LOG.exists()
     with LOG.open("a", newline="") as fh:
