@@ -25,14 +25,18 @@ def _add_synth(sub) -> None:
                    help="scanner acquisition matrix of the written DICOM (some sites use 0.75x or 2x)")
     p.add_argument("--metal-fraction", type=float, default=_DEFAULT.metal_fraction)
     p.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a StudyConfig synth_* difficulty field, e.g. synth_texture=0.5 (repeatable)")
     p.set_defaults(func=_cmd_synth)
 
 
 def _cmd_synth(a) -> int:
     from knee_tf.phantom import synthesize
 
+    cfg = _DEFAULT.with_settings(a.set)
     df = synthesize(a.out, n_exams=a.exams, seed=a.seed, matrix=a.matrix,
-                    metal_fraction=a.metal_fraction, workers=a.workers or None)
+                    metal_fraction=a.metal_fraction, workers=a.workers or None,
+                    difficulty=cfg.synth_difficulty())
     print(f"wrote {len(df)} images from {df['exam_id'].nunique()} exams to {a.out}")
     return 0
 

@@ -7,6 +7,8 @@ Cohorts (``cohort`` column of the predictions):
 
 * ``normal`` — the normal test split (the paper's cohort 1);
 * ``metal`` — every test exam with a metal implant (cohort 2; absent from training);
+* ``new_site`` — the normal exams of a site (scanner and coil) that never appears in train or val
+  (the manifest's ``cohort`` column; not in the paper: a site-shift check);
 * ``cam`` — the normal test images corrupted with Model A's own maps, ``image * (1 - w * M)`` at the
   fixed weight ``cfg.cohort3_weight`` with ``cfg.cohort3_method`` at ``cfg.aug_layer`` (cohort 3).
   Fresh maps of the test images, never the training pool. Each training seed has its own Model A
@@ -29,7 +31,7 @@ from tqdm.auto import tqdm
 from knee_tf.config import StudyConfig
 from knee_tf.evaluate import paired_predictions, prediction_frame
 from knee_tf.layout import RunLayout
-from knee_tf.vocab import CAM, METAL, NORMAL, TEST, predicted_class
+from knee_tf.vocab import CAM, METAL, NEW_SITE, NORMAL, TEST, predicted_class
 
 
 def augmentation_maps(model_a, images: np.ndarray, cfg: StudyConfig, methods=None,
@@ -63,15 +65,17 @@ def augmented_pool(model_a, images: np.ndarray, labels: np.ndarray, image_ids, c
 
 
 def build_test_cohorts(data, model_a, cfg: StudyConfig, progress: bool = True) -> dict[str, tuple]:
-    """{cohort: (images float32 (n, H, W, 1), rows DataFrame)} for normal, metal (if any) and cam."""
+    """{cohort: (images float32 (n, H, W, 1), rows DataFrame)} for normal, metal and new_site (each
+    if the manifest has it) and cam."""
     from knee_tf.corrupt import cam_corruption
 
     x, _, idx = data.split(TEST, cohort=NORMAL)
     out = {NORMAL: (x, idx)}
     if "cohort" in data.index:
-        xm, _, im = data.split(TEST, cohort=METAL)
-        if len(xm):
-            out[METAL] = (xm, im)
+        for cohort in (METAL, NEW_SITE):
+            xm, _, im = data.split(TEST, cohort=cohort)
+            if len(xm):
+                out[cohort] = (xm, im)
     maps = augmentation_maps(model_a, x, cfg, methods=(cfg.cohort3_method,), progress=progress)
     xc = cam_corruption(x, maps[cfg.cohort3_method], cfg.cohort3_weight, cfg.aug_smooth_sigma, cfg.aug_threshold)
     out[CAM] = (xc, idx)

@@ -29,6 +29,15 @@ class StudyConfig:
     synth_seed: int = 0  # seeds anatomy, acquisition, labels, splits and UIDs (nothing else)
     synth_matrix: int = 256  # scanner acquisition matrix of the synthetic DICOM (GE localizer: 256)
     metal_fraction: float = 0.10  # share of exams with a metal implant (all go to test, cohort 2)
+    # difficulty of the phantom (knee_tf.phantom.difficulty.Difficulty; chosen with Model A alone,
+    # docs/calibration.md): texture strength, SNR scale, share of hard exams, annotator spread
+    # (x slice spacing), how far poor image quality moves an annotator's boundary, ghost share
+    synth_texture: float = 1.5
+    synth_snr_scale: float = 0.55
+    synth_hard_share: float = 0.6
+    synth_annotator_spread: float = 0.35
+    synth_quality_shift_mm: float = 2.0
+    synth_ghost_probability: float = 0.3
 
     # --- ingest (knee_tf.data) ---
     manifest: str = ""  # empty: <data_root>/data_manifest.csv
@@ -140,6 +149,16 @@ class StudyConfig:
     # ----- helpers -----
     def replace(self, **changes) -> StudyConfig:
         return dataclasses.replace(self, **changes)
+
+    def synth_difficulty(self):
+        """The ``synth_*`` difficulty fields as a :class:`knee_tf.phantom.difficulty.Difficulty`."""
+        from knee_tf.phantom.difficulty import Difficulty
+
+        return Difficulty(texture=self.synth_texture, snr_scale=self.synth_snr_scale,
+                          hard_share=self.synth_hard_share,
+                          annotator_spread=self.synth_annotator_spread,
+                          quality_shift_mm=self.synth_quality_shift_mm,
+                          ghost_probability=self.synth_ghost_probability)
 
     def training_settings(self) -> dict:
         """The keyword arguments of :func:`knee_tf.model.train_classifier` this config sets (all but the seed)."""

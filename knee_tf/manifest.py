@@ -15,7 +15,7 @@ split; ``predict`` and ``scan`` (a manifest written by ``knee-tf scan``, not yet
 ``label``/``split`` missing or empty, and check them only where they are filled in.
 
 Optional columns (:data:`knee_tf.vocab.OPTIONAL_COLUMNS`) are kept as they are: site, scanner,
-field_strength_t, coil, cohort (normal|metal), frame (0-based frame of a multi-frame file),
+field_strength_t, coil, cohort (normal|metal|new_site), frame (0-based frame of a multi-frame file),
 slice_index, anatomy, and any others. The names live in :mod:`knee_tf.vocab`.
 
 Every problem is reported (not only the first), each as one line naming the manifest line (the CSV

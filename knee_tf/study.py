@@ -181,7 +181,8 @@ def ensure_dataset(cfg: StudyConfig, progress: bool = True) -> Path:
     from knee_tf.phantom import synthesize
 
     synthesize(resolve(cfg.data_root), n_exams=cfg.n_exams, seed=cfg.synth_seed, matrix=cfg.synth_matrix,
-               metal_fraction=cfg.metal_fraction, workers=cfg.n_workers, progress=progress)
+               metal_fraction=cfg.metal_fraction, workers=cfg.n_workers, progress=progress,
+               difficulty=cfg.synth_difficulty())
     return manifest
 
 

@@ -26,10 +26,12 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 TRAIN, VAL, TEST = SPLITS
 
 #: Test cohorts, in the paper's order: (1) normal images, (2) metal-implant exams, (3) images
-#: corrupted with Model A's own maps. ``normal`` and ``metal`` come from the manifest's ``cohort``
-#: column; ``cam`` is made by the study (:data:`DERIVED_COHORTS`), never read from a manifest.
-COHORTS: tuple[str, ...] = ("normal", "metal", "cam")
-NORMAL, METAL, CAM = COHORTS
+#: corrupted with Model A's own maps; then (4) ``new_site``: normal exams of a site (scanner and
+#: coil) that never appears in train or val. ``normal``, ``metal`` and ``new_site`` come from the
+#: manifest's ``cohort`` column; ``cam`` is made by the study (:data:`DERIVED_COHORTS`), never read
+#: from a manifest.
+COHORTS: tuple[str, ...] = ("normal", "metal", "cam", "new_site")
+NORMAL, METAL, CAM, NEW_SITE = COHORTS
 DERIVED_COHORTS: tuple[str, ...] = (CAM,)
 #: The values a manifest's ``cohort`` column may hold.
 MANIFEST_COHORTS: tuple[str, ...] = tuple(c for c in COHORTS if c not in DERIVED_COHORTS)
@@ -57,6 +59,11 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("image_id", "patient_id", "exam_id", "path"
 OPTIONAL_COLUMNS: tuple[str, ...] = (
     "site", "scanner", "field_strength_t", "coil", "cohort", "frame", "slice_index", "anatomy",
 )
+
+
+#: Phantom manifest columns for label-noise analysis: the geometric rule's label, the annotator who
+#: labelled the exam, and whether the annotator's label differs from the rule's.
+RULE_LABEL_COLUMN, ANNOTATOR_COLUMN, LABEL_NOISE_COLUMN = "rule_label", "annotator", "label_flipped"
 
 
 def encode_labels(labels) -> np.ndarray:

@@ -14,11 +14,13 @@
 # ---
 
 # %% [markdown]
-# # 06 · Model A vs Model B on three test cohorts (the results table, Figure 3)
+# # 06 · Model A vs Model B on the test cohorts (the results table, Figure 3)
 #
 # The paper reports accuracy on three test cohorts — (1) normal images, (2) exams with metal-implant
 # artifacts, (3) images corrupted with Model A's own inverted Grad-CAM maps — and finds Model B better
 # on all three (83.1 → 86.6%, 70.6 → 80.3%, 67.5 → 85.5%). It gives no intervals or tests.
+# A fourth cohort, `new_site`, is not in the paper: the normal exams of one site (scanner and coil)
+# that never appears in training or validation, so it measures what a site shift costs each model.
 #
 # Here each accuracy gets a 95% bootstrap interval, each A-vs-B difference an exact McNemar test on
 # the same images, calibration (ECE, 15 bins) and breakdowns per plane and site; with several seeds,

@@ -14,9 +14,18 @@ import pytest
 from knee_tf.dicom import plane_from_orientation
 from knee_tf.phantom import MANIFEST_COLUMNS, plan_exams, synthesize
 from knee_tf.phantom.anatomy import Pose, build_knee
-from knee_tf.phantom.labels import PLANE_AXES, relevant_interval, rule_label
-from knee_tf.phantom.metal import Implant, off_resonance_hz, susceptibility_artifact
-from knee_tf.phantom.render import SliceGeometry, render_slice
+from knee_tf.phantom.difficulty import Difficulty
+from knee_tf.phantom.labels import (
+    JITTER_MM,
+    PLANE_AXES,
+    annotator_label,
+    annotator_offsets,
+    relevant_interval,
+    rule_label,
+)
+from knee_tf.phantom.metal import MATERIALS, Implant, off_resonance_hz, susceptibility_artifact
+from knee_tf.phantom.render import SliceGeometry, render_slice, slab_weights
+from knee_tf.phantom.sites import NEW_SITE_CODE
 from knee_tf.phantom.synth import prepare_exam
 
 N_EXAMS, SIZE = 4, 48
@@ -98,9 +107,13 @@ def test_manifest_columns_and_values(dataset):
     assert list(on_disk.image_id) == list(df.image_id)
     assert b"\r\n" not in (out / "data_manifest.csv").read_bytes()
     assert all("\\" not in p and not p.startswith("/") for p in df.path)
-    # labels come from the rule, except documented boundary flips
+    # labels are the annotator's: they differ from the rule only near a boundary, by at most the
+    # annotator's offset, the quality shift and a few jitter sd
     assert ((df.label != df.rule_label) == df.label_flipped).all()
-    assert (df[df.label_flipped].boundary_distance_mm.abs() < 4.0).all()
+    d = Difficulty()
+    bound = df.annotator_offset_mm.abs() + d.quality_shift_mm + 5 * JITTER_MM
+    assert (df[df.label_flipped].boundary_distance_mm.abs() <= bound[df.label_flipped]).all()
+    assert (df.groupby("exam_id").annotator.nunique() == 1).all()
 
 
 def test_dicom_files_are_valid_and_plane_matches_iop(dataset):
@@ -156,6 +169,7 @@ def test_splits_by_patient_and_metal_only_in_test(dataset):
     _, df = dataset
     assert (df.groupby("patient_id").split.nunique() == 1).all()
     assert set(df[df.cohort == "metal"].split) == {"test"}
+    assert set(df[df.cohort == "new_site"].split) == {"test"}  # a small study still gets one
     assert (df[df.cohort == "metal"].implant != "").all()
     assert (df[df.cohort == "normal"].implant == "").all()
 
@@ -170,6 +184,43 @@ def test_plan_splits_are_stratified_by_site_and_patient_disjoint():
         frac = g.split.value_counts(normalize=True)
         assert abs(frac["train"] - 0.7) < 0.05 and abs(frac["test"] - 0.2) < 0.05
     assert plan.repeat.any()  # some patients have two exams
+    # the held-out site: its normal exams are the new_site cohort, never in train or val
+    held = plan[plan.site == NEW_SITE_CODE]
+    assert len(held) > 30 and set(held.cohort) <= {"new_site", "metal"}
+    assert set(plan[plan.cohort == "new_site"].site) == {NEW_SITE_CODE}
+    assert set(held.split) == {"test"}
+    # one annotator per exam, drawn from the panel
+    assert plan.annotator.nunique() > 1 and plan.annotator.notna().all()
+
+
+def test_annotators_are_consistent_and_spread_scales_their_offsets():
+    a, b = annotator_offsets(0, 0.3), annotator_offsets(0, 0.3)
+    assert a == b and len(a) >= 3  # one panel per dataset seed
+    assert all(abs(v) <= 0.3 for planes in a.values() for v in planes.values())
+    assert annotator_offsets(0, 0.0)["R1"]["axial"] == 0.0
+    rng = np.random.default_rng(0)
+    # well inside / outside the interval: the offset cannot change the label
+    assert annotator_label(30.0, -3.0, 2.0, rng) == "relevant"
+    assert annotator_label(-30.0, 3.0, 0.0, rng) == "irrelevant"
+    # a generous annotator calls a slice just outside the rule interval relevant, more often
+    gen = [annotator_label(-2.0, 6.0, 0.0, rng) for _ in range(200)]
+    strict = [annotator_label(-2.0, -6.0, 0.0, rng) for _ in range(200)]
+    assert gen.count("relevant") > 190 and strict.count("relevant") < 10
+    # poor image quality pulls the boundary inwards
+    poor = [annotator_label(1.0, 0.0, 4.0, rng) for _ in range(200)]
+    assert poor.count("relevant") < 20
+
+
+def test_study_config_defaults_are_the_phantom_difficulty_defaults():
+    from knee_tf.config import StudyConfig
+
+    assert StudyConfig().synth_difficulty() == Difficulty()
+
+
+@pytest.mark.parametrize("kw", [{"texture": -1}, {"hard_share": 1.5}, {"snr_scale": 0}])
+def test_bad_difficulty_is_rejected(kw):
+    with pytest.raises(ValueError, match="Difficulty"):
+        Difficulty(**kw)
 
 
 @pytest.mark.parametrize("kw,match", [({"n_exams": 0}, "n_exams"),
@@ -212,6 +263,28 @@ def _sphere_artifact(b0: float) -> float:
 def test_metal_artifact_grows_with_field_strength():
     a15, a30 = _sphere_artifact(1.5), _sphere_artifact(3.0)
     assert a15 > 0 and a30 > 1.25 * a15
+
+
+def test_stainless_steel_makes_a_bigger_artifact_than_titanium():
+    assert MATERIALS["stainless steel"] > 10 * MATERIALS["titanium"]
+    n, fov = 96, 96.0
+    geom = SliceGeometry("coronal", 0.0, fov, n, 4.0, (0.0, 0.0, 0.0))
+    pts = geom.points(np.arange(n), np.arange(n))
+    img = np.where(np.linalg.norm(pts, axis=-1) > 2.0, 1.0, 0.0)
+    changed = {}
+    for m in ("titanium", "stainless steel"):
+        df = off_resonance_hz(pts, Implant("t", np.array([[0.0, 0.0, 0.0, 2.0, MATERIALS[m]]])), 1.5)
+        out = np.abs(susceptibility_artifact(img, df, 244.0, te_ms=1.3))
+        changed[m] = int((np.abs(out - img) > 0.2).sum())
+    assert changed["stainless steel"] > 3 * changed["titanium"] > 0
+
+
+def test_slab_weights_bend_the_slice_away_near_metal():
+    lo, c, hi = slab_weights(np.zeros(3), 9.0)
+    np.testing.assert_allclose([lo[0], c[0], hi[0]], [0.25, 0.5, 0.25])
+    lo, c, hi = slab_weights(np.array([3.0, 30.0]), 9.0)  # shifted by a third, then far away
+    assert hi[0] > c[0] > lo[0] == 0.0
+    assert lo[1] == c[1] == hi[1] == 0.0
 
 
 def test_dipole_field_scales_with_b0_and_has_dipole_sign():

@@ -35,9 +35,11 @@ class Ellipsoid:
     semi: tuple[float, float, float]
 
     def sdf_mm(self, qx, qy, qz):
-        a = np.asarray(self.semi, dtype=np.float64)
-        k0 = np.sqrt((qx / a[0]) ** 2 + (qy / a[1]) ** 2 + (qz / a[2]) ** 2)
-        k1 = np.sqrt((qx / a[0] ** 2) ** 2 + (qy / a[1] ** 2) ** 2 + (qz / a[2] ** 2) ** 2)
+        a = tuple(float(v) for v in self.semi)  # Python floats keep float32 input float32
+        x, y, z = qx / a[0], qy / a[1], qz / a[2]
+        k0 = np.sqrt(x * x + y * y + z * z)
+        x, y, z = x / a[0], y / a[1], z / a[2]
+        k1 = np.sqrt(x * x + y * y + z * z)
         return k0 * (k0 - 1.0) / np.maximum(k1, 1e-9)
 
     def support(self, m: np.ndarray) -> float:
@@ -181,7 +183,8 @@ class Pose:
     fat_mm: float  # subcutaneous fat thickness, 3-20
     muscle: float  # muscle bulk factor, 0.85-1.15
     patella_height: float  # patella alta/baja shift along the femur (mm), +-8
-    other_leg_mm: float  # distance of the contralateral knee centre, 160-230
+    other_leg_mm: float  # distance of the contralateral knee centre, 160-230 (hard exams 125-160)
+    other_leg_scale: float = 1.0  # contralateral leg size relative to this one (hard exams 1-1.25)
 
 
 def sample_pose(rng: np.random.Generator) -> Pose:
@@ -254,17 +257,27 @@ def build_knee(pose: Pose) -> Knee:
     cyl = TaperedCylinder
     along_y = np.array([[1.0, 0, 0], [0, 0, 1.0], [0, -1.0, 0]])  # canonical z -> local y
 
-    # contralateral leg (soft tissue + shafts), medial to this knee, mostly outside a small FOV
+    # contralateral leg (soft tissue, shafts and its own knee joint), medial to this knee, mostly
+    # outside a small FOV; in hard exams close and bigger (a knee-like irrelevant neighbour)
     ox = pose.other_leg_mm / pose.scale
+    g = pose.other_leg_scale
     for seg, z0, z1, s0, s1 in (("femur", -20, 260, (50, 46), (68, 64)),
                                 ("tibia", -260, 20, (40, 42), (48, 46))):
-        k.add("contralateral leg", "skin", cyl(z0, z1, (s0[0] + fat, s0[1] + fat),
-                                               (s1[0] + fat, s1[1] + fat), True), seg, (ox, 4, 0),
-              report=False, layers=((1.5, "fat", None), (pose.fat_mm, "muscle", None)))
-    k.add("contralateral leg", "cortex", cyl(-10, 260, (36, 30), (15, 15)), "femur", (ox, 2, 20),
-          report=False, layers=((2.0, "marrow", None),))
-    k.add("contralateral leg", "cortex", cyl(-260, -2, (14, 14), (36, 26)), "tibia", (ox, 4, 0),
-          report=False, layers=((2.0, "marrow", None),))
+        k.add("contralateral leg", "skin", cyl(z0, z1, (g * s0[0] + fat, g * s0[1] + fat),
+                                               (g * s1[0] + fat, g * s1[1] + fat), True), seg,
+              (ox, 4, 0), report=False,
+              layers=((1.5, "fat", None), (pose.fat_mm, "muscle", None)))
+    other_bones = [("femur", cyl(40, 260, (15 * g, 15 * g), (15 * g, 15 * g)), (ox, 2, 0), 4.0),
+                   ("femur", cyl(14, 44, (34 * g, 25 * g), (16 * g, 16 * g)), (ox, 2, 0), 1.5),
+                   ("femur", Ellipsoid((14 * g, 28 * g, 20 * g)), (ox + 20 * g, 8, 22 * g), 1.5),
+                   ("femur", Ellipsoid((14 * g, 26 * g, 20 * g)), (ox - 20 * g, 7, 22 * g), 1.5),
+                   ("tibia", cyl(-26 * g, -3, (36 * g, 25 * g), (36 * g, 25 * g)), (ox, 4, 0), 1.5),
+                   ("tibia", cyl(-260, -24 * g, (14 * g, 14 * g), (30 * g, 22 * g)), (ox, 5, 0),
+                    3.0)]
+    for seg, shape, c, _t in other_bones:
+        k.add("contralateral leg", "cortex", shape, seg, c, report=False)
+    for seg, shape, c, t in other_bones:
+        k.add("contralateral leg", "marrow", _shrunk(shape, t), seg, c, report=False)
 
     # leg outline: skin, subcutaneous fat, then intermuscular fat as the default interior
     thigh = ((-15, (48, 46)), (260, (66, 64)))
@@ -304,6 +317,15 @@ def build_knee(pose: Pose) -> Knee:
     for seg, z0, z1 in (("femur", -5, 260), ("tibia", -260, 5)):
         k.add("popliteal artery", "artery", cyl(z0, z1, (3.5, 3.5), (3.5, 3.5)), seg, (-3, 38, 0))
         k.add("popliteal vein", "vein", cyl(z0, z1, (5, 4.5), (5, 4.5)), seg, (5, 42, 0))
+    # geniculate arteries branching off the popliteal artery around the condyles, and fat strands
+    # that branch from the popliteal fat along them
+    for name, p0, p1, seg in (("superior genicular artery", (-3, 38, 22), (30, 20, 34), "femur"),
+                              ("superior genicular artery", (-3, 38, 22), (-32, 22, 36), "femur"),
+                              ("inferior genicular artery", (-3, 38, -14), (28, 18, -30), "tibia"),
+                              ("inferior genicular artery", (-3, 38, -14), (-30, 20, -10), "tibia"),
+                              ("sural artery", (-3, 38, -6), (16, 44, -60), "tibia")):
+        k.add_between(name, "fat", p0, seg, p1, seg, (3.0, 3.0), (1.8, 1.8), report=False)
+        k.add_between(name, "artery", p0, seg, p1, seg, (1.3, 1.3), (0.9, 0.9), report=False)
     # joint fluid: suprapatellar bursa and a thin joint recess
     k.add("suprapatellar bursa", "fluid", Ellipsoid((24, 3.5, 20)), "femur", (0, -25, 52))
     k.add("joint fluid", "fluid", Ellipsoid((40, 30, 4)), "tibia", (0, 4, 0), report=False)
@@ -325,6 +347,10 @@ def build_knee(pose: Pose) -> Knee:
         k.add(name, "cortex", shape, "femur", c)
     for name, shape, c, t in femur_parts:
         k.add(name, "marrow", _shrunk(shape, t), "femur", c, report=False)
+    # physeal scar: a thin low-signal line across the metaphyseal marrow (the closed growth plate);
+    # it makes a slice 2-4 cm from the joint look joint-like
+    k.add("femoral physeal scar", "cortex", Ellipsoid((30, 22, 0.9)), "femur", (0, 2, 40),
+          report=False)
     k.add("intercondylar notch", "fat", cyl(-2, 40, (7.5, 13), (8.5, 15)), "femur", (0, 0, 12),
           axes=along_y)
 
@@ -358,6 +384,8 @@ def build_knee(pose: Pose) -> Knee:
         k.add(name, "cortex", shape, "tibia", c)
     for name, shape, c, t in tibia_parts:
         k.add(name, "marrow", _shrunk(shape, t), "tibia", c, report=False)
+    k.add("tibial physeal scar", "cortex", Ellipsoid((28, 20, 0.9)), "tibia", (0, 5, -22),
+          report=False)
 
     # menisci (in the tibial frame, on the cartilage), cruciate and collateral ligaments
     k.add("medial meniscus", "meniscus", MeniscusWedge(15, 22, 7, 0.5, 0.35), "tibia",

@@ -11,9 +11,16 @@ sagittal, y for coronal). Extents are exact for the convex primitives (:mod:`.an
   patella/tendons in front, not only the popliteal fossa behind).
 
 Each rule's relevant set is an interval ``[lo, hi]`` of ``s``; ``boundary_distance_mm`` is the
-distance of ``s`` to the nearer end. **Boundary label noise**: annotators disagree near the
-boundary, so a slice within :data:`BOUNDARY_BAND_MM` of it gets the other label with probability
-:data:`BOUNDARY_FLIP_RATE` (recorded in the manifest as ``label_flipped``).
+distance of ``s`` to the nearer end (> 0 inside).
+
+**Annotators** (:func:`annotator_label`): the label of an exam is what one of
+:data:`N_ANNOTATORS` annotators assigned. Each annotator has a consistent boundary offset per
+plane, in slice spacings (drawn once per dataset seed; positive: generous, the interval widened),
+so the same annotator is biased the same way on every exam. A poor-quality series pulls the
+boundary inwards by up to ``quality_shift_mm`` (a doubtful slice is called irrelevant), and each
+slice adds a small jitter (:data:`JITTER_MM`): the annotator calls a slice relevant iff
+``boundary_distance_mm + offset - quality_shift + jitter >= 0``. The manifest keeps the rule label,
+the annotator and whether the two labels differ.
 """
 
 from __future__ import annotations
@@ -24,8 +31,8 @@ from knee_tf.phantom.anatomy import CONDYLES, Knee
 from knee_tf.phantom.render import SliceGeometry
 from knee_tf.vocab import AXIAL, CORONAL, IRRELEVANT, RELEVANT, SAGITTAL
 
-BOUNDARY_BAND_MM = 4.0
-BOUNDARY_FLIP_RATE = 0.3
+N_ANNOTATORS = 4
+JITTER_MM = 1.0  # sd of an annotator's slice-to-slice inconsistency
 
 #: plane -> unit axis along which slices are positioned (sign chosen so s grows L, P, S)
 PLANE_AXES = {AXIAL: (0.0, 0.0, 1.0), SAGITTAL: (1.0, 0.0, 0.0), CORONAL: (0.0, 1.0, 0.0)}
@@ -70,13 +77,22 @@ def rule_label(knee: Knee, geom: SliceGeometry) -> tuple[str, float]:
     return (RELEVANT if dist >= 0 else IRRELEVANT), float(dist)
 
 
-def noisy_label(label: str, distance_mm: float, rng: np.random.Generator) -> tuple[str, bool]:
-    """Boundary annotation noise: (final label, flipped?). Draws one uniform number always, so the
-    random stream does not depend on the geometry."""
-    u = rng.random()
-    if abs(distance_mm) < BOUNDARY_BAND_MM and u < BOUNDARY_FLIP_RATE:
-        return (IRRELEVANT if label == RELEVANT else RELEVANT), True
-    return label, False
+def annotator_offsets(seed: int, spread: float) -> dict[str, dict[str, float]]:
+    """{annotator id: {plane: boundary offset in slice spacings}}, uniform in +- ``spread``;
+    deterministic in ``seed`` (one panel of annotators per dataset)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 3]))
+    return {f"R{a + 1}": {p: float(rng.uniform(-spread, spread)) for p in PLANE_AXES}
+            for a in range(N_ANNOTATORS)}
+
+
+def annotator_label(distance_mm: float, offset_mm: float, quality_shift_mm: float,
+                    rng: np.random.Generator) -> str:
+    """The label an annotator assigns: relevant iff the slice lies inside the rule interval
+    widened by ``offset_mm``, narrowed by ``quality_shift_mm``, plus a jitter (sd
+    :data:`JITTER_MM`). Draws one normal number always, so the stream does not depend on the
+    geometry."""
+    j = rng.normal(0.0, JITTER_MM)
+    return RELEVANT if distance_mm + offset_mm - quality_shift_mm + j >= 0 else IRRELEVANT
 
 
 def structures_cut(structures, geom: SliceGeometry) -> list[str]:

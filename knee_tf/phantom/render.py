@@ -28,8 +28,9 @@ import numpy as np
 
 from knee_tf.acquisition import add_rician_noise_f32, element_sensitivities_3d, sum_of_squares
 from knee_tf.dicom import ORIENTATIONS
-from knee_tf.phantom.metal import Implant, off_resonance_hz, susceptibility_artifact
+from knee_tf.phantom.metal import Implant, field_map_hz, susceptibility_artifact
 from knee_tf.phantom.sites import CoilProfile, SiteProfile, fat_phase
+from knee_tf.vocab import AXIAL
 
 
 @dataclass(frozen=True)
@@ -81,13 +82,15 @@ class SliceGeometry:
                 + np.asarray(rows, np.float64)[:, None, None] * d * self.col_dir)
 
 
-def paint(structures, signals: dict[str, tuple[float, float]], geom: SliceGeometry,
-          offsets_mm, step: int, row_start: int, n_rows: int):
-    """Water and fat signal maps of sub-planes at ``offsets_mm`` (mm along the normal).
+def paint(structures, signals: dict[str, tuple[float, ...]], geom: SliceGeometry,
+          offsets_mm, step: int, row_start: int, n_rows: int) -> np.ndarray:
+    """Channel maps of sub-planes at ``offsets_mm`` (mm along the normal).
 
-    Samples every ``step`` pixels starting at row ``row_start`` (may be negative: wrap padding).
-    Returns two float32 arrays (len(offsets_mm), ceil(n_rows / step), ceil(matrix / step)).
-    All sub-planes are evaluated together (one pass over the structures)."""
+    ``signals``: tissue -> one value per channel (water signal, fat signal, then the texture
+    occupancies, see :func:`knee_tf.phantom.sites.tissue_channels`). Samples every ``step`` pixels
+    starting at row ``row_start`` (may be negative: wrap padding). Returns float32
+    (channels, len(offsets_mm), ceil(n_rows / step), ceil(matrix / step)). All sub-planes are
+    evaluated together (one pass over the structures)."""
     offs = np.asarray(offsets_mm, dtype=np.float64).reshape(-1)
     d = geom.spacing_mm * step
     ncols = int(np.ceil(geom.matrix / step))
@@ -97,8 +100,9 @@ def paint(structures, signals: dict[str, tuple[float, float]], geom: SliceGeomet
     if step > 1:  # sample at the centre of each step x step block
         origin = origin + (step - 1) / 2 * geom.spacing_mm * (r_dir + c_dir)
     pos0 = float(origin @ nrm)
-    water = np.zeros((len(offs), nrows, ncols), np.float32)
-    fat = np.zeros((len(offs), nrows, ncols), np.float32)
+    n_ch = len(next(iter(signals.values())))
+    acc = np.zeros((n_ch, len(offs), nrows, ncols), np.float32)
+    vals = {t: np.asarray(v, np.float32)[:, None, None, None] for t, v in signals.items()}
     o_r, o_c = float(origin @ r_dir), float(origin @ c_dir)
     # vectorised culling: footprint of every structure along normal, rows and columns
     bbox = np.array([st.bbox for st in structures])  # (S, 3, 2)
@@ -134,30 +138,31 @@ def paint(structures, signals: dict[str, tuple[float, float]], geom: SliceGeomet
             b0 = (base[None, :] + offs[:, None] * (inv @ nrm)[None, :]).astype(np.float32)
             q = [b0[:, k, None, None] + (jj * a[k] + ii * b[k])[None] for k in range(3)]
         edge = 0.5 - s.shape.sdf_mm(*q) * np.float32(s.scale / d)  # > 0.5: inside by half a pixel
-        sub_w, sub_f = water[:, i0:i1, j0:j1], fat[:, i0:i1, j0:j1]
+        if single:
+            edge = edge[None]
+        sub = acc[:, :, i0:i1, j0:j1]
         for depth, tissue in ((0.0, s.tissue),) + tuple((t, n) for t, n, _ in s.layers):
             occ = np.minimum(np.maximum(edge - np.float32(depth / d), 0.0), 1.0)
-            w_t, f_t = signals[tissue]
-            sub_w += occ * (np.float32(w_t) - sub_w)
-            sub_f += occ * (np.float32(f_t) - sub_f)
-    return water, fat
+            sub += occ[None] * (vals[tissue] - sub)
+    return acc
 
 
 def _upsample2(img: np.ndarray) -> np.ndarray:
-    """2x bilinear upsampling (pixel-centre aligned, edges clamped): (h, w) -> (2h, 2w)."""
-    out = img
-    for axis in (0, 1):
-        first = np.take(out, [0], axis=axis)
-        last = np.take(out, [-1], axis=axis)
+    """2x bilinear upsampling of the last two axes (pixel-centre aligned, edges clamped):
+    (..., h, w) -> (..., 2h, 2w)."""
+    out = np.asarray(img, dtype=np.float32)
+    for axis in (-2, -1):
         n = out.shape[axis]
-        prev = np.concatenate([first, np.take(out, range(n - 1), axis=axis)], axis=axis)
-        nxt = np.concatenate([np.take(out, range(1, n), axis=axis), last], axis=axis)
+        idx = np.arange(n)
+        prev = np.take(out, np.maximum(idx - 1, 0), axis=axis)
+        nxt = np.take(out, np.minimum(idx + 1, n - 1), axis=axis)
         even = 0.75 * out + 0.25 * prev
         odd = 0.75 * out + 0.25 * nxt
         shape = list(out.shape)
         shape[axis] *= 2
-        out = np.stack([even, odd], axis=axis + 1).reshape(shape)
-    return out.astype(np.float32)
+        out = np.stack([even, odd], axis=axis).reshape(shape) if axis == -1 else \
+            np.stack([even, odd], axis=-2).reshape(shape)
+    return out
 
 
 def placed_elements(coil: CoilProfile, centre: np.ndarray, rotation_deg: float,
@@ -195,49 +200,164 @@ class Acquisition:
 
     site: SiteProfile
     coil: CoilProfile
-    signals: dict
+    signals: dict  # tissue -> channel values (knee_tf.phantom.sites.tissue_channels)
     coil_centre: np.ndarray
     coil_rotation_deg: float
     looseness_mm: float
     b1_phase: float
     reference_signal: float  # muscle signal x coil sensitivity at the knee centre
     max_stored: float
+    texture: float = 1.0  # texture strength (knee_tf.phantom.difficulty.Difficulty.texture)
+    snr_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class Series:
+    """Per-series-plane k-space settings (drawn per exam and plane in :mod:`.synth`).
+
+    phase_resolution: acquired phase-encoding lines / matrix (GE localizers: 0.5-1.0; the image is
+    zero-filled to the matrix, so edges ring along the phase direction: Gibbs); partial_fourier:
+    share of the phase lines acquired when fewer than all are (0.5 < pf <= 1; zero-filled, as GE's
+    fractional NEX); ghost_px: amplitude of a periodic translation during the acquisition (pixels,
+    0 = none), ghost_period: its period in phase-encoding lines; pulsation: strength of the
+    arterial pulsation ghosts (0 = none).
+    """
+
+    wrap: bool = False
+    phase_resolution: float = 1.0
+    partial_fourier: float = 1.0
+    ghost_px: float = 0.0
+    ghost_period: float = 16.0
+    ghost_phase: float = 0.0
+    pulsation: float = 0.0
+
+
+#: slice-selection RF bandwidth (Hz) assumed for the localizer excitation (a short sinc pulse:
+#: 1-2 kHz is typical; not in the DICOM header). Sets the through-plane shift near metal.
+RF_BANDWIDTH_HZ = 1500.0
+#: texture contrast at strength 1: fraction of muscle water replaced by fat on a septum, marrow
+#: mottle amplitude, darkening of fat on a lobule septum (docs/phantom.md, "Texture")
+SEPTUM_FAT, TRABECULAR_AMPLITUDE, LOBULE_SEPTUM = 0.3, 0.12, 0.25
+
+
+def _texture(ch: np.ndarray, plane: str, strength: float, fat_level: float,
+             rng: np.random.Generator):
+    """Apply the tissue textures to painted channels (C, H, W) -> (water, fat) float32 (H, W).
+    fat_level: the fat signal of pure fat (what a septum adds inside muscle)."""
+    from knee_tf.phantom import texture as tx
+
+    water, fat = ch[0], ch[1]
+    if strength <= 0:
+        return water, fat
+    mus, mar = ch[2], ch[3]
+    # fat tissue outside the marrow: where the fat signal is that of pure fat
+    fatt = np.clip(fat / np.float32(max(fat_level, 1e-12)), 0, 1) * (1 - mar)
+    shape = water.shape
+    septa = tx.crop("fascicle_cross" if plane == AXIAL else "fascicle_long", shape, rng)
+    s = np.float32(SEPTUM_FAT * strength) * mus * septa
+    fat_level = np.float32(fat_level)
+    water = water * (1 - s)
+    fat = fat + s * fat_level
+    trab = 1 + np.float32(TRABECULAR_AMPLITUDE * strength) * mar * tx.crop("trabecular", shape, rng)
+    lob = 1 - np.float32(LOBULE_SEPTUM * strength) * fatt * tx.crop("lobule", shape, rng)
+    m = trab * lob
+    return water * m, fat * m
+
+
+def _kspace(img: np.ndarray, series: Series, vessels: np.ndarray | None,
+            rng: np.random.Generator) -> np.ndarray:
+    """Phase-direction (axis 0) k-space effects on a complex image: reduced phase resolution and
+    partial Fourier (zero-filled: blur and Gibbs ringing), periodic motion ghosts (a translation
+    that oscillates during the acquisition), arterial pulsation ghosts."""
+    n = img.shape[0]
+    k = np.fft.fftfreq(n) * n  # phase-encoding line index, -n/2 .. n/2
+    keep = np.abs(k) <= series.phase_resolution * n / 2
+    if series.partial_fourier < 1.0:
+        half = series.phase_resolution * n / 2
+        keep &= k >= -(2 * series.partial_fourier - 1) * half
+    ghost = series.ghost_px > 0 or (series.pulsation > 0 and vessels is not None)
+    if keep.all() and not ghost:
+        return img
+    f = np.fft.fft(img, axis=0)
+    if series.ghost_px > 0:  # line ky acquired at time ~ its index: shift(t) = a sin(2 pi t / P)
+        order = np.argsort(np.argsort(k))
+        shift = series.ghost_px * np.sin(2 * np.pi * order / series.ghost_period + series.ghost_phase)
+        f *= np.exp(-2j * np.pi * k * shift / n).astype(np.complex64)[:, None]
+    if series.pulsation > 0 and vessels is not None:  # flowing blood: signal phase varies per line
+        fv = np.fft.fft(vessels, axis=0)
+        jitter = rng.uniform(-np.pi, np.pi, n) * series.pulsation
+        f += fv * (np.exp(1j * jitter) - 1).astype(np.complex64)[:, None]
+    f *= keep[:, None]
+    return np.fft.ifft(f, axis=0).astype(np.complex64)
+
+
+def slab_weights(delta_mm: np.ndarray, thickness_mm: float) -> tuple[np.ndarray, ...]:
+    """Weights of the three painted sub-planes (-t/3, 0, +t/3) when the excited slab is displaced
+    by ``delta_mm`` (through-plane distortion near metal: delta = df / G_ss). Triangular profile of
+    half-width 2t/3, normalised so an undisplaced slab gives (0.25, 0.5, 0.25)."""
+    hw = 2.0 * thickness_mm / 3.0
+    return tuple(np.maximum(0.0, 1.0 - np.abs(o - delta_mm) / hw).astype(np.float32) / 2.0
+                 for o in (-thickness_mm / 3.0, 0.0, thickness_mm / 3.0))
 
 
 def render_slice(structures, acq: Acquisition, geom: SliceGeometry, rng: np.random.Generator,
-                 wrap: bool = False, implant: Implant | None = None) -> np.ndarray:
+                 series: Series | None = None, implant: Implant | None = None) -> np.ndarray:
     """One slice as the scanner stores it: uint16 (matrix, matrix)."""
+    series = series or Series()
     n = geom.matrix
-    pad = n // 4 if wrap else 0
+    pad = n // 4 if series.wrap else 0
     row_start, n_rows = -pad, n + 2 * pad
     third = geom.thickness_mm / 3.0
-    w_c, f_c = paint(structures, acq.signals, geom, (0.0,), 1, row_start, n_rows)
-    w_o, f_o = paint(structures, acq.signals, geom, (-third, third), 2, row_start, n_rows)
-    water = 0.5 * w_c[0] + 0.25 * _upsample2(w_o[0] + w_o[1])[:n_rows, :n]
-    fat = 0.5 * f_c[0] + 0.25 * _upsample2(f_o[0] + f_o[1])[:n_rows, :n]
-    signal = water + fat * np.complex64(np.exp(1j * fat_phase(acq.site)))
+    c_c = paint(structures, acq.signals, geom, (0.0,), 1, row_start, n_rows)[:, 0]
+    c_o = paint(structures, acq.signals, geom, (-third, third), 2, row_start, n_rows)
+    lo = np.stack([_upsample2(c)[:n_rows, :n] for c in c_o[:, 0]])
+    hi = np.stack([_upsample2(c)[:n_rows, :n] for c in c_o[:, 1]])
+    df = None
     if implant is not None:
         rows = np.arange(row_start, row_start + n_rows)
         cols = np.arange(n)
         b0 = acq.site.field_strength_t
-        df = off_resonance_hz(geom.points(rows, cols), implant, b0)
+        df = field_map_hz(geom.points, rows, cols, implant, b0)
+        delta = df * (geom.thickness_mm / RF_BANDWIDTH_HZ)  # slab displacement (mm)
+        w_lo, w_c, w_hi = slab_weights(delta, geom.thickness_mm)
+        ch = w_c * c_c + w_lo * lo + w_hi * hi
+    else:
+        ch = 0.5 * c_c + 0.25 * (lo + hi)
+    water, fat = _texture(ch, geom.plane, acq.texture, acq.signals["fat"][1], rng)
+    signal = water + fat * np.complex64(np.exp(1j * fat_phase(acq.site)))
+    if implant is not None:
         half = geom.thickness_mm / 2.0
-        spread = (off_resonance_hz(geom.points(rows, cols, half), implant, b0)
-                  - off_resonance_hz(geom.points(rows, cols, -half), implant, b0))
+        spread = (field_map_hz(geom.points, rows, cols, implant, b0, half)
+                  - field_map_hz(geom.points, rows, cols, implant, b0, -half))
         signal = susceptibility_artifact(signal, df, acq.site.pixel_bandwidth_hz, acq.site.te_ms,
                                          spread, readout_axis=1)
-    mag = np.abs(signal).astype(np.float32)
-    mag *= coil_sensitivity(geom, acq.coil, acq.coil_centre, acq.coil_rotation_deg,
+    sens = coil_sensitivity(geom, acq.coil, acq.coil_centre, acq.coil_rotation_deg,
                             acq.looseness_mm, acq.site.b1_inhomogeneity, acq.b1_phase,
                             row_start, n_rows)
-    if wrap:  # fold rows outside the phase FOV back in
-        folded = mag[pad: pad + n].copy()
-        folded[n - pad:] += mag[:pad]
-        folded[:pad] += mag[pad + n:]
-        mag = folded
+    signal = signal * sens
+    vessels = None
+    if series.pulsation > 0:  # the flowing arterial signal alone (small structures: cheap)
+        art = [st for st in structures if st.tissue == "artery"]
+        if art:
+            w_art = float(acq.signals["artery"][0])
+            vessels = paint(art, {"artery": (w_art,)}, geom, (0.0,), 1, row_start, n_rows)[0, 0]
+            vessels = vessels * sens
+    if series.wrap:  # fold rows outside the phase FOV back in (complex: folded signals interfere)
+        def fold(a):
+            out = a[pad: pad + n].copy()
+            out[n - pad:] += a[:pad]
+            out[:pad] += a[pad + n:]
+            return out
+        signal = fold(signal)
+        vessels = fold(vessels) if vessels is not None else None
+    signal = _kspace(signal.astype(np.complex64), series, vessels, rng)
+    mag = np.abs(signal).astype(np.float32)
     voxel = geom.spacing_mm ** 2 * geom.thickness_mm / (0.8594 ** 2 * 8.0)
     bw = np.sqrt(244.1 / acq.site.pixel_bandwidth_hz)
-    snr = acq.site.snr * acq.coil.snr_factor * voxel * bw
+    # fewer phase lines: less signal averaged (SNR ~ sqrt(lines acquired))
+    lines = np.sqrt(series.phase_resolution * (series.partial_fourier
+                                               if series.partial_fourier < 1 else 1.0))
+    snr = acq.site.snr * acq.snr_scale * acq.coil.snr_factor * voxel * bw * lines
     sigma = acq.reference_signal / max(snr, 1.0)
     noisy = add_rician_noise_f32(mag, sigma, rng)
     p999 = float(np.percentile(noisy, 99.9))

@@ -44,7 +44,11 @@ TISSUES: dict[str, tuple[float, float, float, float, float]] = {
     "artery": (0.9, 0.0, 1350.0, 1900.0, 50.0),
     "vein": (0.9, 0.0, 1350.0, 1900.0, 30.0),
     "metal": (0.0, 0.0, 1000.0, 1000.0, 1.0),
+    # positioning gel pad (silicone/polymer gel: weak, short-T2* signal; foam pads show nothing)
+    "pad": (0.12, 0.0, 900.0, 1100.0, 6.0),
 }
+#: texture channels after (water, fat): tissue -> the channel it marks (see knee_tf.phantom.texture)
+TEXTURE_CHANNELS: tuple[str, ...] = ("muscle", "marrow")
 FAT_T1_MS = {1.5: 260.0, 3.0: 370.0}
 FAT_T2S_MS = 40.0
 
@@ -85,6 +89,8 @@ COILS: dict[str, CoilProfile] = {
                                      _ring_layout(8, 2, 100.0, 80.0, 360.0), 70.0, 0.0, 1.0),
     "TR Knee 18ch": CoilProfile("TR Knee 18ch", 18, "tr_knee",
                                 _ring_layout(9, 2, 105.0, 90.0, 360.0), 75.0, 0.0, 1.1),
+    "HD TRknee PA": CoilProfile("HD TRknee PA", 8, "tr_knee",
+                                _ring_layout(8, 1, 95.0, 0.0, 360.0), 80.0, 0.0, 0.95),
     "16ch TDI AA": CoilProfile("16ch TDI AA", 16, "wrap",
                                np.concatenate([_planar_layout(4, 2, -105.0, 160.0, 110.0),
                                                _planar_layout(4, 2, 115.0, 160.0, 110.0)]),
@@ -123,6 +129,8 @@ class SiteProfile:
     b1_inhomogeneity: float  # transmit flip-angle variation across the FOV (3 T dielectric)
     max_stored: tuple[float, float]  # scanner auto-scaling: 99.9th percentile -> this value
     weight: float = 1.0  # share of exams
+    phase_resolution: tuple[float, float] = (0.6, 1.0)  # acquired phase lines / matrix, uniform
+    partial_fourier: float = 0.3  # probability that a series plane uses partial Fourier (0.56-0.75)
 
 
 SITES: tuple[SiteProfile, ...] = (
@@ -144,7 +152,15 @@ SITES: tuple[SiteProfile, ...] = (
     SiteProfile("S6", "SIGNA Pioneer", 3.0, (("20ch MP AIR", 0.5), ("21ch MP AIR", 0.5)),
                 6.4, 1.7, 11.0, 244.1, (220, 320), (6, 10), (12, 15), (3, 5, 7, 9),
                 ((1.0, 0.85), (0.75, 0.15)), 42.0, 0.15, 0.2, (1200, 2800), 1.1),
+    # the held-out site (cohort new_site): never in train or val. Modelled on the measured GE
+    # localizer (../shared/REAL_LOCALIZER_FACTS.md): SIGNA EXCITE 1.5 T, HD TRknee PA, 244 Hz,
+    # 220 mm FOV, 8 mm slices 10 mm apart, 9 per plane.
+    SiteProfile("S7", "SIGNA EXCITE", 1.5, (("HD TRknee PA", 1.0),),
+                4.744, 1.244, 12.0, 244.141, (200, 240), (7, 8), (10, 11), (9,), ((1.0, 1.0),),
+                32.0, 0.06, 0.0, (1200, 3200), 0.6, (0.5, 1.0), 0.4),
 )
+#: the site whose exams form the new_site test cohort (scanner and coil never seen in training)
+NEW_SITE_CODE = "S7"
 
 
 def tissue_signals(site: SiteProfile) -> dict[str, tuple[float, float]]:
@@ -171,6 +187,14 @@ def tissue_signals(site: SiteProfile) -> dict[str, tuple[float, float]]:
     for name, f in inflow.items():
         out[name] = (out[name][0] * f, out[name][1])
     return out
+
+
+def tissue_channels(site: SiteProfile) -> dict[str, tuple[float, ...]]:
+    """tissue -> (water signal, fat signal, then 1/0 for each of :data:`TEXTURE_CHANNELS`): what
+    :func:`knee_tf.phantom.render.paint` paints, so the renderer knows where each texture goes."""
+    sig = tissue_signals(site)
+    return {t: (w, f) + tuple(1.0 if t == c else 0.0 for c in TEXTURE_CHANNELS)
+            for t, (w, f) in sig.items()}
 
 
 def fat_phase(site: SiteProfile) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +18,14 @@ import pandas as pd
 
 from knee_tf.acquisition import element_sensitivities_3d, sum_of_squares
 from knee_tf.io import atomic_write_csv
-from knee_tf.phantom.anatomy import build_knee, sample_pose
+from knee_tf.phantom.anatomy import Ellipsoid, Structure, build_knee, sample_pose
 from knee_tf.phantom.dicom_writer import ExamHeader, write_slice
+from knee_tf.phantom.difficulty import Difficulty
 from knee_tf.phantom.labels import (
+    N_ANNOTATORS,
     PLANE_AXES,
-    noisy_label,
+    annotator_label,
+    annotator_offsets,
     rule_label,
     structures_cut,
 )
@@ -30,23 +33,38 @@ from knee_tf.phantom.metal import sample_implant
 from knee_tf.phantom.render import (
     ORIENTATIONS,
     Acquisition,
+    Series,
     SliceGeometry,
     placed_elements,
     render_slice,
 )
-from knee_tf.phantom.sites import COILS, SITES, choose, tissue_signals
-from knee_tf.vocab import AXIAL, CORONAL, PLANES, REQUIRED_COLUMNS, SAGITTAL
+from knee_tf.phantom.sites import COILS, NEW_SITE_CODE, SITES, choose, tissue_channels
+from knee_tf.vocab import (
+    ANNOTATOR_COLUMN,
+    AXIAL,
+    CORONAL,
+    LABEL_NOISE_COLUMN,
+    METAL,
+    NEW_SITE,
+    NORMAL,
+    PLANES,
+    REQUIRED_COLUMNS,
+    RULE_LABEL_COLUMN,
+    SAGITTAL,
+)
 
 SITE_COLUMNS = ("site", "scanner", "field_strength_t", "coil", "cohort", "slice_index", "anatomy")
-EXTRA_COLUMNS = ("slice_location_mm", "rule_label", "label_flipped", "boundary_distance_mm",
-                 "implant", "side", "flexion_deg", "fov_mm", "matrix", "thickness_mm",
-                 "spacing_mm", "wrap")
+EXTRA_COLUMNS = ("slice_location_mm", RULE_LABEL_COLUMN, LABEL_NOISE_COLUMN, ANNOTATOR_COLUMN,
+                 "annotator_offset_mm", "boundary_distance_mm", "implant", "hard", "side",
+                 "flexion_deg", "fov_mm", "matrix", "thickness_mm", "spacing_mm", "wrap",
+                 "phase_resolution", "partial_fourier", "ghosts")
 MANIFEST_COLUMNS = REQUIRED_COLUMNS + SITE_COLUMNS + EXTRA_COLUMNS
 #: direction in which slices are numbered along PLANE_AXES (GE: axial I->S, coronal P->A)
 SLICE_DIRECTION = {AXIAL: 1.0, SAGITTAL: 1.0, CORONAL: -1.0}
 SPLIT_FRACTIONS = (("train", 0.7), ("val", 0.1), ("test", 0.2))
 REPEAT_EXAM_RATE = 0.1  # share of normal exams that are a patient's second exam
 CENTRING_SD_MM = {AXIAL: 16.0, SAGITTAL: 24.0, CORONAL: 14.0}
+HARD_CENTRING_FACTOR = 1.5  # hard exams: a sloppier centring, so more slices just miss the joint
 
 
 def plan_exams(n_exams: int, seed: int, metal_fraction: float) -> pd.DataFrame:
@@ -68,11 +86,20 @@ def plan_exams(n_exams: int, seed: int, metal_fraction: float) -> pd.DataFrame:
             if not metal[e]:
                 single.append(p)
         rows.append((e, f"E{e + 1:04d}", p, f"P{p + 1:04d}", SITES[patients[p]].code,
-                     "metal" if metal[e] else "normal", bool(repeat)))
+                     METAL if metal[e] else NORMAL, bool(repeat)))
     df = pd.DataFrame(rows, columns=["exam_index", "exam_id", "patient_index", "patient_id",
                                      "site", "cohort", "repeat"])
+    # the held-out site: its normal exams form the new_site cohort (test only). A small study
+    # without any exam there gets one (a seeded single-exam normal patient moves there).
+    if n_exams >= 2 and not (df.site == NEW_SITE_CODE).any():
+        counts = df.groupby("patient_index").size()
+        cand = sorted(set(df.loc[df.cohort == NORMAL, "patient_index"])
+                      & set(counts[counts == 1].index))
+        if len(cand) > 1:
+            df.loc[df.patient_index == cand[int(rng.integers(len(cand)))], "site"] = NEW_SITE_CODE
+    df.loc[(df.site == NEW_SITE_CODE) & (df.cohort == NORMAL), "cohort"] = NEW_SITE
     split = pd.Series("test", index=df.index)
-    normal = df[df.cohort == "normal"]
+    normal = df[df.cohort == NORMAL]
     for site in sorted(normal.site.unique()):
         pats = np.array(sorted(normal.loc[normal.site == site, "patient_index"].unique()))
         pats = pats[rng.permutation(len(pats))]
@@ -84,34 +111,61 @@ def plan_exams(n_exams: int, seed: int, metal_fraction: float) -> pd.DataFrame:
     # Small studies (a smoke run): per-site rounding can leave val or test without any patient.
     # Then move one seeded train patient there, so every split exists (never triggers at 513 exams).
     for name in ("val", "test"):
-        if not (split[df.cohort == "normal"] == name).any():
+        if not (split[df.cohort == NORMAL] == name).any():
             train_pats = np.array(sorted(df.loc[split == "train", "patient_index"].unique()))
             if len(train_pats) > 1:
                 split[df.patient_index == train_pats[rng.integers(len(train_pats))]] = name
     df["split"] = split
+    # one annotator labels each exam (a seeded draw, independent of everything above)
+    r_ann = np.random.default_rng(np.random.SeedSequence([seed, 4]))
+    df["annotator"] = [f"R{a + 1}" for a in r_ann.integers(0, N_ANNOTATORS, size=len(df))]
     return df
 
 
 def _exam_rngs(seed: int, exam_index: int):
     ss = np.random.SeedSequence([seed, 2, exam_index])
-    return [np.random.default_rng(s) for s in ss.spawn(4)]  # pose, acquisition, noise, labels
+    return [np.random.default_rng(s) for s in ss.spawn(5)]  # pose, acq, noise, labels, hard
+
+
+def _pads(coil, coil_centre: np.ndarray, knee_centre: np.ndarray) -> list[Structure]:
+    """What the coil puts around the knee and shows (weakly): gel positioning pads between the
+    knee and a rigid knee coil's wall, and the cushion under the leg (posterior, +y). The coil's
+    plastic housing and foam pads have no MR signal (solid, microsecond T2*), so they are air."""
+    out = []
+    if coil.kind == "tr_knee":
+        for side in (-1.0, 1.0):
+            out.append(Structure("pad", "pad", Ellipsoid((7.0, 26.0, 45.0)),
+                                 coil_centre + np.array([side * 80.0, 5.0, 0.0]), np.eye(3), 1.0,
+                                 report=False))
+    out.append(Structure("cushion", "pad", Ellipsoid((110.0, 7.0, 260.0)),
+                         np.array([knee_centre[0], knee_centre[1] + 84.0, knee_centre[2]]),
+                         np.eye(3), 1.0, report=False))
+    return out
 
 
 def prepare_exam(task: dict) -> dict:
     """Everything about one exam except its pixels: posed knee, implant, acquisition, header and
     the slice geometries (plane order, then slice order). Cheap; deterministic in ``task``."""
     seed, base_matrix = task["seed"], task["base_matrix"]
-    r_pose, r_acq, r_noise, r_label = _exam_rngs(seed, task["exam_index"])
+    diff = Difficulty(**task.get("difficulty", {}))
+    r_pose, r_acq, r_noise, r_label, r_hard = _exam_rngs(seed, task["exam_index"])
     body = np.random.default_rng(np.random.SeedSequence([seed, 1, task["patient_index"]]))
     pose = sample_pose(r_pose)
     pose = replace(pose, scale=float(body.uniform(0.85, 1.15)), fat_mm=float(body.uniform(3, 20)),
                    muscle=float(body.uniform(0.85, 1.15)),
                    patella_height=float(body.uniform(-8, 8)))
+    hard = bool(r_hard.random() < diff.hard_share)
+    hard_draws = (r_hard.uniform(125, 160), r_hard.uniform(1.0, 1.25), r_hard.integers(2),
+                  r_hard.choice([-1.0, 1.0]), r_hard.uniform(35, 55))
+    if hard:  # close, bigger contralateral knee; the field of view mis-centred on the knee
+        off = list(pose.offset_mm)
+        off[int(hard_draws[2])] = float(hard_draws[3] * hard_draws[4])
+        pose = replace(pose, other_leg_mm=float(hard_draws[0]),
+                       other_leg_scale=float(hard_draws[1]), offset_mm=tuple(off))
     knee = build_knee(pose)
     site = next(s for s in SITES if s.code == task["site"])
     coil = COILS[choose(r_acq, site.coils)]
-    implant = sample_implant(knee, r_acq) if task["cohort"] == "metal" else None
-    structures = list(knee) + (implant.structures() if implant is not None else [])
+    implant = sample_implant(knee, r_acq) if task["cohort"] == METAL else None
 
     if coil.kind == "tr_knee":
         coil_centre, rot, loose = np.zeros(3), 0.0, 0.0
@@ -119,12 +173,14 @@ def prepare_exam(task: dict) -> dict:
         coil_centre = knee.centre + r_acq.uniform(-10, 10, size=3)
         rot = float(r_acq.uniform(-20, 20) if "TDI" in coil.name else r_acq.uniform(-180, 180))
         loose = float(r_acq.uniform(0, coil.looseness_mm))
-    signals = tissue_signals(site)
+    structures = (_pads(coil, coil_centre, knee.centre) + list(knee)
+                  + (implant.structures() if implant is not None else []))
+    signals = tissue_channels(site)
     sens_knee = float(_sensitivity_at(coil, coil_centre, rot, loose, knee.centre))
     acq = Acquisition(site, coil, signals, coil_centre, rot, loose,
                       float(r_acq.uniform(0, 2 * np.pi)),
                       (signals["muscle"][0] + signals["muscle"][1]) * sens_knee,
-                      float(r_acq.uniform(*site.max_stored)))
+                      float(r_acq.uniform(*site.max_stored)), diff.texture, diff.snr_scale)
     fov = float(r_acq.uniform(*site.fov_mm))
     matrix = int(round(base_matrix * choose(r_acq, site.matrix_scale) / 2.0) * 2)
     thickness = float(r_acq.uniform(*site.thickness_mm))
@@ -132,10 +188,17 @@ def prepare_exam(task: dict) -> dict:
     for plane in PLANES:
         n = int(r_acq.choice(site.slices))
         spacing = max(float(r_acq.uniform(*site.spacing_mm)), thickness)
-        centre = float(knee.centre @ np.array(PLANE_AXES[plane])
-                       + r_acq.normal(0.0, CENTRING_SD_MM[plane]))
+        sd = CENTRING_SD_MM[plane] * (HARD_CENTRING_FACTOR if hard else 1.0)
+        centre = float(knee.centre @ np.array(PLANE_AXES[plane]) + r_acq.normal(0.0, sd))
         wrap = bool(r_acq.random() < site.wrap_probability)
-        protocol[plane] = (n, spacing, centre, wrap)
+        pr = float(r_acq.uniform(*site.phase_resolution))
+        pf = float(r_acq.uniform(0.56, 0.75)) if r_acq.random() < site.partial_fourier else 1.0
+        g = r_acq.random() < diff.ghost_probability
+        ghost = (float(r_acq.uniform(0.5, 2.0)), float(r_acq.uniform(6, 30)),
+                 float(r_acq.uniform(0, 2 * np.pi)))
+        pulse = float(r_acq.uniform(0.3, 1.0)) if r_acq.random() < diff.ghost_probability else 0.0
+        series = Series(wrap, pr, pf, ghost[0] if g else 0.0, ghost[1], ghost[2], pulse)
+        protocol[plane] = (n, spacing, centre, series)
     header = ExamHeader(seed, task["patient_id"], task["exam_id"], pose.side,
                         "F" if r_acq.random() < 0.5 else "M", int(r_acq.integers(18, 80)),
                         float(np.round(75 * pose.scale ** 3 + pose.fat_mm, 1)),
@@ -144,21 +207,30 @@ def prepare_exam(task: dict) -> dict:
                         f"{8 + task['exam_index'] % 10:02d}{task['exam_index'] % 60:02d}00",
                         site, coil, {p: v[1] for p, v in protocol.items()})
 
+    annotator = task.get("annotator", "R1")
+    offsets = annotator_offsets(seed, diff.annotator_spread)[annotator]
+    # image quality of the series as an annotator sees it: low SNR, ghosts, wrap (0 good, 1 poor)
+    snr_exam = site.snr * diff.snr_scale * coil.snr_factor
     slices = []
     for plane in PLANES:
-        n, spacing, centre, wrap = protocol[plane]
+        n, spacing, centre, series = protocol[plane]
+        poor = min(1.0, max(0.0, (30.0 - snr_exam) / 20.0) + 0.5 * (series.ghost_px > 0)
+                   + 0.3 * series.wrap + 0.3 * (series.phase_resolution < 0.7))
+        offset_mm = offsets[plane] * spacing
         nrm_sign = float(np.cross(*[np.array(v) for v in ORIENTATIONS[plane]])
                          @ np.array(PLANE_AXES[plane]))
         for k in range(n):
             s_axis = centre + SLICE_DIRECTION[plane] * (k - (n - 1) / 2) * spacing
             geom = SliceGeometry(plane, s_axis * nrm_sign, fov, matrix, thickness, (0.0, 0.0, 0.0))
             rule, dist = rule_label(knee, geom)
-            label, flipped = noisy_label(rule, dist, r_label)
-            slices.append(dict(plane=plane, k=k, s_axis=s_axis, geom=geom, wrap=wrap, rule=rule,
-                               dist=dist, label=label, flipped=flipped, spacing=spacing))
+            label = annotator_label(dist, offset_mm, diff.quality_shift_mm * poor, r_label)
+            slices.append(dict(plane=plane, k=k, s_axis=s_axis, geom=geom, series=series,
+                               rule=rule, dist=dist, label=label, flipped=label != rule,
+                               spacing=spacing, offset_mm=offset_mm))
     return dict(task=task, knee=knee, pose=pose, site=site, coil=coil, implant=implant,
                 structures=structures, acq=acq, header=header, slices=slices, fov=fov,
-                matrix=matrix, thickness=thickness, r_noise=r_noise)
+                matrix=matrix, thickness=thickness, r_noise=r_noise, hard=hard,
+                annotator=annotator)
 
 
 def render_exam(task: dict) -> list[dict]:
@@ -169,26 +241,29 @@ def render_exam(task: dict) -> list[dict]:
     fov, matrix, thickness = ex["fov"], ex["matrix"], ex["thickness"]
     rows = []
     for instance, sl in enumerate(ex["slices"], start=1):
-        plane, k, s_axis, geom = sl["plane"], sl["k"], sl["s_axis"], sl["geom"]
-        rule, dist, label, flipped, spacing, wrap = (sl[n] for n in ("rule", "dist", "label",
-                                                                    "flipped", "spacing", "wrap"))
-        pixels = render_slice(ex["structures"], ex["acq"], geom, ex["r_noise"], wrap=wrap,
+        plane, k, s_axis, geom, series = sl["plane"], sl["k"], sl["s_axis"], sl["geom"], sl["series"]
+        pixels = render_slice(ex["structures"], ex["acq"], geom, ex["r_noise"], series=series,
                               implant=implant)
         rel = f"dicom/{task['site']}/{task['exam_id']}/IM{instance:04d}.dcm"
         write_slice(out_dir / rel, pixels, ex["header"], geom, instance)
         rows.append({
             "image_id": f"{task['exam_id']}_{instance:02d}",
             "patient_id": task["patient_id"], "exam_id": task["exam_id"], "path": rel,
-            "plane": plane, "label": label, "split": task["split"], "site": site.code,
+            "plane": plane, "label": sl["label"], "split": task["split"], "site": site.code,
             "scanner": site.scanner, "field_strength_t": site.field_strength_t,
             "coil": coil.name, "cohort": task["cohort"], "slice_index": k,
             "anatomy": ";".join(structures_cut(ex["structures"], geom)),
-            "slice_location_mm": round(s_axis, 2), "rule_label": rule,
-            "label_flipped": flipped, "boundary_distance_mm": round(dist, 2),
-            "implant": implant.kind if implant is not None else "",
+            "slice_location_mm": round(s_axis, 2), RULE_LABEL_COLUMN: sl["rule"],
+            LABEL_NOISE_COLUMN: bool(sl["flipped"]), ANNOTATOR_COLUMN: ex["annotator"],
+            "annotator_offset_mm": round(sl["offset_mm"], 2),
+            "boundary_distance_mm": round(sl["dist"], 2),
+            "implant": implant.kind if implant is not None else "", "hard": ex["hard"],
             "side": pose.side, "flexion_deg": round(pose.flexion_deg, 1),
             "fov_mm": round(fov, 1), "matrix": matrix, "thickness_mm": round(thickness, 1),
-            "spacing_mm": round(spacing, 1), "wrap": wrap,
+            "spacing_mm": round(sl["spacing"], 1), "wrap": series.wrap,
+            "phase_resolution": round(series.phase_resolution, 3),
+            "partial_fourier": round(series.partial_fourier, 3),
+            "ghosts": bool(series.ghost_px > 0 or series.pulsation > 0),
         })
     return rows
 
@@ -201,11 +276,12 @@ def _sensitivity_at(coil, centre, rot_deg, loose, point) -> float:
 
 def synthesize(out_dir, n_exams: int = 513, seed: int = 0, matrix: int = 256,
                metal_fraction: float = 0.10, workers: int | None = None,
-               progress: bool = True) -> pd.DataFrame:
+               progress: bool = True, difficulty: Difficulty | None = None) -> pd.DataFrame:
     """Generate the default dataset: DICOM files under ``out_dir`` and ``out_dir/data_manifest.csv``.
 
     n_exams >= 1; matrix: base acquisition matrix (>= 32; some sites use 0.75x or 2x);
-    metal_fraction in [0, 1]; workers: processes (None or 0 = all cores). Returns the manifest
+    metal_fraction in [0, 1]; workers: processes (None or 0 = all cores); difficulty: the
+    :class:`~knee_tf.phantom.difficulty.Difficulty` knobs (None: its defaults). Returns the manifest
     (one row per 2D image, columns :data:`MANIFEST_COLUMNS`). Byte-identical for any ``workers``.
     """
     if int(n_exams) < 1:
@@ -219,8 +295,9 @@ def synthesize(out_dir, n_exams: int = 513, seed: int = 0, matrix: int = 256,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plan = plan_exams(int(n_exams), int(seed), float(metal_fraction))
-    tasks = [dict(row, seed=int(seed), out_dir=str(out), base_matrix=int(matrix))
-             for row in plan.to_dict("records")]
+    diff = difficulty if difficulty is not None else Difficulty()
+    tasks = [dict(row, seed=int(seed), out_dir=str(out), base_matrix=int(matrix),
+                  difficulty=asdict(diff)) for row in plan.to_dict("records")]
     n_workers = int(workers) if workers else (os.cpu_count() or 1)
     n_workers = max(1, min(n_workers, len(tasks)))
     from tqdm.auto import tqdm

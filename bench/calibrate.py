@@ -1,0 +1,189 @@
+"""One difficulty-calibration trial of the phantom, with Model A alone (issue 10).
+
+For one setting of the ``synth_*`` difficulty fields of :class:`knee_tf.config.StudyConfig`:
+synthesise the default 513-exam dataset, ingest it, train Model A (seed 0, the default training
+settings), and append one row to ``docs/calibration.csv``: UTC time, the settings, Model A's
+normal-test accuracy with its bootstrap CI, the share of A's errors that are label-noise errors
+(annotator label != geometric rule label), the linear baseline, and (for information) A on the
+new_site and metal cohorts. Model B and the augmentation are never trained or evaluated here.
+
+    python bench/calibrate.py --set synth_texture=1.0 --set synth_snr_scale=0.8 --note "first try"
+
+The data and cache go to a scratch folder (``--work``, default /tmp/knee-tf-calibrate); nothing in
+``data/`` or ``runs/`` is touched.
+
+``--relabel``: reuse the images already in ``--work`` and change only the label knobs
+(``synth_annotator_spread``, ``synth_quality_shift_mm``). Those knobs draw from their own random
+streams and never touch the pixels, so the images are exactly those a fresh synthesis would write;
+the labels are recomputed from the phantom's geometry (:func:`knee_tf.phantom.synth.prepare_exam`).
+The script refuses when an image knob differs from the one the images were made with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LOG = ROOT / "docs" / "calibration.csv"
+IMAGE_FIELDS = ("synth_texture", "synth_snr_scale", "synth_hard_share", "synth_ghost_probability")
+FIELDS = ("synth_texture", "synth_snr_scale", "synth_hard_share", "synth_annotator_spread",
+          "synth_quality_shift_mm", "synth_ghost_probability")
+COLUMNS = ("utc", *FIELDS, "label_noise_rate", "a_normal_acc", "a_normal_ci_low",
+           "a_normal_ci_high", "noise_share_of_errors", "linear_baseline", "a_new_site_acc",
+           "a_metal_acc", "epochs_run", "synth_s", "commit", "note")
+
+
+def _relabel(index, cfg):
+    """The ingest index with label and label-noise columns recomputed for cfg's label knobs."""
+    from dataclasses import asdict
+
+    from knee_tf.phantom.synth import plan_exams, prepare_exam
+    from knee_tf.vocab import LABEL_NOISE_COLUMN
+
+    plan = plan_exams(cfg.n_exams, cfg.synth_seed, cfg.metal_fraction)
+    diff = asdict(cfg.synth_difficulty())
+    new = {}
+    for task in plan.to_dict("records"):
+        ex = prepare_exam(dict(task, seed=cfg.synth_seed, out_dir="", base_matrix=cfg.synth_matrix,
+                               difficulty=diff))
+        for k, sl in enumerate(ex["slices"], start=1):
+            new[f"{task['exam_id']}_{k:02d}"] = (sl["label"], str(bool(sl["flipped"])))
+    out = index.copy()
+    out["label"] = [new[i][0] for i in out["image_id"]]
+    out[LABEL_NOISE_COLUMN] = [new[i][1] for i in out["image_id"]]
+    return out
+
+
+def markdown_table(path: Path) -> str:
+    """The calibration log as a Markdown table (knobs, then results; one row per trial)."""
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    cols = ("utc", "synth_texture", "synth_snr_scale", "synth_hard_share", "synth_annotator_spread",
+            "synth_quality_shift_mm", "synth_ghost_probability", "label_noise_rate", "a_normal_acc",
+            "a_normal_ci_low", "a_normal_ci_high", "noise_share_of_errors", "linear_baseline",
+            "a_new_site_acc", "a_metal_acc", "epochs_run", "synth_s", "commit")
+    short = [c if c == "synth_s" else c.replace("synth_", "") for c in cols]
+    lines = ["| " + " | ".join(short) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(r.get(c, "") for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _commit() -> str:
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "knee_tf"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    p.add_argument("--work", default="/tmp/knee-tf-calibrate")
+    p.add_argument("--note", default="")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--table", action="store_true",
+                   help="print docs/calibration.csv as a Markdown table (for docs/calibration.md) and exit")
+    p.add_argument("--relabel", action="store_true",
+                   help="reuse the images in --work, recompute labels for new label knobs")
+    a = p.parse_args(argv)
+    if a.table:
+        print(markdown_table(LOG))
+        return 0
+
+    from knee_tf.baseline import linear_baseline
+    from knee_tf.config import StudyConfig, seed_everything
+    from knee_tf.evaluate import accuracy_ci
+    from knee_tf.ingest import ingest
+    from knee_tf.model import predict_proba, train_classifier
+    from knee_tf.phantom import synthesize
+    from knee_tf.vocab import (
+        LABEL_NOISE_COLUMN,
+        METAL,
+        MODEL_A,
+        NEW_SITE,
+        NORMAL,
+        TEST,
+        TRAIN,
+        VAL,
+        predicted_class,
+    )
+
+    cfg = StudyConfig().with_settings(a.set)
+    commit = _commit()  # the code the trial runs (taken at the start: later commits do not count)
+    work = Path(a.work)
+    data_dir = work / "data"
+    made_with = work / "settings.json"
+    t0 = time.perf_counter()
+    if a.relabel:
+        old = json.loads(made_with.read_text())
+        bad = [f for f in IMAGE_FIELDS if old[f] != getattr(cfg, f)]
+        if bad:
+            raise SystemExit(f"--relabel: {', '.join(bad)} differ from the images in {work}")
+        synth_s = float("nan")
+    else:
+        synthesize(data_dir, n_exams=cfg.n_exams, seed=cfg.synth_seed, matrix=cfg.synth_matrix,
+                   metal_fraction=cfg.metal_fraction, workers=a.workers or None,
+                   difficulty=cfg.synth_difficulty())
+        synth_s = time.perf_counter() - t0
+        made_with.write_text(json.dumps({f: getattr(cfg, f) for f in FIELDS}))
+    data = ingest(data_dir / "data_manifest.csv", data_dir, work / "cache", cfg.image_size,
+                  workers=a.workers or None)
+    if a.relabel:
+        data = replace(data, index=_relabel(data.index, cfg))
+    seed_everything(cfg.seed)
+    x_tr, y_tr, _ = data.split(TRAIN, cohort=NORMAL)
+    x_va, y_va, _ = data.split(VAL, cohort=NORMAL)
+    res = train_classifier(x_tr, y_tr, x_va, y_va, work / f"model_{MODEL_A}.keras", seed=cfg.seed,
+                           verbose=2, **cfg.training_settings())
+    acc = {}
+    noise_share = float("nan")
+    for cohort in (NORMAL, NEW_SITE, METAL):
+        x, y, idx = data.split(TEST, cohort=cohort)
+        if not len(x):
+            continue
+        pred = predicted_class(predict_proba(res.model, x, cfg.predict_batch_size)[:, 1])
+        correct = pred == y
+        acc[cohort] = accuracy_ci(correct, n_boot=cfg.n_bootstrap, seed=0)
+        if cohort == NORMAL:
+            noisy = idx[LABEL_NOISE_COLUMN].astype(str).str.lower() == "true"
+            noise_share = float(noisy[~correct].mean()) if (~correct).any() else 0.0
+            x_test, y_test = x, y
+    base = linear_baseline(x_tr, y_tr, x_test, y_test)
+    flips = data.index[LABEL_NOISE_COLUMN].astype(str).str.lower() == "true"
+    # metal exams' labels are the same annotator model; the rate is over every image
+    row = {"utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+           **{f: getattr(cfg, f) for f in FIELDS},
+           "label_noise_rate": round(float(flips.mean()), 4),
+           "a_normal_acc": round(acc[NORMAL][0], 4), "a_normal_ci_low": round(acc[NORMAL][1], 4),
+           "a_normal_ci_high": round(acc[NORMAL][2], 4),
+           "noise_share_of_errors": round(noise_share, 4),
+           "linear_baseline": round(float(base["accuracy"]), 4),
+           "a_new_site_acc": round(acc[NEW_SITE][0], 4) if NEW_SITE in acc else "",
+           "a_metal_acc": round(acc[METAL][0], 4) if METAL in acc else "",
+           "epochs_run": len(res.history), "synth_s": round(synth_s, 1), "commit": commit,
+           "note": a.note}
+    new = not LOG.exists()
+    with LOG.open("a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")
+        if new:
+            w.writeheader()
+        w.writerow(row)
+    print(row)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
