@@ -30,7 +30,11 @@ TRAIN, VAL, TEST = SPLITS
 #: column; ``cam`` is made by the study (:data:`DERIVED_COHORTS`), never read from a manifest.
 COHORTS: tuple[str, ...] = ("normal", "metal", "cam")
 NORMAL, METAL, CAM = COHORTS
-DERIVED_COHORTS: tuple[str, ...] = (CAM,)
+#: Further derived cohorts of the controls study (issue 11): the normal test images corrupted with
+#: the maps of an *independently trained* Model A (another seed: does B's gain on ``cam`` need its
+#: own Model A's maps?) and with Model B's own maps (can B be attacked the way A was?).
+CAM_TRANSFER, CAM_B = "cam_transfer", "cam_b"
+DERIVED_COHORTS: tuple[str, ...] = (CAM, CAM_TRANSFER, CAM_B)
 #: The values a manifest's ``cohort`` column may hold.
 MANIFEST_COHORTS: tuple[str, ...] = tuple(c for c in COHORTS if c not in DERIVED_COHORTS)
 
@@ -45,6 +49,22 @@ INVERTED, WEIGHTED = TRANSFORMS
 #: The two arms of the paper: Model A (normal images) and Model B (normal + augmented). Arms are
 #: plain strings, so further arms (controls, ablations) need no new code.
 MODEL_A, MODEL_B = "A", "B"
+#: The arms of the controls study (issue 11); every arm trains the same architecture with the same
+#: hyper-parameters, validation set and seeds. A: normal images; A_steps: normal images for as many
+#: optimisation steps as B; B: normal + Model A's CAM-obfuscated images (the paper); B_random: B's
+#: masks at a random position; B_untrained: masks from an untrained network's maps; erasing:
+#: rectangles with the area of B's masks; B_keep: B's masks placed to avoid the salient region
+#: (KeepAugment's opposite hypothesis); mri_aug: physics corruptions at training time
+#: (:mod:`knee_tf.controls` holds the mask functions).
+A_STEPS, B_RANDOM, B_UNTRAINED, ERASING, B_KEEP, MRI_AUG = (
+    "A_steps", "B_random", "B_untrained", "erasing", "B_keep", "mri_aug")
+ARMS: tuple[str, ...] = (MODEL_A, A_STEPS, MODEL_B, B_RANDOM, B_UNTRAINED, ERASING, B_KEEP, MRI_AUG)
+#: Cohorts made by the very generator an arm trains on: the arm has seen their kind of image, so a
+#: gain there is expected by construction and every table flags it (column ``in_distribution``).
+#: All three CAM cohorts apply ``image * (1 - w * M)`` with the Grad-CAM of a trained LeNet, which
+#: is B's training transform; only whose maps differ. (Which held-out corruptions ``mri_aug`` trains
+#: on is :data:`knee_tf.controls.MRI_AUG_CORRUPTIONS`.)
+IN_DISTRIBUTION_FOR: dict[str, tuple[str, ...]] = {CAM: (MODEL_B,), CAM_TRANSFER: (MODEL_B,), CAM_B: (MODEL_B,)}
 
 #: Manifest columns every row must fill (:mod:`knee_tf.manifest` checks them).
 REQUIRED_COLUMNS: tuple[str, ...] = ("image_id", "patient_id", "exam_id", "path", "plane", "label", "split")
