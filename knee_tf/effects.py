@@ -281,7 +281,9 @@ class _Sums:
         return num, den
 
 
-def _condition_rng(seed: int, *parts) -> np.random.Generator:
+def row_rng(seed: int, *parts) -> np.random.Generator:
+    """The bootstrap generator of one table row: seeded by ``seed`` and the row's names, so a row's
+    interval does not change when rows are added or removed."""
     return np.random.default_rng([int(seed)] + [zlib.crc32(str(p).encode()) for p in parts])
 
 
@@ -334,7 +336,7 @@ def effects_table(predictions: pd.DataFrame, comparisons: Sequence[tuple[str, st
             patients = np.flatnonzero(sums.values["n"][a, c][seeds].sum(axis=0) > 0)
             num_a, den = sums.matrices(a, c, seeds, patients, metrics)
             num_r, _ = sums.matrices(r, c, seeds, patients, metrics)
-            rng = _condition_rng(seed, arm, ref, *cond)
+            rng = row_rng(seed, arm, ref, *cond)
             points, boots = two_level_bootstrap(num_a, den, num_r, n_boot=n_boot, rng=rng, resample=resample)
             rate_a, rate_r = _per_seed_rates(num_a, den), _per_seed_rates(num_r, den)
             flag = in_distribution(arm, cdict["cohort"], cdict.get("corruption"), family)
@@ -406,7 +408,7 @@ def arms_table(predictions: pd.DataFrame, *, n_boot: int = 2000, confidence: flo
             num, den = sums.matrices(a, c, seeds, patients, METRICS)
             per_seed = _per_seed_rates(num, den)
             _, boot = two_level_bootstrap(num[0], den[0], n_boot=n_boot, resample=resample,
-                                          rng=_condition_rng(seed, arm, *cond))
+                                          rng=row_rng(seed, arm, *cond))
             lo, hi = percentile_interval(boot, confidence)
             e = np.array([ece[(arm, *cond, sums.seeds[s])] for s in seeds])
             row = {"arm": arm, **cdict, "in_distribution": in_distribution(arm, cdict["cohort"],
