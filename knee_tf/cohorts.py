@@ -64,18 +64,69 @@ def augmented_pool(model_a, images: np.ndarray, labels: np.ndarray, image_ids, c
 
 def build_test_cohorts(data, model_a, cfg: StudyConfig, progress: bool = True) -> dict[str, tuple]:
     """{cohort: (images float32 (n, H, W, 1), rows DataFrame)} for normal, metal (if any) and cam."""
-    from knee_tf.corrupt import cam_corruption
-
     x, _, idx = data.split(TEST, cohort=NORMAL)
     out = {NORMAL: (x, idx)}
     if "cohort" in data.index:
         xm, _, im = data.split(TEST, cohort=METAL)
         if len(xm):
             out[METAL] = (xm, im)
-    maps = augmentation_maps(model_a, x, cfg, methods=(cfg.cohort3_method,), progress=progress)
-    xc = cam_corruption(x, maps[cfg.cohort3_method], cfg.cohort3_weight, cfg.aug_smooth_sigma, cfg.aug_threshold)
-    out[CAM] = (xc, idx)
+    out[CAM] = (cam_cohort_images(model_a, x, cfg, progress=progress), idx)
     return out
+
+
+def cam_cohort_images(model, images: np.ndarray, cfg: StudyConfig, progress: bool = True) -> np.ndarray:
+    """Cohort 3's corruption with any model's maps: ``images * (1 - w * M)``, M the model's
+    ``cfg.cohort3_method`` map at ``cfg.aug_layer``, w = ``cfg.cohort3_weight``.
+
+    Model A's own maps give ``cam``; an independently trained Model A's give ``cam_transfer``; Model
+    B's give ``cam_b`` (:data:`knee_tf.vocab.DERIVED_COHORTS`). images: float32 (N, H, W, 1) in [0, 1].
+    Returns float32 (N, H, W, 1) in [0, 1].
+    """
+    from knee_tf.corrupt import cam_corruption
+
+    maps = augmentation_maps(model, images, cfg, methods=(cfg.cohort3_method,), progress=progress)
+    return cam_corruption(images, maps[cfg.cohort3_method], cfg.cohort3_weight, cfg.aug_smooth_sigma,
+                          cfg.aug_threshold)
+
+
+def control_pool(arm: str, model_a, images: np.ndarray, labels: np.ndarray, image_ids, cfg: StudyConfig,
+                 seed: int, progress: bool = True) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """A control arm's augmented pool (:mod:`knee_tf.controls`): B's recipe, another mask.
+
+    The recipe (:func:`knee_tf.augment.build_augmented_pool` with the config's ``aug_*`` settings and
+    ``seed``) is B's, so each copy gets the same method, transform and weight as in B's pool of the
+    same seed; only the mask differs. The masks' own draws (positions, rectangles) use a generator
+    seeded by ``seed`` and the arm's name. arm: ``B_random``, ``erasing`` or ``B_keep`` (masks made
+    from Model A's maps, ``model_a`` required), ``B_untrained`` (maps of
+    :func:`knee_tf.controls.untrained_network` initialised with ``seed``; ``model_a`` unused) or
+    ``mri_aug`` (physics corruptions, no maps). images: float32 (N, H, W, 1); labels int (N,); image_ids.
+    Returns (pool images float32 (N * aug_variants, H, W, 1) (N for mri_aug), labels int32, provenance).
+    """
+    import zlib
+
+    from knee_tf import controls
+    from knee_tf.augment import build_augmented_pool
+    from knee_tf.vocab import B_KEEP, B_RANDOM, B_UNTRAINED, ERASING, MRI_AUG
+
+    rng = np.random.default_rng([int(seed), zlib.crc32(arm.encode())])
+    if arm == MRI_AUG:
+        return controls.mri_augment(images, labels, image_ids, rng, severities=cfg.severities)
+    mask_of = {B_RANDOM: controls.random_placement, ERASING: controls.matched_rectangles,
+               B_KEEP: controls.keep_salient, B_UNTRAINED: None}
+    if arm not in mask_of:
+        raise ValueError(f"unknown control arm {arm!r}; expected one of {sorted(mask_of) + [MRI_AUG]}")
+    if arm == B_UNTRAINED:
+        source = controls.untrained_network(images.shape[1:], cfg.conv_filters, cfg.dense_units, seed)
+    elif model_a is None:
+        raise ValueError(f"arm {arm!r} makes its masks from Model A's maps: model_a is required")
+    else:
+        source = model_a
+    maps = augmentation_maps(source, images, cfg, progress=progress)
+    if mask_of[arm] is not None:
+        maps = {m: mask_of[arm](v, rng) for m, v in maps.items()}
+    return build_augmented_pool(images, labels, image_ids, maps, variants=cfg.aug_variants,
+                                weight_range=cfg.aug_weight_range, layer=cfg.aug_layer, seed=seed,
+                                smooth_sigma=cfg.aug_smooth_sigma, threshold=cfg.aug_threshold)
 
 
 def predict_cohorts(models: dict, cohorts: dict, seed: int, batch_size: int = 256) -> pd.DataFrame:

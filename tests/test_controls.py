@@ -192,3 +192,34 @@ def test_mri_augment_balances_corruptions_within_classes_and_is_seeded():
     assert prov.equals(prov2)
     with pytest.raises(ValueError, match="corruptions"):
         controls.mri_augment(x, y, ids, np.random.default_rng(0), corruptions=["ghosts"])
+
+
+# ----------------------------------------------------------------------------- the arms' pools
+
+
+def test_control_pools_share_bs_recipe_and_differ_only_in_the_mask():
+    from knee_tf.cohorts import augmented_pool, control_pool
+    from knee_tf.config import StudyConfig
+    from knee_tf.vocab import B_KEEP, B_RANDOM, B_UNTRAINED, ERASING, MRI_AUG
+
+    cfg = StudyConfig.smoke(image_size=32, conv_filters=(4, 4, 4, 4), dense_units=(8,))
+    n = 12
+    x = np.random.default_rng(0).uniform(0.2, 1, size=(n, 32, 32, 1)).astype(np.float32)
+    y = (np.arange(n) % 2).astype(np.int32)
+    ids = [f"i{k}" for k in range(n)]
+    stand_in_a = controls.untrained_network((32, 32, 1), cfg.conv_filters, cfg.dense_units, seed=5)  # no training
+    bx, _, bprov = augmented_pool(stand_in_a, x, y, ids, cfg, seed=3, progress=False)
+    for arm in (B_RANDOM, ERASING, B_KEEP, B_UNTRAINED):
+        px, py, prov = control_pool(arm, stand_in_a, x, y, ids, cfg, seed=3, progress=False)
+        assert px.shape == bx.shape and prov.equals(bprov), arm  # same methods, transforms, weights
+        np.testing.assert_array_equal(py, y)
+        assert not np.array_equal(px, bx), arm
+    again, _, _ = control_pool(B_RANDOM, stand_in_a, x, y, ids, cfg, seed=3, progress=False)
+    np.testing.assert_array_equal(again, control_pool(B_RANDOM, stand_in_a, x, y, ids, cfg, seed=3,
+                                                      progress=False)[0])
+    mx, _, mprov = control_pool(MRI_AUG, None, x, y, ids, cfg, seed=3, progress=False)
+    assert mx.shape == x.shape and set(mprov["corruption"]) <= set(controls.MRI_AUG_CORRUPTIONS)
+    with pytest.raises(ValueError, match="model_a is required"):
+        control_pool(B_RANDOM, None, x, y, ids, cfg, seed=3, progress=False)
+    with pytest.raises(ValueError, match="unknown control arm"):
+        control_pool("B", stand_in_a, x, y, ids, cfg, seed=3, progress=False)
