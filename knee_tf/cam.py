@@ -17,6 +17,9 @@ Conventions follow tf-keras-vis 0.8.7 (``Gradcam`` / ``GradcamPlusPlus`` with
   ill-conditioned where 2 + g * sum_xy A is near 0 and float32 rounding then matters. The factor
   only scales the map, so S is clipped to +-EXP_SCORE_LIMIT inside exp (no inf/NaN for confident
   predictions) and the clipped-off factor is applied through the normalisation epsilon instead.
+* Always float32: a model trained in mixed precision (``mixed_bfloat16``, :mod:`knee_tf.precision`)
+  is explained through a float32 copy with its trained weights, so its maps are the float32 maps
+  of those weights (``CamResult.probabilities`` then come from that float32 pass too).
 * Maps are upsampled to the input size with align-corners bilinear interpolation (tf-keras-vis uses
   ``scipy.ndimage.zoom(order=1)``, which maps corner pixels onto corner pixels; ``tf.image.resize``
   uses half-pixel centres and differs), then min-max normalised per image:
@@ -185,6 +188,7 @@ class _CamEngine:
                              "explain; build it with knee_tf.model.build_lenet") from None
         self.grad_model = keras.Model(model.inputs, [*outputs, logits],
                                       name=f"{model.name}_cam_gradients")
+        self.twin = None  # the float32 copy explained in place of a mixed-precision model (cam_engine)
         self.layers = layers
         self.methods = methods
         in_shape = tuple(int(s) for s in model.inputs[0].shape[1:])
@@ -241,12 +245,22 @@ _ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def cam_engine(model, layers=DEFAULT_LAYERS, methods=METHODS) -> _CamEngine:
-    """The cached gradient sub-model + compiled step for ``model`` (built on first use only)."""
+    """The cached gradient sub-model + compiled step for ``model`` (built on first use only).
+
+    Always float32: a model trained in mixed precision is explained through its float32 twin
+    (:func:`knee_tf.precision.float32_twin`, same weights), built once with the engine.
+    """
+    from knee_tf.precision import float32_twin
+
     layers, methods = _check_names(layers, methods)
     per_model = _ENGINES.setdefault(model, {})
     key = (layers, methods)
     if key not in per_model:
-        per_model[key] = _CamEngine(model, layers, methods)
+        # the twin is kept by the engine (never the model itself: the cache is weakly keyed on it)
+        twin = next((e.twin for e in per_model.values() if e.twin is not None), None) or float32_twin(model)
+        engine = _CamEngine(twin, layers, methods)
+        engine.twin = twin if twin is not model else None
+        per_model[key] = engine
     return per_model[key]
 
 

@@ -45,6 +45,9 @@ class StudyConfig:
     learning_rate: float = 1e-3  # Adam
     patience: int = 5  # early-stopping patience (epochs without val-loss improvement)
     seed: int = 0  # training seed of the first run; further seeds are seed+1, seed+2, ...
+    # "float32" | "mixed_bfloat16" | "auto" (bfloat16 where the CPU has AMX / AVX-512 BF16 or a GPU
+    # supports it, else float32; knee_tf.precision). Softmax and loss stay float32; CAMs are always float32.
+    precision: str = "float32"
 
     # --- activation maps (knee_tf.cam) ---
     cam_layers: tuple[str, ...] = ("pool1", "pool2", "pool3", "pool4")
@@ -89,6 +92,7 @@ class StudyConfig:
             cam_batch_size=64,
             predict_batch_size=64,
             n_bootstrap=200,
+            precision="float32",  # fast and exact on any CPU
         )
         base.update(overrides)
         return cls(**base)
@@ -100,7 +104,8 @@ class StudyConfig:
     def training_settings(self) -> dict:
         """The keyword arguments of :func:`knee_tf.model.train_classifier` this config sets (all but the seed)."""
         return {"conv_filters": self.conv_filters, "dense_units": self.dense_units, "epochs": self.epochs,
-                "batch_size": self.batch_size, "learning_rate": self.learning_rate, "patience": self.patience}
+                "batch_size": self.batch_size, "learning_rate": self.learning_rate, "patience": self.patience,
+                "precision": self.precision}
 
     def with_settings(self, assignments) -> StudyConfig:
         """A copy with ``["field=value", ...]`` applied (``knee-tf study --set``), each value parsed as

@@ -37,6 +37,15 @@ class DicomImage:
     source: dict = field(default_factory=dict)  # the header a derived image copies (knee_tf.dicom_write.source_header)
 
 
+#: plane -> the (row direction, column direction) in LPS that a slice of that plane is written with
+#: (ImageOrientationPatient): the synthetic phantom and the resliced volumes both use these.
+ORIENTATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    AXIAL: ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
+    SAGITTAL: ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0)),
+    CORONAL: ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0)),
+}
+
+
 def plane_from_orientation(iop) -> str | None:
     """axial | sagittal | coronal from ImageOrientationPatient (6 direction cosines), by the
     dominant axis of the slice normal (row x column) in LPS patient coordinates."""

@@ -4,10 +4,19 @@ Layer names are part of the contract: ``conv1..convK`` each followed by ``pool1.
 Grad-CAM layers), ``dense1``/``dense2``, a linear ``logits`` Dense and a softmax ``probs``
 Activation. :mod:`knee_tf.cam` reads the ``logits`` output directly, so class activation maps never
 need a modified copy of the trained model.
+
+Precision (:mod:`knee_tf.precision`): the hidden layers follow the Keras dtype policy in force when
+the model is built (float32, or ``mixed_bfloat16`` inside :func:`train_classifier` when asked for);
+``logits`` and ``probs`` are always float32, so the softmax and the loss are computed in float32.
+
+Initial weights are a function of ``seed`` alone: every kernel initializer gets its own integer
+seed drawn from ``random.Random(seed)``, so a model does not depend on what else the process drew
+from Python's global ``random`` before (a Dask worker, another training, a library).
 """
 
 from __future__ import annotations
 
+import random
 import warnings
 import weakref
 from dataclasses import dataclass
@@ -21,6 +30,7 @@ import tensorflow as tf
 from knee_tf.config import seed_everything
 from knee_tf.data import make_dataset
 from knee_tf.io import atomic_path
+from knee_tf.precision import training_precision
 
 #: The name of the linear output layer that CAMs differentiate (the softmax is bypassed).
 LOGITS_LAYER = "logits"
@@ -30,13 +40,16 @@ PROBS_LAYER = "probs"
 
 def build_lenet(input_shape=(128, 128, 1), n_classes: int = 2,
                 conv_filters=(16, 32, 64, 64), dense_units=(120, 84), kernel_size: int = 3,
-                name: str = "lenet"):
+                name: str = "lenet", seed: int = 0):
     """A Keras 3 functional LeNet-style classifier (uncompiled; see :func:`compile_classifier`).
 
     input_shape: (H, W, C) with H and W divisible by 2**len(conv_filters) (every block halves them).
     Architecture: for k = 1..len(conv_filters): ``convk`` (Conv2D, same padding, ReLU) -> ``poolk``
     (MaxPooling2D 2x2); then ``flatten``, ``dense1..`` (ReLU, one per ``dense_units`` entry),
     ``logits`` (linear Dense, n_classes) and ``probs`` (softmax Activation, the model output).
+    seed: the kernel initializers' seeds are ``random.Random(seed).randint(1, 10**9)`` in layer order
+    (Glorot uniform, zero biases): the values Keras would draw from Python's ``random`` right after
+    ``keras.utils.set_random_seed(seed)``, made independent of the process's global state.
     """
     input_shape = tuple(int(s) for s in input_shape)
     conv_filters = tuple(int(f) for f in conv_filters)
@@ -54,17 +67,22 @@ def build_lenet(input_shape=(128, 128, 1), n_classes: int = 2,
         raise ValueError(f"input_shape {input_shape[:2]} must be divisible by {factor} "
                          f"({len(conv_filters)} max-pool blocks)")
 
+    draws = random.Random(int(seed))
+
+    def kernel_init():
+        return keras.initializers.GlorotUniform(seed=draws.randint(1, int(1e9)))
+
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
     for k, filters in enumerate(conv_filters, start=1):
         x = keras.layers.Conv2D(filters, kernel_size, padding="same", activation="relu",
-                                name=f"conv{k}")(x)
+                                kernel_initializer=kernel_init(), name=f"conv{k}")(x)
         x = keras.layers.MaxPooling2D(pool_size=2, name=f"pool{k}")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     for k, units in enumerate(dense_units, start=1):
-        x = keras.layers.Dense(units, activation="relu", name=f"dense{k}")(x)
-    logits = keras.layers.Dense(n_classes, name=LOGITS_LAYER)(x)
-    probs = keras.layers.Activation("softmax", name=PROBS_LAYER)(logits)
+        x = keras.layers.Dense(units, activation="relu", kernel_initializer=kernel_init(), name=f"dense{k}")(x)
+    logits = keras.layers.Dense(n_classes, kernel_initializer=kernel_init(), dtype="float32", name=LOGITS_LAYER)(x)
+    probs = keras.layers.Activation("softmax", dtype="float32", name=PROBS_LAYER)(logits)
     return keras.Model(inputs, probs, name=name)
 
 
@@ -168,7 +186,8 @@ def _check_xy(x, y, what: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_classifier(x_train, y_train, x_val, y_val, model_path, *, seed: int, conv_filters, dense_units,
-                     epochs: int, batch_size: int, learning_rate: float, patience: int, log_path=None,
+                     epochs: int, batch_size: int, learning_rate: float, patience: int, precision: str,
+                     log_path=None,
                      tensorboard_dir=None, strategy=None, verbose: int = 1, n_classes: int = 2) -> TrainResult:
     """Train :func:`build_lenet` from scratch (seeded, class-weighted, early stopping on val loss).
 
@@ -176,7 +195,9 @@ def train_classifier(x_train, y_train, x_val, y_val, model_path, *, seed: int, c
     (:data:`knee_tf.vocab.CLASSES`, 1 = relevant). conv_filters / dense_units: the architecture
     (see :func:`build_lenet`); epochs: upper bound; batch_size: the global batch (with ``strategy``,
     an optional ``tf.distribute.Strategy`` such as MirroredStrategy); learning_rate: Adam's;
-    patience: epochs without a val-loss improvement before stopping. Every setting is explicit
+    patience: epochs without a val-loss improvement before stopping; precision: a
+    :data:`knee_tf.precision.PRECISIONS` value (the model is built and trained under that Keras
+    dtype policy, which is restored afterwards). Every setting is explicit
     (``StudyConfig.training_settings()`` gives the study's).
 
     Writes ``model_path`` (the best model, saved atomically at every improvement) and, when given,
@@ -202,15 +223,17 @@ def train_classifier(x_train, y_train, x_val, y_val, model_path, *, seed: int, c
     name = best_path.stem
 
     def build():
-        model = build_lenet(x_train.shape[1:], n_classes, tuple(conv_filters), tuple(dense_units), name=name)
+        model = build_lenet(x_train.shape[1:], n_classes, tuple(conv_filters), tuple(dense_units), name=name,
+                            seed=seed)
         compile_classifier(model, learning_rate)
         return model
 
-    if strategy is None:
-        model = build()
-    else:
-        with strategy.scope():
+    with training_precision(precision):
+        if strategy is None:
             model = build()
+        else:
+            with strategy.scope():
+                model = build()
 
     train_ds = make_dataset(x_train, y_train, batch_size, shuffle=True, seed=seed)
     val_ds = make_dataset(x_val, y_val, batch_size)

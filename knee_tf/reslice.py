@@ -21,15 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from knee_tf.dicom import ORIENTATIONS
 from knee_tf.errors import InputError
-from knee_tf.vocab import AXIAL, CORONAL, PLANES, SAGITTAL
+from knee_tf.vocab import PLANES
 
-#: plane -> (row direction, column direction) in LPS, as ImageOrientationPatient writes them
-ORIENTATIONS = {
-    AXIAL: ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
-    SAGITTAL: ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0)),
-    CORONAL: ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0)),
-}
 _LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -246,11 +241,10 @@ def write_pseudo_localizer(slices: list[PseudoSlice], out_dir: str | Path, patie
     manifest rows (label and split empty). PatientID is ``patient_id``: nothing is copied from the
     source's patient. UIDs are deterministic in (exam_id, source), so a re-run rewrites the same files.
     """
-    import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+    from pydicom.dataset import Dataset
+    from pydicom.uid import MRImageStorage, generate_uid
 
-    from knee_tf.io import atomic_path
+    from knee_tf.dicom_write import write_image
 
     out_dir = Path(out_dir)
     allpix = np.concatenate([s.pixels.ravel() for s in slices])
@@ -281,15 +275,9 @@ def write_pseudo_localizer(slices: list[PseudoSlice], out_dir: str | Path, patie
         ds.SliceThickness = f"{s.thickness_mm:.2f}"
         ds.SliceLocation = f"{s.position_mm:.4f}"
         px = np.clip(np.rint((s.pixels - lo) * scale), 0, 4095).astype(np.uint16)
-        ds.set_pixel_data(px, "MONOCHROME2", 12, generate_instance_uid=False)
         ds.WindowCenter, ds.WindowWidth = 2048, 4096
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta = meta
         rel = f"{exam_id}/{s.plane[:3]}{s.index:02d}.dcm"
-        with atomic_path(out_dir / rel) as tmp:
-            pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
+        write_image(out_dir / rel, ds, px, bits_stored=12)
         rows.append(dict(image_id=f"{exam_id}_{s.plane[:3]}{s.index:02d}", patient_id=patient_id, exam_id=exam_id,
                          path=rel, plane=s.plane, label="", split="", slice_location_mm=f"{s.position_mm:.2f}",
                          slice_thickness_mm=f"{s.thickness_mm:.2f}", source=source, sop_uid=ds.SOPInstanceUID))

@@ -77,3 +77,16 @@ def tiny_train_result(toy_blob_data, tmp_path_factory):
 def tiny_trained_model(tiny_train_result):
     """The trained keras.Model of :func:`tiny_train_result` (input (64, 64, 1), 2 classes)."""
     return tiny_train_result.model
+
+
+@pytest.fixture(scope="session")
+def tiny_bf16_model(toy_blob_data, tmp_path_factory):
+    """The same tiny LeNet trained in ``mixed_bfloat16`` (bfloat16 compute, float32 variables and softmax)."""
+    from knee_tf.config import StudyConfig
+    from knee_tf.model import train_classifier
+
+    cfg = StudyConfig.smoke(image_size=TOY_SIZE, epochs=8, patience=3, learning_rate=3e-3,
+                            precision="mixed_bfloat16")
+    (xt, yt, _), (xv, yv, _) = toy_blob_data["train"], toy_blob_data["val"]
+    return train_classifier(xt, yt, xv, yv, tmp_path_factory.mktemp("tiny_bf16") / "tiny_bf16.keras",
+                            seed=cfg.seed, verbose=0, **cfg.training_settings()).model

@@ -23,6 +23,7 @@ from knee_tf.cam import (
     upsample_align_corners,
 )
 from knee_tf.model import build_lenet, predict_proba
+from knee_tf.precision import float32_twin, model_precision
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,24 @@ def test_agrees_with_tf_keras_vis(tiny_trained_model, test_images, cams, targets
         ours = compute_cams(tiny_trained_model, test_images, targets=targets, progress=False)
         np.testing.assert_array_equal(ours.targets, targets)
     reference = tf_keras_vis_cams(tiny_trained_model, test_images, targets=targets, batch_size=16)
-    assert any(ours.n_zero[m].sum() < len(test_images) * 4 for m in METHODS)  # not all blank
+    _assert_agrees(ours, reference, len(test_images))
+
+
+def test_bf16_trained_model_is_explained_in_float32_and_agrees_with_tf_keras_vis(tiny_bf16_model, test_images):
+    """Maps of a model trained in mixed_bfloat16 are the float32 maps of its weights."""
+    assert model_precision(tiny_bf16_model) == "mixed_bfloat16"
+    ours = compute_cams(tiny_bf16_model, test_images, batch_size=12, progress=False)
+    twin = float32_twin(tiny_bf16_model)
+    assert model_precision(twin) == "float32" and twin is not tiny_bf16_model
+    np.testing.assert_allclose(ours.probabilities, predict_proba(twin, test_images), atol=1e-5)
+    reference = tf_keras_vis_cams(twin, test_images, batch_size=16)
+    _assert_agrees(ours, reference, len(test_images))
+    # the twin is built once per model and shared by its engines
+    assert cam_engine(tiny_bf16_model, layers=("pool4",)).twin is cam_engine(tiny_bf16_model).twin
+
+
+def _assert_agrees(ours, reference, n):
+    assert any(ours.n_zero[m].sum() < n * 4 for m in METHODS)  # not all blank
     for method in METHODS:
         for i, layer in enumerate(DEFAULT_LAYERS):
             diff = np.abs(ours[method][:, i] - reference[method][:, i])

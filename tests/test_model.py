@@ -99,8 +99,9 @@ def test_training_rejects_bad_input(toy_blob_data, tmp_path):
         train_classifier(xt, yt, xv, yv, tmp_path / "m.keras", seed=0, conv_filters=(4,), dense_units=(4,))
 
 
-def test_seeded_training_is_deterministic(toy_blob_data, tmp_path):
-    cfg = StudyConfig.smoke(image_size=64)
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_seeded_training_is_deterministic(toy_blob_data, tmp_path, precision):
+    cfg = StudyConfig.smoke(image_size=64, precision=precision)
     xt, yt, xv, yv = _smoke_subset(toy_blob_data, n_train=96)  # 3 shuffled batches
     runs = [train_classifier(xt, yt, xv, yv, tmp_path / f"{name}.keras", seed=seed, verbose=0,
                              **cfg.training_settings()).model

@@ -7,8 +7,9 @@ import pytest
 from dicom_factory import write_mr
 
 from knee_tf.cli import main
+from knee_tf.dicom import ORIENTATIONS
 from knee_tf.errors import InputError
-from knee_tf.reslice import ORIENTATIONS, LocalizerPlan, load_volume, reslice
+from knee_tf.reslice import LocalizerPlan, load_volume, reslice
 
 SHAPE = (40, 50, 60)  # voxels along i, j, k
 VOXEL = (2.0, 1.5, 1.0)  # mm

@@ -27,16 +27,9 @@ from functools import cached_property
 import numpy as np
 
 from knee_tf.acquisition import add_rician_noise_f32, element_sensitivities_3d, sum_of_squares
+from knee_tf.dicom import ORIENTATIONS
 from knee_tf.phantom.metal import Implant, off_resonance_hz, susceptibility_artifact
 from knee_tf.phantom.sites import CoilProfile, SiteProfile, fat_phase
-from knee_tf.vocab import AXIAL, CORONAL, SAGITTAL
-
-#: plane -> (row direction, column direction) in LPS (DICOM ImageOrientationPatient)
-ORIENTATIONS = {
-    AXIAL: ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
-    SAGITTAL: ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0)),
-    CORONAL: ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0)),
-}
 
 
 @dataclass(frozen=True)
