@@ -122,17 +122,16 @@ def untrained_network(input_shape, conv_filters: Sequence[int], dense_units: Seq
     """B_untrained's source of maps: the study's LeNet with its seeded initial weights, never trained.
 
     input_shape: (H, W, 1); conv_filters / dense_units: the architecture (``StudyConfig``'s); seed:
-    the initialisation seed (the arm's training seed). Its Grad-CAM maps
+    the initialisation seed (the arm's training seed: these are the weights Model A of that seed
+    starts its training from, :func:`knee_tf.model.build_lenet`). Its Grad-CAM maps
     (:func:`knee_tf.cam.compute_cams`, predicted class) replace Model A's in B's recipe. Maps that come
     out all zero are counted by ``CamResult.n_zero`` and leave their copies unchanged.
     Returns an uncompiled keras.Model.
     """
-    import keras
-
     from knee_tf.model import build_lenet
 
-    keras.utils.set_random_seed(int(seed))
-    return build_lenet(tuple(input_shape), 2, tuple(conv_filters), tuple(dense_units), name=f"untrained_seed{seed}")
+    return build_lenet(tuple(input_shape), 2, tuple(conv_filters), tuple(dense_units), name=f"untrained_seed{seed}",
+                       seed=int(seed))
 
 
 # ----------------------------------------------------------------------------- erasing
