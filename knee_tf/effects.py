@@ -378,9 +378,10 @@ def arms_table(predictions: pd.DataFrame, *, n_boot: int = 2000, confidence: flo
     Returns DataFrame (arm, *conditions, in_distribution, n_seeds, n_patients, n_images, accuracy,
     accuracy_low, accuracy_high, accuracy_sd, sensitivity, sensitivity_sd, specificity,
     specificity_sd, ece, ece_sd): means over seeds, sd across seeds (NaN with one seed); ECE is
-    :func:`knee_tf.evaluate.expected_calibration_error` (top label, ``ece_bins`` bins) per seed.
+    :func:`knee_tf.evaluate.expected_calibration_error` (top label, ``ece_bins`` bins) per seed
+    (computed for all groups at once, :func:`knee_tf.evaluate.grouped_calibration_errors`).
     """
-    from knee_tf.evaluate import expected_calibration_error
+    from knee_tf.evaluate import grouped_calibration_errors
 
     df = _check(predictions)
     if "p_relevant" not in df.columns:
@@ -388,15 +389,12 @@ def arms_table(predictions: pd.DataFrame, *, n_boot: int = 2000, confidence: flo
     keys = condition_keys(df)
     sums = _Sums(df, keys)
     groups = ["arm", *keys, "seed"]
-    codes = df.groupby(groups, sort=False, dropna=False, observed=True).ngroup().to_numpy()
-    order = np.argsort(codes, kind="stable")
-    bounds = np.flatnonzero(np.diff(codes[order])) + 1
-    p_all, y_all = df["p_relevant"].to_numpy(np.float64)[order], df["y_true"].to_numpy()[order]
-    first = df.iloc[order[np.r_[0, bounds]]]
-    ece = {}
-    for (key, lo, hi) in zip(first[groups].itertuples(index=False, name=None), np.r_[0, bounds],
-                             np.r_[bounds, len(order)], strict=True):
-        ece[(str(key[0]), *key[1:])] = expected_calibration_error(p_all[lo:hi], y_all[lo:hi], ece_bins)
+    grouped = df.groupby(groups, sort=False, dropna=False, observed=True)
+    codes = grouped.ngroup().to_numpy()
+    per_group = grouped_calibration_errors(df["p_relevant"].to_numpy(), df["y_true"].to_numpy(), codes, ece_bins)
+    first = np.unique(codes, return_index=True)[1]
+    ece = {(str(k[0]), *k[1:]): e for k, e in
+           zip(df[groups].iloc[first].itertuples(index=False, name=None), per_group, strict=True)}
     rows = []
     for a, arm in enumerate(sums.arms):
         for c, cond in enumerate(sums.conditions):

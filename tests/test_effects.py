@@ -210,3 +210,30 @@ def test_arms_table_reports_sensitivity_specificity_and_ece_per_arm_and_conditio
 
     ece = [expected_calibration_error(g["p_relevant"].to_numpy(), g["y_true"].to_numpy(), 15) for _, g in a.groupby("seed")]
     assert row["ece"] == pytest.approx(np.mean(ece)) and row["ece_sd"] == pytest.approx(np.std(ece, ddof=1))
+
+
+def test_effects_markdown_on_a_hand_made_table():
+    from knee_tf.report import effects_markdown
+
+    rows = [
+        # arm, ref, cohort, corruption, severity, effect, lo, hi, significant, in_distribution
+        ("B", "A", "normal", "none", 0, 0.002, -0.018, 0.022, False, False),
+        ("B", "A", "cam", "none", 0, 0.015, 0.004, 0.026, True, True),
+        ("B", "A", "normal", "rician_noise", 5, 0.078, 0.01, 0.14, True, False),
+        ("B_random", "A", "normal", "none", 0, -0.004, -0.02, 0.012, False, False),
+    ]
+    t = pd.DataFrame(rows, columns=["arm", "reference", "cohort", "corruption", "severity", "effect", "ci_low",
+                                    "ci_high", "significant", "in_distribution"])
+    t = t.assign(metric="accuracy", n_seeds=10, n_comparisons=12, q_bh=0.01)
+    md = effects_markdown(t)
+    assert md.splitlines()[:4] == [
+        "| comparison | seeds | normal | cam |",
+        "|---|---|---|---|",
+        "| B − A | 10 | +0.2 [-1.8, +2.2] | +1.5 [+0.4, +2.6]* (in dist.) |",
+        "| B_random − A | 10 | -0.4 [-2.0, +1.2] | — |",
+    ]
+    assert "all 12 comparisons" in md
+    md = effects_markdown(t, conditions=["rician_noise 5"], arms=["B"])
+    assert md.splitlines()[2] == "| B − A | 10 | +7.8 [+1.0, +14.0]* |"
+    with pytest.raises(ValueError, match="no rows for metric"):
+        effects_markdown(t, metric="sensitivity")
