@@ -8,7 +8,8 @@ function of this table, so publishing it (``RunLayout.prediction_store``, copied
 One row per (arm, seed, cohort, corruption, severity, image), columns :data:`STORE_COLUMNS`:
 
 =============  ======================================================================
-arm            the arm's name (:data:`knee_tf.vocab.ARMS`, or an ablation's name)
+arm            the model's name: the arm (:data:`knee_tf.vocab.ARMS`, an ablation), or a grid
+               job's ``<arm>_<variant>``
 seed           training seed (int16)
 cohort         test cohort (:data:`knee_tf.vocab.COHORTS`, ``cam_transfer``, ``cam_b``, ...)
 corruption     held-out corruption applied to the cohort's images, ``"none"`` when none
@@ -54,8 +55,8 @@ INDEX_COLUMNS: tuple[str, ...] = ("patient_id", "exam_id", "plane", "site")
 def store_frame(predictions: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
     """Predictions in the store's schema: image metadata and slice order joined from the ingest index.
 
-    predictions: per-image rows with ``arm`` (or ``model``, as :func:`knee_tf.evaluate.prediction_frame`
-    names it), ``seed``, ``cohort``, optional ``corruption`` / ``severity``, ``image_id``, ``y_true``,
+    predictions: per-image rows with ``model`` (as :func:`knee_tf.evaluate.prediction_frame` and the
+    grid name it: the arm, or ``<arm>_<variant>``; it becomes the store's ``arm``) or ``arm``, ``seed``, ``cohort``, optional ``corruption`` / ``severity``, ``image_id``, ``y_true``,
     ``p_relevant``; index: the ingest index (``image_id``, ``patient_id``, ``exam_id``, ``plane``,
     optional ``site``, and a slice order column, :data:`knee_tf.prescription.SLICE_ORDER_COLUMNS`).
     Returns DataFrame with :data:`STORE_COLUMNS` in store dtypes, sorted by arm, seed, cohort,
@@ -63,7 +64,10 @@ def store_frame(predictions: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
     """
     from knee_tf.prescription import slice_ranks
 
-    df = predictions.rename(columns={"model": "arm"}) if "arm" not in predictions else predictions
+    if "model" in predictions.columns:  # the model's name names the row (a grid variant's "<arm>_<variant>")
+        df = predictions.drop(columns=["arm"], errors="ignore").rename(columns={"model": "arm"})
+    else:
+        df = predictions
     need = [c for c in ("arm", "seed", "cohort", "image_id", "y_true", "p_relevant") if c not in df.columns]
     if need:
         raise ValueError(f"predictions lack column(s) {need}")
