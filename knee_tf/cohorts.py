@@ -224,3 +224,21 @@ def load_pool(layout: RunLayout, seed: int, dtype=np.float32) -> tuple[np.ndarra
     if len(prov) != len(images):
         raise ValueError(f"augmented pool of seed {seed}: {len(images)} images but {len(prov)} provenance rows")
     return images, prov
+
+
+def training_exam_subset(index: pd.DataFrame, n_exams: int, order_seed: int = 0) -> np.ndarray:
+    """The rows of the first ``n_exams`` training exams in a seeded order: bool (len(index),).
+
+    index: ingest rows with ``exam_id`` (only the rows passed are considered: pass the normal training
+    split); n_exams: how many whole exams to keep (0 or more than there are: all); order_seed: the
+    order's seed, fixed across training seeds and sizes, so the subsets are nested (the 25 exams of
+    the smallest subset are among the 50 of the next) and a learning curve varies only the amount
+    of data. Every slice of a chosen exam is kept.
+    """
+    if int(n_exams) < 0:
+        raise ValueError(f"n_exams must be >= 0; got {n_exams}")
+    exams = np.array(sorted(index["exam_id"].astype(str).unique()))
+    if n_exams == 0 or n_exams >= len(exams):
+        return np.ones(len(index), dtype=bool)
+    order = exams[np.random.default_rng(int(order_seed)).permutation(len(exams))]
+    return index["exam_id"].astype(str).isin(set(order[: int(n_exams)])).to_numpy()

@@ -223,3 +223,18 @@ def test_control_pools_share_bs_recipe_and_differ_only_in_the_mask():
         control_pool(B_RANDOM, None, x, y, ids, cfg, seed=3, progress=False)
     with pytest.raises(ValueError, match="unknown control arm"):
         control_pool("B", stand_in_a, x, y, ids, cfg, seed=3, progress=False)
+
+
+def test_learning_curve_subsets_are_whole_exams_nested_and_fixed():
+    import pandas as pd
+
+    from knee_tf.cohorts import training_exam_subset
+
+    index = pd.DataFrame({"exam_id": np.repeat([f"E{k:03d}" for k in range(40)], 7)}).sample(frac=1, random_state=1)
+    chosen = {n: set(index.loc[training_exam_subset(index, n), "exam_id"]) for n in (5, 10, 20, 0)}
+    assert [len(chosen[n]) for n in (5, 10, 20, 0)] == [5, 10, 20, 40]
+    assert chosen[5] < chosen[10] < chosen[20] < chosen[0]
+    assert training_exam_subset(index, 10).sum() == 70  # every slice of each exam
+    np.testing.assert_array_equal(training_exam_subset(index, 10), training_exam_subset(index, 10))
+    assert set(index.loc[training_exam_subset(index, 10, order_seed=1), "exam_id"]) != chosen[10]
+    assert training_exam_subset(index, 99).all()
