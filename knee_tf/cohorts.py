@@ -33,30 +33,34 @@ from knee_tf.vocab import CAM, METAL, NORMAL, TEST, predicted_class
 
 
 def augmentation_maps(model_a, images: np.ndarray, cfg: StudyConfig, methods=None,
-                      progress: bool = True) -> dict[str, np.ndarray]:
+                      progress: bool = True, targets=None) -> dict[str, np.ndarray]:
     """Model A's maps at ``cfg.aug_layer``: {method: float32 (N, H, W) in [0, 1]}.
 
     Only the one layer is computed (the gradient pass stops there), so memory is N x H x W per method.
+    targets: the class each map explains (:func:`knee_tf.cam.compute_cams`): None, the predicted
+    class (the study's choice), or int (N,) class indices (the labels, for the ablation).
     """
     from knee_tf.cam import compute_cams
 
     methods = tuple(methods or cfg.cam_methods)
-    res = compute_cams(model_a, images, layers=(cfg.aug_layer,), methods=methods,
+    res = compute_cams(model_a, images, layers=(cfg.aug_layer,), methods=methods, targets=targets,
                        batch_size=cfg.cam_batch_size, progress=progress)
     return {m: res.select(m, cfg.aug_layer) for m in methods}
 
 
 def augmented_pool(model_a, images: np.ndarray, labels: np.ndarray, image_ids, cfg: StudyConfig, seed: int,
-                   progress: bool = True) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+                   progress: bool = True, label_maps: bool = False) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """One seed's augmented training pool from its Model A: :func:`augmentation_maps`, then
     :func:`knee_tf.augment.build_augmented_pool` with the config's ``aug_*`` settings.
 
-    images: float32 (N, H, W, 1) in [0, 1]; labels: int (N,); image_ids: N ids.
+    images: float32 (N, H, W, 1) in [0, 1]; labels: int (N,); image_ids: N ids; label_maps: maps of
+    the label instead of Model A's predicted class (an ablation; the mask may then encode the label).
     Returns (pool images float32 (N * aug_variants, H, W, 1), labels int32, provenance DataFrame).
     """
     from knee_tf.augment import build_augmented_pool
 
-    maps = augmentation_maps(model_a, images, cfg, progress=progress)
+    targets = np.asarray(labels, dtype=np.int32) if label_maps else None
+    maps = augmentation_maps(model_a, images, cfg, progress=progress, targets=targets)
     return build_augmented_pool(images, labels, image_ids, maps, variants=cfg.aug_variants,
                                 weight_range=cfg.aug_weight_range, layer=cfg.aug_layer, seed=seed,
                                 smooth_sigma=cfg.aug_smooth_sigma, threshold=cfg.aug_threshold)
@@ -242,3 +246,26 @@ def training_exam_subset(index: pd.DataFrame, n_exams: int, order_seed: int = 0)
         return np.ones(len(index), dtype=bool)
     order = exams[np.random.default_rng(int(order_seed)).permutation(len(exams))]
     return index["exam_id"].astype(str).isin(set(order[: int(n_exams)])).to_numpy()
+
+
+def subsample_pool(pool_images: np.ndarray, pool_labels: np.ndarray, provenance: pd.DataFrame, share: float,
+                   n_source: int, seed: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """An augmented share below one copy per image: ``round(share * n_source)`` pool rows, drawn
+    without replacement within each class in proportion to it (seeded), in pool order.
+
+    pool_images (M, H, W, 1), pool_labels (M,), provenance (M rows): a pool of one copy per image
+    (:func:`augmented_pool` with ``aug_variants=1``, M = n_source); share in (0, 1].
+    Returns the kept (images, labels, provenance).
+    """
+    if not 0 < share <= 1:
+        raise ValueError(f"share must lie in (0, 1]; got {share}")
+    y = np.asarray(pool_labels)
+    if len(y) != len(pool_images) or len(y) != len(provenance):
+        raise ValueError(f"pool of {len(pool_images)} images, {len(y)} labels, {len(provenance)} provenance rows")
+    rng = np.random.default_rng(int(seed))
+    keep = []
+    for cls in np.unique(y):
+        idx = np.flatnonzero(y == cls)
+        keep.append(rng.choice(idx, size=int(round(share * n_source * idx.size / len(y))), replace=False))
+    rows = np.sort(np.concatenate(keep)) if keep else np.array([], dtype=np.int64)
+    return pool_images[rows], y[rows], provenance.iloc[rows].reset_index(drop=True)

@@ -238,3 +238,30 @@ def test_learning_curve_subsets_are_whole_exams_nested_and_fixed():
     np.testing.assert_array_equal(training_exam_subset(index, 10), training_exam_subset(index, 10))
     assert set(index.loc[training_exam_subset(index, 10, order_seed=1), "exam_id"]) != chosen[10]
     assert training_exam_subset(index, 99).all()
+
+
+def test_label_maps_and_a_smaller_augmented_share():
+    from knee_tf.cohorts import augmented_pool, subsample_pool
+    from knee_tf.config import StudyConfig
+
+    cfg = StudyConfig.smoke(image_size=32, conv_filters=(4, 4, 4, 4), dense_units=(8,))
+    n = 16
+    x = np.random.default_rng(1).uniform(0.2, 1, size=(n, 32, 32, 1)).astype(np.float32)
+    y = (np.arange(n) % 2).astype(np.int32)
+    ids = [f"i{k}" for k in range(n)]
+    net = controls.untrained_network((32, 32, 1), cfg.conv_filters, cfg.dense_units, seed=2)
+    pred_x, _, _ = augmented_pool(net, x, y, ids, cfg, seed=0, progress=False)
+    label_x, _, _ = augmented_pool(net, x, y, ids, cfg, seed=0, progress=False, label_maps=True)
+    from knee_tf.model import predict_proba
+    from knee_tf.vocab import predicted_class
+
+    differs = predicted_class(predict_proba(net, x)[:, 1]) != y
+    assert differs.any()  # an untrained net is wrong on some: there its label maps explain the other class
+    assert not np.array_equal(pred_x[differs], label_x[differs])
+    np.testing.assert_array_equal(pred_x[~differs], label_x[~differs])
+    px, py, prov = augmented_pool(net, x, y, ids, cfg, seed=0, progress=False)
+    sx, sy, sprov = subsample_pool(px, py, prov, 0.25, n, seed=0)
+    assert len(sx) == 4 and (sy == 0).sum() == (sy == 1).sum() == 2
+    assert set(sprov["aug_id"]) < set(prov["aug_id"])
+    with pytest.raises(ValueError, match="share"):
+        subsample_pool(px, py, prov, 1.5, n, seed=0)
