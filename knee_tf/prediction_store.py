@@ -59,6 +59,8 @@ def store_frame(predictions: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
     grid name it: the arm, or ``<arm>_<variant>``; it becomes the store's ``arm``) or ``arm``, ``seed``, ``cohort``, optional ``corruption`` / ``severity``, ``image_id``, ``y_true``,
     ``p_relevant``; index: the ingest index (``image_id``, ``patient_id``, ``exam_id``, ``plane``,
     optional ``site``, and a slice order column, :data:`knee_tf.prescription.SLICE_ORDER_COLUMNS`).
+    Rows of a corruption at severity 0 (the clean images, as :func:`knee_tf.cohorts.predict_corruptions`
+    repeats them for every corruption) are left out: the cohort's own rows hold them once.
     Returns DataFrame with :data:`STORE_COLUMNS` in store dtypes, sorted by arm, seed, cohort,
     corruption, severity, image_id.
     """
@@ -77,6 +79,9 @@ def store_frame(predictions: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
     if "severity" not in df.columns:
         df = df.assign(severity=0)
     df = df.assign(corruption=df["corruption"].fillna(NO_CORRUPTION), severity=df["severity"].fillna(0))
+    # knee_tf.cohorts.predict_corruptions repeats the clean images as severity 0 of every corruption:
+    # in the store they are the cohort's own rows, once
+    df = df[(df["corruption"] == NO_CORRUPTION) | (df["severity"] != 0)]
     idx = index.assign(image_id=index["image_id"].astype(str))
     if "site" not in idx.columns:
         idx = idx.assign(site="")

@@ -47,6 +47,8 @@ def test_store_frame_joins_patients_exams_and_slice_order(predictions, index):
     assert (row["patient_id"], row["exam_id"], row["plane"], row["slice_rank"]) == ("P3", "E3", PLANES[1], 4)
     keys = ["arm", "seed", "cohort", "corruption", "severity", "image_id"]
     assert t[keys].astype(str).equals(t[keys].astype(str).sort_values(keys).reset_index(drop=True))
+    clean_again = predictions[predictions["corruption"] == "rician_noise"].assign(severity=0)
+    assert len(store.store_frame(pd.concat([predictions, clean_again]), index)) == len(t)
     grid_style = store.store_frame(predictions.assign(arm="B", variant="x"), index)  # model names the row
     assert set(grid_style["arm"].astype(str)) == {MODEL_A, MODEL_B}
     with pytest.raises(ValueError, match="not in the index"):
