@@ -78,6 +78,24 @@ def build_test_cohorts(data, model_a, cfg: StudyConfig, progress: bool = True) -
     return out
 
 
+def cross_cohorts(data, transfer_model, model_b, cfg: StudyConfig, progress: bool = True) -> dict[str, tuple]:
+    """The CAM cohorts made from another model's maps: {cohort: (images float32 (n, H, W, 1), rows)}.
+
+    ``cam_transfer``: the normal test images corrupted with the maps of ``transfer_model``, a Model A
+    trained independently (another seed), the same images for every arm and seed; ``cam_b``: with the
+    maps of ``model_b``, the Model B of the seed being evaluated. Either model may be None (cohort
+    left out). Every arm of a seed is scored on the same images, so effects stay paired.
+    """
+    from knee_tf.vocab import CAM_B, CAM_TRANSFER
+
+    x, _, idx = data.split(TEST, cohort=NORMAL)
+    out = {}
+    for cohort, model in ((CAM_TRANSFER, transfer_model), (CAM_B, model_b)):
+        if model is not None:
+            out[cohort] = (cam_cohort_images(model, x, cfg, progress=progress), idx)
+    return out
+
+
 def cam_cohort_images(model, images: np.ndarray, cfg: StudyConfig, progress: bool = True) -> np.ndarray:
     """Cohort 3's corruption with any model's maps: ``images * (1 - w * M)``, M the model's
     ``cfg.cohort3_method`` map at ``cfg.aug_layer``, w = ``cfg.cohort3_weight``.

@@ -265,3 +265,31 @@ def test_label_maps_and_a_smaller_augmented_share():
     assert set(sprov["aug_id"]) < set(prov["aug_id"])
     with pytest.raises(ValueError, match="share"):
         subsample_pool(px, py, prov, 1.5, n, seed=0)
+
+
+def test_cross_cohorts_corrupt_the_normal_test_images_with_another_models_maps():
+    import pandas as pd
+
+    from knee_tf.cohorts import cam_cohort_images, cross_cohorts
+    from knee_tf.config import StudyConfig
+    from knee_tf.vocab import CAM_B, CAM_TRANSFER, NORMAL, TEST, TRAIN
+
+    class Data:  # the part of knee_tf.ingest.IngestResult the cohorts use
+        def __init__(self):
+            self.x = np.random.default_rng(0).uniform(0.2, 1, size=(10, 32, 32, 1)).astype(np.float32)
+            self.index = pd.DataFrame({"image_id": [f"i{k}" for k in range(10)], "split": [TEST] * 6 + [TRAIN] * 4,
+                                       "cohort": NORMAL, "label": "irrelevant"})
+
+        def split(self, name, cohort=None):
+            m = (self.index["split"] == name).to_numpy()
+            return self.x[m], np.zeros(m.sum(), np.int32), self.index[m].reset_index(drop=True)
+
+    cfg = StudyConfig.smoke(image_size=32, conv_filters=(4, 4, 4, 4), dense_units=(8,))
+    a2, b = (controls.untrained_network((32, 32, 1), cfg.conv_filters, cfg.dense_units, seed=s) for s in (7, 8))
+    out = cross_cohorts(Data(), a2, b, cfg, progress=False)
+    assert list(out) == [CAM_TRANSFER, CAM_B]
+    x_test = Data().x[:6]
+    np.testing.assert_array_equal(out[CAM_TRANSFER][0], cam_cohort_images(a2, x_test, cfg, progress=False))
+    assert out[CAM_B][1]["image_id"].tolist() == [f"i{k}" for k in range(6)]
+    assert (out[CAM_B][0] <= x_test + 1e-7).all() and not np.array_equal(out[CAM_B][0], out[CAM_TRANSFER][0])
+    assert list(cross_cohorts(Data(), None, b, cfg, progress=False)) == [CAM_B]
