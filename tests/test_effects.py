@@ -237,3 +237,12 @@ def test_effects_markdown_on_a_hand_made_table():
     assert md.splitlines()[2] == "| B − A | 10 | +7.8 [+1.0, +14.0]* |"
     with pytest.raises(ValueError, match="no rows for metric"):
         effects_markdown(t, metric="sensitivity")
+
+
+def test_arms_are_paired_on_the_seeds_both_have(predictions):
+    few = predictions[~((predictions["arm"] == MODEL_B) & (predictions["seed"] >= 5))]
+    t = effects.effects_table(few, [(MODEL_B, MODEL_A)], metrics=["accuracy"], n_boot=100)
+    assert (t["n_seeds"] == 5).all() and (t["p_min"] == 2 / 2**5).all()
+    full = effects.effects_table(predictions, [(MODEL_B, MODEL_A)], metrics=["accuracy"], n_boot=100)
+    assert (full["n_seeds"] == 10).all()
+    assert not np.allclose(t["reference_mean"], full["reference_mean"])  # A's rate over B's five seeds only
