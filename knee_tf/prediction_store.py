@@ -140,16 +140,30 @@ def read_store(path: str | Path, arms: Sequence[str] | None = None) -> pd.DataFr
 
 
 def recompute_tables(store: pd.DataFrame, comparisons: Sequence[tuple[str, str]] | None = None, *,
-                     family: Mapping[str, str] | None = None, n_boot: int = 2000, ece_bins: int = 15,
-                     seed: int = 0, alpha: float = 0.05) -> dict[str, pd.DataFrame]:
+                     family: Mapping[str, str] | None = None, arm_info: pd.DataFrame | None = None,
+                     n_boot: int = 2000, ece_bins: int = 15, seed: int = 0,
+                     alpha: float = 0.05) -> dict[str, pd.DataFrame]:
     """The published tables from the store alone: {"arms_table", "effects_table", "prescription_table"},
     keyed by their :class:`knee_tf.layout.RunLayout` attribute names. Everything is seeded, so the
-    same store gives the same tables."""
+    same store gives the same tables.
+
+    comparisons, family: as :func:`knee_tf.effects.effects_table`; arm_info: optional rows (``arm``,
+    then e.g. ``budget``, ``description``) describing each arm, put beside the arm's name in the arms
+    table (every arm of the store must have a row).
+    """
     from knee_tf.effects import arms_table, effects_table
     from knee_tf.prescription import prescription_table
 
+    arms = arms_table(store, n_boot=n_boot, ece_bins=ece_bins, seed=seed, family=family)
+    if arm_info is not None:
+        info = arm_info.drop_duplicates("arm").set_index("arm")
+        missing = sorted(set(arms["arm"]) - set(info.index))
+        if missing:
+            raise ValueError(f"arm_info has no row for arm(s) {missing}")
+        arms = pd.concat([arms[["arm"]], info.reindex(arms["arm"]).reset_index(drop=True),
+                          arms.drop(columns="arm")], axis=1)
     return {
-        "arms_table": arms_table(store, n_boot=n_boot, ece_bins=ece_bins, seed=seed, family=family),
+        "arms_table": arms,
         "effects_table": effects_table(store, comparisons, n_boot=n_boot, seed=seed, alpha=alpha, family=family),
         "prescription_table": prescription_table(store, n_boot=n_boot, seed=seed),
     }

@@ -85,13 +85,18 @@ def test_read_store_names_the_file_when_something_is_wrong(predictions, index, t
 def test_published_tables_are_recomputed_from_the_store(predictions, index, tmp_path):
     lay = RunLayout(tmp_path).create()
     path = store.write_store(lay.prediction_store, store.store_frame(predictions, index))
-    tables = store.recompute_tables(store.read_store(path), n_boot=200)
+    info = pd.DataFrame({"arm": [MODEL_A, MODEL_B], "budget": ["reference", "same augmentation share"]})
+    tables = store.recompute_tables(store.read_store(path), n_boot=200, arm_info=info)
+    assert list(tables["arms_table"].columns[:3]) == ["arm", "budget", "cohort"]
+    assert tables["arms_table"].set_index("arm").loc[MODEL_B, "budget"].unique().tolist() == ["same augmentation share"]
+    with pytest.raises(ValueError, match="no row for arm"):
+        store.recompute_tables(store.read_store(path), n_boot=10, arm_info=info.iloc[:1])
     assert set(tables) == {"arms_table", "effects_table", "prescription_table"}
     assert (tables["effects_table"]["arm"] == MODEL_B).all()
     published = {name: getattr(lay, name) for name in tables}
     for name, table in tables.items():
         atomic_write_csv(published[name], table)
-    again = store.recompute_tables(store.read_store(path), n_boot=200)
+    again = store.recompute_tables(store.read_store(path), n_boot=200, arm_info=info)
     assert store.compare_with_published(again, published) == []
     pub = pd.read_csv(published["effects_table"])
     pub.loc[3, "ci_high"] += 0.01
