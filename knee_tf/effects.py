@@ -230,10 +230,8 @@ def _check(predictions: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-#: Per-(seed, patient) sums kept for every arm and condition: slices, correct slices, relevant
-#: slices, correct relevant, correct irrelevant, and a fingerprint of which images were scored.
-_STATS: tuple[str, ...] = ("n", "correct", "pos", "tp", "tn", "images")
-#: rate -> (numerator, denominator) among the sums; "neg" = n - pos.
+#: rate -> (numerator, denominator) among the per-(seed, patient) sums of :class:`_Sums` (slices n,
+#: correct slices, relevant slices pos, correct relevant tp, correct irrelevant tn, neg = n - pos).
 _NUM_DEN = {"accuracy": ("correct", "n"), "sensitivity": ("tp", "pos"), "specificity": ("tn", "neg")}
 
 
