@@ -44,7 +44,15 @@ import numpy as np
 import pandas as pd
 
 from knee_tf.controls import MRI_AUG_CORRUPTIONS
-from knee_tf.vocab import IN_DISTRIBUTION_FOR, MODEL_A, MRI_AUG, predicted_class
+from knee_tf.vocab import (
+    COHORTS,
+    DERIVED_COHORTS,
+    IN_DISTRIBUTION_FOR,
+    MODEL_A,
+    MRI_AUG,
+    NO_CORRUPTION,
+    predicted_class,
+)
 
 #: The columns that name one test condition, where present: a cohort, and optionally a held-out
 #: corruption and its severity applied to it.
@@ -213,6 +221,18 @@ def in_distribution(arm: str, cohort: str, corruption: str | None = None,
     return base == MRI_AUG and corruption is not None and str(corruption) in MRI_AUG_CORRUPTIONS
 
 
+def condition_order(condition: Mapping) -> tuple:
+    """Sort key of a condition ({cohort, corruption?, severity?}): the paper's cohorts first
+    (:data:`knee_tf.vocab.COHORTS`), then the derived ones (:data:`knee_tf.vocab.DERIVED_COHORTS`),
+    then any other by name; within a cohort its own images first, then each corruption by severity."""
+    cohorts = list(dict.fromkeys(COHORTS + DERIVED_COHORTS))
+    c = str(condition["cohort"])
+    corruption = str(condition.get("corruption", NO_CORRUPTION))
+    severity = condition.get("severity", 0)
+    severity = 0 if severity is None or pd.isna(severity) else int(severity)
+    return (cohorts.index(c) if c in cohorts else len(cohorts), c, corruption != NO_CORRUPTION, corruption, severity)
+
+
 def _check(predictions: pd.DataFrame) -> pd.DataFrame:
     need = ["arm", "seed", "image_id", "patient_id", "y_true"]
     missing = [c for c in need if c not in predictions.columns]
@@ -246,7 +266,12 @@ class _Sums:
         arm_code, self.arms = pd.factorize(df["arm"].astype(str), sort=False)
         cond_code = df.groupby(keys, sort=False, dropna=False, observed=True).ngroup().to_numpy()
         first = np.unique(cond_code, return_index=True)[1]  # codes count up in order of first appearance
-        self.conditions = list(df[keys].iloc[first].itertuples(index=False, name=None))
+        conditions = list(df[keys].iloc[first].itertuples(index=False, name=None))
+        order = sorted(range(len(conditions)), key=lambda k: condition_order(dict(zip(keys, conditions[k], strict=True))))
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        cond_code = rank[cond_code]  # conditions in the study's reading order
+        self.conditions = [conditions[k] for k in order]
         seed_code, seeds = pd.factorize(df["seed"], sort=True)
         self.seeds = [int(x) for x in seeds]
         pat_code, self.patients = pd.factorize(df["patient_id"].astype(str), sort=True)

@@ -15,6 +15,7 @@ from knee_tf.vocab import (
     IRRELEVANT,
     MODEL_A,
     MODEL_B,
+    NO_CORRUPTION,
     PLANES,
     RELEVANT,
     SPLITS,
@@ -271,7 +272,7 @@ _IN_DIST_COLOR, _OUT_DIST_COLOR = "#dd8452", "#4c72b0"
 def condition_label(row) -> str:
     """``cohort``, or ``"<corruption> <severity>"`` for a held-out corruption (a table row or dict)."""
     corruption = row.get("corruption", None) if hasattr(row, "get") else None
-    if corruption is None or str(corruption) in ("none", "nan", ""):
+    if corruption is None or str(corruption) in (NO_CORRUPTION, "nan", ""):
         return str(row["cohort"])
     return f"{corruption} {int(row['severity'])}"
 
@@ -290,7 +291,7 @@ def plot_forest(effects, metric: str = "accuracy", conditions=None, arms=None):
     t = effects[effects["metric"] == metric].copy()
     t["condition"] = [condition_label(r) for _, r in t.iterrows()]
     if conditions is None:
-        plain = t["corruption"].astype(str) == "none" if "corruption" in t else np.ones(len(t), bool)
+        plain = t["corruption"].astype(str) == NO_CORRUPTION if "corruption" in t else np.ones(len(t), bool)
         conditions = list(dict.fromkeys(t.loc[plain, "condition"]))
     arms = list(arms) if arms is not None else list(dict.fromkeys(t["arm"]))
     fig, axes = plt.subplots(1, len(conditions), figsize=(2.6 * len(conditions) + 1.2, 0.42 * len(arms) + 1.3),
@@ -339,7 +340,7 @@ def plot_ablations(effects, ablations: dict, metric: str = "accuracy", condition
     t = effects[effects["metric"] == metric].copy()
     t["condition"] = [condition_label(r) for _, r in t.iterrows()]
     if conditions is None:
-        conditions = list(dict.fromkeys(t.loc[t["corruption"].astype(str) == "none", "condition"]))
+        conditions = list(dict.fromkeys(t.loc[t["corruption"].astype(str) == NO_CORRUPTION, "condition"]))
     fig, axes = plt.subplots(1, len(ablations), figsize=(3.0 * len(ablations), 3.0), sharey=True, squeeze=False)
     offsets = np.linspace(-0.15, 0.15, len(conditions)) if len(conditions) > 1 else [0.0]
     for ax, (name, settings) in zip(axes[0], ablations.items(), strict=True):
@@ -408,7 +409,7 @@ def plot_prescription(prescription, arms=None, conditions=None):
     t = prescription.copy()
     t["condition"] = [condition_label(r) for _, r in t.iterrows()]
     if conditions is None:
-        plain = t["corruption"].astype(str) == "none" if "corruption" in t else np.ones(len(t), bool)
+        plain = t["corruption"].astype(str) == NO_CORRUPTION if "corruption" in t else np.ones(len(t), bool)
         conditions = list(dict.fromkeys(t.loc[plain, "condition"]))
     arms = list(arms) if arms is not None else list(dict.fromkeys(t["arm"]))
     bars = [("slice_accuracy", "slice accuracy"), ("all_right", "exam-plane all right"), ("jaccard", "Jaccard"),

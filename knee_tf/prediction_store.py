@@ -37,9 +37,8 @@ import pandas as pd
 
 from knee_tf.errors import InputError
 from knee_tf.io import atomic_path
+from knee_tf.vocab import NO_CORRUPTION
 
-#: The value of ``corruption`` for a cohort's own images.
-NO_CORRUPTION = "none"
 STORE_COLUMNS: tuple[str, ...] = (
     "arm", "seed", "cohort", "corruption", "severity", "image_id", "patient_id", "exam_id", "plane", "site",
     "slice_rank", "y_true", "p_relevant",

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from knee_tf.evaluate import COHORT_ORDER
-from knee_tf.vocab import CAM, METAL, MODEL_A, MODEL_B, NORMAL
+from knee_tf.vocab import CAM, METAL, MODEL_A, MODEL_B, NO_CORRUPTION, NORMAL
 
 #: The paper's reported accuracies of (Model A, Model B) per test cohort (ISMRM 2021, abstract 0811).
 PAPER_ACCURACY: dict[str, tuple[float, float]] = {
@@ -137,8 +137,8 @@ def effects_markdown(effects: pd.DataFrame, metric: str = "accuracy", conditions
     if t.empty:
         raise ValueError(f"effects have no rows for metric {metric!r}")
     has_corruption = "corruption" in t.columns
-    plain = (t["corruption"].astype(str) == "none") if has_corruption else pd.Series(True, index=t.index)
-    t["condition"] = [str(r["cohort"]) if not has_corruption or str(r["corruption"]) == "none"
+    plain = (t["corruption"].astype(str) == NO_CORRUPTION) if has_corruption else pd.Series(True, index=t.index)
+    t["condition"] = [str(r["cohort"]) if not has_corruption or str(r["corruption"]) == NO_CORRUPTION
                       else f"{r['corruption']} {int(r['severity'])}" for _, r in t.iterrows()]
     conditions = list(conditions) if conditions is not None else list(dict.fromkeys(t.loc[plain, "condition"]))
     pairs = list(dict.fromkeys(zip(t["arm"], t["reference"], strict=True)))

@@ -38,6 +38,10 @@ DERIVED_COHORTS: tuple[str, ...] = (CAM, CAM_TRANSFER, CAM_B)
 #: The values a manifest's ``cohort`` column may hold.
 MANIFEST_COHORTS: tuple[str, ...] = tuple(c for c in COHORTS if c not in DERIVED_COHORTS)
 
+#: The ``corruption`` of a cohort's own images in prediction tables (held-out corruptions,
+#: :data:`knee_tf.corrupt.CORRUPTIONS`, are applied to a cohort's images at a severity 1..5).
+NO_CORRUPTION = "none"
+
 #: Activation-map methods (:mod:`knee_tf.cam`) and their human-readable names.
 CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
 GRADCAM, GRADCAM_PP = CAM_METHODS

@@ -246,3 +246,19 @@ def test_arms_are_paired_on_the_seeds_both_have(predictions):
     full = effects.effects_table(predictions, [(MODEL_B, MODEL_A)], metrics=["accuracy"], n_boot=100)
     assert (full["n_seeds"] == 10).all()
     assert not np.allclose(t["reference_mean"], full["reference_mean"])  # A's rate over B's five seeds only
+
+
+def test_conditions_come_in_the_studys_reading_order(predictions):
+    from knee_tf.vocab import CAM_B, METAL
+
+    conds = [{"cohort": CAM_B}, {"cohort": NORMAL, "corruption": "rician_noise", "severity": 2},
+             {"cohort": "zz_site"}, {"cohort": CAM}, {"cohort": NORMAL, "corruption": "none", "severity": 0},
+             {"cohort": METAL}, {"cohort": NORMAL, "corruption": "bias_field", "severity": 5}]
+    ordered = sorted(conds, key=effects.condition_order)
+    assert [(c["cohort"], c.get("corruption", "none")) for c in ordered] == [
+        (NORMAL, "none"), (NORMAL, "bias_field"), (NORMAL, "rician_noise"), (METAL, "none"), (CAM, "none"),
+        (CAM_B, "none"), ("zz_site", "none")]
+    t = effects.effects_table(predictions.sort_values("cohort", ascending=False), [(MODEL_B, MODEL_A)],
+                              metrics=["accuracy"], n_boot=10)
+    assert list(zip(t["cohort"], t["corruption"], strict=True)) == [(NORMAL, "none"), (NORMAL, "rician_noise"),
+                                                                   (CAM, "none")]
