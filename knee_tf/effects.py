@@ -45,6 +45,7 @@ import pandas as pd
 
 from knee_tf.controls import MRI_AUG_CORRUPTIONS
 from knee_tf.vocab import (
+    ARMS,
     COHORTS,
     DERIVED_COHORTS,
     IN_DISTRIBUTION_FOR,
@@ -263,7 +264,13 @@ class _Sums:
     """
 
     def __init__(self, df: pd.DataFrame, keys: list[str]):
-        arm_code, self.arms = pd.factorize(df["arm"].astype(str), sort=False)
+        arm_code, arms = pd.factorize(df["arm"].astype(str), sort=False)
+        known = list(ARMS)  # the study's arms in their order, then any other (ablations) by name
+        order = sorted(range(len(arms)), key=lambda k: (known.index(arms[k]) if arms[k] in known else len(known),
+                                                        arms[k]))
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        arm_code, self.arms = rank[arm_code], pd.Index([arms[k] for k in order])
         cond_code = df.groupby(keys, sort=False, dropna=False, observed=True).ngroup().to_numpy()
         first = np.unique(cond_code, return_index=True)[1]  # codes count up in order of first appearance
         conditions = list(df[keys].iloc[first].itertuples(index=False, name=None))
