@@ -45,7 +45,7 @@ import pandas as pd
 
 from knee_tf.controls import MRI_AUG_CORRUPTIONS
 from knee_tf.vocab import (
-    ARMS,
+    ARM_NAMES,
     COHORTS,
     DERIVED_COHORTS,
     IN_DISTRIBUTION_FOR,
@@ -265,7 +265,7 @@ class _Sums:
 
     def __init__(self, df: pd.DataFrame, keys: list[str]):
         arm_code, arms = pd.factorize(df["arm"].astype(str), sort=False)
-        known = list(ARMS)  # the study's arms in their order, then any other (ablations) by name
+        known = list(ARM_NAMES)  # the study's arms in their order, then any other (ablations) by name
         order = sorted(range(len(arms)), key=lambda k: (known.index(arms[k]) if arms[k] in known else len(known),
                                                         arms[k]))
         rank = np.empty(len(order), dtype=np.int64)

@@ -8,7 +8,7 @@ function of this table, so publishing it (``RunLayout.prediction_store``, copied
 One row per (arm, seed, cohort, corruption, severity, image), columns :data:`STORE_COLUMNS`:
 
 =============  ======================================================================
-arm            the model's name: the arm (:data:`knee_tf.vocab.ARMS`, an ablation), or a grid
+arm            the model's name: the arm (:data:`knee_tf.vocab.ARM_NAMES`, an ablation), or a grid
                job's ``<arm>_<variant>``
 seed           training seed (int16)
 cohort         test cohort (:data:`knee_tf.vocab.COHORTS`, ``cam_transfer``, ``cam_b``, ...)
@@ -197,8 +197,8 @@ def compare_with_published(computed: Mapping[str, pd.DataFrame], published: Mapp
             elif pd.api.types.is_numeric_dtype(b) and pd.api.types.is_numeric_dtype(a):
                 x, y = a.to_numpy(np.float64), b.to_numpy(np.float64)
                 bad = ~(np.isclose(x, y, rtol=rtol, atol=atol) | (np.isnan(x) & np.isnan(y)))
-            else:
-                bad = a.astype(str).to_numpy() != b.astype(str).to_numpy()
+            else:  # an empty string comes back from CSV as NaN
+                bad = a.fillna("").astype(str).to_numpy() != b.fillna("").astype(str).to_numpy()
             for i in np.flatnonzero(bad)[:3]:
                 problems.append(f"{path}: row {i + 2}, column {col!r}: published {a.iloc[i]!r}, recomputed {b.iloc[i]!r}")
     return problems

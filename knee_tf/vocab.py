@@ -62,7 +62,8 @@ MODEL_A, MODEL_B = "A", "B"
 #: (:mod:`knee_tf.controls` holds the mask functions).
 A_STEPS, B_RANDOM, B_UNTRAINED, ERASING, B_KEEP, MRI_AUG = (
     "A_steps", "B_random", "B_untrained", "erasing", "B_keep", "mri_aug")
-ARMS: tuple[str, ...] = (MODEL_A, A_STEPS, MODEL_B, B_RANDOM, B_UNTRAINED, ERASING, B_KEEP, MRI_AUG)
+#: Every arm name, in the order tables show them.
+ARM_NAMES: tuple[str, ...] = (MODEL_A, MODEL_B, A_STEPS, B_RANDOM, B_UNTRAINED, ERASING, B_KEEP, MRI_AUG)
 #: Cohorts made by the very generator an arm trains on: the arm has seen their kind of image, so a
 #: gain there is expected by construction and every table flags it (column ``in_distribution``).
 #: All three CAM cohorts apply ``image * (1 - w * M)`` with the Grad-CAM of a trained LeNet, which

@@ -267,4 +267,4 @@ def test_conditions_come_in_the_studys_reading_order(predictions):
 def test_arms_come_in_the_vocabularys_order_then_by_name(predictions):
     df = pd.concat([predictions.replace({"arm": {A_STEPS: "B_pool2"}}), predictions[predictions["arm"] == A_STEPS]])
     t = effects.arms_table(df.sort_values("arm", ascending=False), n_boot=10)
-    assert list(dict.fromkeys(t["arm"])) == [MODEL_A, A_STEPS, MODEL_B, MRI_AUG, "B_pool2"]
+    assert list(dict.fromkeys(t["arm"])) == [MODEL_A, MODEL_B, A_STEPS, MRI_AUG, "B_pool2"]
