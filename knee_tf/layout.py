@@ -13,7 +13,7 @@ A run folder (``runs/<timestamp>-<config>/`` unless ``--out`` names one)::
     models/model_<arm>_seed<S>.keras  one model per (arm, seed); arms are strings ("A", "B", ...)
     models/model_<arm>_seed<S>_training_log.csv, models/tensorboard/model_<arm>_seed<S>/
     results/*.csv, *.json, *.md       tables (what the paper reports, and more)
-    results/predictions.parquet       the prediction store: every (arm, seed, condition)'s per-image predictions
+    results/prediction_store.parquet  the prediction store: every (arm, seed, condition)'s per-image predictions
     figures/*.png                     figures
 
 Notebooks, the runner and :mod:`knee_tf.cohorts` ask a :class:`RunLayout` for a path; none builds
@@ -58,7 +58,7 @@ RESULTS: dict[str, str] = {
     "results_table": "results_table.md",
     # the controls study (issue 11): every (arm, seed, condition)'s per-image predictions, and the
     # tables recomputed from them (knee_tf.prediction_store.recompute_tables)
-    "prediction_store": "predictions.parquet",
+    "prediction_store": "prediction_store.parquet",
     "arms_table": "arms.csv",
     "effects_table": "effects.csv",
     "prescription_table": "prescription.csv",

@@ -56,7 +56,7 @@ def test_published_record_matches_the_published_tables():
 
 
 def test_controls_tables_and_readme_effects_are_recomputed_from_the_published_predictions():
-    """Issue 11: results/predictions.parquet (every arm, seed and condition, per image) gives back
+    """Issue 11: results/prediction_store.parquet (every arm, seed and condition, per image) gives back
     results/arms.csv, effects.csv and prescription.csv, and README's effects table, exactly."""
     import pytest
 
@@ -66,7 +66,7 @@ def test_controls_tables_and_readme_effects_are_recomputed_from_the_published_pr
 
     lay = RunLayout(ROOT)  # the repository's results/ mirrors a run folder's
     if not lay.prediction_store.exists():
-        pytest.skip("the controls grid (issue 11) has not been published yet: no results/predictions.parquet")
+        pytest.skip("the controls grid (issue 11) has not been published yet: no results/prediction_store.parquet")
     arms = pd.read_csv(lay.arms_table)
     effects = pd.read_csv(lay.effects_table)
     info = arms.loc[:, : arms.columns[arms.columns.get_loc("cohort") - 1]].drop_duplicates("arm")
