@@ -28,6 +28,7 @@ from knee_tf.ingest import ingest
 from knee_tf.io import atomic_write_csv
 from knee_tf.model import predict_proba, train_classifier
 from knee_tf.precision import FLOAT32, MIXED_BFLOAT16
+from knee_tf.report import precision_markdown
 from knee_tf.study import ensure_dataset
 from knee_tf.vocab import NORMAL, TEST, TRAIN, VAL, predicted_class
 
@@ -75,7 +76,7 @@ def main() -> None:
     gap, spread = abs(f32["mean"] - bf16["mean"]), max(f32["std"], bf16["std"])
     verdict = "agree" if gap <= spread else "DIFFER"
     print(f"mean difference {gap:.2f} points vs the larger seed sd {spread:.2f}: the precisions {verdict}")
-    print(f"wrote {resolve(a.out)}")
+    print(f"wrote {resolve(a.out)}; README's table:\n{precision_markdown(table)}")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,10 @@ after one untimed warm-up epoch each (tracing):
   images/s and their ratio (goal: bfloat16 >= 1.8x float32);
 * ``float32`` fed an in-memory array (``fit(x, y, batch_size=...)``): the overhead of the tf.data
   pipeline (goal <= 10%);
-* both precisions with XLA (``compile(jit_compile=True)``): speed, and whether two seeded trainings
-  still give identical weights;
+* both precisions with XLA (``compile(jit_compile=True)``). Keras turns XLA off whenever TensorFlow
+  op determinism is on (as the study's training has it), so this part runs with op determinism
+  off, against the same precision without XLA and without determinism; it also checks whether two
+  seeded XLA trainings still give identical weights;
 * inference (``predict_proba``) images/s in both precisions.
 
 Prints the median of the rounds, the load average before and after, and the CPU's bfloat16 flags.
@@ -37,10 +39,10 @@ from knee_tf.model import balanced_class_weights, build_lenet, predict_proba  # 
 from knee_tf.precision import BF16_CPU_FLAGS, cpu_flags, training_precision  # noqa: E402
 
 
-def build(cfg: StudyConfig, size: int, precision: str, jit: bool, seed: int = 0):
+def build(cfg: StudyConfig, size: int, precision: str, jit: bool, seed: int = 0, deterministic: bool = True):
     import keras
 
-    seed_everything(seed)
+    seed_everything(seed, deterministic_ops=deterministic)
     with training_precision(precision):
         model = build_lenet((size, size, 1), 2, cfg.conv_filters, cfg.dense_units, seed=seed)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate),
@@ -61,33 +63,43 @@ def main() -> None:
     cfg = StudyConfig(image_size=a.image_size)
     x, y = toy_disc_images(a.n, a.image_size, 1)
     weights = balanced_class_weights(y, 2)
-    configs = {  # name: (precision, jit, feed)
+    configs = {  # name: (precision, jit, feed); op determinism on, as in the study
         "float32": ("float32", False, "tf.data"),
         "mixed_bfloat16": ("mixed_bfloat16", False, "tf.data"),
         "float32, in-memory array": ("float32", False, "array"),
     }
-    if not a.no_xla:
-        configs["float32, XLA"] = ("float32", True, "tf.data")
-        configs["mixed_bfloat16, XLA"] = ("mixed_bfloat16", True, "tf.data")
+    xla_configs = {  # op determinism off: Keras ignores jit_compile=True while it is on
+        "float32, no determinism": ("float32", False, "tf.data"),
+        "float32, XLA": ("float32", True, "tf.data"),
+        "mixed_bfloat16, no determinism": ("mixed_bfloat16", False, "tf.data"),
+        "mixed_bfloat16, XLA": ("mixed_bfloat16", True, "tf.data"),
+    }
+
+    dataset = make_dataset(x, y, cfg.batch_size, shuffle=True, seed=0)  # one pipeline, reshuffled every epoch
 
     def fit(model, feed):
         if feed == "array":
             model.fit(x, y, batch_size=cfg.batch_size, epochs=1, shuffle=True, class_weight=weights, verbose=0)
         else:
-            model.fit(make_dataset(x, y, cfg.batch_size, shuffle=True, seed=0), epochs=1, shuffle=False,
-                      class_weight=weights, verbose=0)
+            model.fit(dataset, epochs=1, shuffle=False, class_weight=weights, verbose=0)
 
-    models = {}
-    for name, (precision, jit, feed) in configs.items():
-        models[name] = build(cfg, a.image_size, precision, jit)
-        fit(models[name], feed)  # warm-up: tracing and compilation
-    times = {name: [] for name in configs}
-    for _ in range(a.rounds):
-        for name, (_, _, feed) in configs.items():
-            t0 = time.perf_counter()
-            fit(models[name], feed)
-            times[name].append(time.perf_counter() - t0)
-    speed = {name: a.n / float(np.median(t)) for name, t in times.items()}
+    def timed(configs: dict, deterministic: bool) -> tuple[dict, dict]:
+        from tensorflow.python.framework.config import is_op_determinism_enabled
+
+        models = {}
+        for name, (precision, jit, feed) in configs.items():
+            models[name] = build(cfg, a.image_size, precision, jit, deterministic=deterministic)
+            fit(models[name], feed)  # warm-up: tracing and compilation
+        assert is_op_determinism_enabled() == deterministic
+        times = {name: [] for name in configs}
+        for _ in range(a.rounds):
+            for name, (_, _, feed) in configs.items():
+                t0 = time.perf_counter()
+                fit(models[name], feed)
+                times[name].append(time.perf_counter() - t0)
+        return {name: a.n / float(np.median(t)) for name, t in times.items()}, models
+
+    speed, models = timed(configs, deterministic=True)
 
     infer = {}
     for name in ("float32", "mixed_bfloat16"):
@@ -101,12 +113,19 @@ def main() -> None:
     infer = {name: a.n / float(np.median(t)) for name, t in rounds.items()}
 
     deterministic = {}
-    if not a.no_xla:  # two seeded trainings of 2 epochs each, on a quarter of the images
+    if not a.no_xla:  # op determinism off from here; two seeded XLA trainings of 2 epochs on a quarter of the images
+        from tensorflow.python.framework.config import (
+            disable_op_determinism,  # no public API for it
+        )
+
+        disable_op_determinism()
+        xla_speed, _ = timed(xla_configs, deterministic=False)
+        speed.update(xla_speed)
         xs, ys = x[: a.n // 4], y[: a.n // 4]
         for precision in ("float32", "mixed_bfloat16"):
             runs = []
             for _ in range(2):
-                model = build(cfg, a.image_size, precision, jit=True, seed=3)
+                model = build(cfg, a.image_size, precision, jit=True, seed=3, deterministic=False)
                 model.fit(make_dataset(xs, ys, cfg.batch_size, shuffle=True, seed=3), epochs=2, shuffle=False,
                           verbose=0)
                 runs.append(model.get_weights())
@@ -125,8 +144,12 @@ def main() -> None:
           f"time overhead of tf.data (goal <= 10%)")
     if not a.no_xla:
         for precision in ("float32", "mixed_bfloat16"):
-            print(f"XLA, {precision:15s}: {speed[f'{precision}, XLA'] / speed[precision]:.2f}x the speed without XLA; "
-                  f"seeded runs identical: {deterministic[precision]}")
+            ratio = speed[f"{precision}, XLA"] / speed[f"{precision}, no determinism"]
+            print(f"XLA, {precision:15s}: {ratio:.2f}x the speed without XLA (both without op determinism); "
+                  f"two seeded XLA runs identical: {deterministic[precision]}")
+        print(f"op determinism costs: float32 {speed['float32, no determinism'] / speed['float32']:.2f}x, "
+              f"mixed_bfloat16 {speed['mixed_bfloat16, no determinism'] / speed['mixed_bfloat16']:.2f}x "
+              "(speed without / with)")
     for name, v in infer.items():
         print(f"inference {name:27s} {v:7.0f} images/s")
     print(f"inference mixed_bfloat16 / float32     : {infer['mixed_bfloat16'] / infer['float32']:.2f}x")

@@ -300,15 +300,18 @@ def compute_cams(model, images, layers: Sequence[str] = DEFAULT_LAYERS,
     with tqdm(total=n, unit="img", desc="CAMs", disable=not progress) as bar:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
-            b_maps, b_zero, b_targets, b_probs = engine.step(x[start:stop], t[start:stop])
+            bx, bt = x[start:stop], t[start:stop]
+            if stop - start == 1:  # a batch of one crashes TF 2.21's CPU kernels on a second call: pad it
+                bx, bt = np.concatenate([bx, bx]), np.concatenate([bt, bt])
+            b_maps, b_zero, b_targets, b_probs = engine.step(bx, bt)
             for i, (layer_maps, layer_zero) in enumerate(zip(b_maps, b_zero, strict=True)):
                 # np.asarray views the tensor's buffer; Tensor.numpy() would copy it first
                 layer_maps, layer_zero = np.asarray(layer_maps), np.asarray(layer_zero)
                 for j, m in enumerate(engine.methods):
-                    maps[m][start:stop, i] = layer_maps[j]
-                    zero[m][start:stop, i] = layer_zero[j]
-            used[start:stop] = b_targets.numpy()
-            probs[start:stop] = b_probs.numpy()
+                    maps[m][start:stop, i] = layer_maps[j, :stop - start]
+                    zero[m][start:stop, i] = layer_zero[j, :stop - start]
+            used[start:stop] = b_targets.numpy()[:stop - start]
+            probs[start:stop] = b_probs.numpy()[:stop - start]
             bar.update(stop - start)
     return CamResult(maps=maps, layers=engine.layers, targets=used, probabilities=probs,
                      n_zero={m: zero[m].sum(axis=0).astype(np.int64) for m in engine.methods})

@@ -1,4 +1,4 @@
-"""``knee-tf`` command line: synth, ingest, predict, study; scan, split, reslice, pull, push. Also ``python -m knee_tf``.
+"""``knee-tf`` command line: synth, ingest, predict, study, grid; scan, split, reslice, pull, push. Also ``python -m knee_tf``.
 
 Bad input ends with one line per problem on stderr and exit code 2, never a traceback.
 """
@@ -111,6 +111,55 @@ def _cmd_study(a) -> int:
     if a.publish:
         publish(run, force=a.force)
     return 0
+
+
+def _add_grid(sub) -> None:
+    p = sub.add_parser("grid", help="train (arm, seed) jobs on Dask: a LocalCluster, an existing cluster, or in-process")
+    p.add_argument("--config", default="default", help="default | smoke | path to a StudyConfig JSON")
+    p.add_argument("--arms", default=f"{MODEL_A},{MODEL_B}", help="comma-separated arm names (knee_tf.arms)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per arm, from the config's seed (default: n_seeds)")
+    p.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of a Dask scheduler (default: the config's)")
+    p.add_argument("--workers", type=int, default=-1,
+                   help="LocalCluster workers on this machine (default -1: one per CPU); 0 = in this process")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a StudyConfig field for the whole grid (repeatable)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>-<config>-grid/); "
+                                               "a run of `knee-tf study` works too: its ingest is reused")
+    p.set_defaults(func=_cmd_grid)
+
+
+def _cmd_grid(a) -> int:
+    import time
+
+    from knee_tf.config import get_config, resolve
+    from knee_tf.grid import plan_jobs, run_grid
+    from knee_tf.ingest import ingest
+    from knee_tf.layout import RunLayout
+    from knee_tf.study import RUNS_DIR, Run, ensure_dataset
+
+    cfg = get_config(a.config).with_settings(a.settings)
+    root = resolve(a.out) if a.out else RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}-grid"
+    layout = RunLayout(root)
+    if layout.config.exists() and StudyConfig.load(layout.config) != cfg:
+        raise InputError(f"{root}: holds a run with a different config; choose another --out")
+    root.mkdir(parents=True, exist_ok=True)
+    cfg.save(layout.config)
+    run = Run(root, cfg)
+    if layout.ingest_record.exists():
+        cache_dir = run.load_ingest().cache_dir
+    else:
+        manifest = ensure_dataset(cfg)
+        data = ingest(manifest, resolve(cfg.data_root), cache_dir=resolve(cfg.cache_dir), image_size=cfg.image_size,
+                      on_error=cfg.on_error, workers=cfg.n_workers)
+        run.record_ingest(data, manifest, resolve(cfg.data_root))
+        cache_dir = data.cache_dir
+    seeds = range(cfg.seed, cfg.seed + (a.seeds if a.seeds is not None else max(1, cfg.n_seeds)))
+    jobs = plan_jobs([arm.strip() for arm in a.arms.split(",") if arm.strip()], seeds)
+    print(f"run folder: {root}; {len(jobs)} jobs: {', '.join(j.label for j in jobs)}")
+    res = run_grid(jobs, cfg, root, cache_dir, scheduler=cfg.scheduler if a.scheduler is None else a.scheduler,
+                   workers=a.workers)
+    print(f"grid finished: {len(res.ran)} ran, {len(res.skipped)} skipped, {len(res.failed)} failed ({root})")
+    return 1 if res.failed else 0
 
 
 # ----- your own data: scan, split, reslice, pull, push -----
@@ -239,7 +288,7 @@ def _cmd_push(a) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="knee-tf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_synth, _add_ingest, _add_predict, _add_study, _add_scan, _add_split, _add_reslice, _add_pull,
+    for add in (_add_synth, _add_ingest, _add_predict, _add_study, _add_grid, _add_scan, _add_split, _add_reslice, _add_pull,
                 _add_push):
         add(sub)
     return parser

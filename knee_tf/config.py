@@ -47,7 +47,17 @@ class StudyConfig:
     seed: int = 0  # training seed of the first run; further seeds are seed+1, seed+2, ...
     # "float32" | "mixed_bfloat16" | "auto" (bfloat16 where the CPU has AMX / AVX-512 BF16 or a GPU
     # supports it, else float32; knee_tf.precision). Softmax and loss stay float32; CAMs are always float32.
-    precision: str = "float32"
+    # "auto" is the default because Model A's accuracy agrees in both (results/precision.csv, README).
+    precision: str = "auto"
+
+    # --- the experiment grid (knee_tf.grid) ---
+    scheduler: str = ""  # "tcp://HOST:PORT" of an existing Dask scheduler; "": run on this machine
+    # where notebooks 02 and 05 run their grid jobs without a scheduler: -1 a LocalCluster of one worker
+    # per CPU, N workers, 0 in the notebook's process (`knee-tf grid` takes --workers, default -1)
+    grid_workers: int = -1
+    # TensorFlow threads per training job; 0 = TensorFlow's default (all cores of the machine). Results
+    # are bit-identical between runs with the same thread count: set 1 for identity across machines.
+    job_threads: int = 0
 
     # --- activation maps (knee_tf.cam) ---
     cam_layers: tuple[str, ...] = ("pool1", "pool2", "pool3", "pool4")
@@ -93,6 +103,7 @@ class StudyConfig:
             predict_batch_size=64,
             n_bootstrap=200,
             precision="float32",  # fast and exact on any CPU
+            grid_workers=0,  # in-process: no cluster start-up in tests and CI
         )
         base.update(overrides)
         return cls(**base)

@@ -10,8 +10,12 @@ A run folder (``runs/<timestamp>-<config>/`` unless ``--out`` names one)::
     artifacts/aug_pool_seed<S>.csv    its provenance (one row per augmented image)
     artifacts/fig2_examples.npz       Figure 2's images, maps and augmented copies (notebook 04 -> 06)
     artifacts/aug_dicom/              augmented images exported as derived DICOM
-    models/model_<arm>_seed<S>.keras  one model per (arm, seed); arms are strings ("A", "B", ...)
-    models/model_<arm>_seed<S>_training_log.csv, models/tensorboard/model_<arm>_seed<S>/
+    models/model_<arm>_seed<S>/       one folder per (arm, seed), written whole by one grid job (knee_tf.grid):
+        model.keras                     the trained model; arms are strings ("A", "B", "A_steps", ...)
+        training_log.csv                its per-epoch log
+        tensorboard/                    its TensorBoard event files
+        predictions.parquet             its per-image predictions on every test cohort
+        job.json                        written last: the job, its settings and where and how it ran
     results/*.csv, *.json, *.md       tables (what the paper reports, and more)
     results/prediction_store.parquet  the prediction store: every (arm, seed, condition)'s per-image predictions
     figures/*.png                     figures
@@ -62,6 +66,14 @@ RESULTS: dict[str, str] = {
     "arms_table": "arms.csv",
     "effects_table": "effects.csv",
     "prescription_table": "prescription.csv",
+}
+#: The files of one model folder (``models/model_<arm>_seed<S>/``), by the RunLayout method naming each.
+MODEL_FILES: dict[str, str] = {
+    "model": "model.keras",
+    "training_log": "training_log.csv",
+    "tensorboard": "tensorboard",
+    "predictions": "predictions.parquet",
+    "job_record": "job.json",
 }
 #: Files of the repository's top level that record a published run (see knee_tf.study.publish).
 PUBLISHED_RECORD = "published.json"
@@ -127,16 +139,28 @@ class RunLayout:
             raise ValueError(f"arm must be a non-empty name of letters, digits and '_'; got {arm!r}")
         return f"model_{arm.lower()}_seed{int(seed)}"
 
+    def model_dir(self, arm: str, seed: int) -> Path:
+        """The folder of one (arm, seed): a grid job moves it into place whole (see :data:`MODEL_FILES`)."""
+        return self.models / self.model_name(arm, seed)
+
     def model(self, arm: str, seed: int) -> Path:
-        return self.models / f"{self.model_name(arm, seed)}.keras"
+        return self.model_dir(arm, seed) / MODEL_FILES["model"]
 
     def training_log(self, arm: str, seed: int) -> Path:
         """The CSV log :func:`knee_tf.model.train_classifier` writes next to the model."""
-        return self.models / f"{self.model_name(arm, seed)}_training_log.csv"
+        return self.model_dir(arm, seed) / MODEL_FILES["training_log"]
 
     def tensorboard(self, arm: str, seed: int) -> Path:
         """The TensorBoard event folder of one model's training."""
-        return self.models / "tensorboard" / self.model_name(arm, seed)
+        return self.model_dir(arm, seed) / MODEL_FILES["tensorboard"]
+
+    def grid_predictions(self, arm: str, seed: int) -> Path:
+        """Per-image predictions of one model on every test cohort (schema: :mod:`knee_tf.grid`)."""
+        return self.model_dir(arm, seed) / MODEL_FILES["predictions"]
+
+    def job_record(self, arm: str, seed: int) -> Path:
+        """Written last by a grid job: its presence marks the (arm, seed) folder complete."""
+        return self.model_dir(arm, seed) / MODEL_FILES["job_record"]
 
     def relative(self, path: Path) -> str:
         return str(Path(path).relative_to(self.root))

@@ -166,3 +166,21 @@ def effects_markdown(effects: pd.DataFrame, metric: str = "accuracy", conditions
                  f"FDR 0.05 (Benjamini-Hochberg over all {n} comparisons of the effects table, sign-flip "
                  f"test across seeds); (in dist.): made by the arm's own training generator.")
     return "\n".join(lines) + "\n"
+
+
+def precision_markdown(table: pd.DataFrame) -> str:
+    """README's precision comparison from ``results/precision.csv`` (bench/precision.py): Model A's
+    normal-test accuracy per seed and mean ± sd per precision, the epochs kept, and training speed.
+
+    table: one row per (precision, seed) with accuracy, best_epoch, train_images_per_s.
+    """
+    seeds = sorted(table["seed"].unique())
+    head = "| precision | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± sd | best epochs | training images/s |"
+    lines = [head, "|---" * (len(seeds) + 4) + "|"]
+    for precision, g in table.groupby("precision", sort=False):
+        g = g.set_index("seed")
+        acc = g["accuracy"] * 100
+        cells = [f"{acc[s]:.2f}%" if s in acc.index else "—" for s in seeds]
+        lines.append(f"| {precision} | " + " | ".join(cells) + f" | {acc.mean():.2f} ± {acc.std(ddof=1):.2f} | "
+                     + ", ".join(str(int(e)) for e in g["best_epoch"]) + f" | {g['train_images_per_s'].median():.0f} |")
+    return "\n".join(lines)

@@ -41,19 +41,22 @@ def _per_seed(make, seeds) -> list[Path]:
     return [p for s in seeds for p in make(s)]
 
 
+def _model_files(L: RunLayout, arm: str, seed: int) -> list[Path]:
+    """What one grid job (knee_tf.grid) writes for (arm, seed)."""
+    return [L.model(arm, seed), L.training_log(arm, seed), L.grid_predictions(arm, seed), L.job_record(arm, seed)]
+
+
 STEPS: tuple[Step, ...] = (
     Step("01_data_ingest", lambda L, seeds: [
         L.ingest_record, L.linear_baseline, L.figure_counts, L.figure_montage, L.figure_montage_sites,
         L.figure_intensity_per_site]),
-    Step("02_train_model_a", lambda L, seeds: _per_seed(lambda s: [L.model(MODEL_A, s), L.training_log(MODEL_A, s)],
-                                                        seeds) + [
+    Step("02_train_model_a", lambda L, seeds: _per_seed(lambda s: _model_files(L, MODEL_A, s), seeds) + [
         L.model_a_test, L.figure_learning_curves_a, L.figure_confusion_a]),
     Step("03_gradcam_layers", lambda L, seeds: [L.figure_gradcam_layers, L.faithfulness, L.figure_faithfulness_curves]),
     Step("04_augmentations", lambda L, seeds: _per_seed(lambda s: [L.aug_pool_images(s), L.aug_pool_provenance(s)],
                                                         seeds) + [
         L.fig2_examples, L.figure_augmentation, L.aug_dicom]),
-    Step("05_train_model_b", lambda L, seeds: _per_seed(lambda s: [L.model(MODEL_B, s), L.training_log(MODEL_B, s)],
-                                                        seeds) + [
+    Step("05_train_model_b", lambda L, seeds: _per_seed(lambda s: _model_files(L, MODEL_B, s), seeds) + [
         L.figure_learning_curves_a_vs_b]),
     Step("06_cohort_evaluation", lambda L, seeds: [
         L.predictions, L.cohorts, L.mcnemar, L.severity_table, L.breakdown_plane, L.breakdown_site,

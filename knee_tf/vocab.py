@@ -51,7 +51,8 @@ TRANSFORMS: tuple[str, ...] = ("inverted", "weighted")
 INVERTED, WEIGHTED = TRANSFORMS
 
 #: The two arms of the paper: Model A (normal images) and Model B (normal + augmented). Arms are
-#: plain strings, so further arms (controls, ablations) need no new code.
+#: plain strings; a further arm (a control, an ablation) adds its name here and one entry to
+#: :data:`knee_tf.arms.ARMS` (which accepts only names listed in ARM_NAMES).
 MODEL_A, MODEL_B = "A", "B"
 #: The arms of the controls study (issue 11); every arm trains the same architecture with the same
 #: hyper-parameters, validation set and seeds. A: normal images; A_steps: normal images for as many

@@ -23,18 +23,21 @@
 #
 # Training is seeded (same seed, same weights), class-weighted, and stops early on validation loss;
 # the best checkpoint is kept. With `n_seeds > 1` in the config one model is trained per seed, so the
-# later comparison with Model B can report the spread that seeds alone cause.
+# later comparison with Model B can report the spread that seeds alone cause. The trainings are
+# jobs of the experiment grid (`knee_tf.grid`, the same function as `knee-tf grid`): in this process,
+# on a local Dask cluster or on a remote one, as the config's `grid_workers` and `scheduler` say,
+# with the same results; the config's `precision` says float32 or bfloat16.
 #
-# Outputs in the run folder (named by `knee_tf.layout.RunLayout`): one model per seed with its
-# training logs (CSV, TensorBoard), the per-image test predictions and the figures below.
+# Outputs in the run folder (named by `knee_tf.layout.RunLayout`): one model folder per seed (model,
+# training logs, per-image predictions on every test cohort), the normal-test predictions and the figures below.
 
 # %%
 import pandas as pd
 from IPython.display import display
 
-from knee_tf import evaluate, plots
+from knee_tf import evaluate, grid, plots
 from knee_tf.config import seed_everything
-from knee_tf.model import predict_proba, train_classifier
+from knee_tf.model import read_training_log
 from knee_tf.study import open_run
 from knee_tf.vocab import MODEL_A, NORMAL, TEST, TRAIN, VAL
 
@@ -47,27 +50,21 @@ run = open_run(run_dir, config)
 cfg = run.config
 seed_everything(cfg.seed)
 data = run.load_ingest()
-x_train, y_train, _ = data.split(TRAIN, cohort=NORMAL)
-x_val, y_val, _ = data.split(VAL, cohort=NORMAL)
-x_test, y_test, test_index = data.split(TEST, cohort=NORMAL)
-print(f"train {len(x_train)}, val {len(x_val)}, test {len(x_test)} images of {x_train.shape[1:]}; "
-      f"seeds {run.seeds}")
+normal = data.index[data.index["cohort"] == NORMAL] if "cohort" in data.index else data.index
+print(f"normal images: train {(normal['split'] == TRAIN).sum()}, val {(normal['split'] == VAL).sum()}, "
+      f"test {(normal['split'] == TEST).sum()}, each {data.images.shape[1:]}; seeds {run.seeds}")
 
 # %% [markdown]
 # ## Train
-# One Keras progress bar per epoch; early stopping restores the epoch with the lowest validation loss.
+# One grid job per seed (a progress bar over jobs); early stopping restores the epoch with the lowest
+# validation loss. A re-run skips the seeds whose model folder is complete.
 
 # %%
-histories, predictions = {}, []
-for seed in run.seeds:
-    result = train_classifier(x_train, y_train, x_val, y_val, run.layout.model(MODEL_A, seed), seed=seed,
-                              log_path=run.layout.training_log(MODEL_A, seed),
-                              tensorboard_dir=run.layout.tensorboard(MODEL_A, seed), verbose=2,
-                              **cfg.training_settings())
-    histories[f"seed {seed}"] = result.history
-    probs = predict_proba(result.model, x_test, batch_size=cfg.predict_batch_size)
-    predictions.append(evaluate.prediction_frame(probs, test_index, MODEL_A, seed, cohort=NORMAL))
-predictions = pd.concat(predictions, ignore_index=True)
+jobs = grid.plan_jobs([MODEL_A], run.seeds)
+grid.run_grid(jobs, cfg, run.root, data.cache_dir, scheduler=cfg.scheduler, workers=cfg.grid_workers).raise_failed()
+histories = {f"seed {seed}": read_training_log(run.layout.training_log(MODEL_A, seed)) for seed in run.seeds}
+predictions = grid.read_predictions(run.root, jobs)
+predictions = predictions[predictions["cohort"] == NORMAL][list(evaluate.PREDICTION_COLUMNS)].reset_index(drop=True)
 run.write_csv(run.layout.model_a_test, predictions)
 
 # %% [markdown]

@@ -22,17 +22,21 @@
 # are identical, so any difference in notebook 06 comes from the augmentation. Each seed's Model B
 # is trained on the pool made from the same seed's Model A.
 #
-# Output: one Model B per seed with its logs, and learning curves beside Model A's.
+# Each Model B is a job of the experiment grid (`knee_tf.grid`, as in notebook 02): it rebuilds its
+# seed's augmented pool from that seed's Model A (the pool notebook 04 stored, float16 and all) and
+# trains on normal + augmented images.
+#
+# Output: one Model B folder per seed (model, logs, per-image predictions on every cohort), and
+# learning curves beside Model A's.
 
 # %%
-import numpy as np
+import json
 
-from knee_tf import plots
-from knee_tf.cohorts import load_pool
+from knee_tf import grid, plots
 from knee_tf.config import seed_everything
-from knee_tf.model import read_training_log, train_classifier
+from knee_tf.model import read_training_log
 from knee_tf.study import open_run
-from knee_tf.vocab import MODEL_A, MODEL_B, NORMAL, TRAIN, VAL
+from knee_tf.vocab import MODEL_A, MODEL_B
 
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run folders hold one)
@@ -43,25 +47,20 @@ run = open_run(run_dir, config)
 cfg = run.config
 seed_everything(cfg.seed)
 data = run.load_ingest()
-x_train, y_train, _ = data.split(TRAIN, cohort=NORMAL)
-x_val, y_val, _ = data.split(VAL, cohort=NORMAL)
 
 # %% [markdown]
 # ## Train one Model B per seed
 # The training set doubles (with one variant per image); the validation set stays normal, as for A.
 
 # %%
+jobs = grid.plan_jobs([MODEL_B], run.seeds)  # the A jobs of notebook 02 are finished: skipped
+grid.run_grid(jobs, cfg, run.root, data.cache_dir, scheduler=cfg.scheduler, workers=cfg.grid_workers).raise_failed()
 histories = {}
 for seed in run.seeds:
-    pool_x, provenance = load_pool(run.layout, seed, dtype=np.float16)
-    x_b = np.concatenate([x_train, pool_x], dtype=np.float32)
-    y_b = np.concatenate([y_train, provenance["label"].to_numpy(np.int32)])
-    print(f"seed {seed}: {len(x_train)} normal + {len(pool_x)} augmented training images")
-    result = train_classifier(x_b, y_b, x_val, y_val, run.layout.model(MODEL_B, seed), seed=seed,
-                              log_path=run.layout.training_log(MODEL_B, seed),
-                              tensorboard_dir=run.layout.tensorboard(MODEL_B, seed), verbose=2,
-                              **cfg.training_settings())
-    histories[f"B, seed {seed}"] = result.history
+    record = json.loads(run.layout.job_record(MODEL_B, seed).read_text())
+    print(f"seed {seed}: {record['n_train'] - record['n_augmented']} normal + {record['n_augmented']} augmented "
+          f"training images, {record['epochs_run']} epochs, {record['seconds']} s")
+    histories[f"B, seed {seed}"] = read_training_log(run.layout.training_log(MODEL_B, seed))
     histories[f"A, seed {seed}"] = read_training_log(run.layout.training_log(MODEL_A, seed))
 
 # %% [markdown]

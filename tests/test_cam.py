@@ -127,6 +127,19 @@ def test_batching_and_explicit_targets_do_not_change_maps(tiny_trained_model, te
         assert diff.max() <= 1e-3 and diff.mean() <= 1e-6, (method, diff.max(), diff.mean())
 
 
+def test_batches_of_one_image_give_the_same_maps(tiny_trained_model, test_images, cams):
+    # a one-image batch, called more than once, crashed TF 2.21's CPU kernels (segfault) before
+    # compute_cams padded it; a final partial batch of one is the common way to get there
+    one = compute_cams(tiny_trained_model, test_images[:3], targets=cams.targets[:3], batch_size=1,
+                       progress=False)
+    tail = compute_cams(tiny_trained_model, test_images[:5], targets=cams.targets[:5], batch_size=4,
+                        progress=False)
+    for method in METHODS:
+        assert np.abs(one[method] - cams[method][:3]).max() <= 1e-3, method
+        assert np.abs(tail[method] - cams[method][:5]).max() <= 1e-3, method
+    np.testing.assert_array_equal(one.targets, cams.targets[:3])
+
+
 def test_trained_model_is_not_modified(tiny_trained_model, test_images):
     before = [w.copy() for w in tiny_trained_model.get_weights()]
     n_layers = len(tiny_trained_model.layers)

@@ -28,9 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_layout_names_models_of_any_arm_and_every_figure_and_table(tmp_path):
     lay = RunLayout(tmp_path)
-    assert lay.model("A", 0) == tmp_path / "models" / "model_a_seed0.keras"
-    assert lay.model("B_random", 2).name == "model_b_random_seed2.keras"  # a new arm needs no code
-    assert lay.training_log("A_steps", 1).name == "model_a_steps_seed1_training_log.csv"
+    assert lay.model("A", 0) == tmp_path / "models" / "model_a_seed0" / "model.keras"
+    assert lay.model("B_random", 2).parent.name == "model_b_random_seed2"  # a new arm needs no code
+    assert lay.training_log("A_steps", 1) == lay.model_dir("A_steps", 1) / "training_log.csv"
+    one = [lay.model("B", 3), lay.training_log("B", 3), lay.tensorboard("B", 3), lay.grid_predictions("B", 3),
+           lay.job_record("B", 3)]
+    assert {p.parent for p in one} == {lay.model_dir("B", 3)} and len(set(one)) == 5  # one folder per job
     assert len({lay.model(a, s) for a in ("A", "B", "A_steps") for s in (0, 1)}) == 6
     with pytest.raises(ValueError, match="arm"):
         lay.model("A/../x", 0)

@@ -1,0 +1,422 @@
+"""The experiment grid on Dask: jobs of (arm, seed, settings overrides), each training one model.
+
+A :class:`Job` trains one model of an arm (:mod:`knee_tf.arms`) with one seed and optional
+settings overrides (``variant`` names them), and writes into the run folder, through
+:class:`knee_tf.layout.RunLayout`, the folder ``models/model_<name>_seed<S>/`` with the model, its
+training log and TensorBoard events, its per-image predictions on every test cohort and, last, a
+``job.json`` record. ``<name>`` is the arm, or ``<arm>_<variant>`` when the job overrides settings.
+
+Where jobs run (:func:`run_grid`): ``workers=0`` in this process, one after the other;
+``workers=N`` on a ``distributed.LocalCluster`` of N single-threaded worker processes on
+loopback (``-1``: one per CPU); ``scheduler="tcp://HOST:PORT"`` on an existing Dask cluster. The
+job itself (:func:`run_job`) is one pure function of (job, settings, ingest cache, Model A's file):
+it trains and predicts in a private temporary folder on the worker and returns the files' bytes;
+the client writes them into a temporary folder of the run and renames it into place, so a job
+killed at any point leaves no partial model folder, and a folder with ``job.json`` is complete.
+A re-run skips every finished job. The same jobs give byte-identical predictions wherever they
+run as long as TensorFlow uses the same number of threads per job (``StudyConfig.job_threads``;
+0 keeps TensorFlow's default, all cores of the machine, which is the same for in-process and
+LocalCluster runs on one machine; set it to 1 for identity across machines with different core
+counts) and, in mixed precision, the same CPU instruction set.
+
+Dependencies: every job of an arm other than A depends on the A job of its seed and overrides
+(the ``cam`` cohort is made from Model A's maps, and arms with ``needs_model_a`` train on them);
+on Dask the A job's result is passed to the dependent task, so the model travels with the task
+graph. A failed job is reported by name with its one-line error; its dependents are reported as
+not run; every other job finishes.
+
+Data: workers open the ingest cache (:mod:`knee_tf.ingest`) from the path given. On a cluster
+that path must be visible to every worker: a shared filesystem, or a copy staged at the same
+path on each worker. A worker that cannot see it fails the job with one line naming the path.
+
+Per-image predictions (``predictions.parquet``, one file per (arm, seed); :func:`read_predictions`
+concatenates them). One row per (model, seed, cohort, image):
+
+==============  =========  ================================================================
+column          dtype      meaning
+==============  =========  ================================================================
+model           str        the job's name: the arm (``"A"``, ``"B"``), or ``<arm>_<variant>``
+seed            int64      training seed
+cohort          str        :data:`knee_tf.vocab.COHORTS`: ``normal``, ``metal`` (if the data
+                           has metal-implant exams), ``cam`` (normal test images corrupted
+                           with Model A's own Grad-CAM at the job's settings)
+image_id        str        manifest image id (the same id in normal and cam: the same slice)
+plane           str        :data:`knee_tf.vocab.PLANES`
+site            str        acquisition site (manifest ``site``; ``<NA>`` when absent)
+y_true          int64      label as class index (:data:`knee_tf.vocab.CLASSES`, 1 = relevant)
+p_relevant      float32    softmax probability of ``relevant``
+y_pred          int64      :func:`knee_tf.vocab.predicted_class` of p_relevant
+arm             str        the arm (:data:`knee_tf.arms.ARMS`)
+variant         str        the overrides' name, ``""`` for the arm's plain settings
+exam_id         str        manifest exam id
+patient_id      str        manifest patient id (resample patients for intervals)
+==============  =========  ================================================================
+
+The first nine columns are :func:`knee_tf.evaluate.prediction_frame`'s, so the table feeds
+:mod:`knee_tf.evaluate` (grouped by ``model``) as it is.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from knee_tf.config import StudyConfig
+from knee_tf.layout import MODEL_FILES, RunLayout
+from knee_tf.vocab import MODEL_A, NORMAL, VAL
+
+#: Columns :func:`run_job` adds to :func:`knee_tf.evaluate.prediction_frame`'s (schema: module docstring).
+JOB_COLUMNS: tuple[str, ...] = ("arm", "variant", "exam_id", "patient_id")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training: ``arm`` (a registered arm name), ``seed``, settings ``overrides`` (StudyConfig
+    field -> value, as sorted pairs) named by ``variant`` (letters, digits, '_'; required with overrides)."""
+
+    arm: str
+    seed: int
+    overrides: tuple[tuple[str, object], ...] = ()
+    variant: str = ""
+
+    def __post_init__(self):
+        from knee_tf.arms import get_arm
+
+        get_arm(self.arm)
+        object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "overrides", tuple(sorted((str(k), _freeze(v)) for k, v in dict(self.overrides).items())))
+        if self.overrides and not self.variant:
+            raise ValueError(f"job {self.arm} seed {self.seed}: overrides {dict(self.overrides)} need a variant name")
+        RunLayout.model_name(self.name, self.seed)  # a valid file name
+
+    @property
+    def name(self) -> str:
+        """The model's name: the arm, or ``<arm>_<variant>``."""
+        return f"{self.arm}_{self.variant}" if self.variant else self.arm
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} seed {self.seed}"
+
+    def settings(self, base: StudyConfig) -> StudyConfig:
+        """``base`` with this job's overrides applied (ValueError naming the job on an unknown field)."""
+        try:
+            return base.replace(**{k: _thaw(v) for k, v in self.overrides})
+        except TypeError as e:
+            raise ValueError(f"job {self.label}: bad override ({e})") from None
+
+    def model_a(self) -> Job | None:
+        """The A job this job depends on (same seed and overrides), None for A itself."""
+        return None if self.arm == MODEL_A else Job(MODEL_A, self.seed, self.overrides, self.variant)
+
+
+def _freeze(v):
+    return tuple(_freeze(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
+def _thaw(v):
+    return tuple(v) if isinstance(v, tuple) else v
+
+
+def plan_jobs(arms: Iterable[str], seeds: Iterable[int], overrides: Mapping | None = None,
+              variant: str = "") -> list[Job]:
+    """Every (arm, seed) job, plus the A jobs they depend on; A jobs first, then in ``arms`` order."""
+    arms, seeds = list(dict.fromkeys(arms)), [int(s) for s in seeds]
+    if not arms or not seeds:
+        raise ValueError("a grid needs at least one arm and one seed")
+    jobs = [Job(arm, seed, tuple((overrides or {}).items()), variant) for arm in arms for seed in seeds]
+    needed = [j.model_a() for j in jobs if j.model_a() is not None]
+    return list(dict.fromkeys(needed + jobs))  # A jobs first, no duplicates
+
+
+def job_done(layout: RunLayout, job: Job) -> bool:
+    """True when the job's folder is complete (its ``job.json`` exists; the folder is moved into place whole)."""
+    return layout.job_record(job.name, job.seed).exists()
+
+
+# --------------------------------------------------------------------------------------------- one job
+
+def _pin_threads(n: int) -> int:
+    """Use ``n`` TensorFlow threads (intra- and inter-op) when n > 0 and TF is not initialised yet.
+    Returns the intra-op thread count in force (0: TensorFlow's default, all cores)."""
+    import tensorflow as tf
+
+    if n > 0 and tf.config.threading.get_intra_op_parallelism_threads() != n:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+            tf.config.threading.set_inter_op_parallelism_threads(n)
+        except RuntimeError:  # TensorFlow already initialised in this process: keep its setting
+            pass
+    return tf.config.threading.get_intra_op_parallelism_threads()
+
+
+def check_cache(cache_dir) -> Path:
+    """The ingest cache folder, or FileNotFoundError in one line naming the path and the host."""
+    path = Path(cache_dir)
+    if not (path / "meta.json").is_file():
+        raise FileNotFoundError(f"ingest cache not found at {path} on {socket.gethostname()}: every worker reads "
+                                "it from this path (a shared filesystem, or a copy staged there)")
+    return path
+
+
+def run_job(job: Job, config: dict, cache_dir: str, model_a=None) -> dict:
+    """Train and evaluate one job; return ``{"files": {name: bytes}, "record": dict}``.
+
+    config: the run's StudyConfig as a dict (the job's overrides are applied here); cache_dir: the
+    ingest cache folder (:func:`check_cache`); model_a: the result of the job's A job (a dict as
+    returned here) or the bytes of its ``model.keras``, for every arm but A. Files are named as in
+    :data:`knee_tf.layout.MODEL_FILES`, relative to the model folder (TensorBoard files below
+    ``tensorboard/``). The same arguments give the same predictions bytes in any process that uses
+    the same TensorFlow thread count.
+    """
+    import pandas as pd
+
+    from knee_tf.arms import get_arm
+    from knee_tf.cohorts import build_test_cohorts, predict_cohorts
+    from knee_tf.config import seed_everything
+    from knee_tf.ingest import open_cache
+    from knee_tf.model import load_model, train_classifier
+    from knee_tf.precision import resolve_precision
+
+    t0 = time.perf_counter()
+    if job.arm != MODEL_A and model_a is None:
+        raise ValueError(f"job {job.label} needs the model of {job.model_a().label}")
+    cfg = job.settings(StudyConfig.from_dict(config))
+    threads = _pin_threads(cfg.job_threads)
+    data = open_cache(check_cache(cache_dir))
+    arm = get_arm(job.arm)
+    with tempfile.TemporaryDirectory(prefix="knee-tf-job-") as tmp:
+        local = RunLayout(tmp)
+        folder = local.model_dir(job.name, job.seed)
+        folder.mkdir(parents=True)
+        a_model = None
+        if job.arm != MODEL_A:
+            blob = model_a["files"][MODEL_FILES["model"]] if isinstance(model_a, dict) else model_a
+            a_path = Path(tmp) / "model_a.keras"
+            a_path.write_bytes(blob)
+            a_model = load_model(a_path)
+        seed_everything(job.seed)
+        train = arm.training_set(data, a_model if arm.needs_model_a else None, cfg, job.seed)
+        x_val, y_val, _ = data.split(VAL, cohort=NORMAL)
+        result = train_classifier(train.images, train.labels, x_val, y_val, local.model(job.name, job.seed),
+                                  seed=job.seed, log_path=local.training_log(job.name, job.seed),
+                                  tensorboard_dir=local.tensorboard(job.name, job.seed), verbose=0,
+                                  **cfg.training_settings())
+        n_train, n_augmented = len(train.labels), train.n_augmented
+        del train
+        cohorts = build_test_cohorts(data, result.model if a_model is None else a_model, cfg, progress=False)
+        pred = predict_cohorts({job.name: result.model}, cohorts, job.seed, cfg.predict_batch_size)
+        ids = pd.concat([idx for _, idx in cohorts.values()], ignore_index=True)
+        pred["arm"], pred["variant"] = job.arm, job.variant
+        pred["exam_id"] = ids["exam_id"].astype(str).to_numpy()
+        pred["patient_id"] = ids["patient_id"].astype(str).to_numpy()
+        buf = io.BytesIO()
+        pred.to_parquet(buf, index=False, engine="pyarrow")
+        local.grid_predictions(job.name, job.seed).write_bytes(buf.getvalue())
+        files = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    import keras
+    import tensorflow as tf
+
+    history = result.history
+    record = {
+        "job": job.name, "arm": job.arm, "variant": job.variant, "seed": job.seed,
+        "overrides": {k: _thaw(v) for k, v in job.overrides}, "precision": resolve_precision(cfg.precision),
+        "tf_threads": threads or os.cpu_count(), "host": socket.gethostname(), "pid": os.getpid(),
+        "seconds": round(time.perf_counter() - t0, 1), "epochs_run": len(history),
+        "best_epoch": int(history["val_loss"].idxmin()) + 1, "n_train": n_train, "n_augmented": n_augmented,
+        "n_predictions": len(pred), "tensorflow": tf.__version__, "keras": keras.__version__,
+    }
+    return {"files": files, "record": record}
+
+
+# --------------------------------------------------------------------------------------------- the grid
+
+@dataclass
+class GridResult:
+    """What :func:`run_grid` did: job labels that ran, were skipped (finished earlier) or failed (label -> error)."""
+
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    dashboard: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def raise_failed(self) -> None:
+        """RuntimeError listing every failed job (one line each), if any failed."""
+        if self.failed:
+            raise RuntimeError(f"{len(self.failed)} grid job(s) failed: "
+                               + "; ".join(f"{k}: {v}" for k, v in self.failed.items()))
+
+
+def commit_job(layout: RunLayout, job: Job, result: dict) -> None:
+    """Write one job's files into a temporary folder of the run and rename it into place (job.json last)."""
+    final = layout.model_dir(job.name, job.seed)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        for rel, blob in result["files"].items():
+            path = tmp / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(blob)
+        (tmp / layout.job_record(job.name, job.seed).name).write_text(json.dumps(result["record"], indent=2) + "\n")
+        if final.exists():  # an incomplete folder (no job.json) from an older run: replace it
+            trash = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            final.rename(trash)
+            shutil.rmtree(trash)
+        tmp.rename(final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def _clean_partial(layout: RunLayout) -> None:
+    for p in layout.models.glob(".*.tmp-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def run_grid(jobs: Iterable[Job], config: StudyConfig, run_dir, cache_dir, scheduler: str = "", workers: int = -1,
+             progress: bool = True, log: Callable[[str], None] = print) -> GridResult:
+    """Run ``jobs`` (see :func:`plan_jobs`) into ``run_dir``; skip finished ones; return a :class:`GridResult`.
+
+    config: the run's StudyConfig (each job applies its overrides); cache_dir: the ingest cache
+    folder every worker reads; scheduler: ``"tcp://HOST:PORT"`` of an existing Dask scheduler, or
+    ``""``; workers (without a scheduler): 0 = in this process, N = a LocalCluster of N
+    single-threaded workers on loopback, -1 = one per CPU. A failed job does not stop the others.
+    """
+    layout = RunLayout(run_dir)
+    layout.models.mkdir(parents=True, exist_ok=True)
+    _clean_partial(layout)
+    jobs = list(dict.fromkeys(jobs))
+    for job in jobs:  # dependencies first
+        dep = job.model_a()
+        if dep is not None and dep not in jobs and not job_done(layout, dep):
+            raise ValueError(f"job {job.label} needs {dep.label}: add it to the grid (plan_jobs does)")
+    cache_dir = str(Path(cache_dir).resolve())
+    config_dict = config.to_dict()
+    result = GridResult(skipped=[j.label for j in jobs if job_done(layout, j)])
+    todo = sorted((j for j in jobs if not job_done(layout, j)), key=lambda j: j.arm != MODEL_A)  # A jobs first
+    if result.skipped:
+        log(f"grid: {len(result.skipped)} job(s) finished earlier, skipped: {', '.join(result.skipped)}")
+    if not todo:
+        return result
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(jobs), initial=len(result.skipped), desc="grid jobs", unit="job", disable=not progress)
+    try:
+        if not scheduler and workers == 0:
+            _run_in_process(todo, layout, config_dict, cache_dir, result, bar, log)
+        else:
+            _run_on_dask(todo, layout, config_dict, cache_dir, scheduler, workers, result, bar, log)
+    finally:
+        bar.close()
+    for label, error in result.failed.items():
+        log(f"grid: FAILED {label}: {error}")
+    return result
+
+
+def _saved_model(layout: RunLayout, job: Job) -> bytes:
+    return layout.model(job.name, job.seed).read_bytes()
+
+
+def _run_in_process(todo, layout, config_dict, cache_dir, result, bar, log) -> None:
+    outputs: dict[Job, dict] = {}
+    for job in todo:
+        dep = job.model_a()
+        if dep is not None and dep.label in result.failed:
+            result.failed[job.label] = f"not run: {dep.label} failed"
+        else:
+            model_a = None if dep is None else (outputs[dep] if dep in outputs else _saved_model(layout, dep))
+            try:
+                out = run_job(job, config_dict, cache_dir, model_a)
+            except Exception as e:  # reported by name; the other jobs go on
+                result.failed[job.label] = _one_line(e)
+            else:
+                commit_job(layout, job, out)
+                result.ran.append(job.label)
+                if any(j.model_a() == job for j in todo):
+                    outputs[job] = out
+        bar.update(1)
+
+
+def _run_on_dask(todo, layout, config_dict, cache_dir, scheduler, workers, result, bar, log) -> None:
+    import logging
+
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler:
+        client = Client(scheduler, timeout="30s")
+        log(f"grid: Dask scheduler {scheduler}")
+    else:
+        n = workers if workers > 0 else (os.cpu_count() or 1)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
+        client = Client(cluster)
+        log(f"grid: LocalCluster of {n} worker(s) at {cluster.scheduler_address}")
+    try:
+        client.wait_for_workers(1, timeout=120)
+        if "dashboard" in client.scheduler_info().get("services", {}):
+            result.dashboard = client.dashboard_link
+            log(f"grid: dashboard {client.dashboard_link}")
+        futures, by_key = {}, {}
+        tag = uuid.uuid4().hex[:8]
+        for job in todo:
+            dep = job.model_a()
+            model_a = None
+            if dep is not None:
+                model_a = futures[dep] if dep in futures else client.scatter(_saved_model(layout, dep))
+            fut = client.submit(run_job, job, config_dict, cache_dir, model_a, key=f"knee-tf-{job.name}-{job.seed}-{tag}",
+                                pure=False, retries=0)
+            futures[job], by_key[fut.key] = fut, job
+        for fut in as_completed(list(futures.values())):
+            job = by_key[fut.key]
+            dep = job.model_a()
+            if fut.status == "error":
+                if dep is not None and dep in futures and futures[dep].status == "error":
+                    result.failed[job.label] = f"not run: {dep.label} failed"
+                else:
+                    result.failed[job.label] = _one_line(fut.exception())
+            else:
+                commit_job(layout, job, fut.result())
+                result.ran.append(job.label)
+            bar.update(1)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def read_predictions(run_dir, jobs: Iterable[Job] | None = None):
+    """The per-image predictions of ``jobs`` (default: every finished model folder), one DataFrame (schema above)."""
+    import pandas as pd
+
+    layout = RunLayout(run_dir)
+    if jobs is None:
+        paths = sorted(layout.models.glob(f"*/{layout.grid_predictions('x', 0).name}"))
+        paths = [p for p in paths if (p.parent / layout.job_record("x", 0).name).exists()]
+    else:
+        paths = [layout.grid_predictions(j.name, j.seed) for j in jobs]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"predictions not found: {missing[0]} (run the grid job first)")
+    if not paths:
+        raise FileNotFoundError(f"{layout.models}: no finished grid job")
+    return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
