@@ -47,6 +47,10 @@ FIGURES: dict[str, str] = {
     "augmentation_a_vs_b": "fig2_augmentation_a_vs_b",
     "a_wrong_b_right": "fig3_a_wrong_b_right",
     "severity": "06_severity",
+    "forest": "07_forest",
+    "ablations": "07_ablations",
+    "learning_curve_exams": "07_learning_curve",
+    "prescription": "07_prescription",
 }
 #: Result tables, by attribute name.
 RESULTS: dict[str, str] = {

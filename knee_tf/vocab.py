@@ -63,8 +63,18 @@ MODEL_A, MODEL_B = "A", "B"
 #: (:mod:`knee_tf.controls` holds the mask functions).
 A_STEPS, B_RANDOM, B_UNTRAINED, ERASING, B_KEEP, MRI_AUG = (
     "A_steps", "B_random", "B_untrained", "erasing", "B_keep", "mri_aug")
-#: Every arm name, in the order tables show them.
-ARM_NAMES: tuple[str, ...] = (MODEL_A, MODEL_B, A_STEPS, B_RANDOM, B_UNTRAINED, ERASING, B_KEEP, MRI_AUG)
+#: The controls at B's budget, in the order tables show them.
+CONTROL_ARMS: tuple[str, ...] = (A_STEPS, B_RANDOM, B_UNTRAINED, ERASING, B_KEEP, MRI_AUG)
+#: Ablations of B (one setting changed each; :data:`knee_tf.arms.ARMS` says which): the map's layer,
+#: the map method, the weight range of the weighted transform, the augmented share (copies per
+#: image) and maps of the label instead of the predicted class.
+ABLATION_ARMS: tuple[str, ...] = (
+    "B_pool1", "B_pool2", "B_pool3", "B_gradcam", "B_gradcampp", "B_w25_50", "B_w50_75", "B_w75_100",
+    "B_share0p25", "B_share0p5", "B_share2", "B_label_maps")
+#: Every arm name, in the order tables show them (knee_tf.arms registers only these).
+ARM_NAMES: tuple[str, ...] = (MODEL_A, MODEL_B) + CONTROL_ARMS + ABLATION_ARMS
+#: The arms the issue asks at least 10 seeds of (every other arm: at least 5).
+MAIN_ARMS: tuple[str, ...] = (MODEL_A, A_STEPS, MODEL_B, B_RANDOM, ERASING)
 #: Cohorts made by the very generator an arm trains on: the arm has seen their kind of image, so a
 #: gain there is expected by construction and every table flags it (column ``in_distribution``).
 #: All three CAM cohorts apply ``image * (1 - w * M)`` with the Grad-CAM of a trained LeNet, which
