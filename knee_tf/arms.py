@@ -29,7 +29,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from knee_tf.vocab import ARM_NAMES, MODEL_A, MODEL_B, NORMAL, TRAIN
+from knee_tf.vocab import (
+    A_STEPS,
+    ARM_NAMES,
+    B_KEEP,
+    B_RANDOM,
+    B_UNTRAINED,
+    ERASING,
+    GRADCAM,
+    GRADCAM_PP,
+    MODEL_A,
+    MODEL_B,
+    MRI_AUG,
+    NORMAL,
+    TRAIN,
+)
 
 
 @dataclass(frozen=True)
@@ -44,12 +58,20 @@ class TrainingSet:
 
 @dataclass(frozen=True)
 class Arm:
-    """One arm: its name, how its training set is built, and whether that needs Model A."""
+    """One arm: its name, how its training set is built, and whether that needs Model A.
+
+    budget: what the arm matches B in (``"same augmentation share"``: as many extra images per
+    image as B, the same epoch budget; ``"same optimisation steps"``: as many steps per epoch as B);
+    family: the arm whose kind of training images it shares (an ablation of B: ``"B"``), for the
+    in-distribution flags (:func:`knee_tf.effects.in_distribution`).
+    """
 
     name: str
     training_set: Callable[..., TrainingSet]  # (data, model_a, cfg, seed) -> TrainingSet
     needs_model_a: bool
     description: str
+    budget: str = ""
+    family: str = ""
 
 
 ARMS: dict[str, Arm] = {}
@@ -73,9 +95,22 @@ def get_arm(name: str) -> Arm:
         raise ValueError(f"unknown arm {name!r}; known arms: {', '.join(ARMS)}") from None
 
 
+def training_split(data, cfg):
+    """The normal training split every arm starts from: (images, labels, index rows); only the first
+    ``cfg.train_exams`` whole exams in ``cfg.subset_seed``'s order when that is set (the learning
+    curve; :func:`knee_tf.cohorts.training_exam_subset`)."""
+    from knee_tf.cohorts import training_exam_subset
+
+    x, y, index = data.split(TRAIN, cohort=NORMAL)
+    if cfg.train_exams:
+        keep = training_exam_subset(index, cfg.train_exams, cfg.subset_seed)
+        x, y, index = x[keep], y[keep], index[keep].reset_index(drop=True)
+    return x, y, index
+
+
 def normal_training_set(data, model_a, cfg, seed: int) -> TrainingSet:
     """Arm A: the normal training split as it is."""
-    x, y, _ = data.split(TRAIN, cohort=NORMAL)
+    x, y, _ = training_split(data, cfg)
     return TrainingSet(x, y)
 
 
@@ -87,14 +122,96 @@ def augmented_training_set(data, model_a, cfg, seed: int) -> TrainingSet:
     """
     from knee_tf.cohorts import augmented_pool
 
-    x, y, index = data.split(TRAIN, cohort=NORMAL)
+    x, y, index = training_split(data, cfg)
     pool_x, pool_y, _ = augmented_pool(model_a, x, y, index["image_id"], cfg, seed, progress=False)
+    return _with_pool(x, y, pool_x, pool_y)
+
+
+def _with_pool(x, y, pool_x, pool_y) -> TrainingSet:
+    """Normal images followed by the pool's (rounded to float16, as the run folder stores pools)."""
     pool_x = np.asarray(pool_x, dtype=np.float16)
     return TrainingSet(np.concatenate([x, pool_x], dtype=np.float32), np.concatenate([y, pool_y]).astype(np.int32),
                        n_augmented=len(pool_x))
 
 
+def steps_training_set(data, model_a, cfg, seed: int) -> TrainingSet:
+    """Arm A_steps: the normal images twice per epoch, so that an epoch has as many optimisation
+    steps as B's (normal + one copy per image) under the same epoch budget and early stopping."""
+    x, y, _ = training_split(data, cfg)
+    return _with_pool(x, y, np.concatenate([x] * cfg.aug_variants), np.concatenate([y] * cfg.aug_variants))
+
+
+def control_training_set(arm: str):
+    """A control arm's training set: the normal images plus :func:`knee_tf.cohorts.control_pool`."""
+
+    def build(data, model_a, cfg, seed: int) -> TrainingSet:
+        from knee_tf.cohorts import control_pool
+
+        x, y, index = training_split(data, cfg)
+        pool_x, pool_y, _ = control_pool(arm, model_a, x, y, index["image_id"], cfg, seed, progress=False)
+        return _with_pool(x, y, pool_x, pool_y)
+
+    return build
+
+
+def ablation_training_set(settings: dict, share: float = 1.0, label_maps: bool = False):
+    """An ablation of B: B's training set with ``settings`` (StudyConfig fields) changed for the pool
+    only, an augmented ``share`` below one copy per image, or maps of the label. The run's other
+    settings (the test cohorts among them) stay as they are."""
+
+    def build(data, model_a, cfg, seed: int) -> TrainingSet:
+        from knee_tf.cohorts import augmented_pool, subsample_pool
+
+        x, y, index = training_split(data, cfg)
+        pool_cfg = cfg.replace(**settings)
+        pool = augmented_pool(model_a, x, y, index["image_id"], pool_cfg, seed, progress=False, label_maps=label_maps)
+        if share < 1:
+            pool = subsample_pool(*pool, share=share, n_source=len(x), seed=seed)
+        return _with_pool(x, y, pool[0], pool[1])
+
+    return build
+
+
+SHARE, STEPS = "same augmentation share", "same optimisation steps"
+
 register(Arm(MODEL_A, normal_training_set, needs_model_a=False,
-             description="Model A: normal training images"))
+             description="Model A: normal training images", budget="the reference", family=MODEL_A))
 register(Arm(MODEL_B, augmented_training_set, needs_model_a=True,
-             description="Model B: normal + Grad-CAM/Grad-CAM++ (pool4) inverted and weighted copies"))
+             description="Model B: normal + Grad-CAM/Grad-CAM++ (pool4) inverted and weighted copies",
+             budget="the paper's arm", family=MODEL_B))
+register(Arm(A_STEPS, steps_training_set, needs_model_a=False, budget=STEPS, family=A_STEPS,
+             description="normal images, each twice per epoch: B's steps per epoch"))
+for _name, _needs_a, _what in (
+        (B_RANDOM, True, "B's masks rotated/flipped and shifted to a random position (same area, no saliency)"),
+        (B_UNTRAINED, False, "masks from the Grad-CAM of the untrained LeNet (Model A's initial weights)"),
+        (ERASING, True, "one rectangle per image with the pixel count of B's mask's mass"),
+        (B_KEEP, True, "B's masks placed off the salient region (top 20% of the map), which is never touched"),
+        (MRI_AUG, False, "bias field, coil dropout or Rician noise (no longer held out for this arm)")):
+    register(Arm(_name, control_training_set(_name), needs_model_a=_needs_a, budget=SHARE, family=_name,
+                 description=_what))
+for _name, _settings, _share, _labels, _what in (
+        ("B_pool1", {"aug_layer": "pool1"}, 1.0, False, "maps at pool1"),
+        ("B_pool2", {"aug_layer": "pool2"}, 1.0, False, "maps at pool2"),
+        ("B_pool3", {"aug_layer": "pool3"}, 1.0, False, "maps at pool3"),
+        ("B_gradcam", {"cam_methods": (GRADCAM,)}, 1.0, False, "Grad-CAM maps only"),
+        ("B_gradcampp", {"cam_methods": (GRADCAM_PP,)}, 1.0, False, "Grad-CAM++ maps only"),
+        ("B_w25_50", {"aug_weight_range": (0.25, 0.5)}, 1.0, False, "weights w in [0.25, 0.5]"),
+        ("B_w50_75", {"aug_weight_range": (0.5, 0.75)}, 1.0, False, "weights w in [0.5, 0.75]"),
+        ("B_w75_100", {"aug_weight_range": (0.75, 1.0)}, 1.0, False, "weights w in [0.75, 1.0]"),
+        ("B_share0p25", {}, 0.25, False, "one copy for a quarter of the images"),
+        ("B_share0p5", {}, 0.5, False, "one copy for half of the images"),
+        ("B_share2", {"aug_variants": 2}, 1.0, False, "two copies per image"),
+        ("B_label_maps", {}, 1.0, True, "maps of the label instead of Model A's predicted class")):
+    register(Arm(_name, ablation_training_set(_settings, _share, _labels), needs_model_a=True, family=MODEL_B,
+                 budget="B with one setting changed", description=f"ablation of B: {_what}"))
+
+
+#: notebook 07's ablation panels: {panel title: [(arm, setting label), ...]}, B's own setting among them.
+ABLATION_PANELS: dict[str, list[tuple[str, str]]] = {
+    "layer": [("B_pool1", "pool1"), ("B_pool2", "pool2"), ("B_pool3", "pool3"), (MODEL_B, "pool4")],
+    "method": [("B_gradcam", "Grad-CAM"), ("B_gradcampp", "Grad-CAM++"), (MODEL_B, "both")],
+    "weight range": [("B_w25_50", "0.25-0.5"), ("B_w50_75", "0.5-0.75"), ("B_w75_100", "0.75-1"),
+                     (MODEL_B, "0.5-1")],
+    "augmented share": [("B_share0p25", "0.25"), ("B_share0p5", "0.5"), (MODEL_B, "1"), ("B_share2", "2")],
+    "maps of": [("B_label_maps", "label"), (MODEL_B, "prediction")],
+}

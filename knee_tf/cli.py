@@ -120,7 +120,9 @@ def _cmd_study(a) -> int:
 def _add_grid(sub) -> None:
     p = sub.add_parser("grid", help="train (arm, seed) jobs on Dask: a LocalCluster, an existing cluster, or in-process")
     p.add_argument("--config", default="default", help="default | smoke | path to a StudyConfig JSON")
-    p.add_argument("--arms", default=f"{MODEL_A},{MODEL_B}", help="comma-separated arm names (knee_tf.arms)")
+    p.add_argument("--arms", default="", help="comma-separated arm names (knee_tf.arms); default: the config's "
+                                              "controls study (grid_arms, their seeds, the learning curve, the "
+                                              "transfer Model A: knee_tf.grid.controls_plan)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per arm, from the config's seed (default: n_seeds)")
     p.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of a Dask scheduler (default: the config's)")
     p.add_argument("--workers", type=int, default=-1,
@@ -136,7 +138,7 @@ def _cmd_grid(a) -> int:
     import time
 
     from knee_tf.config import get_config, resolve
-    from knee_tf.grid import plan_jobs, run_grid
+    from knee_tf.grid import controls_plan, plan_jobs, run_grid
     from knee_tf.ingest import ingest
     from knee_tf.layout import RunLayout
     from knee_tf.study import RUNS_DIR, Run, ensure_dataset
@@ -157,8 +159,9 @@ def _cmd_grid(a) -> int:
                       on_error=cfg.on_error, workers=cfg.n_workers)
         run.record_ingest(data, manifest, resolve(cfg.data_root))
         cache_dir = data.cache_dir
-    seeds = range(cfg.seed, cfg.seed + (a.seeds if a.seeds is not None else max(1, cfg.n_seeds)))
-    jobs = plan_jobs([arm.strip() for arm in a.arms.split(",") if arm.strip()], seeds)
+    n_seeds = a.seeds if a.seeds is not None else max(1, cfg.n_seeds)
+    arms = [arm.strip() for arm in a.arms.split(",") if arm.strip()]
+    jobs = plan_jobs(arms, range(cfg.seed, cfg.seed + n_seeds)) if arms else controls_plan(cfg.replace(n_seeds=n_seeds))
     print(f"run folder: {root}; {len(jobs)} jobs: {', '.join(j.label for j in jobs)}")
     res = run_grid(jobs, cfg, root, cache_dir, scheduler=cfg.scheduler if a.scheduler is None else a.scheduler,
                    workers=a.workers)

@@ -35,30 +35,34 @@ from knee_tf.vocab import CAM, METAL, NEW_SITE, NORMAL, TEST, predicted_class
 
 
 def augmentation_maps(model_a, images: np.ndarray, cfg: StudyConfig, methods=None,
-                      progress: bool = True) -> dict[str, np.ndarray]:
+                      progress: bool = True, targets=None) -> dict[str, np.ndarray]:
     """Model A's maps at ``cfg.aug_layer``: {method: float32 (N, H, W) in [0, 1]}.
 
     Only the one layer is computed (the gradient pass stops there), so memory is N x H x W per method.
+    targets: the class each map explains (:func:`knee_tf.cam.compute_cams`): None, the predicted
+    class (the study's choice), or int (N,) class indices (the labels, for the ablation).
     """
     from knee_tf.cam import compute_cams
 
     methods = tuple(methods or cfg.cam_methods)
-    res = compute_cams(model_a, images, layers=(cfg.aug_layer,), methods=methods,
+    res = compute_cams(model_a, images, layers=(cfg.aug_layer,), methods=methods, targets=targets,
                        batch_size=cfg.cam_batch_size, progress=progress)
     return {m: res.select(m, cfg.aug_layer) for m in methods}
 
 
 def augmented_pool(model_a, images: np.ndarray, labels: np.ndarray, image_ids, cfg: StudyConfig, seed: int,
-                   progress: bool = True) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+                   progress: bool = True, label_maps: bool = False) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """One seed's augmented training pool from its Model A: :func:`augmentation_maps`, then
     :func:`knee_tf.augment.build_augmented_pool` with the config's ``aug_*`` settings.
 
-    images: float32 (N, H, W, 1) in [0, 1]; labels: int (N,); image_ids: N ids.
+    images: float32 (N, H, W, 1) in [0, 1]; labels: int (N,); image_ids: N ids; label_maps: maps of
+    the label instead of Model A's predicted class (an ablation; the mask may then encode the label).
     Returns (pool images float32 (N * aug_variants, H, W, 1), labels int32, provenance DataFrame).
     """
     from knee_tf.augment import build_augmented_pool
 
-    maps = augmentation_maps(model_a, images, cfg, progress=progress)
+    targets = np.asarray(labels, dtype=np.int32) if label_maps else None
+    maps = augmentation_maps(model_a, images, cfg, progress=progress, targets=targets)
     return build_augmented_pool(images, labels, image_ids, maps, variants=cfg.aug_variants,
                                 weight_range=cfg.aug_weight_range, layer=cfg.aug_layer, seed=seed,
                                 smooth_sigma=cfg.aug_smooth_sigma, threshold=cfg.aug_threshold)
@@ -67,8 +71,6 @@ def augmented_pool(model_a, images: np.ndarray, labels: np.ndarray, image_ids, c
 def build_test_cohorts(data, model_a, cfg: StudyConfig, progress: bool = True) -> dict[str, tuple]:
     """{cohort: (images float32 (n, H, W, 1), rows DataFrame)} for normal, metal and new_site (each
     if the manifest has it) and cam."""
-    from knee_tf.corrupt import cam_corruption
-
     x, _, idx = data.split(TEST, cohort=NORMAL)
     out = {NORMAL: (x, idx)}
     if "cohort" in data.index:
@@ -76,10 +78,81 @@ def build_test_cohorts(data, model_a, cfg: StudyConfig, progress: bool = True) -
             xm, _, im = data.split(TEST, cohort=cohort)
             if len(xm):
                 out[cohort] = (xm, im)
-    maps = augmentation_maps(model_a, x, cfg, methods=(cfg.cohort3_method,), progress=progress)
-    xc = cam_corruption(x, maps[cfg.cohort3_method], cfg.cohort3_weight, cfg.aug_smooth_sigma, cfg.aug_threshold)
-    out[CAM] = (xc, idx)
+    out[CAM] = (cam_cohort_images(model_a, x, cfg, progress=progress), idx)
     return out
+
+
+def cross_cohorts(data, transfer_model, model_b, cfg: StudyConfig, progress: bool = True) -> dict[str, tuple]:
+    """The CAM cohorts made from another model's maps: {cohort: (images float32 (n, H, W, 1), rows)}.
+
+    ``cam_transfer``: the normal test images corrupted with the maps of ``transfer_model``, a Model A
+    trained independently (another seed), the same images for every arm and seed; ``cam_b``: with the
+    maps of ``model_b``, the Model B of the seed being evaluated. Either model may be None (cohort
+    left out). Every arm of a seed is scored on the same images, so effects stay paired.
+    """
+    from knee_tf.vocab import CAM_B, CAM_TRANSFER
+
+    x, _, idx = data.split(TEST, cohort=NORMAL)
+    out = {}
+    for cohort, model in ((CAM_TRANSFER, transfer_model), (CAM_B, model_b)):
+        if model is not None:
+            out[cohort] = (cam_cohort_images(model, x, cfg, progress=progress), idx)
+    return out
+
+
+def cam_cohort_images(model, images: np.ndarray, cfg: StudyConfig, progress: bool = True) -> np.ndarray:
+    """Cohort 3's corruption with any model's maps: ``images * (1 - w * M)``, M the model's
+    ``cfg.cohort3_method`` map at ``cfg.aug_layer``, w = ``cfg.cohort3_weight``.
+
+    Model A's own maps give ``cam``; an independently trained Model A's give ``cam_transfer``; Model
+    B's give ``cam_b`` (:data:`knee_tf.vocab.DERIVED_COHORTS`). images: float32 (N, H, W, 1) in [0, 1].
+    Returns float32 (N, H, W, 1) in [0, 1].
+    """
+    from knee_tf.corrupt import cam_corruption
+
+    maps = augmentation_maps(model, images, cfg, methods=(cfg.cohort3_method,), progress=progress)
+    return cam_corruption(images, maps[cfg.cohort3_method], cfg.cohort3_weight, cfg.aug_smooth_sigma,
+                          cfg.aug_threshold)
+
+
+def control_pool(arm: str, model_a, images: np.ndarray, labels: np.ndarray, image_ids, cfg: StudyConfig,
+                 seed: int, progress: bool = True) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """A control arm's augmented pool (:mod:`knee_tf.controls`): B's recipe, another mask.
+
+    The recipe (:func:`knee_tf.augment.build_augmented_pool` with the config's ``aug_*`` settings and
+    ``seed``) is B's, so each copy gets the same method, transform and weight as in B's pool of the
+    same seed; only the mask differs. The masks' own draws (positions, rectangles) use a generator
+    seeded by ``seed`` and the arm's name. arm: ``B_random``, ``erasing`` or ``B_keep`` (masks made
+    from Model A's maps, ``model_a`` required), ``B_untrained`` (maps of
+    :func:`knee_tf.controls.untrained_network` initialised with ``seed``; ``model_a`` unused) or
+    ``mri_aug`` (physics corruptions, no maps). images: float32 (N, H, W, 1); labels int (N,); image_ids.
+    Returns (pool images float32 (N * aug_variants, H, W, 1) (N for mri_aug), labels int32, provenance).
+    """
+    import zlib
+
+    from knee_tf import controls
+    from knee_tf.augment import build_augmented_pool
+    from knee_tf.vocab import B_KEEP, B_RANDOM, B_UNTRAINED, ERASING, MRI_AUG
+
+    rng = np.random.default_rng([int(seed), zlib.crc32(arm.encode())])
+    if arm == MRI_AUG:
+        return controls.mri_augment(images, labels, image_ids, rng, severities=cfg.severities)
+    mask_of = {B_RANDOM: controls.random_placement, ERASING: controls.matched_rectangles,
+               B_KEEP: controls.keep_salient, B_UNTRAINED: None}
+    if arm not in mask_of:
+        raise ValueError(f"unknown control arm {arm!r}; expected one of {sorted(mask_of) + [MRI_AUG]}")
+    if arm == B_UNTRAINED:
+        source = controls.untrained_network(images.shape[1:], cfg.conv_filters, cfg.dense_units, seed)
+    elif model_a is None:
+        raise ValueError(f"arm {arm!r} makes its masks from Model A's maps: model_a is required")
+    else:
+        source = model_a
+    maps = augmentation_maps(source, images, cfg, progress=progress)
+    if mask_of[arm] is not None:
+        maps = {m: mask_of[arm](v, rng) for m, v in maps.items()}
+    return build_augmented_pool(images, labels, image_ids, maps, variants=cfg.aug_variants,
+                                weight_range=cfg.aug_weight_range, layer=cfg.aug_layer, seed=seed,
+                                smooth_sigma=cfg.aug_smooth_sigma, threshold=cfg.aug_threshold)
 
 
 def predict_cohorts(models: dict, cohorts: dict, seed: int, batch_size: int = 256) -> pd.DataFrame:
@@ -177,3 +250,44 @@ def load_pool(layout: RunLayout, seed: int, dtype=np.float32) -> tuple[np.ndarra
     if len(prov) != len(images):
         raise ValueError(f"augmented pool of seed {seed}: {len(images)} images but {len(prov)} provenance rows")
     return images, prov
+
+
+def training_exam_subset(index: pd.DataFrame, n_exams: int, order_seed: int = 0) -> np.ndarray:
+    """The rows of the first ``n_exams`` training exams in a seeded order: bool (len(index),).
+
+    index: ingest rows with ``exam_id`` (only the rows passed are considered: pass the normal training
+    split); n_exams: how many whole exams to keep (0 or more than there are: all); order_seed: the
+    order's seed, fixed across training seeds and sizes, so the subsets are nested (the 25 exams of
+    the smallest subset are among the 50 of the next) and a learning curve varies only the amount
+    of data. Every slice of a chosen exam is kept.
+    """
+    if int(n_exams) < 0:
+        raise ValueError(f"n_exams must be >= 0; got {n_exams}")
+    exams = np.array(sorted(index["exam_id"].astype(str).unique()))
+    if n_exams == 0 or n_exams >= len(exams):
+        return np.ones(len(index), dtype=bool)
+    order = exams[np.random.default_rng(int(order_seed)).permutation(len(exams))]
+    return index["exam_id"].astype(str).isin(set(order[: int(n_exams)])).to_numpy()
+
+
+def subsample_pool(pool_images: np.ndarray, pool_labels: np.ndarray, provenance: pd.DataFrame, share: float,
+                   n_source: int, seed: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """An augmented share below one copy per image: ``round(share * n_source)`` pool rows, drawn
+    without replacement within each class in proportion to it (seeded), in pool order.
+
+    pool_images (M, H, W, 1), pool_labels (M,), provenance (M rows): a pool of one copy per image
+    (:func:`augmented_pool` with ``aug_variants=1``, M = n_source); share in (0, 1].
+    Returns the kept (images, labels, provenance).
+    """
+    if not 0 < share <= 1:
+        raise ValueError(f"share must lie in (0, 1]; got {share}")
+    y = np.asarray(pool_labels)
+    if len(y) != len(pool_images) or len(y) != len(provenance):
+        raise ValueError(f"pool of {len(pool_images)} images, {len(y)} labels, {len(provenance)} provenance rows")
+    rng = np.random.default_rng(int(seed))
+    keep = []
+    for cls in np.unique(y):
+        idx = np.flatnonzero(y == cls)
+        keep.append(rng.choice(idx, size=int(round(share * n_source * idx.size / len(y))), replace=False))
+    rows = np.sort(np.concatenate(keep)) if keep else np.array([], dtype=np.int64)
+    return pool_images[rows], y[rows], provenance.iloc[rows].reset_index(drop=True)

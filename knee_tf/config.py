@@ -97,6 +97,16 @@ class StudyConfig:
     # --- teaching (notebooks/00_tour, knee_tf.exercises) ---
     reveal_answers: bool = False  # exercise checks also print the answer computed from the run
 
+    # --- the controls study (notebook 07, knee_tf.arms, knee_tf.effects) ---
+    grid_arms: tuple[str, ...] = ("A", "B", "A_steps", "B_random")  # arms notebook 07 trains and compares
+    n_seeds_other: int = 0  # seeds of arms outside vocab.MAIN_ARMS (0: n_seeds); the issue asks >= 5
+    learning_curve_exams: tuple[int, ...] = ()  # A and B also trained on this many training exams (empty: none)
+    train_exams: int = 0  # train on this many whole training exams (0: all); set per job by the learning curve
+    subset_seed: int = 0  # seeds the order in which the learning curve takes training exams (nothing else)
+    # seed of the independently trained Model A whose maps make cam_transfer; -1: no cam_transfer (one
+    # training fewer, so that `make study` stays short; the full grid has it)
+    transfer_seed: int = -1
+
     @classmethod
     def smoke(cls, **overrides) -> StudyConfig:
         """Tiny settings: a few exams, small images, one epoch. For tests and CI, not for results."""
@@ -143,6 +153,17 @@ class StudyConfig:
             n_bootstrap=200,
             severities=(1, 3, 5),
         )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def full(cls, **overrides) -> StudyConfig:
+        """The full controls grid of issue 11: every arm and ablation, 10 seeds of the main arms
+        (vocab.MAIN_ARMS) and 5 of the others, the learning curve on 25/50/100/200 exams and all."""
+        from knee_tf.vocab import ARM_NAMES
+
+        base = dict(name="full", n_seeds=10, n_seeds_other=5, grid_arms=ARM_NAMES,
+                    learning_curve_exams=(25, 50, 100, 200), transfer_seed=1000)
         base.update(overrides)
         return cls(**base)
 
@@ -244,7 +265,8 @@ def _coerce(name: str, value, current, item: str):
 
 
 def get_config(spec: str | StudyConfig | None = "default", **overrides) -> StudyConfig:
-    """``"default"``, ``"smoke"``, ``"tour"`` or a path to a JSON file written by :meth:`StudyConfig.save`.
+    """``"default"``, ``"smoke"``, ``"tour"``, ``"full"`` (the controls grid) or a path to a JSON file
+    written by :meth:`StudyConfig.save`.
 
     With the environment variable ``KNEE_TF_SMOKE=1``, ``"default"`` means the smoke config: how
     notebooks run with their default parameters in CI (e.g. under nbmake) stay short.
@@ -257,6 +279,8 @@ def get_config(spec: str | StudyConfig | None = "default", **overrides) -> Study
         cfg = StudyConfig.smoke()
     elif spec == "tour":
         cfg = StudyConfig.tour()
+    elif spec == "full":
+        cfg = StudyConfig.full()
     else:
         cfg = StudyConfig.load(spec)
     return cfg.replace(**overrides) if overrides else cfg

@@ -50,10 +50,19 @@ arm             str        the arm (:data:`knee_tf.arms.ARMS`)
 variant         str        the overrides' name, ``""`` for the arm's plain settings
 exam_id         str        manifest exam id
 patient_id      str        manifest patient id (resample patients for intervals)
+corruption      str        held-out corruption applied to the normal test images
+                           (:data:`knee_tf.corrupt.CORRUPTIONS`), ``"none"`` on a cohort's own
+severity        int64      its severity 1..5 (``cfg.severities``), 0 on a cohort's own images
 ==============  =========  ================================================================
 
-The first nine columns are :func:`knee_tf.evaluate.prediction_frame`'s, so the table feeds
-:mod:`knee_tf.evaluate` (grouped by ``model``) as it is.
+The first nine columns are :func:`knee_tf.evaluate.prediction_frame`'s, so the table of
+:func:`read_predictions` (by default the cohort rows only) feeds :mod:`knee_tf.evaluate` (grouped
+by ``model``) as it is; ``held_out=True`` adds the corruption rows (:mod:`knee_tf.effects` reads them).
+
+The controls study (notebook 07) plans its jobs with :func:`controls_plan` (every arm of
+``cfg.grid_arms``, the learning curve as variants ``n<N>`` of A and B, and the independently
+trained Model A, variant ``transfer``, whose maps make ``cam_transfer``), and scores every model on
+the cohorts that need other jobs' models with :func:`cross_cohort_predictions`.
 """
 
 from __future__ import annotations
@@ -72,7 +81,7 @@ from pathlib import Path
 
 from knee_tf.config import StudyConfig
 from knee_tf.layout import MODEL_FILES, RunLayout
-from knee_tf.vocab import MODEL_A, NORMAL, VAL
+from knee_tf.vocab import MODEL_A, MODEL_B, NO_CORRUPTION, NORMAL, VAL
 
 #: Columns :func:`run_job` adds to :func:`knee_tf.evaluate.prediction_frame`'s (schema: module docstring).
 JOB_COLUMNS: tuple[str, ...] = ("arm", "variant", "exam_id", "patient_id")
@@ -181,7 +190,7 @@ def run_job(job: Job, config: dict, cache_dir: str, model_a=None) -> dict:
     import pandas as pd
 
     from knee_tf.arms import get_arm
-    from knee_tf.cohorts import build_test_cohorts, predict_cohorts
+    from knee_tf.cohorts import build_test_cohorts, predict_cohorts, predict_corruptions
     from knee_tf.config import seed_everything
     from knee_tf.ingest import open_cache
     from knee_tf.model import load_model, train_classifier
@@ -216,6 +225,12 @@ def run_job(job: Job, config: dict, cache_dir: str, model_a=None) -> dict:
         cohorts = build_test_cohorts(data, result.model if a_model is None else a_model, cfg, progress=False)
         pred = predict_cohorts({job.name: result.model}, cohorts, job.seed, cfg.predict_batch_size)
         ids = pd.concat([idx for _, idx in cohorts.values()], ignore_index=True)
+        pred["corruption"], pred["severity"] = NO_CORRUPTION, 0
+        x_test, idx_test = cohorts[NORMAL]
+        held_out = predict_corruptions({job.name: result.model}, x_test, idx_test, cfg, job.seed, progress=False)
+        held_out = held_out[held_out["severity"] > 0].assign(cohort=NORMAL)[list(pred.columns)]
+        pred = pd.concat([pred, held_out], ignore_index=True)
+        ids = pd.concat([ids] + [idx_test] * (len(held_out) // max(len(idx_test), 1)), ignore_index=True)
         pred["arm"], pred["variant"] = job.arm, job.variant
         pred["exam_id"] = ids["exam_id"].astype(str).to_numpy()
         pred["patient_id"] = ids["patient_id"].astype(str).to_numpy()
@@ -404,8 +419,12 @@ def _run_on_dask(todo, layout, config_dict, cache_dir, scheduler, workers, resul
             cluster.close()
 
 
-def read_predictions(run_dir, jobs: Iterable[Job] | None = None):
-    """The per-image predictions of ``jobs`` (default: every finished model folder), one DataFrame (schema above)."""
+def read_predictions(run_dir, jobs: Iterable[Job] | None = None, held_out: bool = False):
+    """The per-image predictions of ``jobs`` (default: every finished model folder), one DataFrame (schema above).
+
+    held_out: also the rows of the held-out corruptions (columns ``corruption``, ``severity``; the
+    cohort rows have ``corruption`` = :data:`knee_tf.vocab.NO_CORRUPTION`); by default only the
+    cohort rows, without those two columns, one row per (model, seed, cohort, image)."""
     import pandas as pd
 
     layout = RunLayout(run_dir)
@@ -419,4 +438,108 @@ def read_predictions(run_dir, jobs: Iterable[Job] | None = None):
         raise FileNotFoundError(f"predictions not found: {missing[0]} (run the grid job first)")
     if not paths:
         raise FileNotFoundError(f"{layout.models}: no finished grid job")
-    return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    df = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    if "corruption" in df.columns and not held_out:
+        df = df[df["corruption"] == NO_CORRUPTION].drop(columns=["corruption", "severity"]).reset_index(drop=True)
+    return df
+
+
+# --------------------------------------------------------------------------------------------- the controls study
+
+#: The variant name of the independently trained Model A whose maps make ``cam_transfer``.
+TRANSFER_VARIANT = "transfer"
+
+
+def learning_curve_variant(n_exams: int) -> str:
+    """The variant name of the learning curve's jobs on ``n_exams`` training exams: ``n<N>``."""
+    return f"n{int(n_exams)}"
+
+
+def controls_plan(cfg: StudyConfig) -> list[Job]:
+    """Every job of the controls study (notebook 07) for ``cfg``: each arm of ``cfg.grid_arms`` with
+    ``cfg.n_seeds`` seeds (arms in :data:`knee_tf.vocab.MAIN_ARMS`) or ``cfg.n_seeds_other`` (the
+    others; 0: n_seeds); A and B on each of ``cfg.learning_curve_exams`` training exams (variants
+    ``n<N>``, other seeds' count); the A jobs they depend on; and the Model A of ``cfg.transfer_seed``
+    (variant ``transfer``; only when ``cfg.transfer_seed >= 0``) whose maps make ``cam_transfer``.
+    A jobs first."""
+    from knee_tf.vocab import MAIN_ARMS
+
+    main = range(cfg.seed, cfg.seed + max(1, cfg.n_seeds))
+    other = range(cfg.seed, cfg.seed + max(1, cfg.n_seeds_other or cfg.n_seeds))
+    jobs = [Job(arm, s) for arm in cfg.grid_arms for s in (main if arm in MAIN_ARMS else other)]
+    for n in cfg.learning_curve_exams:
+        jobs += [Job(arm, s, (("train_exams", int(n)),), learning_curve_variant(n)) for arm in (MODEL_A, MODEL_B)
+                 for s in other]
+    if cfg.transfer_seed >= 0:
+        jobs.append(Job(MODEL_A, cfg.transfer_seed, (), TRANSFER_VARIANT))
+    needed = [j.model_a() for j in jobs if j.model_a() is not None]
+    return sorted(dict.fromkeys(needed + jobs), key=lambda j: j.arm != MODEL_A)
+
+
+def controls_comparisons(jobs: Iterable[Job]) -> list[tuple[str, str]]:
+    """The effects the controls study reports, as (model, reference) names: every arm against A; B
+    against each control (what is left of B's gain beyond it); the learning curve's B against its A."""
+    from knee_tf.vocab import CONTROL_ARMS
+
+    jobs = list(jobs)
+    plain = list(dict.fromkeys(j.name for j in jobs if not j.variant))
+    out = [(n, MODEL_A) for n in plain if n != MODEL_A]
+    out += [(MODEL_B, c) for c in CONTROL_ARMS if c in plain and MODEL_B in plain]
+    out += [(j.name, Job(MODEL_A, j.seed, j.overrides, j.variant).name) for j in jobs
+            if j.arm == MODEL_B and j.variant]
+    return list(dict.fromkeys(out))
+
+
+def cross_cohort_predictions(run_dir, jobs: Iterable[Job], config: StudyConfig, cache_dir,
+                             progress: bool = True):
+    """Predictions of every finished job on ``cam_transfer`` and ``cam_b`` (:func:`knee_tf.cohorts.cross_cohorts`).
+
+    ``cam_transfer``: the normal test images with the maps of the transfer Model A (one set of images
+    for every job; left out when ``config.transfer_seed < 0``); ``cam_b``: with the maps of the plain B of the job's seed (when the grid has it).
+    Jobs of a learning-curve variant are scored on both too. Columns as :func:`read_predictions`.
+    """
+    import pandas as pd
+
+    from knee_tf.cohorts import cross_cohorts, predict_cohorts
+    from knee_tf.ingest import open_cache
+    from knee_tf.model import load_model
+
+    layout = RunLayout(run_dir)
+    jobs = [j for j in jobs if j.variant != TRANSFER_VARIANT]
+    data = open_cache(check_cache(cache_dir))
+    transfer = None
+    if config.transfer_seed >= 0:
+        transfer = load_model(layout.model(Job(MODEL_A, config.transfer_seed, (), TRANSFER_VARIANT).name,
+                                           config.transfer_seed))
+    frames = []
+    from tqdm.auto import tqdm
+
+    for seed in tqdm(sorted({j.seed for j in jobs}), desc="cam_transfer / cam_b", disable=not progress):
+        b = layout.model(MODEL_B, seed)
+        cohorts = cross_cohorts(data, transfer, load_model(b) if b.exists() else None, config, progress=False)
+        ids = pd.concat([idx for _, idx in cohorts.values()], ignore_index=True)
+        for job in (j for j in jobs if j.seed == seed):
+            pred = predict_cohorts({job.name: load_model(layout.model(job.name, seed))}, cohorts, seed,
+                                   config.predict_batch_size)
+            pred["corruption"], pred["severity"] = NO_CORRUPTION, 0
+            pred["arm"], pred["variant"] = job.arm, job.variant
+            pred["exam_id"] = ids["exam_id"].astype(str).to_numpy()
+            pred["patient_id"] = ids["patient_id"].astype(str).to_numpy()
+            frames.append(pred)
+    return pd.concat(frames, ignore_index=True)
+
+
+def arm_info(jobs: Iterable[Job]):
+    """One row per model name of ``jobs``: arm, variant, family, budget and description (from the arm
+    registry), beside each arm in the published arms table."""
+    import pandas as pd
+
+    from knee_tf.arms import get_arm
+
+    rows = []
+    for j in dict.fromkeys(jobs):
+        a = get_arm(j.arm)
+        what = a.description + (f"; {dict(j.overrides)}" if j.overrides else "")
+        rows.append({"arm": j.name, "registered_arm": j.arm, "variant": j.variant, "family": a.family or j.arm,
+                     "budget": a.budget, "description": what})
+    return pd.DataFrame(rows).drop_duplicates("arm").reset_index(drop=True)

@@ -17,6 +17,7 @@ A run folder (``runs/<timestamp>-<config>/`` unless ``--out`` names one)::
         predictions.parquet             its per-image predictions on every test cohort
         job.json                        written last: the job, its settings and where and how it ran
     results/*.csv, *.json, *.md       tables (what the paper reports, and more)
+    results/prediction_store.parquet  the prediction store: every (arm, seed, condition)'s per-image predictions
     figures/*.png                     figures
     html/index.html, html/NN_*.html   the executed notebooks rendered as static pages (knee-tf html)
 
@@ -47,6 +48,10 @@ FIGURES: dict[str, str] = {
     "augmentation_a_vs_b": "fig2_augmentation_a_vs_b",
     "a_wrong_b_right": "fig3_a_wrong_b_right",
     "severity": "06_severity",
+    "forest": "07_forest",
+    "ablations": "07_ablations",
+    "learning_curve_exams": "07_learning_curve",
+    "prescription": "07_prescription",
 }
 #: Result tables, by attribute name.
 RESULTS: dict[str, str] = {
@@ -60,6 +65,12 @@ RESULTS: dict[str, str] = {
     "breakdown_plane": "breakdown_plane.csv",
     "breakdown_site": "breakdown_site.csv",
     "results_table": "results_table.md",
+    # the controls study (issue 11): every (arm, seed, condition)'s per-image predictions, and the
+    # tables recomputed from them (knee_tf.prediction_store.recompute_tables)
+    "prediction_store": "prediction_store.parquet",
+    "arms_table": "arms.csv",
+    "effects_table": "effects.csv",
+    "prescription_table": "prescription.csv",
 }
 #: The files of one model folder (``models/model_<arm>_seed<S>/``), by the RunLayout method naming each.
 MODEL_FILES: dict[str, str] = {

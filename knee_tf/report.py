@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from knee_tf.evaluate import COHORT_ORDER
-from knee_tf.vocab import CAM, METAL, MODEL_A, MODEL_B, NORMAL
+from knee_tf.vocab import CAM, METAL, MODEL_A, MODEL_B, NO_CORRUPTION, NORMAL
 
 #: The paper's reported accuracies of (Model A, Model B) per test cohort (ISMRM 2021, abstract 0811).
 PAPER_ACCURACY: dict[str, tuple[float, float]] = {
@@ -115,6 +115,56 @@ def paper_comparison_markdown(
         f"Measured: mean ± sd over {seeds} training seed(s) [mean of the per-seed 95% bootstrap CI]; "
         f"significance: {test}. The paper reports single accuracies without intervals or tests."
     )
+    return "\n".join(lines) + "\n"
+
+
+def effects_markdown(effects: pd.DataFrame, metric: str = "accuracy", conditions=None, arms=None) -> str:
+    """Markdown table of an effects table (:func:`knee_tf.effects.effects_table`): one row per
+    comparison, one column per condition, cells ``effect [low, high]`` in percentage points.
+
+    ``*``: significant after Benjamini-Hochberg over the whole effects table; ``(in dist.)``: the
+    condition was made by the arm's own training generator. conditions: condition labels
+    (:func:`knee_tf.plots.condition_label` style: the cohort, or ``"<corruption> <severity>"``) in
+    column order (default: the conditions without a corruption, in table order); arms: row order
+    as arm names (default: table order). Ends with a legend stating the number of comparisons.
+    """
+    need = {"arm", "reference", "cohort", "metric", "effect", "ci_low", "ci_high", "significant",
+            "in_distribution", "n_seeds", "n_comparisons", "q_bh"}
+    missing = sorted(need - set(effects.columns))
+    if missing:
+        raise ValueError(f"effects lack column(s) {missing} (use knee_tf.effects.effects_table)")
+    t = effects[effects["metric"] == metric].copy()
+    if t.empty:
+        raise ValueError(f"effects have no rows for metric {metric!r}")
+    has_corruption = "corruption" in t.columns
+    plain = (t["corruption"].astype(str) == NO_CORRUPTION) if has_corruption else pd.Series(True, index=t.index)
+    t["condition"] = [str(r["cohort"]) if not has_corruption or str(r["corruption"]) == NO_CORRUPTION
+                      else f"{r['corruption']} {int(r['severity'])}" for _, r in t.iterrows()]
+    conditions = list(conditions) if conditions is not None else list(dict.fromkeys(t.loc[plain, "condition"]))
+    pairs = list(dict.fromkeys(zip(t["arm"], t["reference"], strict=True)))
+    if arms is not None:
+        pairs = [p for a in arms for p in pairs if p[0] == a]
+    lines = ["| comparison | seeds | " + " | ".join(conditions) + " |", "|---|---|" + "---|" * len(conditions)]
+    for arm, ref in pairs:
+        d = t[(t["arm"] == arm) & (t["reference"] == ref)].set_index("condition")
+        cells = []
+        for c in conditions:
+            if c not in d.index:
+                cells.append("—")
+                continue
+            r = d.loc[c]
+            cell = f"{100 * r['effect']:+.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
+            cell += "*" if r["significant"] else ""
+            cell += " (in dist.)" if r["in_distribution"] else ""
+            cells.append(cell)
+        seeds = "/".join(str(int(s)) for s in sorted(d["n_seeds"].unique()))
+        lines.append(f"| {arm} − {ref} | {seeds} | " + " | ".join(cells) + " |")
+    n = int(effects["n_comparisons"].iloc[0])
+    lines.append("")
+    lines.append(f"{metric.capitalize()} difference in points, mean over seeds paired on the same images "
+                 f"[95% two-level bootstrap interval: seeds and patients resampled]; * significant at "
+                 f"FDR 0.05 (Benjamini-Hochberg over all {n} comparisons of the effects table, sign-flip "
+                 f"test across seeds); (in dist.): made by the arm's own training generator.")
     return "\n".join(lines) + "\n"
 
 

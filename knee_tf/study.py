@@ -61,6 +61,9 @@ STEPS: tuple[Step, ...] = (
     Step("06_cohort_evaluation", lambda L, seeds: [
         L.predictions, L.cohorts, L.mcnemar, L.severity_table, L.breakdown_plane, L.breakdown_site,
         L.results_table, L.figure_a_wrong_b_right, L.figure_augmentation_a_vs_b, L.figure_severity]),
+    Step("07_controls_and_ablations", lambda L, seeds: [
+        L.prediction_store, L.arms_table, L.effects_table, L.prescription_table, L.figure_forest,
+        L.figure_prescription]),
 )
 
 

@@ -231,3 +231,17 @@ def test_severity_table_columns_and_values():
     assert list(t.columns[:8]) == ["model", "corruption", "severity", "seed", "accuracy",
                                    "ci_low", "ci_high", "n"]
     assert t.set_index("severity")["accuracy"].to_dict() == {1: 1.0, 2: 0.5}
+
+
+def test_grouped_calibration_errors_equal_the_per_group_ece():
+    from knee_tf.evaluate import expected_calibration_error, grouped_calibration_errors
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 1, 3000)
+    y = (rng.uniform(0, 1, 3000) < p).astype(int)
+    g = rng.integers(0, 7, 3000)
+    g[g == 5] = 6  # code 5 has no rows
+    got = grouped_calibration_errors(p, y, g, n_bins=15)
+    for k in (0, 1, 2, 3, 4, 6):
+        assert got[k] == pytest.approx(expected_calibration_error(p[g == k], y[g == k], 15), abs=1e-12)
+    assert np.isnan(got[5])

@@ -53,3 +53,27 @@ def test_published_record_matches_the_published_tables():
     record = json.loads((RESULTS / "published.json").read_text())
     seeds = sorted(int(s) for s in pd.read_csv(RESULTS / "cohorts.csv")["seed"].unique())
     assert record["n_seeds"] == len(seeds) and record["seeds"] == seeds
+
+
+def test_controls_tables_and_readme_effects_are_recomputed_from_the_published_predictions():
+    """Issue 11: results/prediction_store.parquet (every arm, seed and condition, per image) gives back
+    results/arms.csv, effects.csv and prescription.csv, and README's effects table, exactly."""
+    import pytest
+
+    from knee_tf import prediction_store as store
+    from knee_tf.layout import RunLayout
+    from knee_tf.report import effects_markdown
+
+    lay = RunLayout(ROOT)  # the repository's results/ mirrors a run folder's
+    if not lay.prediction_store.exists():
+        pytest.skip("the controls grid (issue 11) has not been published yet: no results/prediction_store.parquet")
+    arms = pd.read_csv(lay.arms_table)
+    effects = pd.read_csv(lay.effects_table)
+    info = arms.loc[:, : arms.columns[arms.columns.get_loc("cohort") - 1]].drop_duplicates("arm")
+    family = dict(zip(info["arm"], info["family"], strict=True)) if "family" in info else None
+    comparisons = list(dict.fromkeys(zip(effects["arm"], effects["reference"], strict=True)))
+    tables = store.recompute_tables(store.read_store(lay.prediction_store), comparisons, family=family,
+                                    arm_info=info if len(info.columns) > 1 else None)
+    assert store.compare_with_published(tables, {name: getattr(lay, name) for name in tables}) == []
+    readme = (ROOT / "README.md").read_text()
+    assert effects_markdown(tables["effects_table"]).strip() in readme

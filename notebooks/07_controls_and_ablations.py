@@ -1,0 +1,133 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · Can B's gain be attributed? Controls at the same budget, ablations, the prescription endpoint
+#
+# Notebook 06 shows that Model B beats Model A by a little. It cannot say *why*: B trains on twice
+# as many images per epoch (so up to twice the optimisation steps), most of its extra images are
+# near-copies, and any occlusion might help as much as one placed by an activation map. This
+# notebook trains the controls that separate those explanations, each at B's budget (the arm
+# registry, `knee_tf.arms`, says which budget each matches), and the ablations of B:
+#
+# * `A_steps`: normal images twice per epoch, B's optimisation steps;
+# * `B_random`: B's masks at a random position (same shape and area, no saliency);
+# * `B_untrained`: masks from an untrained network's Grad-CAM; `erasing`: rectangles of B's mask area;
+# * `B_keep`: the occlusion avoids the salient region (the opposite hypothesis);
+# * `mri_aug`: bias field, coil dropout and noise at training time (no longer held out for it);
+# * ablations of B (layer, method, weight range, share, label maps) and a learning curve, when the
+#   config asks for them (`StudyConfig.full()`).
+#
+# Every model is a job of the experiment grid (`knee_tf.grid`); finished jobs (A and B of notebooks
+# 02 and 05) are skipped. Effects are arm − A on the same images, with 95% intervals from a
+# two-level bootstrap (seeds and patients), a sign-flip test across seeds and Benjamini–Hochberg
+# over the whole table (`knee_tf.effects`). Cohorts `cam`, `cam_transfer` and `cam_b` are made by B's
+# own training transform, so they are flagged *in distribution* for B in every table.
+#
+# Outputs (paths: `knee_tf.layout.RunLayout`): the prediction store (every model's per-image
+# predictions), the arms, effects and prescription tables, and the figures below.
+
+# %%
+import pandas as pd
+from IPython.display import Markdown, display
+
+from knee_tf import arms, grid, plots, prediction_store, report
+from knee_tf.config import seed_everything
+from knee_tf.study import open_run
+from knee_tf.vocab import MODEL_A, MODEL_B
+
+# %% tags=["parameters"]
+config = "default"  # "default" | "smoke" | "full" | path to a StudyConfig JSON (run folders hold one)
+run_dir = ""  # empty: the newest run folder under runs/
+
+# %%
+run = open_run(run_dir, config)
+cfg = run.config
+seed_everything(cfg.seed)
+data = run.load_ingest()
+jobs = grid.controls_plan(cfg)
+print(f"{len(jobs)} jobs: {', '.join(j.label for j in jobs)}")
+
+# %% [markdown]
+# ## Train every arm (finished jobs are skipped)
+
+# %%
+grid.run_grid(jobs, cfg, run.root, data.cache_dir, scheduler=cfg.scheduler, workers=cfg.grid_workers).raise_failed()
+
+# %% [markdown]
+# ## The prediction store
+# Each job scored its model on normal, metal and cam images and on every held-out corruption. The
+# `cam_transfer` (an independently trained Model A's maps) and `cam_b` (Model B's maps) cohorts need
+# other jobs' models, so they are scored here. Everything below is computed from this one table.
+
+# %%
+study_jobs = [j for j in jobs if j.variant != grid.TRANSFER_VARIANT]
+predictions = pd.concat([grid.read_predictions(run.root, study_jobs, held_out=True),
+                         grid.cross_cohort_predictions(run.root, study_jobs, cfg, data.cache_dir)], ignore_index=True)
+prediction_store.write_store(run.layout.prediction_store, prediction_store.store_frame(predictions, data.index))
+store = prediction_store.read_store(run.layout.prediction_store)
+print(f"{len(store):,} predictions of {store.groupby(['arm', 'seed'], observed=True).ngroups} models")
+
+# %% [markdown]
+# ## Arms, effects and the prescription endpoint
+
+# %%
+info = grid.arm_info(study_jobs)
+tables = prediction_store.recompute_tables(store, grid.controls_comparisons(study_jobs),
+                                           family=dict(zip(info["arm"], info["family"], strict=True)),
+                                           arm_info=info, n_boot=cfg.n_bootstrap, ece_bins=cfg.ece_bins)
+for name, table in tables.items():
+    run.write_csv(getattr(run.layout, name), table)
+display(Markdown(report.effects_markdown(tables["effects_table"])))
+
+# %% [markdown]
+# ## Forest plot: each arm against A, per cohort
+# A point is the mean over seeds of the paired difference in accuracy; the bar its 95% two-level
+# interval. Filled: significant after the FDR control over every comparison in the table. Orange:
+# the cohort is in distribution for that arm. If B's point sits where `B_random`'s or `A_steps`' does,
+# the activation maps add nothing beyond random occlusion or more steps.
+
+# %%
+effects = tables["effects_table"]
+versus_a = effects[effects["reference"] == MODEL_A]
+run.savefig(plots.plot_forest(versus_a), run.layout.figure_forest)
+
+# %% [markdown]
+# ## Ablations of B and the learning curve (when this config trains them)
+# Each panel changes one setting of B's recipe; B's own setting is the last point. The learning
+# curve trains A and B on nested subsets of whole training exams: augmentation usually matters most
+# when data is scarce.
+
+# %%
+trained = set(store["arm"].astype(str))
+ablations = {name: [(a, label) for a, label in panel if a in trained] for name, panel in arms.ABLATION_PANELS.items()}
+ablations = {name: panel for name, panel in ablations.items() if len(panel) > 1}
+if ablations:
+    run.savefig(plots.plot_ablations(versus_a, ablations), run.layout.figure_ablations)
+if cfg.learning_curve_exams:
+    n_all = arms.training_split(data, cfg)[2]["exam_id"].nunique()
+    curves = {arm: [(f"{arm}_{grid.learning_curve_variant(n)}", n) for n in cfg.learning_curve_exams] + [(arm, n_all)]
+              for arm in (MODEL_A, MODEL_B)}
+    run.savefig(plots.plot_learning_curve(tables["arms_table"], curves), run.layout.figure_learning_curve_exams)
+
+# %% [markdown]
+# ## The prescription endpoint
+# What a scanner needs is the right *set* of slices per exam and plane. Per arm and cohort: slice
+# accuracy beside the share of exam-planes with every slice right, the Jaccard index of the predicted
+# and true sets, and whether both ends of the predicted range lie within one slice of the true ends.
+
+# %%
+run.savefig(plots.plot_prescription(tables["prescription_table"]), run.layout.figure_prescription)
+tables["prescription_table"].round(3)

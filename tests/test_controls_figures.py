@@ -1,0 +1,64 @@
+"""Notebook 07's figures from synthetic tables: forest plot, ablations, learning curve, prescription."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from test_effects import simulate_predictions  # noqa: E402
+
+from knee_tf import plots  # noqa: E402
+from knee_tf.effects import arms_table, effects_table  # noqa: E402
+from knee_tf.prescription import prescription_table  # noqa: E402
+from knee_tf.vocab import A_STEPS, B_RANDOM, CAM, METAL, MODEL_A, MODEL_B, NORMAL  # noqa: E402
+
+DELTAS = {MODEL_A: 0.0, MODEL_B: 0.6, A_STEPS: 0.1, B_RANDOM: 0.5, "B_layer_pool1": -0.2, "B_layer_pool2": 0.2,
+          "A_n25": -1.0, "B_n25": -0.6}
+
+
+@pytest.fixture(scope="module")
+def tables():
+    rng = np.random.default_rng(0)
+    frames = [simulate_predictions(rng, DELTAS, cohort=c, n_seeds=5, corruption="none", severity=0)
+              for c in (NORMAL, METAL, CAM)]
+    df = pd.concat(frames, ignore_index=True)
+    # hand-made slice order: every patient's 5 slices form one exam-plane
+    df["exam_id"] = df["patient_id"]
+    df["plane"] = "p"
+    df["slice_rank"] = df["image_id"].str.split("_").str[-1].astype(int) % 5
+    comparisons = [(a, MODEL_A) for a in DELTAS if a not in (MODEL_A, "B_n25")] + [("B_n25", "A_n25")]
+    return (effects_table(df, comparisons, n_boot=200), arms_table(df, n_boot=200),
+            prescription_table(df, n_boot=200))
+
+
+def test_forest_ablation_learning_curve_and_prescription_figures(tables, tmp_path):
+    effects, arms, presc = tables
+    figs = {
+        "forest": plots.plot_forest(effects, arms=[A_STEPS, MODEL_B, B_RANDOM]),
+        "ablation": plots.plot_ablations(effects, {"layer": [("B_layer_pool1", "pool1"), ("B_layer_pool2", "pool2"),
+                                                             (MODEL_B, "pool4")]}),
+        "curve": plots.plot_learning_curve(arms, {"A": [("A_n25", 25), (MODEL_A, 359)],
+                                                  "B": [("B_n25", 25), (MODEL_B, 359)]}),
+        "prescription": plots.plot_prescription(presc, arms=[MODEL_A, MODEL_B, B_RANDOM]),
+    }
+    assert len(figs["forest"].axes) == 3  # normal, metal, cam
+    assert [a.get_title() for a in figs["forest"].axes] == [NORMAL, METAL, CAM]
+    assert len(figs["curve"].axes[0].lines) == 2
+    for name, fig in figs.items():
+        path = plots.savefig(fig, name, tmp_path, close=True)
+        if os.environ.get("KNEE_TF_FIGURES_TO"):  # to look at them: KNEE_TF_FIGURES_TO=DIR pytest ...
+            shutil.copy(path, os.environ["KNEE_TF_FIGURES_TO"])
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_condition_labels():
+    assert plots.condition_label({"cohort": NORMAL, "corruption": "none", "severity": 0}) == NORMAL
+    assert plots.condition_label({"cohort": NORMAL, "corruption": "rician_noise", "severity": 3}) == "rician_noise 3"
+    assert plots.condition_label({"cohort": CAM}) == CAM
