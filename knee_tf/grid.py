@@ -218,7 +218,7 @@ def run_job(job: Job, config: dict, cache_dir: str, model_a=None) -> dict:
         x_val, y_val, _ = data.split(VAL, cohort=NORMAL)
         result = train_classifier(train.images, train.labels, x_val, y_val, local.model(job.name, job.seed),
                                   seed=job.seed, log_path=local.training_log(job.name, job.seed),
-                                  tensorboard_dir=local.tensorboard(job.name, job.seed), verbose=0,
+                                  tensorboard_dir=local.tensorboard(job.name, job.seed), verbose=None,
                                   **cfg.training_settings())
         n_train, n_augmented = len(train.labels), train.n_augmented
         del train

@@ -101,6 +101,7 @@ def test_round_trip_pull_scan_predict_push(orthanc, uploaded, tmp_path, tiny_tra
     run = Run(tmp_path / "run", StudyConfig.smoke(name="mydata", manifest=str(manifest), data_root=str(pulled),
                                                   image_size=64, cache_dir=str(tmp_path / "cache")))
     run.config.save(run.layout.config)
+    run.layout.model(MODEL_A, 0).parent.mkdir(parents=True)
     tiny_trained_model.save(run.layout.model(MODEL_A, 0))
     assert main(["push", "--url", orthanc, "--run", str(run.root), "--models", MODEL_A]) == 0
     first = capsys.readouterr().out
