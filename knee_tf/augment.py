@@ -223,6 +223,27 @@ def select_layer(maps: Mapping[str, np.ndarray], layers: Sequence[str], layer: s
     return out
 
 
+def check_training_images(images, labels, image_ids) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The inputs of an augmentation pool, checked: images float32 (N, H, W, 1) (or (N, H, W)) in
+    [0, 1], labels int (N,) class indices, N unique image ids. Returns (x (N, H, W, 1), y, ids);
+    raises ValueError saying which argument is wrong."""
+    x = _check_image(images)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] != 1:
+        raise ValueError(f"images must be (N, H, W, 1) or (N, H, W); got {np.shape(images)}")
+    n = x.shape[0]
+    y = np.asarray(labels)
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels must be int class indices of shape ({n},); got {y.dtype} {y.shape}")
+    ids = [str(i) for i in image_ids]
+    if len(ids) != n:
+        raise ValueError(f"image_ids has {len(ids)} entries for {n} images")
+    if len(set(ids)) != n:
+        raise ValueError("image_ids must be unique")
+    return x, y, ids
+
+
 def build_augmented_pool(
     images: np.ndarray,
     labels: np.ndarray,
@@ -255,20 +276,8 @@ def build_augmented_pool(
     variants = int(variants)
     weight_range = _check_weight_range(weight_range)
 
-    x = _check_image(images)
-    if x.ndim == 3:
-        x = x[..., None]
-    if x.ndim != 4 or x.shape[-1] != 1:
-        raise ValueError(f"images must be (N, H, W, 1) or (N, H, W); got {np.shape(images)}")
+    x, y, ids = check_training_images(images, labels, image_ids)
     n = x.shape[0]
-    y = np.asarray(labels)
-    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels must be int class indices of shape ({n},); got {y.dtype} {y.shape}")
-    ids = [str(i) for i in image_ids]
-    if len(ids) != n:
-        raise ValueError(f"image_ids has {len(ids)} entries for {n} images")
-    if len(set(ids)) != n:
-        raise ValueError("image_ids must be unique")
     if variants < 1:
         raise ValueError(f"variants must be >= 1; got {variants}")
     if not maps:

@@ -140,17 +140,12 @@ def _cmd_grid(a) -> int:
     from knee_tf.config import get_config, resolve
     from knee_tf.grid import controls_plan, plan_jobs, run_grid
     from knee_tf.ingest import ingest
-    from knee_tf.layout import RunLayout
-    from knee_tf.study import RUNS_DIR, Run, ensure_dataset
+    from knee_tf.study import RUNS_DIR, ensure_dataset, start_run
 
     cfg = get_config(a.config).with_settings(a.settings)
     root = resolve(a.out) if a.out else RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}-grid"
-    layout = RunLayout(root)
-    if layout.config.exists() and StudyConfig.load(layout.config) != cfg:
-        raise InputError(f"{root}: holds a run with a different config; choose another --out")
-    root.mkdir(parents=True, exist_ok=True)
-    cfg.save(layout.config)
-    run = Run(root, cfg)
+    run = start_run(root, cfg)
+    layout = run.layout
     if layout.ingest_record.exists():
         cache_dir = run.load_ingest().cache_dir
     else:

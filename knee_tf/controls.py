@@ -44,6 +44,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from knee_tf.augment import check_training_images
 from knee_tf.corrupt import CORRUPTIONS, SEVERITIES
 
 #: The held-out corruptions ``mri_aug`` trains on (so they are in distribution for that arm only).
@@ -245,16 +246,8 @@ def mri_augment(images, labels, image_ids, rng: np.random.Generator,
     Returns (images float32 (N, H, W, 1) in [0, 1], labels int32 (N,), provenance DataFrame with
     :data:`MRI_AUG_PROVENANCE_COLUMNS`; ``aug_id`` is ``f"{source_image_id}_aug0"``).
     """
-    x = np.asarray(images, dtype=np.float32)
-    if x.ndim != 4 or x.shape[-1] != 1:
-        raise ValueError(f"images must be (N, H, W, 1); got {x.shape}")
+    x, y, ids = check_training_images(images, labels, image_ids)
     n = len(x)
-    y = np.asarray(labels)
-    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels must be int class indices of shape ({n},); got {y.dtype} {y.shape}")
-    ids = [str(i) for i in image_ids]
-    if len(ids) != n:
-        raise ValueError(f"image_ids has {len(ids)} entries for {n} images")
     corruptions = list(corruptions)
     bad = [c for c in corruptions if c not in CORRUPTIONS]
     if bad or not corruptions:

@@ -194,6 +194,17 @@ def step_done(run: Run, step: Step) -> bool:
     return run.layout.step_marker(step.name).exists() and all(p.exists() for p in run.expected_outputs(step))
 
 
+def start_run(root: Path, cfg: StudyConfig) -> Run:
+    """The run folder ``root`` for ``cfg``: created, with ``config.json`` written (or already there,
+    to resume). Raises InputError when it holds a run with a different config."""
+    layout = RunLayout(root)
+    if layout.config.exists() and StudyConfig.load(layout.config) != cfg:
+        raise InputError(f"{root}: holds a run with a different config; choose another --out")
+    root.mkdir(parents=True, exist_ok=True)
+    cfg.save(layout.config)
+    return Run(root, cfg)
+
+
 def run_study(config: str | StudyConfig | None = None, seeds: int | None = None, out: str | Path | None = None,
               steps: tuple[str, ...] | None = None, settings=(), log=print) -> Run:
     """Execute the notebooks into a run folder; return the Run. Writes nothing outside it.
@@ -216,12 +227,8 @@ def run_study(config: str | StudyConfig | None = None, seeds: int | None = None,
         root = _resumable(cfg) or RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
     else:
         root = resolve(out)
-    layout = RunLayout(root)
-    if layout.config.exists() and StudyConfig.load(layout.config) != cfg:
-        raise InputError(f"{root}: holds a run with a different config; choose another --out")
-    root.mkdir(parents=True, exist_ok=True)
-    cfg.save(layout.config)
-    run = Run(root, cfg)
+    run = start_run(root, cfg)
+    layout = run.layout
     log(f"run folder: {root}")
 
     rerun_rest = False

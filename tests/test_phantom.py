@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from knee_tf.phantom.labels import (
 from knee_tf.phantom.metal import MATERIALS, Implant, off_resonance_hz, susceptibility_artifact
 from knee_tf.phantom.render import SliceGeometry, render_slice, slab_weights
 from knee_tf.phantom.sites import NEW_SITE_CODE
-from knee_tf.phantom.synth import prepare_exam
+from knee_tf.phantom.synth import default_difficulty, prepare_exam
 
 N_EXAMS, SIZE = 4, 48
 
@@ -110,7 +111,7 @@ def test_manifest_columns_and_values(dataset):
     # labels are the annotator's: they differ from the rule only near a boundary, by at most the
     # annotator's offset, the quality shift and a few jitter sd
     assert ((df.label != df.rule_label) == df.label_flipped).all()
-    d = Difficulty()
+    d = default_difficulty()
     bound = df.annotator_offset_mm.abs() + d.quality_shift_mm + 5 * JITTER_MM
     assert (df[df.label_flipped].boundary_distance_mm.abs() <= bound[df.label_flipped]).all()
     assert (df.groupby("exam_id").annotator.nunique() == 1).all()
@@ -211,16 +212,18 @@ def test_annotators_are_consistent_and_spread_scales_their_offsets():
     assert poor.count("relevant") < 20
 
 
-def test_study_config_defaults_are_the_phantom_difficulty_defaults():
+def test_the_phantom_default_difficulty_is_the_study_configs():
     from knee_tf.config import StudyConfig
 
-    assert StudyConfig().synth_difficulty() == Difficulty()
+    assert default_difficulty() == StudyConfig().synth_difficulty()
+    with pytest.raises(TypeError):  # no second set of defaults in the phantom
+        Difficulty()
 
 
 @pytest.mark.parametrize("kw", [{"texture": -1}, {"hard_share": 1.5}, {"snr_scale": 0}])
 def test_bad_difficulty_is_rejected(kw):
     with pytest.raises(ValueError, match="Difficulty"):
-        Difficulty(**kw)
+        replace(default_difficulty(), **kw)
 
 
 @pytest.mark.parametrize("kw,match", [({"n_exams": 0}, "n_exams"),

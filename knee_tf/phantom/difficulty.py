@@ -16,8 +16,9 @@ Every knob scales a physically described effect; none is a label or an accuracy:
   annotator's boundary inwards (a doubtful slice is called irrelevant);
 * ``ghost_probability``: share of series planes with motion / pulsation ghosts.
 
-The defaults are the calibrated setting (``docs/calibration.md``) and equal ``StudyConfig``'s
-``synth_*`` defaults (a test checks that they agree).
+The knobs have no defaults here: the calibrated setting (``docs/calibration.md``) lives once, as
+``StudyConfig``'s ``synth_*`` defaults, and :meth:`knee_tf.config.StudyConfig.synth_difficulty`
+makes a :class:`Difficulty` of them.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Difficulty:
-    texture: float = 1.5
-    snr_scale: float = 0.55
-    hard_share: float = 0.6
-    annotator_spread: float = 0.35
-    quality_shift_mm: float = 2.0
-    ghost_probability: float = 0.3
+    texture: float
+    snr_scale: float
+    hard_share: float
+    annotator_spread: float
+    quality_shift_mm: float
+    ghost_probability: float
 
     def __post_init__(self):
         for name in ("texture", "snr_scale", "annotator_spread", "quality_shift_mm"):

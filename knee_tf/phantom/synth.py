@@ -143,11 +143,18 @@ def _pads(coil, coil_centre: np.ndarray, knee_centre: np.ndarray) -> list[Struct
     return out
 
 
+def default_difficulty() -> Difficulty:
+    """The calibrated knobs: ``StudyConfig``'s ``synth_*`` defaults (their one owner)."""
+    from knee_tf.config import StudyConfig
+
+    return StudyConfig().synth_difficulty()
+
+
 def prepare_exam(task: dict) -> dict:
     """Everything about one exam except its pixels: posed knee, implant, acquisition, header and
     the slice geometries (plane order, then slice order). Cheap; deterministic in ``task``."""
     seed, base_matrix = task["seed"], task["base_matrix"]
-    diff = Difficulty(**task.get("difficulty", {}))
+    diff = Difficulty(**task["difficulty"]) if "difficulty" in task else default_difficulty()
     r_pose, r_acq, r_noise, r_label, r_hard = _exam_rngs(seed, task["exam_index"])
     body = np.random.default_rng(np.random.SeedSequence([seed, 1, task["patient_index"]]))
     pose = sample_pose(r_pose)
@@ -281,7 +288,7 @@ def synthesize(out_dir, n_exams: int = 513, seed: int = 0, matrix: int = 256,
 
     n_exams >= 1; matrix: base acquisition matrix (>= 32; some sites use 0.75x or 2x);
     metal_fraction in [0, 1]; workers: processes (None or 0 = all cores); difficulty: the
-    :class:`~knee_tf.phantom.difficulty.Difficulty` knobs (None: its defaults). Returns the manifest
+    :class:`~knee_tf.phantom.difficulty.Difficulty` knobs (None: ``StudyConfig``'s defaults). Returns the manifest
     (one row per 2D image, columns :data:`MANIFEST_COLUMNS`). Byte-identical for any ``workers``.
     """
     if int(n_exams) < 1:
@@ -295,7 +302,7 @@ def synthesize(out_dir, n_exams: int = 513, seed: int = 0, matrix: int = 256,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plan = plan_exams(int(n_exams), int(seed), float(metal_fraction))
-    diff = difficulty if difficulty is not None else Difficulty()
+    diff = difficulty if difficulty is not None else default_difficulty()
     tasks = [dict(row, seed=int(seed), out_dir=str(out), base_matrix=int(matrix),
                   difficulty=asdict(diff)) for row in plan.to_dict("records")]
     n_workers = int(workers) if workers else (os.cpu_count() or 1)
