@@ -10,6 +10,11 @@ Without ``--model`` a LeNet of the default StudyConfig is trained briefly on a s
 than (2) and <= 4x the time of (1). Fast paths are warmed up (traced) first and timed as the median
 of --repeats interleaved runs (the ratio of the fastest runs is printed too, as the least
 contended estimate); the tf-keras-vis loop runs once.
+
+CAMs are always computed in float32 (a bfloat16-trained model is explained through its float32
+twin, ``knee_tf.precision.float32_twin``), so the forward pass timed in (1) is the float32 twin's
+too: the ratio compares like with like whatever precision the model trained in. The toy model
+trains in float32 unless ``--precision`` says otherwise.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 from knee_tf.cam import compute_cams, tf_keras_vis_cams
 from knee_tf.config import StudyConfig
 from knee_tf.model import load_model, predict_proba, train_classifier
+from knee_tf.precision import PRECISIONS, float32_twin
 
 
 def toy_disc_images(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -58,6 +64,7 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=StudyConfig().image_size)
     ap.add_argument("--batch-size", type=int, default=StudyConfig().cam_batch_size)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--precision", default="float32", choices=PRECISIONS, help="the toy model's training precision")
     ap.add_argument("--skip-reference", action="store_true",
                     help="skip the slow tf-keras-vis loop (forward vs compute_cams only)")
     a = ap.parse_args()
@@ -67,7 +74,7 @@ def main() -> None:
         size = int(model.inputs[0].shape[1])
     else:
         size = a.image_size
-        cfg = StudyConfig(image_size=size, epochs=2)
+        cfg = StudyConfig(image_size=size, epochs=2, precision=a.precision)
         (xt, yt), (xv, yv) = toy_disc_images(512, size, 1), toy_disc_images(128, size, 2)
         with tempfile.TemporaryDirectory() as tmp:
             model = train_classifier(xt, yt, xv, yv, Path(tmp) / "bench.keras", seed=cfg.seed, verbose=0,
@@ -75,10 +82,11 @@ def main() -> None:
     images, _ = toy_disc_images(a.n, size, 3)
     layers, methods = ("pool1", "pool2", "pool3", "pool4"), ("gradcam", "gradcam++")
 
-    predict_proba(model, images[: a.batch_size], a.batch_size)  # trace once
+    forward_model = float32_twin(model)  # the model itself when it computes in float32
+    predict_proba(forward_model, images[: a.batch_size], a.batch_size)  # trace once
     compute_cams(model, images[: a.batch_size], layers, methods, progress=False)
     times, results = interleaved_timings({
-        "forward": lambda: predict_proba(model, images, a.batch_size),
+        "forward": lambda: predict_proba(forward_model, images, a.batch_size),
         "cams": lambda: compute_cams(model, images, layers, methods, batch_size=a.batch_size,
                                      progress=False),
     }, a.repeats)
@@ -93,7 +101,7 @@ def main() -> None:
 
     print(f"model: {a.model or 'toy LeNet (default widths)'}  images: {a.n} x {size}x{size}  "
           f"batch: {a.batch_size}  maps: {len(layers)} layers x {len(methods)} methods")
-    print(f"(1) forward pass only      : {t_forward:8.2f} s  {a.n / t_forward:8.0f} img/s")
+    print(f"(1) forward pass (float32) : {t_forward:8.2f} s  {a.n / t_forward:8.0f} img/s")
     if t_tkv is not None:
         print(f"(2) tf-keras-vis loop (x{len(layers) * len(methods)}) : {t_tkv:8.2f} s  "
               f"{a.n / t_tkv:8.0f} img/s")
