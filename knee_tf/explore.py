@@ -33,6 +33,7 @@ import pandas as pd
 from knee_tf.vocab import (
     CAM_METHODS,
     CLASSES,
+    GRADCAM,
     INVERTED,
     PLANES,
     TRANSFORMS,
@@ -312,6 +313,28 @@ def cam_explorer(model, images, index: pd.DataFrame, layers, methods=CAM_METHODS
     box.controls = {"plane": plane, "label": label, "outcome": outcome, "image": choice, "layer": layer,
                     "method": method, "status": status, "picture": picture}
     return box
+
+
+def pick_flippable(model, images, labels, layer: str, method: str = GRADCAM, seed: int = 0,
+                   limit: int = 64) -> tuple[int, np.ndarray, float] | None:
+    """A seeded draw of an image that ``model`` classifies correctly (relevant ones first) and that some
+    w in [0, 1] of the weighted transform flips: (row, its prepared mask (H, W), the smallest flipping w), or None when
+    none of ``limit`` drawn candidates flips. images: float32 (N, H, W, 1); labels: int (N,)."""
+    from knee_tf.augment import prepare_mask
+    from knee_tf.model import predict_proba
+
+    p = predict_proba(model, images)[:, 1]
+    y = np.asarray(labels)
+    right = predicted_class(p) == y
+    rng = np.random.default_rng(seed)  # relevant slices first: darkening their anatomy is the paper's case
+    order = np.concatenate([rng.permutation(np.flatnonzero(right & (y == 1))),
+                            rng.permutation(np.flatnonzero(right & (y != 1)))])
+    for row in order[:limit]:
+        mask = prepare_mask(image_maps(model, images[row], layer, (method,))[method])
+        w = smallest_flipping_weight(model, images[row], mask)
+        if w is not None:
+            return int(row), mask, w
+    return None
 
 
 def augmentation_explorer(models: dict, images, index: pd.DataFrame, layer: str = "pool4", methods=CAM_METHODS,

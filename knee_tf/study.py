@@ -195,7 +195,7 @@ def step_done(run: Run, step: Step) -> bool:
 
 
 def start_run(root: Path, cfg: StudyConfig) -> Run:
-    """The run folder ``root`` for ``cfg``: created, with ``config.json`` written (or already there,
+    """The run folder ``root`` for ``cfg``: created, with its config file written (or already there,
     to resume). Raises InputError when it holds a run with a different config."""
     layout = RunLayout(root)
     if layout.config.exists() and StudyConfig.load(layout.config) != cfg:

@@ -2,8 +2,8 @@
 
 :func:`run_tour` executes the tour notebook with papermill into a run folder (its executed copy at
 ``RunLayout.executed_notebook(TOUR)``, a step marker with the seconds it took), so that
-``knee-tf html`` can render it like the study's notebooks. :func:`pick_flippable` chooses the
-image of the tour's "at what w does Model A flip?" exercise.
+``knee-tf html`` can render it like the study's notebooks. The image of the tour's "at what w
+does Model A flip?" exercise comes from :func:`knee_tf.explore.pick_flippable`.
 """
 
 from __future__ import annotations
@@ -13,39 +13,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from knee_tf.config import REPO_ROOT, StudyConfig, get_config, resolve
 from knee_tf.errors import StepFailed
 from knee_tf.io import atomic_write_text
 from knee_tf.layout import RunLayout
-from knee_tf.vocab import GRADCAM, predicted_class
 
 #: The tour notebook's file stem (notebooks/<TOUR>.ipynb).
 TOUR = "00_tour"
-
-
-def pick_flippable(model, images, labels, layer: str, method: str = GRADCAM, seed: int = 0,
-                   limit: int = 64) -> tuple[int, np.ndarray, float] | None:
-    """A seeded draw of an image that ``model`` classifies correctly (relevant ones first) and that some
-    w in [0, 1] of the weighted transform flips: (row, its prepared mask (H, W), the smallest flipping w), or None when
-    none of ``limit`` drawn candidates flips. images: float32 (N, H, W, 1); labels: int (N,)."""
-    from knee_tf.augment import prepare_mask
-    from knee_tf.explore import image_maps, smallest_flipping_weight
-    from knee_tf.model import predict_proba
-
-    p = predict_proba(model, images)[:, 1]
-    y = np.asarray(labels)
-    right = predicted_class(p) == y
-    rng = np.random.default_rng(seed)  # relevant slices first: darkening their anatomy is the paper's case
-    order = np.concatenate([rng.permutation(np.flatnonzero(right & (y == 1))),
-                            rng.permutation(np.flatnonzero(right & (y != 1)))])
-    for row in order[:limit]:
-        mask = prepare_mask(image_maps(model, images[row], layer, (method,))[method])
-        w = smallest_flipping_weight(model, images[row], mask)
-        if w is not None:
-            return int(row), mask, w
-    return None
 
 
 def run_tour(config: str | StudyConfig = "tour", out: str | Path | None = None, log=print) -> Path:

@@ -53,7 +53,7 @@ from knee_tf.faithfulness import faithfulness_curves
 from knee_tf.ingest import ingest
 from knee_tf.model import predict_proba, train_classifier
 from knee_tf.study import ensure_dataset, open_run
-from knee_tf.tour import pick_flippable
+from knee_tf.explore import pick_flippable
 from knee_tf.vocab import CLASSES, GRADCAM, MODEL_A, MODEL_B, NORMAL, PLANES, TEST, TRAIN, VAL, predicted_class
 
 # %% tags=["parameters"]

@@ -48,7 +48,7 @@ from knee_tf.cohorts import (
 from knee_tf.config import seed_everything
 from knee_tf.data import pick_examples, shows_anatomy
 from knee_tf.dicom_write import export_augmented_dicom
-from knee_tf.explore import augmentation_explorer
+from knee_tf.explore import augmentation_explorer, pick_flippable
 from knee_tf.model import load_model, predict_proba
 from knee_tf.study import open_run
 from knee_tf.vocab import GRADCAM, MODEL_A, MODEL_B, NORMAL, TEST, TRAIN, predicted_class
@@ -136,7 +136,7 @@ print(f"wrote {len(paths)} derived DICOM files to {run.layout.aug_dicom}")
 
 # %% [markdown]
 # ## Explore: what does it take to fool Model A?
-# Pick a test image (the first is Figure 2's first row), a method, inverted or weighted, the weight w
+# Pick a test image (the first shown is one that some w flips, when the test split has one), a method, inverted or weighted, the weight w
 # and an optional Gaussian smoothing of the map (σ in pixels). Left to right: the image, the mask M
 # (Model A's map at the augmentation layer, for its own call), and the augmented image
 # `image × (1 − w·M)`. Below: each model's probability of *relevant* on the augmented image, beside
@@ -150,4 +150,6 @@ print(f"wrote {len(paths)} derived DICOM files to {run.layout.aug_dicom}")
 # %%
 model_b_path = run.layout.model(MODEL_B, run.seeds[0])
 models = {MODEL_A: model_a, MODEL_B: load_model(model_b_path) if model_b_path.exists() else None}
-display(augmentation_explorer(models, x_test, test_index, cfg.aug_layer, cfg.cam_methods, start=int(rows[0])))
+flippable = pick_flippable(model_a, x_test, y_test, cfg.aug_layer, seed=cfg.seed)  # (row, mask, w) or None
+start = flippable[0] if flippable else int(rows[0])
+display(augmentation_explorer(models, x_test, test_index, cfg.aug_layer, cfg.cam_methods, start=start))

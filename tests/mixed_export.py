@@ -58,7 +58,8 @@ def _series(root: Path, name: str, planes, n_per_plane: int, study: str, patient
 
 
 def make_mixed_export(root: str | Path) -> dict:
-    """Write the mixed folder under ``root``; return {"taken": n, "files": n, "reported": {reason: n}}."""
+    """Write the mixed folder under ``root``; return {"taken": n, "files": n, "reported": {reason: n},
+    "dicomdir_images": n, ...}."""
     from knee_tf.phantom import synthesize
 
     root = Path(root)
@@ -79,6 +80,7 @@ def make_mixed_export(root: str | Path) -> dict:
     from pydicom.fileset import FileSet
 
     fs = FileSet()
+    n_cd = int((df["exam_id"] == exams[2]).sum())
     for rel in df.loc[df["exam_id"] == exams[2], "path"]:
         fs.add(pydicom.dcmread(synth / rel))
         taken += 1
@@ -128,4 +130,5 @@ def make_mixed_export(root: str | Path) -> dict:
     rep("unreadable", 5)
     n_files = sum(1 for p in root.rglob("*") if p.is_file())
     assert n_files == taken + sum(reported.values()), (n_files, taken, reported)
-    return {"taken": taken, "files": n_files, "reported": reported, "exams": exams, "synth": synth}
+    return {"taken": taken, "files": n_files, "reported": reported, "exams": exams, "synth": synth,
+            "dicomdir_images": n_cd}

@@ -43,7 +43,8 @@ def test_planes_from_orientation_and_taken_series(scanned, export):
     assert (loose["plane"] == loose["path"].map(by_file)).all()
     siemens = res.manifest[res.manifest["path"].str.startswith("siemens/")]
     assert sorted(collections.Counter(siemens["plane"]).values()) == [3, 3, 3]
-    assert res.manifest["path"].str.startswith("cd/").sum() == 23  # the DICOMDIR file set
+    # the DICOMDIR file set: one exam's localizer, every slice of it
+    assert res.manifest["path"].str.startswith("cd/").sum() == expected["dicomdir_images"] > 0
     assert res.manifest["image_id"].is_unique
     assert (res.manifest["label"] == "").all() and (res.manifest["split"] == "").all()
 
