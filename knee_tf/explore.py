@@ -121,15 +121,11 @@ def cam_view(model, image, layers, methods=CAM_METHODS) -> CamView:
 
 
 def image_maps(model, image, layer: str, methods=CAM_METHODS) -> dict:
-    """One image's maps at one layer for the predicted class: {method: float32 (H, W) in [0, 1]}.
-
-    Computed on a batch of two copies of the image: on tensorflow-cpu 2.21, :func:`compute_cams` on
-    a batch of exactly one image crashed the process (heap corruption) on the reference machine.
-    """
+    """One image's maps at one layer for the predicted class: {method: float32 (H, W) in [0, 1]}."""
     from knee_tf.cam import compute_cams
 
     x = np.asarray(image, dtype=np.float32)
-    res = compute_cams(model, np.stack([x, x]), layers=(layer,), methods=methods, progress=False)
+    res = compute_cams(model, x[None], layers=(layer,), methods=methods, progress=False)
     return {m: res.select(m, layer)[0] for m in res.methods}
 
 
