@@ -149,6 +149,7 @@ def main(argv=None) -> int:
     res = train_classifier(x_tr, y_tr, x_va, y_va, work / f"model_{MODEL_A}.keras", seed=cfg.seed,
                            verbose=2, **cfg.training_settings())
     acc = {}
+    frames = []
     noise_share = float("nan")
     for cohort in (NORMAL, NEW_SITE, METAL):
         x, y, idx = data.split(TEST, cohort=cohort)
@@ -157,10 +158,20 @@ def main(argv=None) -> int:
         pred = predicted_class(predict_proba(res.model, x, cfg.predict_batch_size)[:, 1])
         correct = pred == y
         acc[cohort] = accuracy_ci(correct, n_boot=cfg.n_bootstrap, seed=0)
+        frame = idx.assign(prob_relevant=predict_proba(res.model, x, cfg.predict_batch_size)[:, 1],
+                           correct=correct)
+        frames.append(frame)
         if cohort == NORMAL:
             noisy = idx[LABEL_NOISE_COLUMN].astype(str).str.lower() == "true"
             noise_share = float(noisy[~correct].mean()) if (~correct).any() else 0.0
             x_test, y_test = x, y
+    # every test prediction beside the phantom's manifest (boundary distance, site, hard exam ...),
+    # so a trial's errors can be analysed afterwards: work/test_predictions.csv
+    import pandas as pd
+    manifest = pd.read_csv(data_dir / "data_manifest.csv")
+    keep = [c for c in manifest.columns if c not in frames[0].columns or c == "image_id"]
+    preds = pd.concat(frames).merge(manifest[keep], on="image_id", how="left", validate="1:1")
+    preds.to_csv(work / "test_predictions.csv", index=False)
     base = linear_baseline(x_tr, y_tr, x_test, y_test)
     flips = data.index[LABEL_NOISE_COLUMN].astype(str).str.lower() == "true"
     # metal exams' labels are the same annotator model; the rate is over every image
