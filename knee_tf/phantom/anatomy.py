@@ -191,6 +191,7 @@ class Pose:
     plateau_scale: float = 1.0  # tibial plateau width and depth, 0.9-1.1
     fibula_height: float = 0.0  # fibular head up (+) or down along the tibia (mm), +-7
     patella_scale: float = 1.0  # patella size, 0.85-1.15
+    tibial_slope_deg: float = 0.0  # posterior slope of the tibial plateau, 0-12
 
 
 def sample_pose(rng: np.random.Generator) -> Pose:
@@ -382,8 +383,9 @@ def build_knee(pose: Pose) -> Knee:
                   (12, 3.5), (13, 3.5))
 
     # tibia: cartilage, cortex, marrow (plateau with two compartments + eminence)
+    slope = _rot_x(-np.radians(pose.tibial_slope_deg))
     k.add("tibial cartilage", "cartilage", cyl(-6, -0.5, (36 * pose.plateau_scale, 24 * pose.plateau_scale),
-                                               (36 * pose.plateau_scale, 24 * pose.plateau_scale)), "tibia", (0, 4, 0),
+                                               (36 * pose.plateau_scale, 24 * pose.plateau_scale)), "tibia", (0, 4, 0), axes=slope,
           report=False)
     pl = pose.plateau_scale
     tibia_parts = [("tibial plateau", cyl(-28, -3, (38 * pl, 26 * pl), (38 * pl, 26 * pl)), (0, 4, 0), 1.5),
@@ -393,10 +395,13 @@ def build_knee(pose: Pose) -> Knee:
                    ("tibial tuberosity", Ellipsoid((10, 6, 14)), (0, -22, -34), 1.5),
                    ("fibular head", Ellipsoid((10, 10, 11)), (-38 * pl, 18, -22 + pose.fibula_height), 1.5),
                    ("fibular shaft", cyl(-270, -28, (7, 7), (7, 7)), (-37, 20, 0), 2.0)]
+    # the plateau slopes down towards the back (the posterior tibial slope), about its top centre
+    sloped = ("tibial plateau", "intercondylar eminence")
     for name, shape, c, _ in tibia_parts:
-        k.add(name, "cortex", shape, "tibia", c)
+        k.add(name, "cortex", shape, "tibia", c, axes=slope if name in sloped else None)
     for name, shape, c, t in tibia_parts:
-        k.add(name, "marrow", _shrunk(shape, t), "tibia", c, report=False)
+        k.add(name, "marrow", _shrunk(shape, t), "tibia", c, report=False,
+              axes=slope if name in sloped else None)
     k.add("tibial physeal scar", "cortex", Ellipsoid((28, 20, 0.9)), "tibia", (0, 5, -22),
           report=False)
 
