@@ -12,10 +12,11 @@ folder per job moved into place whole (:func:`knee_tf.io.atomic_dir`):
 * ``job.json``: the run folder's record plus :func:`provenance`: the job's result-relevant settings and
   their digest, the digest of the ingested data's content, the ingest cache key and the code commit.
 
-No model file is published (a default Model A is ~2 MB with no optimizer state, ~6 MB with it; the
-full grid has 31 Model A jobs): a later session retrains the Model A a pending job needs, with the
-same seed and therefore the same weights, and :func:`check_retrained` requires its predictions to
-equal the published ones byte for byte.
+No model file is published: a default ``model.keras`` (saved with the optimizer's state) is about
+20 times one job's published predictions (``bench/published_size.py``, ``bench/logs/published_size.txt``),
+and the full grid has 31 Model A jobs. A later session retrains the Model A a pending job needs,
+with the same seed and therefore the same weights, and :func:`check_retrained` requires its
+predictions to equal the published ones byte for byte.
 
 A later grid skips every job published with the same settings digest and data digest
 (:func:`published_status`), and refuses, in one line naming the job and what differs, one published

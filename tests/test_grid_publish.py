@@ -110,7 +110,7 @@ def test_a_retrained_model_a_that_differs_from_its_published_predictions_fails_l
     pub = _copy(published["pub"], tmp_path / "grid")
     path = pub.predictions(MODEL_A, 0)
     df = pd.read_parquet(path)
-    df.loc[3, "p_relevant"] = df.loc[3, "p_relevant"] / 2
+    df.loc[3, "p_relevant"] = 0.25 if df.loc[3, "p_relevant"] > 0.5 else 0.75  # one probability changed
     df.to_parquet(path, compression="zstd", index=False)
     with pytest.raises(RuntimeError, match=r"A seed 0 trained again does not reproduce its published predictions "
                                            r".*first differing row"):
@@ -172,3 +172,25 @@ def test_cli_publish_options_need_publish():
     from knee_tf.cli import main
 
     assert main(["grid", "--config", "smoke", "--republish"]) == 2
+
+
+def test_notebook_07s_assembly_from_a_run_folder(published):
+    """knee_tf.controls_study as notebook 07 calls it: the run's store (own predictions and cam_b), its
+    tables, the ablation panels and the learning curve's points."""
+    from knee_tf.controls_study import ablation_panels, learning_curves, run_store, study_tables
+    from knee_tf.vocab import CAM_B
+
+    data = open_cache(published["cache"])
+    store = run_store(published["tmp"] / "run1", JOBS, published["cfg"], data)
+    assert list(store.columns) == list(STORE_COLUMNS) and CAM_B in set(store["cohort"])
+    own = store[store["cohort"] != CAM_B].reset_index(drop=True)
+    pd.testing.assert_frame_equal(own.astype({"cohort": str}),
+                                  gp.read_published(published["pub"]).pipe(
+                                      lambda d: store_frame(d, published["index"])).astype({"cohort": str}),
+                                  check_categorical=False)
+    tables = study_tables(store, JOBS, published["cfg"].replace(n_bootstrap=20))
+    assert set(tables) == {"arms_table", "effects_table", "prescription_table"}
+    assert ablation_panels(store) == {}  # no ablation arm trained
+    curves = learning_curves(data, published["cfg"].replace(learning_curve_exams=(5,)))
+    assert [n for _, n in curves[MODEL_A]][0] == 5 and curves[MODEL_B][0][0] == "B_n5"
+    assert learning_curves(data, published["cfg"]) == {}
