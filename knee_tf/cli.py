@@ -131,6 +131,13 @@ def _add_grid(sub) -> None:
                    help="override a StudyConfig field for the whole grid (repeatable)")
     p.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>-<config>-grid/); "
                                                "a run of `knee-tf study` works too: its ingest is reused")
+    p.add_argument("--publish", action="store_true",
+                   help="publish each finished job into results/grid/ of the repository (knee_tf.grid_publish) "
+                        "and skip jobs published there with the same settings and data")
+    p.add_argument("--publish-dir", default="", help="with --publish: the published grid folder "
+                                                     "(default: results/grid of the repository)")
+    p.add_argument("--republish", action="store_true",
+                   help="with --publish: retrain and replace published jobs whose settings or data differ")
     p.set_defaults(func=_cmd_grid)
 
 
@@ -142,6 +149,8 @@ def _cmd_grid(a) -> int:
     from knee_tf.ingest import ingest
     from knee_tf.study import RUNS_DIR, ensure_dataset, start_run
 
+    if (a.republish or a.publish_dir) and not a.publish:
+        raise InputError("--republish and --publish-dir only apply with --publish")
     cfg = get_config(a.config).with_settings(a.settings)
     root = resolve(a.out) if a.out else RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}-grid"
     run = start_run(root, cfg)
@@ -158,9 +167,17 @@ def _cmd_grid(a) -> int:
     arms = [arm.strip() for arm in a.arms.split(",") if arm.strip()]
     jobs = plan_jobs(arms, range(cfg.seed, cfg.seed + n_seeds)) if arms else controls_plan(cfg.replace(n_seeds=n_seeds))
     print(f"run folder: {root}; {len(jobs)} jobs: {', '.join(j.label for j in jobs)}")
+    publish = None
+    if a.publish:
+        from knee_tf.config import REPO_ROOT
+        from knee_tf.layout import PublishedGrid, published_grid
+
+        publish = PublishedGrid(resolve(a.publish_dir)) if a.publish_dir else published_grid(REPO_ROOT)
     res = run_grid(jobs, cfg, root, cache_dir, scheduler=cfg.scheduler if a.scheduler is None else a.scheduler,
-                   workers=a.workers)
-    print(f"grid finished: {len(res.ran)} ran, {len(res.skipped)} skipped, {len(res.failed)} failed ({root})")
+                   workers=a.workers, publish=publish, republish=a.republish)
+    extra = (f", {len(res.skipped_published)} skipped as published, {len(res.published)} published to "
+             f"{publish.root}" if publish is not None else "")
+    print(f"grid finished: {len(res.ran)} ran, {len(res.skipped)} skipped{extra}, {len(res.failed)} failed ({root})")
     return 1 if res.failed else 0
 def _add_tour(sub) -> None:
     p = sub.add_parser("tour", help="run the classroom tour (notebooks/00_tour) into a run folder")

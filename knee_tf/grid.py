@@ -257,12 +257,19 @@ def run_job(job: Job, config: dict, cache_dir: str, model_a=None) -> dict:
 
 @dataclass
 class GridResult:
-    """What :func:`run_grid` did: job labels that ran, were skipped (finished earlier) or failed (label -> error)."""
+    """What :func:`run_grid` did: job labels that ran, were skipped (finished earlier in the run folder)
+    or failed (label -> error), and what publishing did."""
 
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     dashboard: str | None = None
+    # with publishing (knee_tf.grid_publish): jobs skipped because they are published with the same
+    # settings and data; jobs published by this run; published Model A jobs trained again for a
+    # pending dependent (their predictions checked against the published ones)
+    skipped_published: list[str] = field(default_factory=list)
+    published: list[str] = field(default_factory=list)
+    retrained: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -308,13 +315,22 @@ def _one_line(e: BaseException) -> str:
 
 
 def run_grid(jobs: Iterable[Job], config: StudyConfig, run_dir, cache_dir, scheduler: str = "", workers: int = -1,
-             progress: bool = True, log: Callable[[str], None] = print) -> GridResult:
+             progress: bool = True, log: Callable[[str], None] = print, publish=None,
+             republish: bool = False) -> GridResult:
     """Run ``jobs`` (see :func:`plan_jobs`) into ``run_dir``; skip finished ones; return a :class:`GridResult`.
 
     config: the run's StudyConfig (each job applies its overrides); cache_dir: the ingest cache
     folder every worker reads; scheduler: ``"tcp://HOST:PORT"`` of an existing Dask scheduler, or
     ``""``; workers (without a scheduler): 0 = in this process, N = a LocalCluster of N
     single-threaded workers on loopback, -1 = one per CPU. A failed job does not stop the others.
+
+    publish: a :class:`knee_tf.layout.PublishedGrid` (or its folder) to publish every finished job
+    into as it finishes (:mod:`knee_tf.grid_publish`); jobs published there with the same settings
+    and data are skipped, a published Model A that a pending job needs is trained again (same seed,
+    same weights; its predictions must equal the published ones). A job published with other
+    settings or data is refused (ValueError, one line) unless ``republish``: then it is trained
+    again and replaced. Jobs run grouped by their Model A (A first), so that a grid interrupted
+    between sessions leaves few Model A jobs to train again.
     """
     layout = RunLayout(run_dir)
     layout.models.mkdir(parents=True, exist_ok=True)
@@ -327,19 +343,39 @@ def run_grid(jobs: Iterable[Job], config: StudyConfig, run_dir, cache_dir, sched
     cache_dir = str(Path(cache_dir).resolve())
     config_dict = config.to_dict()
     result = GridResult(skipped=[j.label for j in jobs if job_done(layout, j)])
-    todo = sorted((j for j in jobs if not job_done(layout, j)), key=lambda j: j.arm != MODEL_A)  # A jobs first
     if result.skipped:
         log(f"grid: {len(result.skipped)} job(s) finished earlier, skipped: {', '.join(result.skipped)}")
+    publisher = None if publish is None else _Publisher(publish, jobs, config, layout, cache_dir, republish, log)
+    done = {j for j in jobs if job_done(layout, j) or (publisher is not None and j in publisher.ok)}
+    if publisher is not None:
+        publisher.publish_finished(jobs, result)
+        result.skipped_published = [j.label for j in jobs if j in publisher.ok and not job_done(layout, j)]
+        if result.skipped_published:
+            log(f"grid: {len(result.skipped_published)} job(s) published earlier with these settings and data, "
+                f"skipped: {', '.join(result.skipped_published)}")
+    todo = [j for j in jobs if j not in done]
+    if publisher is not None:
+        todo = publisher.model_a_to_retrain(todo) + todo
+    group = {}
+    for j in jobs:
+        group.setdefault(j.model_a() or j, len(group))
+    todo = sorted(todo, key=lambda j: (group.get(j.model_a() or j, len(group)), j.arm != MODEL_A))
     if not todo:
         return result
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(jobs), initial=len(result.skipped), desc="grid jobs", unit="job", disable=not progress)
+    def commit(job: Job, out: dict) -> None:
+        if publisher is None:
+            commit_job(layout, job, out)
+        else:
+            publisher.commit(job, out, result)
+
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="grid jobs", unit="job", disable=not progress)
     try:
         if not scheduler and workers == 0:
-            _run_in_process(todo, layout, config_dict, cache_dir, result, bar, log)
+            _run_in_process(todo, layout, config_dict, cache_dir, result, bar, log, commit)
         else:
-            _run_on_dask(todo, layout, config_dict, cache_dir, scheduler, workers, result, bar, log)
+            _run_on_dask(todo, layout, config_dict, cache_dir, scheduler, workers, result, bar, log, commit)
     finally:
         bar.close()
     for label, error in result.failed.items():
@@ -347,11 +383,72 @@ def run_grid(jobs: Iterable[Job], config: StudyConfig, run_dir, cache_dir, sched
     return result
 
 
+class _Publisher:
+    """run_grid's publishing (knee_tf.grid_publish): which jobs are published, and what to do as each finishes."""
+
+    def __init__(self, publish, jobs, config, layout, cache_dir, republish, log):
+        from knee_tf import grid_publish as gp
+        from knee_tf.ingest import open_cache
+        from knee_tf.layout import PublishedGrid
+
+        self.gp, self.layout, self.log = gp, layout, log
+        self.pub = publish if isinstance(publish, PublishedGrid) else PublishedGrid(publish)
+        self.index = open_cache(cache_dir).index
+        data, commit = gp.data_digest(cache_dir), gp.code_commit()
+        self.provenance = {j: gp.provenance(j.settings(config), data, Path(cache_dir).name, commit) for j in jobs}
+        self.ok, mismatched = set(), {}
+        for j in jobs:
+            published, differs = gp.published_status(self.pub, j, self.provenance[j])
+            if published and not differs:
+                self.ok.add(j)
+            elif published:
+                mismatched[j] = differs
+        if mismatched and not republish:
+            raise ValueError(gp.mismatch_error(self.pub, mismatched))
+        for j, what in mismatched.items():
+            log(f"grid: {j.label} published with other settings or data ({what}): trained again and replaced")
+        self.retrain: set[Job] = set()
+
+    def publish_finished(self, jobs, result) -> None:
+        """Publish the run folder's finished jobs that are not published yet (a run stopped between the two)."""
+        for j in jobs:
+            if j in self.ok or not job_done(self.layout, j):
+                continue
+            record = json.loads(self.layout.job_record(j.name, j.seed).read_text())
+            differs = self.gp.differences(record, self.provenance[j]) if "settings_digest" in record else \
+                "its record has no settings digest (trained without --publish)"
+            if differs:
+                self.log(f"grid: {j.label} of the run folder not published: {differs}")
+                continue
+            self.gp.publish_job(self.pub, self.layout, j, self.index)
+            self.ok.add(j)
+            result.published.append(j.label)
+
+    def model_a_to_retrain(self, todo) -> list[Job]:
+        """The published Model A jobs that pending jobs need but the run folder lacks."""
+        need = [j.model_a() for j in todo if j.model_a() is not None]
+        self.retrain = {a for a in need if a in self.ok and not job_done(self.layout, a)}
+        if self.retrain:
+            self.log(f"grid: {len(self.retrain)} published Model A job(s) trained again for their dependents: "
+                     + ", ".join(a.label for a in dict.fromkeys(a for a in need if a in self.retrain)))
+        return list(dict.fromkeys(a for a in need if a in self.retrain))
+
+    def commit(self, job: Job, out: dict, result: GridResult) -> None:
+        out["record"].update(self.provenance[job])
+        commit_job(self.layout, job, out)
+        if job in self.retrain:
+            self.gp.check_retrained(self.pub, self.layout, job, self.index)
+            result.retrained.append(job.label)
+        else:
+            self.gp.publish_job(self.pub, self.layout, job, self.index)
+            result.published.append(job.label)
+
+
 def _saved_model(layout: RunLayout, job: Job) -> bytes:
     return layout.model(job.name, job.seed).read_bytes()
 
 
-def _run_in_process(todo, layout, config_dict, cache_dir, result, bar, log) -> None:
+def _run_in_process(todo, layout, config_dict, cache_dir, result, bar, log, commit) -> None:
     outputs: dict[Job, dict] = {}
     for job in todo:
         dep = job.model_a()
@@ -364,14 +461,14 @@ def _run_in_process(todo, layout, config_dict, cache_dir, result, bar, log) -> N
             except Exception as e:  # reported by name; the other jobs go on
                 result.failed[job.label] = _one_line(e)
             else:
-                commit_job(layout, job, out)
+                commit(job, out)
                 result.ran.append(job.label)
                 if any(j.model_a() == job for j in todo):
                     outputs[job] = out
         bar.update(1)
 
 
-def _run_on_dask(todo, layout, config_dict, cache_dir, scheduler, workers, result, bar, log) -> None:
+def _run_on_dask(todo, layout, config_dict, cache_dir, scheduler, workers, result, bar, log, commit) -> None:
     import logging
 
     from distributed import Client, LocalCluster, as_completed
@@ -410,7 +507,7 @@ def _run_on_dask(todo, layout, config_dict, cache_dir, scheduler, workers, resul
                 else:
                     result.failed[job.label] = _one_line(fut.exception())
             else:
-                commit_job(layout, job, fut.result())
+                commit(job, fut.result())
                 result.ran.append(job.label)
             bar.update(1)
     finally:
@@ -531,15 +628,18 @@ def cross_cohort_predictions(run_dir, jobs: Iterable[Job], config: StudyConfig, 
 
 def arm_info(jobs: Iterable[Job]):
     """One row per model name of ``jobs``: arm, variant, family, budget and description (from the arm
-    registry), beside each arm in the published arms table."""
+    registry), and n_seeds_planned (how many jobs of that name ``jobs`` has), beside each arm in the
+    published arms table (whose ``n_seeds`` says how many the predictions have: a partial grid shows)."""
     import pandas as pd
 
     from knee_tf.arms import get_arm
 
+    jobs = list(dict.fromkeys(jobs))
     rows = []
-    for j in dict.fromkeys(jobs):
+    for j in jobs:
         a = get_arm(j.arm)
         what = a.description + (f"; {dict(j.overrides)}" if j.overrides else "")
         rows.append({"arm": j.name, "registered_arm": j.arm, "variant": j.variant, "family": a.family or j.arm,
-                     "budget": a.budget, "description": what})
+                     "budget": a.budget, "description": what,
+                     "n_seeds_planned": sum(k.name == j.name for k in jobs)})
     return pd.DataFrame(rows).drop_duplicates("arm").reset_index(drop=True)

@@ -42,6 +42,9 @@ from knee_tf.vocab import encode_labels
 
 PREPROCESS_VERSION = 2  # bump when the cache's content changes (2: headers.jsonl)
 ON_ERROR = ("fail", "skip")
+#: The cache files whose bytes are the ingested data (images and index rows): what
+#: :func:`knee_tf.grid_publish.data_digest` hashes.
+CONTENT_FILES: tuple[str, ...] = ("images.npy", "index.csv")
 
 
 @dataclass

@@ -18,6 +18,7 @@ A run folder (``runs/<timestamp>-<config>/`` unless ``--out`` names one)::
         job.json                        written last: the job, its settings and where and how it ran
     results/*.csv, *.json, *.md       tables (what the paper reports, and more)
     results/prediction_store.parquet  the prediction store: every (arm, seed, condition)'s per-image predictions
+    (in the repository, results/grid/model_<name>_seed<S>/ holds each published grid job: PublishedGrid)
     figures/*.png                     figures
     html/index.html, html/NN_*.html   the executed notebooks rendered as static pages (knee-tf html)
 
@@ -82,6 +83,15 @@ MODEL_FILES: dict[str, str] = {
 }
 #: Files of the repository's top level that record a published run (see knee_tf.study.publish).
 PUBLISHED_RECORD = "published.json"
+#: The published grid (knee_tf.grid_publish): ``<top>/results/grid/model_<name>_seed<S>/``, one folder per
+#: finished grid job, committed to the repository so that a grid advances across sessions.
+PUBLISHED_GRID = "grid"
+#: The files of one published job, by the PublishedGrid method naming each (no model: too big for git).
+PUBLISHED_JOB_FILES: dict[str, str] = {
+    "predictions": "predictions.parquet",  # the job's rows in the prediction store's schema (zstd)
+    "training_log": "training_log.csv",  # the run folder's training log, as it is
+    "job_record": "job.json",  # the run folder's job record with settings, data digest and code commit
+}
 
 
 class RunLayout:
@@ -177,6 +187,41 @@ class RunLayout:
 
     def relative(self, path: Path) -> str:
         return str(Path(path).relative_to(self.root))
+
+
+class PublishedGrid:
+    """Every path of the published grid folder (``<top>/results/grid``, :func:`published_grid`).
+
+    One folder per finished job, named as the run folder's model folder, moved into place whole
+    (:func:`knee_tf.io.atomic_dir`): a folder that exists is complete. Files: :data:`PUBLISHED_JOB_FILES`.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"PublishedGrid({str(self.root)!r})"
+
+    def job_dir(self, name: str, seed: int) -> Path:
+        return self.root / RunLayout.model_name(name, seed)
+
+    def predictions(self, name: str, seed: int) -> Path:
+        return self.job_dir(name, seed) / PUBLISHED_JOB_FILES["predictions"]
+
+    def training_log(self, name: str, seed: int) -> Path:
+        return self.job_dir(name, seed) / PUBLISHED_JOB_FILES["training_log"]
+
+    def job_record(self, name: str, seed: int) -> Path:
+        return self.job_dir(name, seed) / PUBLISHED_JOB_FILES["job_record"]
+
+    def records(self) -> list[Path]:
+        """The job records of every published job, sorted by folder name."""
+        return sorted(self.root.glob(f"model_*/{PUBLISHED_JOB_FILES['job_record']}"))
+
+
+def published_grid(top: str | Path) -> PublishedGrid:
+    """The published grid of the repository (or a copy of it) at ``top``: ``top``/results/grid."""
+    return PublishedGrid(Path(top) / "results" / PUBLISHED_GRID)
 
 
 def published_record(top: str | Path) -> Path:

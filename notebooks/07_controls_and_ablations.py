@@ -40,17 +40,21 @@
 # predictions), the arms, effects and prescription tables, and the figures below.
 
 # %%
-import pandas as pd
 from IPython.display import Markdown, display
 
-from knee_tf import arms, grid, plots, prediction_store, report
-from knee_tf.config import seed_everything
+from knee_tf import controls_study, grid, plots, prediction_store, report
+from knee_tf.config import REPO_ROOT, seed_everything
+from knee_tf.layout import published_grid
 from knee_tf.study import open_run
-from knee_tf.vocab import MODEL_A, MODEL_B
+from knee_tf.vocab import MODEL_A
 
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | "full" | path to a StudyConfig JSON (run folders hold one)
 run_dir = ""  # empty: the newest run folder under runs/
+# "run": train the grid's jobs into the run folder and read them there; "published": read the jobs
+# published to results/grid/ (`knee-tf grid --publish`), a partial grid reported as partial (no
+# cam_transfer / cam_b rows: those cohorts need the models, which are not published)
+source = "run"
 
 # %%
 run = open_run(run_dir, config)
@@ -64,7 +68,9 @@ print(f"{len(jobs)} jobs: {', '.join(j.label for j in jobs)}")
 # ## Train every arm (finished jobs are skipped)
 
 # %%
-grid.run_grid(jobs, cfg, run.root, data.cache_dir, scheduler=cfg.scheduler, workers=cfg.grid_workers).raise_failed()
+if source == "run":
+    grid.run_grid(jobs, cfg, run.root, data.cache_dir, scheduler=cfg.scheduler,
+                  workers=cfg.grid_workers).raise_failed()
 
 # %% [markdown]
 # ## The prediction store
@@ -73,21 +79,20 @@ grid.run_grid(jobs, cfg, run.root, data.cache_dir, scheduler=cfg.scheduler, work
 # other jobs' models, so they are scored here. Everything below is computed from this one table.
 
 # %%
-study_jobs = [j for j in jobs if j.variant != grid.TRANSFER_VARIANT]
-predictions = pd.concat([grid.read_predictions(run.root, study_jobs, held_out=True),
-                         grid.cross_cohort_predictions(run.root, study_jobs, cfg, data.cache_dir)], ignore_index=True)
-prediction_store.write_store(run.layout.prediction_store, prediction_store.store_frame(predictions, data.index))
+if source == "run":
+    table = controls_study.run_store(run.root, jobs, cfg, data)
+else:
+    table = controls_study.published_store(published_grid(REPO_ROOT), jobs)
+prediction_store.write_store(run.layout.prediction_store, table)
 store = prediction_store.read_store(run.layout.prediction_store)
 print(f"{len(store):,} predictions of {store.groupby(['arm', 'seed'], observed=True).ngroups} models")
+print(controls_study.grid_status_line(store, jobs))
 
 # %% [markdown]
 # ## Arms, effects and the prescription endpoint
 
 # %%
-info = grid.arm_info(study_jobs)
-tables = prediction_store.recompute_tables(store, grid.controls_comparisons(study_jobs),
-                                           family=dict(zip(info["arm"], info["family"], strict=True)),
-                                           arm_info=info, n_boot=cfg.n_bootstrap, ece_bins=cfg.ece_bins)
+tables = controls_study.study_tables(store, jobs, cfg)
 for name, table in tables.items():
     run.write_csv(getattr(run.layout, name), table)
 display(Markdown(report.effects_markdown(tables["effects_table"])))
@@ -111,15 +116,11 @@ run.savefig(plots.plot_forest(versus_a), run.layout.figure_forest)
 # when data is scarce.
 
 # %%
-trained = set(store["arm"].astype(str))
-ablations = {name: [(a, label) for a, label in panel if a in trained] for name, panel in arms.ABLATION_PANELS.items()}
-ablations = {name: panel for name, panel in ablations.items() if len(panel) > 1}
+ablations = controls_study.ablation_panels(store)
 if ablations:
     run.savefig(plots.plot_ablations(versus_a, ablations), run.layout.figure_ablations)
-if cfg.learning_curve_exams:
-    n_all = arms.training_split(data, cfg)[2]["exam_id"].nunique()
-    curves = {arm: [(f"{arm}_{grid.learning_curve_variant(n)}", n) for n in cfg.learning_curve_exams] + [(arm, n_all)]
-              for arm in (MODEL_A, MODEL_B)}
+curves = controls_study.learning_curves(data, cfg)
+if curves:
     run.savefig(plots.plot_learning_curve(tables["arms_table"], curves), run.layout.figure_learning_curve_exams)
 
 # %% [markdown]

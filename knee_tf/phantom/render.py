@@ -151,20 +151,29 @@ def paint(structures, signals: dict[str, tuple[float, ...]], geom: SliceGeometry
 
 def _upsample2(img: np.ndarray) -> np.ndarray:
     """2x bilinear upsampling of the last two axes (pixel-centre aligned, edges clamped):
-    (..., h, w) -> (..., 2h, 2w)."""
-    out = np.asarray(img, dtype=np.float32)
-    for axis in (-2, -1):
-        n = out.shape[axis]
-        idx = np.arange(n)
-        prev = np.take(out, np.maximum(idx - 1, 0), axis=axis)
-        nxt = np.take(out, np.minimum(idx + 1, n - 1), axis=axis)
-        even = 0.75 * out + 0.25 * prev
-        odd = 0.75 * out + 0.25 * nxt
-        shape = list(out.shape)
-        shape[axis] *= 2
-        out = np.stack([even, odd], axis=axis).reshape(shape) if axis == -1 else \
-            np.stack([even, odd], axis=-2).reshape(shape)
-    return out
+    (..., h, w) -> (..., 2h, 2w). Each output is ``0.75 * x[i] + 0.25 * x[i -+ 1]`` in float32,
+    rows first, then columns."""
+    x = np.asarray(img, dtype=np.float32)
+    h, w = x.shape[-2:]
+    near, far = np.float32(0.75) * x, np.float32(0.25) * x
+    rows = np.empty(x.shape[:-2] + (2 * h, w), np.float32)
+    _interleave(near, far, rows[..., 0::2, :], rows[..., 1::2, :], -2)
+    near, far = np.float32(0.75) * rows, np.float32(0.25) * rows
+    res = np.empty(x.shape[:-2] + (2 * h, 2 * w), np.float32)
+    _interleave(near, far, res[..., 0::2], res[..., 1::2], -1)
+    return res
+
+
+def _interleave(near: np.ndarray, far: np.ndarray, even: np.ndarray, odd: np.ndarray,
+                axis: int) -> None:
+    """even[i] = near[i] + far[max(i - 1, 0)], odd[i] = near[i] + far[min(i + 1, n - 1)] along
+    ``axis`` (-2 or -1), written in place."""
+    def sl(a, lo, hi):
+        return a[..., lo:hi, :] if axis == -2 else a[..., lo:hi]
+    np.add(sl(near, 1, None), sl(far, None, -1), out=sl(even, 1, None))
+    np.add(sl(near, None, 1), sl(far, None, 1), out=sl(even, None, 1))
+    np.add(sl(near, None, -1), sl(far, 1, None), out=sl(odd, None, -1))
+    np.add(sl(near, -1, None), sl(far, -1, None), out=sl(odd, -1, None))
 
 
 def placed_elements(coil: CoilProfile, centre: np.ndarray, rotation_deg: float,

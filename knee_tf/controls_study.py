@@ -1,0 +1,107 @@
+"""The controls study's assembly (notebook 07): its prediction store, tables, ablation panels and learning curves.
+
+Notebook 07 trains the jobs of :func:`knee_tf.grid.controls_plan` and then calls these functions, so
+that a run folder and the published grid (:mod:`knee_tf.grid_publish`) give their tables the same way:
+
+* :func:`run_store`: the store of a run folder: every job's own predictions (held-out corruptions
+  included) and the cross cohorts ``cam_transfer`` / ``cam_b`` (they need other jobs' models);
+* :func:`published_store`: the store of the jobs published so far (:mod:`knee_tf.grid_publish`);
+* :func:`study_tables`: the arms, effects and prescription tables of a store; the arms table says
+  beside each arm how many seeds the plan asks for (``n_seeds_planned``) and how many the store has
+  (``n_seeds``), so that the tables of a partial grid read as partial;
+* :func:`ablation_panels`, :func:`learning_curves`: what the ablation and learning-curve figures plot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pandas as pd
+
+from knee_tf.config import StudyConfig
+from knee_tf.vocab import MODEL_A, MODEL_B
+
+
+def study_jobs(jobs: Iterable) -> list:
+    """The jobs whose models the tables compare: every job but the transfer Model A (it only makes
+    ``cam_transfer``)."""
+    from knee_tf.grid import TRANSFER_VARIANT
+
+    return [j for j in jobs if j.variant != TRANSFER_VARIANT]
+
+
+def run_store(run_dir, jobs: Iterable, cfg: StudyConfig, data) -> pd.DataFrame:
+    """The prediction store (:func:`knee_tf.prediction_store.store_frame`) of a run folder's finished
+    ``jobs`` (:func:`study_jobs` of them are kept): their own predictions and the cross cohorts.
+    data: the run's IngestResult (its index and cache folder)."""
+    from knee_tf.grid import cross_cohort_predictions, read_predictions
+    from knee_tf.prediction_store import store_frame
+
+    jobs = study_jobs(jobs)
+    predictions = pd.concat([read_predictions(run_dir, jobs, held_out=True),
+                             cross_cohort_predictions(run_dir, jobs, cfg, data.cache_dir)], ignore_index=True)
+    return store_frame(predictions, data.index)
+
+
+def published_store(pub, jobs: Iterable) -> pd.DataFrame:
+    """The prediction store of the :func:`study_jobs` of ``jobs`` that are published in ``pub``
+    (:class:`knee_tf.layout.PublishedGrid`): their own predictions only (the cross cohorts need models,
+    which are not published). FileNotFoundError when none is published."""
+    from knee_tf.grid_publish import read_published
+
+    done = [j for j in study_jobs(jobs) if pub.job_record(j.name, j.seed).exists()]
+    return read_published(pub, done if done else [])
+
+
+def study_tables(store: pd.DataFrame, jobs: Iterable, cfg: StudyConfig) -> dict[str, pd.DataFrame]:
+    """The published tables of the controls study from ``store`` (:func:`knee_tf.prediction_store.recompute_tables`
+    with the comparisons of :func:`knee_tf.grid.controls_comparisons` and each arm's description and
+    ``n_seeds_planned`` from :func:`knee_tf.grid.arm_info`). Jobs the store lacks (a partial grid) are
+    left out of the comparisons; the arms table's ``n_seeds`` beside ``n_seeds_planned`` shows it."""
+    from knee_tf.grid import arm_info, controls_comparisons
+    from knee_tf.prediction_store import recompute_tables
+
+    jobs = study_jobs(jobs)
+    have = set(store["arm"].astype(str))
+    info = arm_info(jobs)
+    info = info[info["arm"].isin(have)].reset_index(drop=True)
+    comparisons = [(a, r) for a, r in controls_comparisons(jobs) if a in have and r in have]
+    return recompute_tables(store, comparisons, family=dict(zip(info["arm"], info["family"], strict=True)),
+                            arm_info=info, n_boot=cfg.n_bootstrap, ece_bins=cfg.ece_bins)
+
+
+def ablation_panels(store: pd.DataFrame) -> dict[str, list[tuple[str, str]]]:
+    """The panels of :data:`knee_tf.arms.ABLATION_PANELS` restricted to the arms the store has; panels
+    with fewer than two such arms are left out. {panel: [(arm, label), ...]}."""
+    from knee_tf.arms import ABLATION_PANELS
+
+    trained = set(store["arm"].astype(str))
+    panels = {name: [(a, label) for a, label in panel if a in trained] for name, panel in ABLATION_PANELS.items()}
+    return {name: panel for name, panel in panels.items() if len(panel) > 1}
+
+
+def learning_curves(data, cfg: StudyConfig) -> dict[str, list[tuple[str, int]]]:
+    """The learning curve's points per arm (A and B): [(model name, training exams), ...], the
+    ``n<N>`` variants of ``cfg.learning_curve_exams`` and then the plain arm on every training exam.
+    Empty when the config trains no learning curve."""
+    from knee_tf.arms import training_split
+    from knee_tf.grid import learning_curve_variant
+
+    if not cfg.learning_curve_exams:
+        return {}
+    n_all = training_split(data, cfg.replace(train_exams=0))[2]["exam_id"].nunique()
+    return {arm: [(f"{arm}_{learning_curve_variant(n)}", int(n)) for n in cfg.learning_curve_exams] + [(arm, n_all)]
+            for arm in (MODEL_A, MODEL_B)}
+
+
+def grid_status_line(store: pd.DataFrame, jobs: Iterable) -> str:
+    """One line: how much of the planned grid the store holds ("complete" or "PARTIAL")."""
+    from knee_tf.grid_publish import completeness
+
+    status = completeness(store, study_jobs(jobs))
+    short = status[~status["complete"]]
+    if short.empty:
+        return f"grid complete: {len(status)} models, every one with its planned seeds"
+    listed = ", ".join(f"{r.arm} {r.n_seeds}/{r.n_seeds_planned}" for r in short.itertuples())
+    return (f"PARTIAL grid: {int(status['n_seeds'].sum())} of {int(status['n_seeds_planned'].sum())} planned "
+            f"(model, seed) jobs; seeds present/planned: {listed}")

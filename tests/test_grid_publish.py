@@ -1,0 +1,196 @@
+"""knee_tf.grid_publish: a grid publishes each finished job, a later session's grid skips what is published
+and trains nothing, a retrained Model A must reproduce its published predictions, published jobs of
+other settings or data are refused in one line, and the prediction store is rebuilt from the published jobs.
+
+One smoke grid (A and B, seed 0, 32 x 32 images, in-process) is published once for the module; the
+other tests copy the published folder and work on the copy.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from knee_tf import grid
+from knee_tf import grid_publish as gp
+from knee_tf.config import StudyConfig
+from knee_tf.grid import plan_jobs, read_predictions, run_grid
+from knee_tf.ingest import ingest, open_cache
+from knee_tf.layout import PUBLISHED_JOB_FILES, PublishedGrid, RunLayout
+from knee_tf.prediction_store import STORE_COLUMNS, read_store, store_frame, write_store
+from knee_tf.study import ensure_dataset
+from knee_tf.vocab import MODEL_A, MODEL_B, NO_CORRUPTION
+
+pytestmark = pytest.mark.slow
+JOBS = plan_jobs([MODEL_B], [0])  # A seed 0, B seed 0
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gridpub")
+    cfg = StudyConfig.smoke(data_root=str(tmp / "data"), cache_dir=str(tmp / "cache"), image_size=32,
+                            synth_matrix=64)
+    data = ingest(ensure_dataset(cfg, progress=False), cfg.data_root, cache_dir=cfg.cache_dir,
+                  image_size=cfg.image_size, progress=False)
+    pub = PublishedGrid(tmp / "results" / "grid")
+    log = []
+    res = run_grid(JOBS, cfg, tmp / "run1", data.cache_dir, workers=0, progress=False, log=log.append, publish=pub)
+    assert res.ok, res.failed
+    return {"tmp": tmp, "cfg": cfg, "cache": data.cache_dir, "pub": pub, "res": res, "log": log,
+            "index": open_cache(data.cache_dir).index}
+
+
+def _copy(pub: PublishedGrid, dst) -> PublishedGrid:
+    shutil.copytree(pub.root, dst)
+    return PublishedGrid(dst)
+
+
+def _no_training(monkeypatch):
+    def refuse(job, *a, **k):
+        raise AssertionError(f"{job.label} was trained")
+
+    monkeypatch.setattr(grid, "run_job", refuse)
+
+
+def test_each_finished_job_is_published_compactly_with_its_record(published):
+    pub, layout = published["pub"], RunLayout(published["tmp"] / "run1")
+    assert sorted(published["res"].published) == sorted(j.label for j in JOBS)
+    for job in JOBS:
+        folder = pub.job_dir(job.name, job.seed)
+        assert sorted(p.name for p in folder.iterdir()) == sorted(PUBLISHED_JOB_FILES.values())
+        pred = pd.read_parquet(pub.predictions(job.name, job.seed))
+        assert list(pred.columns) == list(STORE_COLUMNS) and str(pred["p_relevant"].dtype) == "float32"
+        assert all(str(pred[c].dtype) == "category" for c in ("arm", "cohort", "corruption", "plane"))
+        run_rows = pd.read_parquet(layout.grid_predictions(job.name, job.seed))
+        assert len(pred) == len(run_rows)  # every cohort row and every held-out corruption row
+        assert {"normal", "cam"} <= set(pred["cohort"]) and (pred["corruption"] != NO_CORRUPTION).any()
+        record = json.loads(pub.job_record(job.name, job.seed).read_text())
+        for key in ("settings", "settings_digest", "data_digest", "ingest_key", "code_commit", "precision",
+                    "seconds", "epochs_run"):
+            assert key in record, key
+        assert record["settings_digest"] == gp.digest(record["settings"])
+        assert record["data_digest"] == gp.data_digest(published["cache"])
+        assert record == json.loads(layout.job_record(job.name, job.seed).read_text())
+        assert pub.training_log(job.name, job.seed).read_bytes() == layout.training_log(job.name, job.seed).read_bytes()
+        assert not (folder / "model.keras").exists()
+    size = pub.predictions(MODEL_B, 0).stat().st_size
+    print(f"published predictions of B seed 0: {len(pred)} rows, {size} bytes, {size / len(pred):.2f} bytes/row")
+
+
+def test_a_later_session_skips_every_published_job_and_trains_nothing(published, tmp_path, monkeypatch):
+    pub = _copy(published["pub"], tmp_path / "grid")
+    before = {p: p.stat().st_mtime_ns for p in pub.root.rglob("*")}
+    _no_training(monkeypatch)
+    log = []
+    res = run_grid(JOBS, published["cfg"], tmp_path / "fresh_run", published["cache"], workers=0, progress=False,
+                   log=log.append, publish=pub)
+    assert res.ran == [] and res.failed == {} and res.skipped == [] and res.retrained == []
+    assert sorted(res.skipped_published) == sorted(j.label for j in JOBS)
+    assert any(line.startswith("grid: 2 job(s) published earlier with these settings and data, skipped")
+               for line in log)
+    assert {p: p.stat().st_mtime_ns for p in pub.root.rglob("*")} == before
+
+
+def test_a_pending_dependent_retrains_its_published_model_a_which_reproduces_its_predictions(published, tmp_path):
+    pub = _copy(published["pub"], tmp_path / "grid")
+    shutil.rmtree(pub.job_dir(MODEL_B, 0))  # B did not finish in the earlier session; A did
+    res = run_grid(JOBS, published["cfg"], tmp_path / "fresh_run", published["cache"], workers=0, progress=False,
+                   log=lambda m: None, publish=pub)
+    assert res.ok and res.retrained == ["A seed 0"] and res.published == ["B seed 0"]
+    assert res.skipped_published == ["A seed 0"]
+    old = published["pub"]
+    for job in JOBS:  # same seed, same weights: B trained on the retrained A is published byte for byte again
+        assert pub.predictions(job.name, 0).read_bytes() == old.predictions(job.name, 0).read_bytes(), job
+
+
+def test_a_retrained_model_a_that_differs_from_its_published_predictions_fails_loudly(published, tmp_path):
+    pub = _copy(published["pub"], tmp_path / "grid")
+    path = pub.predictions(MODEL_A, 0)
+    df = pd.read_parquet(path)
+    df.loc[3, "p_relevant"] = 0.25 if df.loc[3, "p_relevant"] > 0.5 else 0.75  # one probability changed
+    df.to_parquet(path, compression="zstd", index=False)
+    with pytest.raises(RuntimeError, match=r"A seed 0 trained again does not reproduce its published predictions "
+                                           r".*first differing row"):
+        gp.check_retrained(pub, RunLayout(published["tmp"] / "run1"), JOBS[0], published["index"])
+
+
+def test_published_jobs_of_other_settings_or_data_are_refused_in_one_line(published, tmp_path, monkeypatch):
+    pub = _copy(published["pub"], tmp_path / "grid")
+    _no_training(monkeypatch)
+    other = published["cfg"].replace(learning_rate=0.002)
+    with pytest.raises(ValueError) as e:
+        run_grid(JOBS, other, tmp_path / "run_a", published["cache"], workers=0, progress=False,
+                 log=lambda m: None, publish=pub)
+    assert str(e.value) == (f"published job A seed 0 ({pub.job_dir(MODEL_A, 0)}) differs from this run: settings "
+                            "learning_rate 0.001 -> 0.002 (and 1 more job(s)); use --republish to retrain and "
+                            "replace it, or publish to another folder")
+    record_path = pub.job_record(MODEL_B, 0)
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps(dict(record, data_digest="0123456789abcdef")))
+    with pytest.raises(ValueError, match=r"^published job B seed 0 .* data digest 0123456789abcdef -> "
+                                         r"[0-9a-f]{16} \(the ingested images or index differ\); use --republish"):
+        run_grid(JOBS, published["cfg"], tmp_path / "run_b", published["cache"], workers=0, progress=False,
+                 log=lambda m: None, publish=pub)
+    # settings that cannot change a job's results do not count
+    same = published["cfg"].replace(name="renamed", n_bootstrap=5, grid_workers=2)
+    res = run_grid(JOBS[:1], same, tmp_path / "run_c", published["cache"], workers=0, progress=False,
+                   log=lambda m: None, publish=pub)
+    assert res.skipped_published == ["A seed 0"]
+
+
+def test_the_prediction_store_is_rebuilt_from_the_published_jobs(published, tmp_path):
+    rebuilt = gp.rebuild_store(published["pub"], tmp_path / "store_rebuilt.parquet")
+    from_run = store_frame(read_predictions(published["tmp"] / "run1", JOBS, held_out=True), published["index"])
+    direct = write_store(tmp_path / "store_run.parquet", from_run)
+    assert rebuilt.read_bytes() == direct.read_bytes()
+    pd.testing.assert_frame_equal(read_store(rebuilt), read_store(direct))
+
+
+def test_tables_of_a_partial_grid_say_how_many_seeds_each_arm_has(published):
+    from knee_tf.controls_study import grid_status_line, study_tables
+
+    store = gp.read_published(published["pub"])
+    plan = plan_jobs([MODEL_B], [0, 1])  # the plan asks for two seeds; one is published
+    assert gp.completeness(store, plan).to_dict("records") == [
+        {"arm": MODEL_A, "n_seeds_planned": 2, "n_seeds": 1, "complete": False},
+        {"arm": MODEL_B, "n_seeds_planned": 2, "n_seeds": 1, "complete": False}]
+    assert grid_status_line(store, plan) == ("PARTIAL grid: 2 of 4 planned (model, seed) jobs; "
+                                             "seeds present/planned: A 1/2, B 1/2")
+    assert grid_status_line(store, JOBS).startswith("grid complete")
+    tables = study_tables(store, plan, published["cfg"].replace(n_bootstrap=20))
+    arms = tables["arms_table"]
+    assert (arms["n_seeds"] == 1).all() and (arms["n_seeds_planned"] == 2).all()
+    assert list(arms.columns).index("n_seeds_planned") < list(arms.columns).index("cohort")  # an arm_info column
+    assert set(zip(tables["effects_table"]["arm"], tables["effects_table"]["reference"], strict=True)) \
+        == {(MODEL_B, MODEL_A)}
+
+
+def test_cli_publish_options_need_publish():
+    from knee_tf.cli import main
+
+    assert main(["grid", "--config", "smoke", "--republish"]) == 2
+
+
+def test_notebook_07s_assembly_from_a_run_folder(published):
+    """knee_tf.controls_study as notebook 07 calls it: the run's store (own predictions and cam_b), its
+    tables, the ablation panels and the learning curve's points."""
+    from knee_tf.controls_study import ablation_panels, learning_curves, run_store, study_tables
+    from knee_tf.vocab import CAM_B
+
+    data = open_cache(published["cache"])
+    store = run_store(published["tmp"] / "run1", JOBS, published["cfg"], data)
+    assert list(store.columns) == list(STORE_COLUMNS) and CAM_B in set(store["cohort"])
+    own = store[store["cohort"] != CAM_B].reset_index(drop=True)
+    pd.testing.assert_frame_equal(own.astype({"cohort": str}),
+                                  gp.read_published(published["pub"]).pipe(
+                                      lambda d: store_frame(d, published["index"])).astype({"cohort": str}),
+                                  check_categorical=False)
+    tables = study_tables(store, JOBS, published["cfg"].replace(n_bootstrap=20))
+    assert set(tables) == {"arms_table", "effects_table", "prescription_table"}
+    assert ablation_panels(store) == {}  # no ablation arm trained
+    curves = learning_curves(data, published["cfg"].replace(learning_curve_exams=(5,)))
+    assert [n for _, n in curves[MODEL_A]][0] == 5 and curves[MODEL_B][0][0] == "B_n5"
+    assert learning_curves(data, published["cfg"]) == {}
