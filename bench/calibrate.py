@@ -31,6 +31,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 LOG = ROOT / "docs" / "calibration.csv"
 IMAGE_FIELDS = ("synth_texture", "synth_snr_scale", "synth_hard_share", "synth_ghost_probability")
@@ -76,6 +78,26 @@ def markdown_table(path: Path) -> str:
     return "\n".join(lines)
 
 
+def error_breakdown(predictions: Path) -> str:
+    """Where a trial's Model A errs on the normal test images (from ``test_predictions.csv``): by
+    distance to the rule boundary, plane, site and plane x side of the boundary."""
+    import pandas as pd
+
+    p = pd.read_csv(predictions)
+    n = p[p["cohort"] == "normal"].copy()
+    n["error"] = ~n["correct"].astype(bool)
+    n["label_noise"] = n["label_flipped"].astype(str).str.lower() == "true"
+    n["|distance| mm"] = pd.cut(n["boundary_distance_mm"].abs(), [0, 2, 4, 6, 8, 12, 16, 24, np.inf], right=False)
+    n["side"] = np.where(n["boundary_distance_mm"] >= 0, "inside", "outside")
+    out = [f"{predictions}: {len(n)} normal test images, accuracy {1 - n['error'].mean():.4f}, "
+           f"label-noise share of errors {n.loc[n['error'], 'label_noise'].mean():.4f}"]
+    for by in ("|distance| mm", "plane", "site", ["plane", "side"]):
+        g = n.groupby(by, observed=True).agg(images=("error", "size"), error_rate=("error", "mean"),
+                                             label_noise=("label_noise", "mean"))
+        out.append(g.round(3).to_string())
+    return "\n\n".join(out)
+
+
 def _commit() -> str:
     try:
         head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
@@ -96,11 +118,16 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--table", action="store_true",
                    help="print docs/calibration.csv as a Markdown table (for docs/calibration.md) and exit")
+    p.add_argument("--errors", metavar="WORK", default=None,
+                   help="print where the trial in WORK (its test_predictions.csv) errs, and exit")
     p.add_argument("--relabel", action="store_true",
                    help="reuse the images in --work, recompute labels for new label knobs")
     a = p.parse_args(argv)
     if a.table:
         print(markdown_table(LOG))
+        return 0
+    if a.errors:
+        print(error_breakdown(Path(a.errors) / "test_predictions.csv"))
         return 0
 
     from knee_tf.baseline import linear_baseline
@@ -149,6 +176,7 @@ def main(argv=None) -> int:
     res = train_classifier(x_tr, y_tr, x_va, y_va, work / f"model_{MODEL_A}.keras", seed=cfg.seed,
                            verbose=2, **cfg.training_settings())
     acc = {}
+    frames = []
     noise_share = float("nan")
     for cohort in (NORMAL, NEW_SITE, METAL):
         x, y, idx = data.split(TEST, cohort=cohort)
@@ -157,10 +185,20 @@ def main(argv=None) -> int:
         pred = predicted_class(predict_proba(res.model, x, cfg.predict_batch_size)[:, 1])
         correct = pred == y
         acc[cohort] = accuracy_ci(correct, n_boot=cfg.n_bootstrap, seed=0)
+        frame = idx.assign(prob_relevant=predict_proba(res.model, x, cfg.predict_batch_size)[:, 1],
+                           correct=correct)
+        frames.append(frame)
         if cohort == NORMAL:
             noisy = idx[LABEL_NOISE_COLUMN].astype(str).str.lower() == "true"
             noise_share = float(noisy[~correct].mean()) if (~correct).any() else 0.0
             x_test, y_test = x, y
+    # every test prediction beside the phantom's manifest (boundary distance, site, hard exam ...),
+    # so a trial's errors can be analysed afterwards: work/test_predictions.csv
+    import pandas as pd
+    manifest = pd.read_csv(data_dir / "data_manifest.csv")
+    keep = [c for c in manifest.columns if c not in frames[0].columns or c == "image_id"]
+    preds = pd.concat(frames).merge(manifest[keep], on="image_id", how="left", validate="1:1")
+    preds.to_csv(work / "test_predictions.csv", index=False)
     base = linear_baseline(x_tr, y_tr, x_test, y_test)
     flips = data.index[LABEL_NOISE_COLUMN].astype(str).str.lower() == "true"
     # metal exams' labels are the same annotator model; the rate is over every image

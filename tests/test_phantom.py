@@ -285,7 +285,7 @@ def test_stainless_steel_makes_a_bigger_artifact_than_titanium():
 def test_slab_weights_bend_the_slice_away_near_metal():
     lo, c, hi = slab_weights(np.zeros(3), 9.0)
     np.testing.assert_allclose([lo[0], c[0], hi[0]], [0.25, 0.5, 0.25])
-    lo, c, hi = slab_weights(np.array([3.0, 30.0]), 9.0)  # shifted by a third, then far away
+    lo, c, hi = slab_weights(np.array([4.5, 30.0]), 9.0)  # shifted by half a thickness, then far away
     assert hi[0] > c[0] > lo[0] == 0.0
     assert lo[1] == c[1] == hi[1] == 0.0
 

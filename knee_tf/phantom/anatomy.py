@@ -185,6 +185,13 @@ class Pose:
     patella_height: float  # patella alta/baja shift along the femur (mm), +-8
     other_leg_mm: float  # distance of the contralateral knee centre, 160-230 (hard exams 125-160)
     other_leg_scale: float = 1.0  # contralateral leg size relative to this one (hard exams 1-1.25)
+    # per-patient shape, independent of the overall size (1 / 0 = the template): the rule
+    # boundaries sit on these structures, so their positions cannot be read off a template
+    condyle_scale: tuple[float, float] = (1.0, 1.0)  # medial, lateral condyle size, 0.88-1.12 each
+    plateau_scale: float = 1.0  # tibial plateau width and depth, 0.9-1.1
+    fibula_height: float = 0.0  # fibular head up (+) or down along the tibia (mm), +-7
+    patella_scale: float = 1.0  # patella size, 0.85-1.15
+    tibial_slope_deg: float = 0.0  # posterior slope of the tibial plateau, 0-12
 
 
 def sample_pose(rng: np.random.Generator) -> Pose:
@@ -331,8 +338,11 @@ def build_knee(pose: Pose) -> Knee:
     k.add("joint fluid", "fluid", Ellipsoid((40, 30, 4)), "tibia", (0, 4, 0), report=False)
 
     # femur: cartilage, cortex, marrow; notch cut-out
-    condyles = (("medial femoral condyle", (21, 9, 24), (15, 30, 21)),
-                ("lateral femoral condyle", (-21, 7, 24), (15, 28, 21)))
+    # a bigger or smaller condyle keeps its articular (distal) surface on the joint line
+    condyles = tuple((name, (c[0], c[1], c[2] + a[2] * (f - 1.0)), tuple(v * f for v in a))
+                     for (name, c, a), f in zip((("medial femoral condyle", (21, 9, 24), (15, 30, 21)),
+                                                 ("lateral femoral condyle", (-21, 7, 24), (15, 28, 21))),
+                                                pose.condyle_scale))
     trochlea = (((-13, -13, 33), (16, 15, 19)), ((13, -11, 31), (14, 13, 17)))
     for _name, c, a in condyles:
         k.add("femoral cartilage", "cartilage", Ellipsoid(tuple(v + 2.5 for v in a)), "femur", c,
@@ -359,31 +369,39 @@ def build_knee(pose: Pose) -> Knee:
     rel = np.array([0.0, -46.0, 14.0 + pose.patella_height])
     pc = np.array([0.0, 6.0, 22.0]) + _rot_x(-flex) @ rel
     pax = _rot_x(-flex)
-    k.add("patellar cartilage", "cartilage", Ellipsoid((21, 11.5, 19)), "femur", pc + [0, 2, 0],
+    ps = pose.patella_scale
+    k.add("patellar cartilage", "cartilage", Ellipsoid((21 * ps, 11.5 * ps, 19 * ps)), "femur",
+          pc + [0, 2, 0], axes=pax, report=False)
+    k.add("patella", "cortex", Ellipsoid((22 * ps, 10 * ps, 20 * ps)), "femur", pc, axes=pax)
+    k.add("patella", "marrow", Ellipsoid((22 * ps - 1.5, 10 * ps - 1.5, 20 * ps - 1.5)), "femur", pc,
           axes=pax, report=False)
-    k.add("patella", "cortex", Ellipsoid((22, 10, 20)), "femur", pc, axes=pax)
-    k.add("patella", "marrow", Ellipsoid((20.5, 8.5, 18.5)), "femur", pc, axes=pax, report=False)
-    top = pc + pax @ np.array([0, -2.0, 19.0])
+    top = pc + pax @ np.array([0, -2.0, 19.0 * ps])
     k.add_between("quadriceps tendon", "tendon", top, "femur", top + [0, 10, 60], "femur",
                   (16, 4), (22, 6))
-    bottom = pc + pax @ np.array([0, -3.0, -18.0])
+    bottom = pc + pax @ np.array([0, -3.0, -18.0 * ps])
     k.add_between("patellar tendon", "tendon", bottom, "femur", (0, -26, -34), "tibia",
                   (12, 3.5), (13, 3.5))
 
     # tibia: cartilage, cortex, marrow (plateau with two compartments + eminence)
-    k.add("tibial cartilage", "cartilage", cyl(-6, -0.5, (36, 24), (36, 24)), "tibia", (0, 4, 0),
+    slope = _rot_x(-np.radians(pose.tibial_slope_deg))
+    k.add("tibial cartilage", "cartilage", cyl(-6, -0.5, (36 * pose.plateau_scale, 24 * pose.plateau_scale),
+                                               (36 * pose.plateau_scale, 24 * pose.plateau_scale)), "tibia", (0, 4, 0), axes=slope,
           report=False)
-    tibia_parts = [("tibial plateau", cyl(-28, -3, (38, 26), (38, 26)), (0, 4, 0), 1.5),
+    pl = pose.plateau_scale
+    tibia_parts = [("tibial plateau", cyl(-28, -3, (38 * pl, 26 * pl), (38 * pl, 26 * pl)), (0, 4, 0), 1.5),
                    ("intercondylar eminence", Ellipsoid((6, 11, 6)), (0, 3, -3), 1.0),
                    ("tibial metaphysis", cyl(-78, -26, (16, 16), (36, 25)), (0, 5, 0), 1.5),
                    ("tibial shaft", cyl(-270, -70, (13, 13), (15.5, 15.5)), (0, 7, 0), 4.5),
                    ("tibial tuberosity", Ellipsoid((10, 6, 14)), (0, -22, -34), 1.5),
-                   ("fibular head", Ellipsoid((10, 10, 11)), (-38, 18, -22), 1.5),
+                   ("fibular head", Ellipsoid((10, 10, 11)), (-38 * pl, 18, -22 + pose.fibula_height), 1.5),
                    ("fibular shaft", cyl(-270, -28, (7, 7), (7, 7)), (-37, 20, 0), 2.0)]
+    # the plateau slopes down towards the back (the posterior tibial slope), about its top centre
+    sloped = ("tibial plateau", "intercondylar eminence")
     for name, shape, c, _ in tibia_parts:
-        k.add(name, "cortex", shape, "tibia", c)
+        k.add(name, "cortex", shape, "tibia", c, axes=slope if name in sloped else None)
     for name, shape, c, t in tibia_parts:
-        k.add(name, "marrow", _shrunk(shape, t), "tibia", c, report=False)
+        k.add(name, "marrow", _shrunk(shape, t), "tibia", c, report=False,
+              axes=slope if name in sloped else None)
     k.add("tibial physeal scar", "cortex", Ellipsoid((28, 20, 0.9)), "tibia", (0, 5, -22),
           report=False)
 

@@ -3,7 +3,9 @@
 Pipeline per slice (all in patient LPS mm):
 
 1. **tissue painting** on three sub-planes across the slice thickness (slice profile weights
-   0.25 / 0.5 / 0.25 at -t/3, 0, +t/3): the centre sub-plane at full matrix, the outer two at half
+   0.25 / 0.5 / 0.25 at -t/2, 0, +t/2: samples of a triangular profile whose full width at half
+   maximum is the nominal thickness t, as DICOM SliceThickness is defined; a short localizer RF
+   pulse does not excite a sharper slab): the centre sub-plane at full matrix, the outer two at half
    resolution and upsampled (partial volume at a third of the cost). Each structure is evaluated only
    on the pixels inside its footprint (from its exact extents along the row/column directions) and
    only when the sub-plane crosses it; edges are anti-aliased over one pixel from the signed
@@ -300,13 +302,18 @@ def _kspace(img: np.ndarray, series: Series, vessels: np.ndarray | None,
     return np.fft.ifft(f, axis=0).astype(np.complex64)
 
 
+#: Positions of the three painted sub-planes across the slab, in units of the slice thickness.
+SUBPLANE_OFFSETS = (-0.5, 0.0, 0.5)
+
+
 def slab_weights(delta_mm: np.ndarray, thickness_mm: float) -> tuple[np.ndarray, ...]:
-    """Weights of the three painted sub-planes (-t/3, 0, +t/3) when the excited slab is displaced
-    by ``delta_mm`` (through-plane distortion near metal: delta = df / G_ss). Triangular profile of
-    half-width 2t/3, normalised so an undisplaced slab gives (0.25, 0.5, 0.25)."""
-    hw = 2.0 * thickness_mm / 3.0
-    return tuple(np.maximum(0.0, 1.0 - np.abs(o - delta_mm) / hw).astype(np.float32) / 2.0
-                 for o in (-thickness_mm / 3.0, 0.0, thickness_mm / 3.0))
+    """Weights of the three painted sub-planes (:data:`SUBPLANE_OFFSETS` x t) when the excited slab
+    is displaced by ``delta_mm`` (through-plane distortion near metal: delta = df / G_ss).
+    Triangular profile of half-width t (full width at half maximum = t, the nominal thickness),
+    normalised so an undisplaced slab gives (0.25, 0.5, 0.25)."""
+    hw = thickness_mm
+    return tuple(np.maximum(0.0, 1.0 - np.abs(o * thickness_mm - delta_mm) / hw).astype(np.float32) / 2.0
+                 for o in SUBPLANE_OFFSETS)
 
 
 def render_slice(structures, acq: Acquisition, geom: SliceGeometry, rng: np.random.Generator,
@@ -316,9 +323,9 @@ def render_slice(structures, acq: Acquisition, geom: SliceGeometry, rng: np.rand
     n = geom.matrix
     pad = n // 4 if series.wrap else 0
     row_start, n_rows = -pad, n + 2 * pad
-    third = geom.thickness_mm / 3.0
+    outer = SUBPLANE_OFFSETS[2] * geom.thickness_mm
     c_c = paint(structures, acq.signals, geom, (0.0,), 1, row_start, n_rows)[:, 0]
-    c_o = paint(structures, acq.signals, geom, (-third, third), 2, row_start, n_rows)
+    c_o = paint(structures, acq.signals, geom, (-outer, outer), 2, row_start, n_rows)
     lo = np.stack([_upsample2(c)[:n_rows, :n] for c in c_o[:, 0]])
     hi = np.stack([_upsample2(c)[:n_rows, :n] for c in c_o[:, 1]])
     df = None

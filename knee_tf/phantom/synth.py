@@ -160,7 +160,11 @@ def prepare_exam(task: dict) -> dict:
     pose = sample_pose(r_pose)
     pose = replace(pose, scale=float(body.uniform(0.85, 1.15)), fat_mm=float(body.uniform(3, 20)),
                    muscle=float(body.uniform(0.85, 1.15)),
-                   patella_height=float(body.uniform(-8, 8)))
+                   patella_height=float(body.uniform(-8, 8)),
+                   condyle_scale=(float(body.uniform(0.88, 1.12)), float(body.uniform(0.88, 1.12))),
+                   plateau_scale=float(body.uniform(0.9, 1.1)), fibula_height=float(body.uniform(-7, 7)),
+                   patella_scale=float(body.uniform(0.85, 1.15)),
+                   tibial_slope_deg=float(body.uniform(0.0, 12.0)))
     hard = bool(r_hard.random() < diff.hard_share)
     hard_draws = (r_hard.uniform(125, 160), r_hard.uniform(1.0, 1.25), r_hard.integers(2),
                   r_hard.choice([-1.0, 1.0]), r_hard.uniform(35, 55))
