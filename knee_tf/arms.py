@@ -127,17 +127,31 @@ def augmented_training_set(data, model_a, cfg, seed: int) -> TrainingSet:
     return _with_pool(x, y, pool_x, pool_y)
 
 
+#: pool images rounded to float16 per chunk in :func:`_with_pool` (bounds its temporary)
+_ROUND_CHUNK = 1024
+
+
 def _with_pool(x, y, pool_x, pool_y) -> TrainingSet:
-    """Normal images followed by the pool's (rounded to float16, as the run folder stores pools)."""
-    pool_x = np.asarray(pool_x, dtype=np.float16)
-    return TrainingSet(np.concatenate([x, pool_x], dtype=np.float32), np.concatenate([y, pool_y]).astype(np.int32),
-                       n_augmented=len(pool_x))
+    """Normal images followed by the pool's (rounded to float16, as the run folder stores pools).
+
+    Written into one float32 array, the pool rounded chunk by chunk, so that no float16 copy of the
+    whole pool and no second float32 array exist beside the result (the values are those of
+    ``np.concatenate([x, pool_x.astype(float16)], dtype=float32)``).
+    """
+    n, m = len(x), len(pool_x)
+    images = np.empty((n + m,) + tuple(np.shape(x)[1:]), dtype=np.float32)
+    images[:n] = x
+    for start in range(0, m, _ROUND_CHUNK):
+        images[n + start:n + start + _ROUND_CHUNK] = np.asarray(pool_x[start:start + _ROUND_CHUNK], dtype=np.float16)
+    return TrainingSet(images, np.concatenate([y, pool_y]).astype(np.int32), n_augmented=m)
 
 
 def steps_training_set(data, model_a, cfg, seed: int) -> TrainingSet:
     """Arm A_steps: the normal images twice per epoch, so that an epoch has as many optimisation
     steps as B's (normal + one copy per image) under the same epoch budget and early stopping."""
     x, y, _ = training_split(data, cfg)
+    if cfg.aug_variants == 1:  # the images themselves as the "pool" (no float32 copy of them)
+        return _with_pool(x, y, x, y)
     return _with_pool(x, y, np.concatenate([x] * cfg.aug_variants), np.concatenate([y] * cfg.aug_variants))
 
 
