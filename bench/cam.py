@@ -1,6 +1,6 @@
 """Benchmark: one-pass compute_cams vs a tf-keras-vis loop vs the forward pass alone.
 
-    python bench/cam.py [--model runs/<run>/model_a.keras] [--n 1000] [--batch-size 256]
+    python bench/cam.py [--model runs/<run>/model_a.keras] [--n 1000] [--batch-size 256] [--forward-batch-size 256]
 
 Without ``--model`` a LeNet of the default StudyConfig is trained briefly on a seeded toy problem
 (a bright disc present or absent) at --image-size (128). Times, on the same N images:
@@ -62,7 +62,9 @@ def main() -> None:
     ap.add_argument("--model", default="", help="a trained .keras model (default: train a toy one)")
     ap.add_argument("--n", type=int, default=1000, help="images to explain")
     ap.add_argument("--image-size", type=int, default=StudyConfig().image_size)
-    ap.add_argument("--batch-size", type=int, default=StudyConfig().cam_batch_size)
+    ap.add_argument("--batch-size", type=int, default=StudyConfig().cam_batch_size, help="images per CAM pass")
+    ap.add_argument("--forward-batch-size", type=int, default=StudyConfig().predict_batch_size,
+                    help="images per forward batch of the baseline (default: the study's prediction batch)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--precision", default="float32", choices=PRECISIONS, help="the toy model's training precision")
     ap.add_argument("--skip-reference", action="store_true",
@@ -83,10 +85,10 @@ def main() -> None:
     layers, methods = ("pool1", "pool2", "pool3", "pool4"), ("gradcam", "gradcam++")
 
     forward_model = float32_twin(model)  # the model itself when it computes in float32
-    predict_proba(forward_model, images[: a.batch_size], a.batch_size)  # trace once
+    predict_proba(forward_model, images[: a.forward_batch_size], a.forward_batch_size)  # trace once
     compute_cams(model, images[: a.batch_size], layers, methods, progress=False)
     times, results = interleaved_timings({
-        "forward": lambda: predict_proba(forward_model, images, a.batch_size),
+        "forward": lambda: predict_proba(forward_model, images, a.forward_batch_size),
         "cams": lambda: compute_cams(model, images, layers, methods, batch_size=a.batch_size,
                                      progress=False),
     }, a.repeats)
@@ -100,7 +102,7 @@ def main() -> None:
         max_diff = max(float(np.abs(ours[m] - reference[m]).max()) for m in methods)
 
     print(f"model: {a.model or 'toy LeNet (default widths)'}  images: {a.n} x {size}x{size}  "
-          f"batch: {a.batch_size}  maps: {len(layers)} layers x {len(methods)} methods")
+          f"batch: CAMs {a.batch_size}, forward {a.forward_batch_size}  maps: {len(layers)} layers x {len(methods)} methods")
     print(f"(1) forward pass (float32) : {t_forward:8.2f} s  {a.n / t_forward:8.0f} img/s")
     if t_tkv is not None:
         print(f"(2) tf-keras-vis loop (x{len(layers) * len(methods)}) : {t_tkv:8.2f} s  "

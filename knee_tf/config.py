@@ -67,6 +67,10 @@ class StudyConfig:
     # 1.12x sooner on 2 cores, and every worker process holds its own TensorFlow and training arrays
     # (the peak memory of `make study`, README). The full grid uses a LocalCluster.
     grid_workers: int = 0
+    # where notebook 07 takes its jobs from: "run" trains them into the run folder and reads them
+    # there; "published" reads the jobs published to results/grid/ (`knee-tf grid --publish`), a partial
+    # grid reported as partial, without cam_transfer / cam_b rows (those need the models, not published)
+    controls_source: str = "run"
     # TensorFlow threads per training job; 0 = TensorFlow's default (all cores of the machine). Results
     # are bit-identical between runs with the same thread count: set 1 for identity across machines.
     job_threads: int = 0

@@ -53,6 +53,21 @@ def published_store(pub, jobs: Iterable) -> pd.DataFrame:
     return read_published(pub, done if done else [])
 
 
+CONTROLS_SOURCES = ("run", "published")
+
+
+def controls_store(cfg: StudyConfig, run_dir, jobs: Iterable, data, top) -> pd.DataFrame:
+    """Notebook 07's prediction store from ``cfg.controls_source``: :func:`run_store` of the run folder
+    (``"run"``) or :func:`published_store` of ``top``'s published grid (``"published"``)."""
+    from knee_tf.layout import published_grid
+
+    if cfg.controls_source not in CONTROLS_SOURCES:
+        raise ValueError(f"controls_source {cfg.controls_source!r}: expected one of {CONTROLS_SOURCES}")
+    if cfg.controls_source == "run":
+        return run_store(run_dir, jobs, cfg, data)
+    return published_store(published_grid(top), jobs)
+
+
 def study_tables(store: pd.DataFrame, jobs: Iterable, cfg: StudyConfig) -> dict[str, pd.DataFrame]:
     """The published tables of the controls study from ``store`` (:func:`knee_tf.prediction_store.recompute_tables`
     with the comparisons of :func:`knee_tf.grid.controls_comparisons` and each arm's description and

@@ -44,17 +44,13 @@ from IPython.display import Markdown, display
 
 from knee_tf import controls_study, grid, plots, prediction_store, report
 from knee_tf.config import REPO_ROOT, seed_everything
-from knee_tf.layout import published_grid
 from knee_tf.study import open_run
 from knee_tf.vocab import MODEL_A
 
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | "full" | path to a StudyConfig JSON (run folders hold one)
 run_dir = ""  # empty: the newest run folder under runs/
-# "run": train the grid's jobs into the run folder and read them there; "published": read the jobs
-# published to results/grid/ (`knee-tf grid --publish`), a partial grid reported as partial (no
-# cam_transfer / cam_b rows: those cohorts need the models, which are not published)
-source = "run"
+# the jobs come from the run folder, or from the published grid with --set controls_source=published
 
 # %%
 run = open_run(run_dir, config)
@@ -68,7 +64,7 @@ print(f"{len(jobs)} jobs: {', '.join(j.label for j in jobs)}")
 # ## Train every arm (finished jobs are skipped)
 
 # %%
-if source == "run":
+if cfg.controls_source == "run":
     grid.run_grid(jobs, cfg, run.root, data.cache_dir, scheduler=cfg.scheduler,
                   workers=cfg.grid_workers).raise_failed()
 
@@ -79,10 +75,7 @@ if source == "run":
 # other jobs' models, so they are scored here. Everything below is computed from this one table.
 
 # %%
-if source == "run":
-    table = controls_study.run_store(run.root, jobs, cfg, data)
-else:
-    table = controls_study.published_store(published_grid(REPO_ROOT), jobs)
+table = controls_study.controls_store(cfg, run.root, jobs, data, REPO_ROOT)
 prediction_store.write_store(run.layout.prediction_store, table)
 store = prediction_store.read_store(run.layout.prediction_store)
 print(f"{len(store):,} predictions of {store.groupby(['arm', 'seed'], observed=True).ngroups} models")

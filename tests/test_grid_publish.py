@@ -194,3 +194,13 @@ def test_notebook_07s_assembly_from_a_run_folder(published):
     curves = learning_curves(data, published["cfg"].replace(learning_curve_exams=(5,)))
     assert [n for _, n in curves[MODEL_A]][0] == 5 and curves[MODEL_B][0][0] == "B_n5"
     assert learning_curves(data, published["cfg"]) == {}
+
+
+def test_notebook_07_takes_its_store_from_the_configured_source(published):
+    from knee_tf.controls_study import controls_store
+
+    cfg = published["cfg"]
+    store = controls_store(cfg.replace(controls_source="published"), None, JOBS, None, published["tmp"])
+    pd.testing.assert_frame_equal(store, gp.read_published(published["pub"], JOBS))
+    with pytest.raises(ValueError, match="controls_source 'both'"):
+        controls_store(cfg.replace(controls_source="both"), None, JOBS, None, published["tmp"])
