@@ -342,7 +342,7 @@ def build_knee(pose: Pose) -> Knee:
     condyles = tuple((name, (c[0], c[1], c[2] + a[2] * (f - 1.0)), tuple(v * f for v in a))
                      for (name, c, a), f in zip((("medial femoral condyle", (21, 9, 24), (15, 30, 21)),
                                                  ("lateral femoral condyle", (-21, 7, 24), (15, 28, 21))),
-                                                pose.condyle_scale))
+                                                pose.condyle_scale, strict=True))
     trochlea = (((-13, -13, 33), (16, 15, 19)), ((13, -11, 31), (14, 13, 17)))
     for _name, c, a in condyles:
         k.add("femoral cartilage", "cartilage", Ellipsoid(tuple(v + 2.5 for v in a)), "femur", c,
