@@ -176,8 +176,8 @@ class Pose:
 
     side: str  # "right" | "left"
     scale: float  # overall size, 0.85-1.15
-    flexion_deg: float  # 0-20 in a rigid knee coil, 0-35 in a flexible one (POSE_RANGES)
-    rotation_deg: float  # internal/external rotation about the leg axis, +-15 rigid, +-25 flexible
+    flexion_deg: float  # 0-25
+    rotation_deg: float  # internal/external rotation about the leg axis, +-15
     varus_deg: float  # varus/valgus, +-5
     offset_mm: tuple[float, float, float]  # knee centre in the coil (patient LPS), +-25 each
     fat_mm: float  # subcutaneous fat thickness, 3-20
@@ -194,24 +194,13 @@ class Pose:
     tibial_slope_deg: float = 0.0  # posterior slope of the tibial plateau, 0-12
 
 
-#: coil kind -> (flexion range, rotation half-range) in degrees. A rigid knee coil is a closed
-#: cylinder about 15 cm across: the knee lies in it nearly straight and cannot roll far. A flexible
-#: (wrap, AIR) coil is wrapped round the knee as it lies, often flexed over a cushion and with the
-#: leg rolled outwards as a relaxed leg does.
-POSE_RANGES = {"tr_knee": ((0.0, 20.0), 15.0), "wrap": ((0.0, 35.0), 25.0)}
-
-
-def sample_pose(rng: np.random.Generator, coil_kind: str = "tr_knee") -> Pose:
-    """Draw one patient's pose from the ranges documented in :class:`Pose`; flexion and rotation
-    depend on the coil the knee lies in (:data:`POSE_RANGES`). The same draws for any coil."""
-    if coil_kind not in POSE_RANGES:
-        raise ValueError(f"unknown coil kind {coil_kind!r}; expected one of {tuple(POSE_RANGES)}")
-    flexion, rotation = POSE_RANGES[coil_kind]
+def sample_pose(rng: np.random.Generator) -> Pose:
+    """Draw one patient's pose from the ranges documented in :class:`Pose`."""
     return Pose(
         side="right" if rng.random() < 0.55 else "left",
         scale=float(rng.uniform(0.85, 1.15)),
-        flexion_deg=float(rng.uniform(*flexion)),
-        rotation_deg=float(rng.uniform(-rotation, rotation)),
+        flexion_deg=float(rng.uniform(0.0, 25.0)),
+        rotation_deg=float(rng.uniform(-15.0, 15.0)),
         varus_deg=float(rng.uniform(-5.0, 5.0)),
         offset_mm=tuple(float(v) for v in rng.uniform(-25.0, 25.0, size=3)),
         fat_mm=float(rng.uniform(3.0, 20.0)),

@@ -157,9 +157,7 @@ def prepare_exam(task: dict) -> dict:
     diff = Difficulty(**task["difficulty"]) if "difficulty" in task else default_difficulty()
     r_pose, r_acq, r_noise, r_label, r_hard = _exam_rngs(seed, task["exam_index"])
     body = np.random.default_rng(np.random.SeedSequence([seed, 1, task["patient_index"]]))
-    site = next(s for s in SITES if s.code == task["site"])
-    coil = COILS[choose(r_acq, site.coils)]  # first: the coil limits how the knee can lie
-    pose = sample_pose(r_pose, coil.kind)
+    pose = sample_pose(r_pose)
     pose = replace(pose, scale=float(body.uniform(0.85, 1.15)), fat_mm=float(body.uniform(3, 20)),
                    muscle=float(body.uniform(0.85, 1.15)),
                    patella_height=float(body.uniform(-8, 8)),
@@ -176,6 +174,8 @@ def prepare_exam(task: dict) -> dict:
         pose = replace(pose, other_leg_mm=float(hard_draws[0]),
                        other_leg_scale=float(hard_draws[1]), offset_mm=tuple(off))
     knee = build_knee(pose)
+    site = next(s for s in SITES if s.code == task["site"])
+    coil = COILS[choose(r_acq, site.coils)]
     implant = sample_implant(knee, r_acq) if task["cohort"] == METAL else None
 
     if coil.kind == "tr_knee":
