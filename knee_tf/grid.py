@@ -80,6 +80,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from knee_tf.config import StudyConfig
+from knee_tf.io import atomic_dir
 from knee_tf.layout import MODEL_FILES, RunLayout
 from knee_tf.vocab import MODEL_A, MODEL_B, NO_CORRUPTION, NORMAL, VAL
 
@@ -283,30 +284,23 @@ class GridResult:
 
 
 def commit_job(layout: RunLayout, job: Job, result: dict) -> None:
-    """Write one job's files into a temporary folder of the run and rename it into place (job.json last)."""
-    final = layout.model_dir(job.name, job.seed)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    """Write one job's files into its model folder as one atomic step (:func:`knee_tf.io.atomic_dir`):
+    a killed job leaves no half-written folder, and an incomplete folder from an older run (no
+    job.json) is replaced."""
+    with atomic_dir(layout.model_dir(job.name, job.seed)) as tmp:
         for rel, blob in result["files"].items():
             path = tmp / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(blob)
         (tmp / layout.job_record(job.name, job.seed).name).write_text(json.dumps(result["record"], indent=2) + "\n")
-        if final.exists():  # an incomplete folder (no job.json) from an older run: replace it
-            trash = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-            final.rename(trash)
-            shutil.rmtree(trash)
-        tmp.rename(final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def _clean_partial(layout: RunLayout) -> None:
-    for p in layout.models.glob(".*.tmp-*"):
-        shutil.rmtree(p, ignore_errors=True)
+    """Remove what a killed :func:`commit_job` left: :func:`~knee_tf.io.atomic_dir`'s temporary
+    folders (``.<name>.*.tmp``) and folders it had moved aside (``.<name>.old-*``)."""
+    for pattern in (".*.tmp", ".*.old-*"):
+        for p in layout.models.glob(pattern):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _one_line(e: BaseException) -> str:
@@ -345,7 +339,9 @@ def run_grid(jobs: Iterable[Job], config: StudyConfig, run_dir, cache_dir, sched
     result = GridResult(skipped=[j.label for j in jobs if job_done(layout, j)])
     if result.skipped:
         log(f"grid: {len(result.skipped)} job(s) finished earlier, skipped: {', '.join(result.skipped)}")
-    publisher = None if publish is None else _Publisher(publish, jobs, config, layout, cache_dir, republish, log)
+    provenance = _provenance(jobs, config, cache_dir)
+    publisher = None if publish is None else _Publisher(publish, jobs, provenance, layout, cache_dir, republish,
+                                                        log)
     done = {j for j in jobs if job_done(layout, j) or (publisher is not None and j in publisher.ok)}
     if publisher is not None:
         publisher.publish_finished(jobs, result)
@@ -365,6 +361,7 @@ def run_grid(jobs: Iterable[Job], config: StudyConfig, run_dir, cache_dir, sched
     from tqdm.auto import tqdm
 
     def commit(job: Job, out: dict) -> None:
+        out["record"].update(provenance[job])
         if publisher is None:
             commit_job(layout, job, out)
         else:
@@ -386,7 +383,7 @@ def run_grid(jobs: Iterable[Job], config: StudyConfig, run_dir, cache_dir, sched
 class _Publisher:
     """run_grid's publishing (knee_tf.grid_publish): which jobs are published, and what to do as each finishes."""
 
-    def __init__(self, publish, jobs, config, layout, cache_dir, republish, log):
+    def __init__(self, publish, jobs, provenance, layout, cache_dir, republish, log):
         from knee_tf import grid_publish as gp
         from knee_tf.ingest import open_cache
         from knee_tf.layout import PublishedGrid
@@ -394,10 +391,11 @@ class _Publisher:
         self.gp, self.layout, self.log = gp, layout, log
         self.pub = publish if isinstance(publish, PublishedGrid) else PublishedGrid(publish)
         self.index = open_cache(cache_dir).index
-        data, commit = gp.data_digest(cache_dir), gp.code_commit()
-        self.provenance = {j: gp.provenance(j.settings(config), data, Path(cache_dir).name, commit) for j in jobs}
+        self.provenance = provenance
         self.ok, mismatched = set(), {}
         for j in jobs:
+            if not self.provenance[j]:  # invalid settings: never published, fails when it runs
+                continue
             published, differs = gp.published_status(self.pub, j, self.provenance[j])
             if published and not differs:
                 self.ok.add(j)
@@ -416,7 +414,7 @@ class _Publisher:
                 continue
             record = json.loads(self.layout.job_record(j.name, j.seed).read_text())
             differs = self.gp.differences(record, self.provenance[j]) if "settings_digest" in record else \
-                "its record has no settings digest (trained without --publish)"
+                "its record has no settings digest (written by an older knee_tf)"
             if differs:
                 self.log(f"grid: {j.label} of the run folder not published: {differs}")
                 continue
@@ -434,7 +432,6 @@ class _Publisher:
         return list(dict.fromkeys(a for a in need if a in self.retrain))
 
     def commit(self, job: Job, out: dict, result: GridResult) -> None:
-        out["record"].update(self.provenance[job])
         commit_job(self.layout, job, out)
         if job in self.retrain:
             self.gp.check_retrained(self.pub, self.layout, job, self.index)
@@ -442,6 +439,25 @@ class _Publisher:
         else:
             self.gp.publish_job(self.pub, self.layout, job, self.index)
             result.published.append(job.label)
+
+
+def _provenance(jobs, config: StudyConfig, cache_dir) -> dict:
+    """{job: what its record carries to be compared later} (:func:`knee_tf.grid_publish.provenance`):
+    written into every job's ``job.json``, published or not, so a finished run (a study's) can be
+    published afterwards (``knee-tf grid --publish --out RUN``) without training anything again."""
+    from knee_tf import grid_publish as gp
+
+    try:
+        data = gp.data_digest(cache_dir)
+    except FileNotFoundError:  # the cache is only on the workers: records without digests (not publishable)
+        return {j: {} for j in jobs}
+    commit, out = gp.code_commit(), {}
+    for j in jobs:
+        try:
+            out[j] = gp.provenance(j.settings(config), data, Path(cache_dir).name, commit)
+        except ValueError:  # an invalid setting: the job itself fails with that error when it runs
+            out[j] = {}
+    return out
 
 
 def _saved_model(layout: RunLayout, job: Job) -> bytes:

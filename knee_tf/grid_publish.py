@@ -179,7 +179,7 @@ def publish_job(pub: PublishedGrid, layout: RunLayout, job, index: pd.DataFrame)
                                 "nothing to publish")
     record = json.loads(record_path.read_text())
     if "settings_digest" not in record:
-        raise ValueError(f"{record_path}: no settings digest (written by an older knee_tf, or without --publish)")
+        raise ValueError(f"{record_path}: no settings digest (written by an older knee_tf)")
     blob = compact_predictions(pd.read_parquet(layout.grid_predictions(job.name, job.seed)), index)
     final = pub.job_dir(job.name, job.seed)
     with atomic_dir(final) as tmp:

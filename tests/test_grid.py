@@ -131,10 +131,15 @@ def test_interrupted_commit_leaves_no_model_folder(grids, tmp_path, monkeypatch)
     monkeypatch.undo()
     assert not layout.model_dir(MODEL_A, 0).exists() and list(layout.models.iterdir()) == []
     # a temporary folder left by a killed client is removed by the next run
-    stale = layout.models / f".{RunLayout.model_name(MODEL_A, 0)}.tmp-deadbeef"
-    stale.mkdir()
+    # (atomic_dir's temporary folder, and an old folder it had moved aside), and nothing else
+    name = RunLayout.model_name(MODEL_A, 0)
+    stale = [layout.models / f".{name}.deadbeef.tmp", layout.models / f".{name}.old-deadbeef"]
+    for p in stale:
+        p.mkdir()
+    kept = layout.models / name
+    kept.mkdir()
     run_grid([], grids["cfg"], layout.root, grids["cache"], workers=0, log=lambda m: None)
-    assert not stale.exists()
+    assert not any(p.exists() for p in stale) and kept.exists()
 
 
 def test_jobs_need_their_model_a_and_valid_names():

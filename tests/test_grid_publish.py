@@ -94,6 +94,23 @@ def test_a_later_session_skips_every_published_job_and_trains_nothing(published,
     assert {p: p.stat().st_mtime_ns for p in pub.root.rglob("*")} == before
 
 
+def test_a_run_made_without_publishing_is_published_afterwards_without_training(published, tmp_path, monkeypatch):
+    # a study's run (notebook 05 runs its jobs without --publish): every job record carries its provenance
+    run = tmp_path / "study_run"
+    res = run_grid(JOBS, published["cfg"], run, published["cache"], workers=0, progress=False, log=lambda m: None)
+    assert res.ok and res.published == []
+    record = json.loads(RunLayout(run).job_record(MODEL_A, 0).read_text())
+    assert record["settings_digest"] == gp.digest(record["settings"])
+    assert record["data_digest"] == gp.data_digest(published["cache"])
+    pub = PublishedGrid(tmp_path / "grid")
+    _no_training(monkeypatch)
+    res = run_grid(JOBS, published["cfg"], run, published["cache"], workers=0, progress=False, log=lambda m: None,
+                   publish=pub)
+    assert res.ran == [] and sorted(res.published) == sorted(j.label for j in JOBS)
+    for job in JOBS:  # same seed, same weights: the same bytes as the grid that published as it ran
+        assert pub.predictions(job.name, 0).read_bytes() == published["pub"].predictions(job.name, 0).read_bytes()
+
+
 def test_a_pending_dependent_retrains_its_published_model_a_which_reproduces_its_predictions(published, tmp_path):
     pub = _copy(published["pub"], tmp_path / "grid")
     shutil.rmtree(pub.job_dir(MODEL_B, 0))  # B did not finish in the earlier session; A did
