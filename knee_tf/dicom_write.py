@@ -1,8 +1,10 @@
 """Writing DICOM: one writer for every file the study creates, original or derived.
 
 * :func:`write_image` — file meta, 16-bit unsigned MONOCHROME2 pixels, Explicit VR Little Endian,
-  an atomic write. The phantom (:mod:`knee_tf.phantom.dicom_writer`) writes its original slices
-  through it, and so does every derived image below.
+  an atomic write. Every derived image below is written through it.
+* :class:`SeriesEncoder` — the same files, byte for byte, for many images that share most of their
+  elements: the shared elements are encoded once. The phantom
+  (:mod:`knee_tf.phantom.dicom_writer`) writes its original slices through it.
 * :func:`source_header` / :func:`header_from_json` — the attributes of a source image that a
   derived image copies, as DICOM JSON. Ingest stores them in its cache, so derived images can be
   written long after the raw DICOM is gone.
@@ -20,12 +22,16 @@ opens beside its source series is plain pydicom, so no extra dependency is used 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydicom import Dataset, FileMetaDataset, dcmwrite
+from pydicom import DataElement, Dataset, FileMetaDataset, dcmwrite
+from pydicom.dataset import validate_file_meta
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import correct_ambiguous_vr, write_data_element
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
@@ -87,6 +93,91 @@ def write_image(path: str | Path, ds: Dataset, pixels: np.ndarray, bits_stored: 
     with atomic_path(path, suffix=".dcm") as tmp:
         dcmwrite(tmp, ds, enforce_file_format=True)
     return path
+
+
+
+class SeriesEncoder:
+    """:func:`write_image` for many images that share most elements: the shared ones are encoded once.
+
+    ``shared``: the elements common to every image (it must hold SOPClassUID; not SOPInstanceUID,
+    which is per image). :meth:`write` gives the bytes :func:`write_image` writes for ``shared``
+    plus the image's own elements, with pydicom's element encoders (tests/test_dicom_write.py
+    checks the equality); the file meta and the pixel module are encoded once per pixel shape.
+    An image's own elements must have an unambiguous VR (no US/SS or OB/OW choice).
+    """
+
+    def __init__(self, shared: Dataset, bits_stored: int = 16, implementation_version: str = "KNEE_TF"):
+        if "SOPInstanceUID" in shared:
+            raise ValueError("SeriesEncoder: SOPInstanceUID is per image, not shared")
+        self.shared = shared
+        self.bits_stored = int(bits_stored)
+        self.implementation_version = implementation_version
+        self.encodings = shared.get("SpecificCharacterSet", None)
+        self._shape = None  # pixel shape the cached parts below were made for
+        self._body: dict[int, bytes] = {}
+        self._meta_fixed = (b"", b"")
+
+    def _encode(self, elem) -> bytes:
+        fp = DicomBytesIO()
+        fp.is_little_endian, fp.is_implicit_VR = True, False
+        write_data_element(fp, elem, self.encodings)
+        return fp.getvalue()
+
+    def _prepare(self, shape: tuple[int, int]) -> None:
+        """Encode the shared elements, the pixel module of ``shape`` and the fixed file meta."""
+        ds = copy.deepcopy(self.shared)
+        ds.file_meta = FileMetaDataset()
+        ds.set_pixel_data(np.zeros(shape, np.uint16), "MONOCHROME2", self.bits_stored,
+                          generate_instance_uid=False)
+        del ds.PixelData
+        correct_ambiguous_vr(ds, True)
+        self._body = {int(tag): self._encode(ds[tag]) for tag in ds.keys()
+                      if not (tag.element == 0 and tag.group > 6)}
+        uid_tag = 0x00020003  # MediaStorageSOPInstanceUID: the one per-image meta element
+        meta = self._file_meta("1")
+        validate_file_meta(meta, enforce_standard=True)  # adds what dcmwrite adds
+        parts = [self._encode(meta[tag]) for tag in sorted(meta.keys()) if tag > 0x00020000]
+        order = [int(tag) for tag in sorted(meta.keys()) if tag > 0x00020000]
+        k = order.index(uid_tag)
+        self._meta_fixed = (b"".join(parts[:k]), b"".join(parts[k + 1:]))
+        self._shape = shape
+
+    def _file_meta(self, sop_instance_uid: str) -> FileMetaDataset:
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = self.shared.SOPClassUID
+        meta.MediaStorageSOPInstanceUID = sop_instance_uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        meta.ImplementationVersionName = self.implementation_version
+        return meta
+
+    def encode(self, own: Dataset, pixels: np.ndarray) -> bytes:
+        """The whole file (preamble, file meta, data set) of one image: ``own`` holds its own
+        elements (SOPInstanceUID among them; they replace shared ones of the same tag)."""
+        if pixels.dtype != np.uint16 or pixels.ndim != 2:
+            raise ValueError(f"pixels must be uint16 2D, got {pixels.dtype} {pixels.shape}")
+        if int(pixels.max(initial=0)) >= 2 ** self.bits_stored:
+            raise ValueError(f"pixel values exceed bits_stored={self.bits_stored}")
+        if pixels.shape != self._shape:
+            self._prepare(pixels.shape)
+        body = dict(self._body)
+        for elem in own:
+            body[int(elem.tag)] = self._encode(elem)
+        body[0x7FE00010] = self._encode(
+            DataElement(0x7FE00010, "OW", np.ascontiguousarray(pixels).tobytes()))
+        uid_elem = self._encode(DataElement(0x00020003, "UI", own.SOPInstanceUID))
+        meta = self._meta_fixed[0] + uid_elem + self._meta_fixed[1]
+        length = self._encode(DataElement(0x00020000, "UL", len(meta)))
+        return b"".join([b"\x00" * 128, b"DICM", length, meta]
+                        + [body[tag] for tag in sorted(body)])
+
+    def write(self, path: str | Path, own: Dataset, pixels: np.ndarray) -> Path:
+        """Write :meth:`encode`'s bytes to ``path``, atomically. Returns ``path``."""
+        data = self.encode(own, pixels)
+        path = Path(path)
+        with atomic_path(path, suffix=".dcm") as tmp:
+            tmp.write_bytes(data)
+        return path
 
 
 def source_header(ds: Dataset) -> dict:

@@ -8,7 +8,13 @@ import pytest
 from pydicom.dataset import validate_file_meta
 from test_augment import _pool, _pool_inputs
 
-from knee_tf.dicom_write import export_augmented_dicom, header_from_json, source_header
+from knee_tf.dicom_write import (
+    SeriesEncoder,
+    export_augmented_dicom,
+    header_from_json,
+    source_header,
+    write_image,
+)
 from knee_tf.vocab import INVERTED
 
 
@@ -73,3 +79,40 @@ def test_source_header_keeps_only_what_a_derived_image_needs():
     assert "PixelData" not in header and header.SOPInstanceUID == ds.SOPInstanceUID
     assert [float(v) for v in header.PixelSpacing] == [float(v) for v in ds.PixelSpacing]
     assert header.Rows == ds.Rows and header.PatientName == ds.PatientName
+
+
+def test_series_encoder_writes_the_bytes_of_write_image(tmp_path):
+    """SeriesEncoder (shared elements encoded once) == write_image, byte for byte, across images
+    of two pixel shapes, per-image elements that replace shared ones, and text in ISO_IR 100."""
+    from pydicom.uid import MRImageStorage
+
+    shared = pydicom.Dataset()
+    shared.SpecificCharacterSet = "ISO_IR 100"
+    shared.SOPClassUID = MRImageStorage
+    shared.PatientName = "SYNTH^Müller"
+    shared.StudyInstanceUID = "1.2.3.4"
+    shared.SliceThickness = "4.0"
+    shared.AcquisitionMatrix = [0, 64, 64, 0]
+    shared.InstanceNumber = 99  # replaced per image
+    enc = SeriesEncoder(shared, bits_stored=16, implementation_version="KNEE_TF_TEST")
+    rng = np.random.default_rng(0)
+    for i, shape in enumerate([(64, 64), (64, 64), (32, 48), (64, 64)]):
+        own = pydicom.Dataset()
+        own.SOPInstanceUID = f"1.2.3.4.{i + 1}" + "1" * (i % 2)  # odd and even lengths
+        own.InstanceNumber = i + 1
+        own.ImagePositionPatient = [f"{v:.4f}" for v in rng.normal(0, 50, 3)]
+        own.WindowCenter = str(100 + i)
+        pixels = rng.integers(0, 65535, size=shape, dtype=np.uint16)
+        ds = pydicom.Dataset()
+        for elem in shared:
+            ds.add(elem)
+        for elem in own:
+            ds.add(elem)
+        write_image(tmp_path / f"ref{i}.dcm", ds, pixels, bits_stored=16,
+                    implementation_version="KNEE_TF_TEST")
+        enc.write(tmp_path / f"new{i}.dcm", own, pixels)
+        assert (tmp_path / f"new{i}.dcm").read_bytes() == (tmp_path / f"ref{i}.dcm").read_bytes()
+    with pytest.raises(ValueError, match="per image"):
+        SeriesEncoder(ds)
+    with pytest.raises(ValueError, match="uint16"):
+        enc.encode(own, pixels.astype(np.int32))

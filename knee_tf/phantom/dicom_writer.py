@@ -8,7 +8,6 @@ exam, never the current time. Patient identifiers are synthetic (``SYNTH^...``):
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.uid import MRImageStorage, generate_uid
 
-from knee_tf.dicom_write import write_image
+from knee_tf.dicom_write import SeriesEncoder
 from knee_tf.phantom.render import SliceGeometry
 from knee_tf.phantom.sites import CoilProfile, SiteProfile
 
@@ -44,14 +43,14 @@ class ExamHeader:
     spacing_mm: dict  # plane -> spacing between slices
 
 
-_TEMPLATE: dict = {}  # (seed, exam_id) -> exam-constant Dataset; holds the current exam only
+_ENCODER: dict = {}  # exam key -> SeriesEncoder of the exam-constant elements; current exam only
 
 
-def _exam_template(hdr: ExamHeader, geom: SliceGeometry) -> Dataset:
-    """The elements shared by every slice of an exam (built once per exam)."""
+def _exam_encoder(hdr: ExamHeader, geom: SliceGeometry) -> SeriesEncoder:
+    """The elements shared by every slice of an exam, encoded once per exam."""
     key = (hdr.seed, hdr.exam_id, geom.matrix, geom.thickness_mm, geom.fov_mm)
-    if key in _TEMPLATE:
-        return _TEMPLATE[key]
+    if key in _ENCODER:
+        return _ENCODER[key]
     site = hdr.site
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 100"
@@ -107,18 +106,20 @@ def _exam_template(hdr: ExamHeader, geom: SliceGeometry) -> Dataset:
     ds.Laterality = "R" if hdr.side == "right" else "L"
     ds.PositionReferenceIndicator = ""
     ds.PixelSpacing = [f"{geom.spacing_mm:.4f}", f"{geom.spacing_mm:.4f}"]
-    _TEMPLATE.clear()
-    _TEMPLATE[key] = ds
-    return ds
+    _ENCODER.clear()
+    _ENCODER[key] = SeriesEncoder(ds, bits_stored=16, implementation_version="KNEE_TF_PHANTOM")
+    return _ENCODER[key]
 
 
 def write_slice(path: str | Path, pixels: np.ndarray, hdr: ExamHeader, geom: SliceGeometry,
                 instance_number: int) -> None:
-    """Write ``pixels`` (uint16 (rows, cols)) as one DICOM file at ``path`` (atomically, through
-    :func:`knee_tf.dicom_write.write_image`)."""
+    """Write ``pixels`` (uint16 (rows, cols)) as one DICOM file at ``path`` (atomically; the
+    bytes :func:`knee_tf.dicom_write.write_image` writes, through a per-exam
+    :class:`~knee_tf.dicom_write.SeriesEncoder`)."""
     if pixels.dtype != np.uint16 or pixels.ndim != 2:
         raise ValueError(f"pixels must be uint16 2D, got {pixels.dtype} {pixels.shape}")
-    ds = copy.copy(_exam_template(hdr, geom))  # shallow: per-slice elements are replaced below
+    encoder = _exam_encoder(hdr, geom)
+    ds = Dataset()  # the slice's own elements
     ds.SOPInstanceUID = uid(hdr.seed, hdr.exam_id, "image", instance_number)
     ds.SpacingBetweenSlices = f"{hdr.spacing_mm[geom.plane]:.1f}"
     ds.InstanceNumber = instance_number
@@ -128,4 +129,4 @@ def write_slice(path: str | Path, pixels: np.ndarray, hdr: ExamHeader, geom: Sli
     hi = int(pixels.max())
     ds.WindowCenter = str(max(hi // 2, 1))
     ds.WindowWidth = str(max(hi, 2))
-    write_image(path, ds, pixels, bits_stored=16, implementation_version="KNEE_TF_PHANTOM")
+    encoder.write(path, ds, pixels)
