@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # ----------------------------------------------------------------------------------------------
-# canonical primitives
+# canonical primitives: ``sdf_mm(q)`` takes canonical points stacked on axis 0, (3, ...) float32
+
+
+def _column(values, q: np.ndarray) -> np.ndarray:
+    """Python numbers as a (len(values), 1, ...) array of ``q``'s dtype, to broadcast against
+    ``q[:len(values)]`` (each rounded once, as a Python scalar in an operation with ``q`` is)."""
+    return np.asarray(values, dtype=q.dtype).reshape((len(values),) + (1,) * (q.ndim - 1))
 
 
 @dataclass(frozen=True)
@@ -34,13 +40,25 @@ class Ellipsoid:
 
     semi: tuple[float, float, float]
 
-    def sdf_mm(self, qx, qy, qz):
-        a = tuple(float(v) for v in self.semi)  # Python floats keep float32 input float32
-        x, y, z = qx / a[0], qy / a[1], qz / a[2]
-        k0 = np.sqrt(x * x + y * y + z * z)
-        x, y, z = x / a[0], y / a[1], z / a[2]
-        k1 = np.sqrt(x * x + y * y + z * z)
-        return k0 * (k0 - 1.0) / np.maximum(k1, 1e-9)
+    def sdf_mm(self, q):
+        # float32 q stays float32 (Python-float semi-axes); in-place steps, same rounding as
+        # x = qx / a, k0 = sqrt(x * x + y * y + z * z), x = x / a again, k1 likewise
+        a = _column(self.semi, q)
+        u = q / a
+        sq = u * u
+        k0 = sq[0] + sq[1]
+        k0 += sq[2]
+        np.sqrt(k0, out=k0)
+        u /= a
+        np.multiply(u, u, out=sq)
+        k1 = sq[0] + sq[1]
+        k1 += sq[2]
+        np.sqrt(k1, out=k1)
+        np.maximum(k1, 1e-9, out=k1)
+        d = k0 - 1.0
+        d *= k0
+        d /= k1
+        return d
 
     def support(self, m: np.ndarray) -> float:
         return float(np.sqrt(np.sum((np.asarray(self.semi) * m) ** 2)))
@@ -61,17 +79,28 @@ class TaperedCylinder:
     semi1: tuple[float, float]
     open_caps: bool = False
 
-    def sdf_mm(self, qx, qy, qz):
+    def sdf_mm(self, q):
+        qz = q[2]
         t = np.clip((qz - self.z0) / (self.z1 - self.z0), 0.0, 1.0)
-        a = self.semi0[0] + t * (self.semi1[0] - self.semi0[0])
-        b = self.semi0[1] + t * (self.semi1[1] - self.semi0[1])
-        k0 = np.sqrt((qx / a) ** 2 + (qy / b) ** 2)
-        k1 = np.sqrt((qx / (a * a)) ** 2 + (qy / (b * b)) ** 2)
-        d_r = k0 * (k0 - 1.0) / np.maximum(k1, 1e-9)
+        ab = _column(self.semi0, q)  # (2, ...) semi-axes at t: a along x, b along y
+        ab = ab + t * _column([self.semi1[i] - self.semi0[i] for i in (0, 1)], q)
+        u = q[:2] / ab
+        np.square(u, out=u)
+        k0 = u[0] + u[1]
+        np.sqrt(k0, out=k0)
+        np.multiply(ab, ab, out=ab)
+        np.divide(q[:2], ab, out=u)
+        np.square(u, out=u)
+        k1 = u[0] + u[1]
+        np.sqrt(k1, out=k1)
+        np.maximum(k1, 1e-9, out=k1)
+        d_r = k0 - 1.0
+        d_r *= k0
+        d_r /= k1
         d_z = np.maximum(self.z0 - qz, qz - self.z1)
         if self.open_caps:
             return np.where(d_z > 0, np.float32(1e4), d_r)
-        return np.maximum(d_r, d_z)
+        return np.maximum(d_r, d_z, out=d_r)
 
     def support(self, m: np.ndarray) -> float:
         ends = ((self.z0, self.semi0), (self.z1, self.semi1))
@@ -90,7 +119,8 @@ class MeniscusWedge:
     inner: float = 0.5
     gap: float = 0.0
 
-    def sdf_mm(self, qx, qy, qz):
+    def sdf_mm(self, q):
+        qx, qy, qz = q[0], q[1], q[2]
         rho = np.sqrt((qx / self.rx) ** 2 + (qy / self.ry) ** 2)
         rmin = min(self.rx, self.ry)
         h = 0.5 * self.height * np.clip((rho - self.inner) / (1.0 - self.inner), 0.0, 1.0)

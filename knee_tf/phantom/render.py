@@ -124,28 +124,43 @@ def paint(structures, signals: dict[str, tuple[float, ...]], geom: SliceGeometry
                & (pos0 + offs[None, :] <= hi_n[:, None] + d))  # (S, P)
     live = crosses.any(axis=1) & (j0s < j1s) & (i0s < i1s)
     single = len(offs) == 1
-    for idx in np.flatnonzero(live):
+    # per-structure steps of the grid in canonical coordinates, one batch for all structures
+    live_idx = np.flatnonzero(live)
+    inv = np.stack([structures[i].inverse for i in live_idx]) if len(live_idx) else None
+    if inv is not None:
+        a_all = (inv @ (r_dir * d)).astype(np.float32)[:, :, None, None]  # (S, 3, 1, 1)
+        b_all = (inv @ (c_dir * d)).astype(np.float32)[:, :, None, None]
+        n_all = inv @ nrm
+    cols_f = np.arange(ncols, dtype=np.float32)
+    rows_f = np.arange(nrows, dtype=np.float32)[:, None]
+    for m, idx in enumerate(live_idx):
         s = structures[idx]
         j0, j1, i0, i1 = int(j0s[idx]), int(j1s[idx]), int(i0s[idx]), int(i1s[idx])
-        inv = s.inverse
-        base = inv @ (origin - s.origin)
-        a = (inv @ (r_dir * d)).astype(np.float32)
-        b = (inv @ (c_dir * d)).astype(np.float32)
-        jj = np.arange(j0, j1, dtype=np.float32)[None, :]
-        ii = np.arange(i0, i1, dtype=np.float32)[:, None]
+        base = s.inverse @ (origin - s.origin)
+        jj, ii = cols_f[j0:j1], rows_f[i0:i1]
+        # q: canonical points (3, [P,] h, w), summed in the order (b0 + j a) + i b (one plane)
+        # or b0 + (j a + i b) (several)
         if single:
-            b0 = (base + offs[0] * (inv @ nrm)).astype(np.float32)
-            q = [b0[k] + jj * a[k] + ii * b[k] for k in range(3)]
+            b0 = (base + offs[0] * n_all[m]).astype(np.float32)[:, None, None]
+            q = b0 + jj * a_all[m]
+            q = q + ii * b_all[m]
         else:
-            b0 = (base[None, :] + offs[:, None] * (inv @ nrm)[None, :]).astype(np.float32)
-            q = [b0[:, k, None, None] + (jj * a[k] + ii * b[k])[None] for k in range(3)]
-        edge = 0.5 - s.shape.sdf_mm(*q) * np.float32(s.scale / d)  # > 0.5: inside by half a pixel
+            b0 = (base[None, :] + offs[:, None] * n_all[m][None, :]).astype(np.float32)
+            q = jj * a_all[m] + ii * b_all[m]
+            q = b0.T[:, :, None, None] + q[:, None]
+        edge = s.shape.sdf_mm(q)
+        edge *= np.float32(s.scale / d)
+        np.subtract(0.5, edge, out=edge)  # > 0.5: inside by half a pixel
         if single:
             edge = edge[None]
         sub = acc[:, :, i0:i1, j0:j1]
         for depth, tissue in ((0.0, s.tissue),) + tuple((t, n) for t, n, _ in s.layers):
-            occ = np.minimum(np.maximum(edge - np.float32(depth / d), 0.0), 1.0)
-            sub += occ[None] * (vals[tissue] - sub)
+            occ = edge - np.float32(depth / d) if depth else edge.copy()
+            np.maximum(occ, 0.0, out=occ)
+            np.minimum(occ, 1.0, out=occ)
+            step_ = vals[tissue] - sub
+            step_ *= occ
+            sub += step_
     return acc
 
 
