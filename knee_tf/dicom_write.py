@@ -23,12 +23,14 @@ opens beside its source series is plain pydicom, so no extra dependency is used 
 from __future__ import annotations
 
 import copy
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydicom import DataElement, Dataset, FileMetaDataset, dcmwrite
+from pydicom import Dataset, FileMetaDataset, dcmwrite
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import validate_file_meta
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import correct_ambiguous_vr, write_data_element
@@ -96,14 +98,29 @@ def write_image(path: str | Path, ds: Dataset, pixels: np.ndarray, bits_stored: 
 
 
 
+#: value representations :class:`SeriesEncoder` encodes per image (text with a 2-byte length)
+_SHORT_TEXT_VRS = ("AE", "AS", "CS", "DA", "DS", "IS", "LO", "SH", "TM", "UI")
+
+
+def _short_text_element(tag: int, vr: str, value) -> bytes:
+    """One Explicit VR Little Endian element of a short text VR: ``value`` a str, int or a list
+    of them (joined by backslashes), ASCII, padded to an even length (UI with a NUL)."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    raw = "\\".join(str(v) for v in values).encode("ascii")
+    if len(raw) % 2:
+        raw += b"\x00" if vr == "UI" else b" "
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), len(raw)) + raw
+
+
 class SeriesEncoder:
     """:func:`write_image` for many images that share most elements: the shared ones are encoded once.
 
     ``shared``: the elements common to every image (it must hold SOPClassUID; not SOPInstanceUID,
     which is per image). :meth:`write` gives the bytes :func:`write_image` writes for ``shared``
-    plus the image's own elements, with pydicom's element encoders (tests/test_dicom_write.py
-    checks the equality); the file meta and the pixel module are encoded once per pixel shape.
-    An image's own elements must have an unambiguous VR (no US/SS or OB/OW choice).
+    plus the image's own elements (tests/test_dicom_write.py checks the equality): the shared
+    elements, the pixel module and the file meta are encoded by pydicom once per pixel shape; an
+    image's own elements are short ASCII text (:data:`_SHORT_TEXT_VRS`: UIDs, numbers as strings)
+    and encoded here.
     """
 
     def __init__(self, shared: Dataset, bits_stored: int = 16, implementation_version: str = "KNEE_TF"):
@@ -116,6 +133,7 @@ class SeriesEncoder:
         self._shape = None  # pixel shape the cached parts below were made for
         self._body: dict[int, bytes] = {}
         self._meta_fixed = (b"", b"")
+        self._tags: dict[str, tuple[int, str]] = {}  # keyword -> (tag, VR)
 
     def _encode(self, elem) -> bytes:
         fp = DicomBytesIO()
@@ -133,52 +151,58 @@ class SeriesEncoder:
         correct_ambiguous_vr(ds, True)
         self._body = {int(tag): self._encode(ds[tag]) for tag in ds.keys()
                       if not (tag.element == 0 and tag.group > 6)}
-        uid_tag = 0x00020003  # MediaStorageSOPInstanceUID: the one per-image meta element
-        meta = self._file_meta("1")
-        validate_file_meta(meta, enforce_standard=True)  # adds what dcmwrite adds
-        parts = [self._encode(meta[tag]) for tag in sorted(meta.keys()) if tag > 0x00020000]
-        order = [int(tag) for tag in sorted(meta.keys()) if tag > 0x00020000]
-        k = order.index(uid_tag)
-        self._meta_fixed = (b"".join(parts[:k]), b"".join(parts[k + 1:]))
-        self._shape = shape
-
-    def _file_meta(self, sop_instance_uid: str) -> FileMetaDataset:
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = self.shared.SOPClassUID
-        meta.MediaStorageSOPInstanceUID = sop_instance_uid
+        meta.MediaStorageSOPInstanceUID = "1"
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         meta.ImplementationVersionName = self.implementation_version
-        return meta
+        validate_file_meta(meta, enforce_standard=True)  # adds what dcmwrite adds
+        tags = [int(tag) for tag in sorted(meta.keys()) if tag > 0x00020000]
+        k = tags.index(0x00020003)  # MediaStorageSOPInstanceUID: the one per-image meta element
+        parts = [self._encode(meta[tag]) for tag in tags]
+        self._meta_fixed = (b"".join(parts[:k]), b"".join(parts[k + 1:]))
+        self._shape = shape
 
-    def encode(self, own: Dataset, pixels: np.ndarray) -> bytes:
-        """The whole file (preamble, file meta, data set) of one image: ``own`` holds its own
-        elements (SOPInstanceUID among them; they replace shared ones of the same tag)."""
+    def _tag(self, keyword: str) -> tuple[int, str]:
+        if keyword not in self._tags:
+            tag = tag_for_keyword(keyword)
+            vr = dictionary_VR(tag) if tag is not None else None
+            if vr not in _SHORT_TEXT_VRS:
+                raise ValueError(f"SeriesEncoder: {keyword} ({vr}) is not a per-image element "
+                                 f"it encodes (VRs {', '.join(_SHORT_TEXT_VRS)})")
+            self._tags[keyword] = (int(tag), vr)
+        return self._tags[keyword]
+
+    def encode(self, own: Mapping[str, object], pixels: np.ndarray) -> bytes:
+        """The whole file (preamble, file meta, data set) of one image. ``own``: keyword -> value
+        of the image's own elements (SOPInstanceUID among them; they replace shared ones)."""
         if pixels.dtype != np.uint16 or pixels.ndim != 2:
             raise ValueError(f"pixels must be uint16 2D, got {pixels.dtype} {pixels.shape}")
-        if int(pixels.max(initial=0)) >= 2 ** self.bits_stored:
+        if self.bits_stored < 16 and int(pixels.max(initial=0)) >= 2 ** self.bits_stored:
             raise ValueError(f"pixel values exceed bits_stored={self.bits_stored}")
         if pixels.shape != self._shape:
             self._prepare(pixels.shape)
         body = dict(self._body)
-        for elem in own:
-            body[int(elem.tag)] = self._encode(elem)
-        body[0x7FE00010] = self._encode(
-            DataElement(0x7FE00010, "OW", np.ascontiguousarray(pixels).tobytes()))
-        uid_elem = self._encode(DataElement(0x00020003, "UI", own.SOPInstanceUID))
-        meta = self._meta_fixed[0] + uid_elem + self._meta_fixed[1]
-        length = self._encode(DataElement(0x00020000, "UL", len(meta)))
+        for keyword, value in own.items():
+            tag, vr = self._tag(keyword)
+            body[tag] = _short_text_element(tag, vr, value)
+        data = np.ascontiguousarray(pixels).astype("<u2", copy=False).tobytes()
+        body[0x7FE00010] = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, len(data)) + data
+        meta = (self._meta_fixed[0]
+                + _short_text_element(0x00020003, "UI", own["SOPInstanceUID"])
+                + self._meta_fixed[1])
+        length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(meta))
         return b"".join([b"\x00" * 128, b"DICM", length, meta]
                         + [body[tag] for tag in sorted(body)])
 
-    def write(self, path: str | Path, own: Dataset, pixels: np.ndarray) -> Path:
+    def write(self, path: str | Path, own: Mapping[str, object], pixels: np.ndarray) -> Path:
         """Write :meth:`encode`'s bytes to ``path``, atomically. Returns ``path``."""
         data = self.encode(own, pixels)
         path = Path(path)
         with atomic_path(path, suffix=".dcm") as tmp:
             tmp.write_bytes(data)
         return path
-
 
 def source_header(ds: Dataset) -> dict:
     """The :data:`SOURCE_KEYWORDS` of ``ds`` that it has, as a DICOM JSON dict (``Dataset.to_json_dict``)."""

@@ -97,17 +97,17 @@ def test_series_encoder_writes_the_bytes_of_write_image(tmp_path):
     enc = SeriesEncoder(shared, bits_stored=16, implementation_version="KNEE_TF_TEST")
     rng = np.random.default_rng(0)
     for i, shape in enumerate([(64, 64), (64, 64), (32, 48), (64, 64)]):
-        own = pydicom.Dataset()
-        own.SOPInstanceUID = f"1.2.3.4.{i + 1}" + "1" * (i % 2)  # odd and even lengths
-        own.InstanceNumber = i + 1
-        own.ImagePositionPatient = [f"{v:.4f}" for v in rng.normal(0, 50, 3)]
-        own.WindowCenter = str(100 + i)
+        own = {"SOPInstanceUID": f"1.2.3.4.{i + 1}" + "1" * (i % 2),  # odd and even lengths
+               "InstanceNumber": i + 1,
+               "ImagePositionPatient": [f"{v:.4f}" for v in rng.normal(0, 50, 3)],
+               "SliceLocation": f"{rng.normal(0, 50):.4f}",
+               "WindowCenter": str(100 + 7 * i), "ImageType": ["ORIGINAL", "PRIMARY"]}
         pixels = rng.integers(0, 65535, size=shape, dtype=np.uint16)
         ds = pydicom.Dataset()
         for elem in shared:
             ds.add(elem)
-        for elem in own:
-            ds.add(elem)
+        for keyword, value in own.items():
+            setattr(ds, keyword, value)
         write_image(tmp_path / f"ref{i}.dcm", ds, pixels, bits_stored=16,
                     implementation_version="KNEE_TF_TEST")
         enc.write(tmp_path / f"new{i}.dcm", own, pixels)
@@ -116,3 +116,5 @@ def test_series_encoder_writes_the_bytes_of_write_image(tmp_path):
         SeriesEncoder(ds)
     with pytest.raises(ValueError, match="uint16"):
         enc.encode(own, pixels.astype(np.int32))
+    with pytest.raises(ValueError, match="not a per-image element"):
+        enc.encode({**own, "Rows": 64}, pixels)

@@ -119,14 +119,16 @@ def write_slice(path: str | Path, pixels: np.ndarray, hdr: ExamHeader, geom: Sli
     if pixels.dtype != np.uint16 or pixels.ndim != 2:
         raise ValueError(f"pixels must be uint16 2D, got {pixels.dtype} {pixels.shape}")
     encoder = _exam_encoder(hdr, geom)
-    ds = Dataset()  # the slice's own elements
-    ds.SOPInstanceUID = uid(hdr.seed, hdr.exam_id, "image", instance_number)
-    ds.SpacingBetweenSlices = f"{hdr.spacing_mm[geom.plane]:.1f}"
-    ds.InstanceNumber = instance_number
-    ds.ImagePositionPatient = [f"{v:.4f}" for v in geom.top_left]
-    ds.ImageOrientationPatient = [f"{v:.6f}" for v in np.concatenate([geom.row_dir, geom.col_dir])]
-    ds.SliceLocation = f"{float(geom.centre @ geom.normal):.4f}"
     hi = int(pixels.max())
-    ds.WindowCenter = str(max(hi // 2, 1))
-    ds.WindowWidth = str(max(hi, 2))
-    encoder.write(path, ds, pixels)
+    own = {  # the slice's own elements
+        "SOPInstanceUID": uid(hdr.seed, hdr.exam_id, "image", instance_number),
+        "SpacingBetweenSlices": f"{hdr.spacing_mm[geom.plane]:.1f}",
+        "InstanceNumber": instance_number,
+        "ImagePositionPatient": [f"{v:.4f}" for v in geom.top_left],
+        "ImageOrientationPatient": [f"{v:.6f}"
+                                    for v in np.concatenate([geom.row_dir, geom.col_dir])],
+        "SliceLocation": f"{float(geom.centre @ geom.normal):.4f}",
+        "WindowCenter": str(max(hi // 2, 1)),
+        "WindowWidth": str(max(hi, 2)),
+    }
+    encoder.write(path, own, pixels)
