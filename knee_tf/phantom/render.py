@@ -341,8 +341,8 @@ def render_slice(structures, acq: Acquisition, geom: SliceGeometry, rng: np.rand
     outer = SUBPLANE_OFFSETS[2] * geom.thickness_mm
     c_c = paint(structures, acq.signals, geom, (0.0,), 1, row_start, n_rows)[:, 0]
     c_o = paint(structures, acq.signals, geom, (-outer, outer), 2, row_start, n_rows)
-    lo = np.stack([_upsample2(c)[:n_rows, :n] for c in c_o[:, 0]])
-    hi = np.stack([_upsample2(c)[:n_rows, :n] for c in c_o[:, 1]])
+    up = _upsample2(c_o)  # (channels, 2, rows, cols): both outer sub-planes at once
+    lo, hi = up[:, 0, :n_rows, :n], up[:, 1, :n_rows, :n]
     df = None
     if implant is not None:
         rows = np.arange(row_start, row_start + n_rows)
