@@ -81,7 +81,9 @@ class TaperedCylinder:
 
     def sdf_mm(self, q):
         qz = q[2]
-        t = np.clip((qz - self.z0) / (self.z1 - self.z0), 0.0, 1.0)
+        t = (qz - self.z0) / (self.z1 - self.z0)
+        np.maximum(t, 0.0, out=t)  # clip to [0, 1] (no NaN here; a zero's sign does not matter)
+        np.minimum(t, 1.0, out=t)
         ab = _column(self.semi0, q)  # (2, ...) semi-axes at t: a along x, b along y
         ab = ab + t * _column([self.semi1[i] - self.semi0[i] for i in (0, 1)], q)
         u = q[:2] / ab

@@ -155,7 +155,10 @@ def paint(structures, signals: dict[str, tuple[float, ...]], geom: SliceGeometry
             edge = edge[None]
         sub = acc[:, :, i0:i1, j0:j1]
         for depth, tissue in ((0.0, s.tissue),) + tuple((t, n) for t, n, _ in s.layers):
-            occ = edge - np.float32(depth / d) if depth else edge.copy()
+            if depth:
+                occ = edge - np.float32(depth / d)
+            else:  # the outer surface: edge itself is clipped unless inner layers still need it
+                occ = edge.copy() if s.layers else edge
             np.maximum(occ, 0.0, out=occ)
             np.minimum(occ, 1.0, out=occ)
             step_ = vals[tissue] - sub
