@@ -194,12 +194,21 @@ def step_done(run: Run, step: Step) -> bool:
     return run.layout.step_marker(step.name).exists() and all(p.exists() for p in run.expected_outputs(step))
 
 
+#: config fields a run may change when it is resumed: its number of training seeds (``--seeds``).
+#: Every per-seed output is named by its seed, so a 1-seed run resumed with ``--seeds 3`` keeps seed 0's
+#: models and trains seeds 1 and 2; the steps that need the new seeds run again (their outputs are missing).
+RESUMABLE_FIELDS = ("n_seeds", "n_seeds_other")
+
+
 def start_run(root: Path, cfg: StudyConfig) -> Run:
     """The run folder ``root`` for ``cfg``: created, with its config file written (or already there,
-    to resume). Raises InputError when it holds a run with a different config."""
+    to resume, possibly with another number of seeds: :data:`RESUMABLE_FIELDS`). Raises InputError
+    when it holds a run with a different config."""
     layout = RunLayout(root)
-    if layout.config.exists() and StudyConfig.load(layout.config) != cfg:
-        raise InputError(f"{root}: holds a run with a different config; choose another --out")
+    if layout.config.exists():
+        saved = StudyConfig.load(layout.config)
+        if saved.replace(**{f: getattr(cfg, f) for f in RESUMABLE_FIELDS}) != cfg:
+            raise InputError(f"{root}: holds a run with a different config; choose another --out")
     root.mkdir(parents=True, exist_ok=True)
     cfg.save(layout.config)
     return Run(root, cfg)

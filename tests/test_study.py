@@ -150,6 +150,23 @@ def test_publish_refuses_fewer_seeds_and_smoke_runs(first_run, smoke_config, tmp
     assert {p.parent.name for p in written} == {"figures", "results"}
 
 
+def test_a_run_resumed_with_more_seeds_keeps_what_it_has_and_trains_the_new_seed(first_run, tmp_path):
+    out, _ = first_run
+    ext = tmp_path / "extended"
+    shutil.copytree(out, ext)
+    layout = RunLayout(ext)
+    kept = {arm: (layout.grid_predictions(arm, 0).read_bytes(), layout.job_record(arm, 0).stat().st_mtime_ns)
+            for arm in (MODEL_A, MODEL_B)}
+    log = []
+    run = run_study(out=ext, seeds=2, log=log.append)
+    assert run.config.n_seeds == 2 and StudyConfig.load(layout.config).n_seeds == 2
+    assert "[01_data_ingest] done earlier, skipped" in log
+    for arm in (MODEL_A, MODEL_B):  # seed 0 kept as it was (not trained again), seed 1 trained
+        assert (layout.grid_predictions(arm, 0).read_bytes(), layout.job_record(arm, 0).stat().st_mtime_ns) == kept[arm]
+        assert layout.job_record(arm, 1).exists()
+    assert set(pd.read_csv(layout.cohorts)["seed"]) == {0, 1}
+
+
 def test_cli_study_rejects_a_run_folder_of_another_config(first_run, tmp_path):
     out, _ = first_run
     other = tmp_path / "other.json"
