@@ -97,7 +97,6 @@ def write_image(path: str | Path, ds: Dataset, pixels: np.ndarray, bits_stored: 
     return path
 
 
-
 #: value representations :class:`SeriesEncoder` encodes per image (text with a 2-byte length)
 _SHORT_TEXT_VRS = ("AE", "AS", "CS", "DA", "DS", "IS", "LO", "SH", "TM", "UI")
 
@@ -203,6 +202,7 @@ class SeriesEncoder:
         with atomic_path(path, suffix=".dcm") as tmp:
             tmp.write_bytes(data)
         return path
+
 
 def source_header(ds: Dataset) -> dict:
     """The :data:`SOURCE_KEYWORDS` of ``ds`` that it has, as a DICOM JSON dict (``Dataset.to_json_dict``)."""
