@@ -6,6 +6,8 @@ The manifest contract and its validation live in :mod:`knee_tf.manifest`; DICOM 
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from knee_tf.vocab import CLASSES, PLANES
@@ -24,18 +26,40 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None = None, batch_siz
     import tensorflow as tf
 
     x = np.asarray(images, dtype=np.float32)
-    n = len(x)
+    n, shape = len(x), x.shape[1:]
     idx = tf.data.Dataset.range(n)
     if shuffle:
         idx = idx.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     y = None if labels is None else tf.constant(np.asarray(labels, np.int32))
+    # tf.numpy_function keeps every Python function it wraps in a process-wide registry that is never
+    # emptied, so a function holding ``x`` would keep each training set alive for the life of the
+    # process (+1 training set per model trained in a notebook or an in-process grid). It holds a
+    # weak reference instead; the dataset owns the images, and they go when the dataset does.
+    rows = _Rows(x)
+    rows_ref = weakref.ref(rows)
+    del x
+
+    def take(k):
+        r = rows_ref()
+        if r is None:
+            raise RuntimeError("make_dataset: the dataset's image array was released")
+        return r.images[k]
 
     def gather(i):
-        xb = tf.numpy_function(lambda k: x[k], [i], tf.float32, stateful=False)
-        xb.set_shape((None,) + x.shape[1:])
+        xb = tf.numpy_function(take, [i], tf.float32, stateful=False)
+        xb.set_shape((None,) + shape)
         return xb if y is None else (xb, tf.gather(y, i))
 
-    return idx.batch(batch_size).map(gather).prefetch(tf.data.AUTOTUNE)
+    ds = idx.batch(batch_size).map(gather).prefetch(tf.data.AUTOTUNE)
+    ds._knee_tf_rows = rows
+    return ds
+
+
+class _Rows:
+    """The image array a :func:`make_dataset` dataset gathers its batches from (owned by the dataset)."""
+
+    def __init__(self, images: np.ndarray):
+        self.images = images
 
 
 def pick_examples(index, by=("plane", "label"), per_group: int = 1, seed: int = 0, mask=None,

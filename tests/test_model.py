@@ -192,3 +192,35 @@ def test_training_log_matches_history(tmp_path):
     log = read_training_log(tmp_path / "m.csv")
     assert list(log["epoch"]) == list(res.history["epoch"]) == [1, 2]
     np.testing.assert_allclose(log["val_loss"], res.history["val_loss"], rtol=1e-5)
+
+
+def test_training_does_not_keep_the_training_images(toy_blob_data, tmp_path):
+    """tf.numpy_function never forgets the functions it wraps; if the batch gatherer held the image
+    array, every model trained in one process (a notebook, an in-process grid) would keep its whole
+    training set in memory."""
+    import gc
+    import weakref
+
+    from knee_tf.data import make_dataset
+
+    cfg = StudyConfig.smoke(image_size=64)
+    xt, yt, xv, yv = _smoke_subset(toy_blob_data, n_train=cfg.batch_size)
+    x_train, x_val = xt.copy(), xv.copy()
+    refs = [weakref.ref(x_train), weakref.ref(x_val)]
+    result = train_classifier(x_train, yt, x_val, yv, tmp_path / "m.keras", seed=0, verbose=0,
+                              **cfg.training_settings())
+    del x_train, x_val
+    gc.collect()
+    assert [r() is None for r in refs] == [True, True], "the training or validation images outlive fit"
+    assert result.model.optimizer.iterations.numpy() == 1
+
+    images = np.zeros((4, 8, 8, 1), np.float32)
+    ref = weakref.ref(images)
+    ds = make_dataset(images, np.arange(4) % 2, batch_size=2)
+    del images
+    gc.collect()
+    assert ref() is not None, "the dataset must own its images while it exists"
+    assert sum(len(xb) for xb, _ in ds) == 4
+    del ds
+    gc.collect()
+    assert ref() is None
