@@ -183,11 +183,21 @@ def predict_corruptions(models: dict, images: np.ndarray, index: pd.DataFrame, c
     for mname, model in models.items():  # severity 0: the clean images, where every curve starts
         clean = predict_proba(model, images, batch_size)
         frames += [prediction_frame(clean, index, mname, seed, corruption=c, severity=0) for c in CORRUPTIONS]
+    n = len(images)
     for name in tqdm(CORRUPTIONS, desc="held-out corruptions", disable=not progress):
-        for severity, xc in corrupt_batch(images, name, cfg.severities, seed=cfg.corruption_seed).items():
-            for mname, model in models.items():
-                frames.append(prediction_frame(predict_proba(model, xc, batch_size), index, mname, seed,
-                                               corruption=name, severity=int(severity)))
+        # one inference batch at a time, every severity of it: only batch_size x severities corrupted
+        # images are in memory (not every severity of every image), and each image's corruption and
+        # each batch's composition are those of corrupting and predicting the whole set at once
+        parts = {(s, m): [] for s in cfg.severities for m in models}
+        for start in range(0, max(n, 1), batch_size):
+            chunk = corrupt_batch(images[start:start + batch_size], name, cfg.severities,
+                                  seed=cfg.corruption_seed, first_index=start)
+            for severity, xc in chunk.items():
+                for mname, model in models.items():
+                    parts[severity, mname].append(predict_proba(model, xc, batch_size))
+        for (severity, mname), p in parts.items():
+            frames.append(prediction_frame(np.concatenate(p), index, mname, seed, corruption=name,
+                                           severity=int(severity)))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -280,14 +280,16 @@ def image_rng(seed: int, name: str, index: int) -> np.random.Generator:
 
 
 def corrupt_batch(images: np.ndarray, name: str, severities, seed: int = 0,
-                  chunk: int = 256) -> dict[int, np.ndarray]:
+                  chunk: int = 256, first_index: int = 0) -> dict[int, np.ndarray]:
     """Held-out corruption ``name`` of every image at every severity; deterministic for ``seed``.
 
     images: float32 (N, H, W, 1) or (N, H, W) in [0, 1]; severities: one int or a sequence of ints
     in :data:`SEVERITIES`. Image ``i`` draws its parameters once, from :func:`image_rng`
     ``(seed, name, i)``, so its corruption depends neither on the other images nor on the severity:
     ``corrupt_batch(x, n, [s], seed)[s][i]`` equals ``CORRUPTIONS[n](x[i], s, image_rng(seed, n, i))``.
-    The transform runs vectorised over chunks of ``chunk`` images.
+    The transform runs vectorised over chunks of ``chunk`` images. ``first_index``: the position of
+    ``images[0]`` in a larger set corrupted piece by piece, so that
+    ``corrupt_batch(x[k:], n, s, seed, first_index=k)`` equals ``corrupt_batch(x, n, s, seed)`` from row k on.
     Returns {severity: float32 array shaped like ``images``, in [0, 1]}.
     """
     if name not in CORRUPTIONS:
@@ -300,7 +302,7 @@ def corrupt_batch(images: np.ndarray, name: str, severities, seed: int = 0,
     step = max(int(chunk), 1)
     for start in range(0, b.shape[0], step):
         stop = min(start + step, b.shape[0])
-        params = np.stack([draw(image_rng(seed, name, i), h, w) for i in range(start, stop)])
+        params = np.stack([draw(image_rng(seed, name, first_index + i), h, w) for i in range(start, stop)])
         for s in sev:
             out[s][start:stop] = apply(b[start:stop], params, s)
     return {s: v.reshape(shape) for s, v in out.items()}

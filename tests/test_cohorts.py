@@ -53,6 +53,18 @@ def test_predict_corruptions_has_clean_and_every_severity(tiny_trained_model, to
     assert all(np.allclose(v, clean.iloc[0]) for v in clean)  # severity 0 is the same clean images
 
 
+def test_predict_corruptions_is_independent_of_the_inference_batch(tiny_trained_model, toy_blob_data):
+    # corrupted one batch at a time: the probabilities must not depend on how the set is cut
+    x, y, _ = toy_blob_data["test"]
+    idx = pd.DataFrame({"image_id": [f"i{k}" for k in range(20)], "label": np.where(y[:20], "relevant",
+                                                                                    "irrelevant")})
+    small = predict_corruptions({"A": tiny_trained_model}, x[:20], idx, StudyConfig.smoke(severities=(2,),
+                                predict_batch_size=6), seed=0, progress=False)
+    large = predict_corruptions({"A": tiny_trained_model}, x[:20], idx, StudyConfig.smoke(severities=(2,),
+                                predict_batch_size=64), seed=0, progress=False)
+    pd.testing.assert_frame_equal(small, large, check_exact=False, atol=1e-6)
+
+
 def test_a_wrong_b_right_selects_only_those():
     rows = []
     for model, preds in (("A", [0, 1, 0, 1]), ("B", [1, 1, 1, 0])):

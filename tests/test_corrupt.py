@@ -57,6 +57,20 @@ def test_batch_matches_single_image_function(name):
     np.testing.assert_array_equal(corrupt.corrupt_batch(x[:1], name, 4, seed=2)[4][0], batch[0])
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_piecewise_corruption_equals_the_whole_set(name):
+    # predict_corruptions corrupts one inference batch at a time: with first_index, the pieces
+    # must be the rows of corrupting the whole set at once
+    x = _phantom(7)
+    whole = corrupt.corrupt_batch(x, name, [2, 5], seed=3)
+    for start, stop in ((0, 3), (3, 7), (5, 6)):
+        piece = corrupt.corrupt_batch(x[start:stop], name, [2, 5], seed=3, first_index=start)
+        for s in (2, 5):
+            np.testing.assert_array_equal(piece[s], whole[s][start:stop])
+    shifted = corrupt.corrupt_batch(x[3:], name, 5, seed=3)[5]  # without first_index: other draws
+    assert not np.array_equal(shifted, whole[5][3:])
+
+
 def test_bias_field_is_smooth_and_multiplicative():
     x = _phantom(1)[0, ..., 0]
     out = corrupt.bias_field(x, 5, np.random.default_rng(3))
