@@ -1,4 +1,4 @@
-"""``knee-tf`` command line: synth, ingest, predict, study, grid, tour, html; scan, split, reslice, pull, push. Also ``python -m knee_tf``.
+"""``knee-tf`` command line: synth, ingest, predict, study, grid, controls, tour, html; scan, split, reslice, pull, push. Also ``python -m knee_tf``.
 
 Bad input ends with one line per problem on stderr and exit code 2, never a traceback.
 """
@@ -179,6 +179,28 @@ def _cmd_grid(a) -> int:
              f"{publish.root}" if publish is not None else "")
     print(f"grid finished: {len(res.ran)} ran, {len(res.skipped)} skipped{extra}, {len(res.failed)} failed ({root})")
     return 1 if res.failed else 0
+def _add_controls(sub) -> None:
+    p = sub.add_parser("controls", help="notebook 07's tables and figures from the published grid (results/grid/), "
+                                        "training nothing")
+    p.add_argument("--config", default="full", help="full | default | path to a StudyConfig JSON: the planned grid "
+                                                    "the published jobs are counted against (default: full)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>-<config>-controls/)")
+    p.add_argument("--publish", action="store_true",
+                   help="then copy notebook 07's tables and figures to the top-level results/ and figures/ "
+                        "(the other steps' published files are kept)")
+    p.set_defaults(func=_cmd_controls)
+
+
+def _cmd_controls(a) -> int:
+    from knee_tf.study import CONTROLS_STEP, publish, run_controls
+
+    run = run_controls(a.config, out=a.out)
+    print(f"controls study finished: {run.root}")
+    if a.publish:
+        publish(run, steps=(CONTROLS_STEP,))
+    return 0
+
+
 def _add_tour(sub) -> None:
     p = sub.add_parser("tour", help="run the classroom tour (notebooks/00_tour) into a run folder")
     p.add_argument("--config", default="tour", help="tour | path to a StudyConfig JSON")
@@ -335,7 +357,7 @@ def _cmd_push(a) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="knee-tf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_synth, _add_ingest, _add_predict, _add_study, _add_grid, _add_tour, _add_html, _add_scan, _add_split,
+    for add in (_add_synth, _add_ingest, _add_predict, _add_study, _add_grid, _add_controls, _add_tour, _add_html, _add_scan, _add_split,
                 _add_reslice, _add_pull, _add_push):
         add(sub)
     return parser

@@ -95,18 +95,24 @@ def ablation_panels(store: pd.DataFrame) -> dict[str, list[tuple[str, str]]]:
     return {name: panel for name, panel in panels.items() if len(panel) > 1}
 
 
-def learning_curves(data, cfg: StudyConfig) -> dict[str, list[tuple[str, int]]]:
+def learning_curves(data, cfg: StudyConfig, store: pd.DataFrame | None = None) -> dict[str, list[tuple[str, int]]]:
     """The learning curve's points per arm (A and B): [(model name, training exams), ...], the
     ``n<N>`` variants of ``cfg.learning_curve_exams`` and then the plain arm on every training exam.
-    Empty when the config trains no learning curve."""
+    Empty when the config trains no learning curve. store: keep only the points whose model it
+    holds (a partial grid), and only the arms left with at least two points."""
     from knee_tf.arms import training_split
     from knee_tf.grid import learning_curve_variant
 
     if not cfg.learning_curve_exams:
         return {}
     n_all = training_split(data, cfg.replace(train_exams=0))[2]["exam_id"].nunique()
-    return {arm: [(f"{arm}_{learning_curve_variant(n)}", int(n)) for n in cfg.learning_curve_exams] + [(arm, n_all)]
-            for arm in (MODEL_A, MODEL_B)}
+    curves = {arm: [(f"{arm}_{learning_curve_variant(n)}", int(n)) for n in cfg.learning_curve_exams] + [(arm, n_all)]
+              for arm in (MODEL_A, MODEL_B)}
+    if store is None:
+        return curves
+    have = set(store["arm"].astype(str))
+    curves = {arm: [(m, n) for m, n in points if m in have] for arm, points in curves.items()}
+    return {arm: points for arm, points in curves.items() if len(points) > 1}
 
 
 def grid_status_line(store: pd.DataFrame, jobs: Iterable) -> str:

@@ -31,10 +31,16 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 RUNS_DIR = Path(os.environ.get("KNEE_TF_RUNS", REPO_ROOT / "runs"))  # where new run folders go
 
 
+def _nothing(layout: RunLayout, seeds: list[int]) -> list[Path]:
+    return []
+
+
 @dataclass(frozen=True)
 class Step:
     name: str  # notebook file stem
     outputs: Callable[[RunLayout, list[int]], list[Path]]  # (layout, training seeds) -> promised files
+    # files the step writes only when its config asks for them (not part of "done"; published when present)
+    optional: Callable[[RunLayout, list[int]], list[Path]] = _nothing
 
 
 def _per_seed(make, seeds) -> list[Path]:
@@ -63,8 +69,9 @@ STEPS: tuple[Step, ...] = (
         L.results_table, L.figure_a_wrong_b_right, L.figure_augmentation_a_vs_b, L.figure_severity]),
     Step("07_controls_and_ablations", lambda L, seeds: [
         L.prediction_store, L.arms_table, L.effects_table, L.prescription_table, L.figure_forest,
-        L.figure_prescription]),
+        L.figure_prescription], optional=lambda L, seeds: [L.figure_ablations, L.figure_learning_curve_exams]),
 )
+CONTROLS_STEP = STEPS[-1].name  # notebook 07: what `knee-tf controls` rebuilds from the published grid
 
 
 @dataclass
@@ -288,38 +295,73 @@ def _resumable(cfg: StudyConfig) -> Path | None:
 def published_seeds(top: Path = REPO_ROOT) -> int:
     """How many training seeds the published results in ``top``/results come from (0: none published)."""
     record = published_record(top)
-    return int(json.loads(record.read_text())["n_seeds"]) if record.exists() else 0
+    return int(json.loads(record.read_text()).get("n_seeds", 0)) if record.exists() else 0
 
 
-def publish(run: Run, force: bool = False, top: Path = REPO_ROOT, log=print) -> list[Path]:
+def publish(run: Run, force: bool = False, top: Path = REPO_ROOT, log=print, steps: tuple[str, ...] | None = None
+            ) -> list[Path]:
     """Copy a finished run's figures and tables (the layout's :data:`FIGURES` and :data:`RESULTS`)
     to ``top``/figures and ``top``/results, and record the run in ``results/published.json``.
 
     Refuses (InputError) an unfinished run, a smoke run, or a run with fewer seeds than the
     published one, unless ``force``. Returns the written paths.
+
+    steps: publish only the files these steps write (their outputs and optional outputs; a previously
+    published optional file the run lacks is removed). The record keeps the published run of the other
+    steps and names this run under ``"steps"``; the seed rule applies to a whole publish only (the
+    controls study's seeds are its own: ``knee-tf controls``).
     """
-    unfinished = [s.name for s in STEPS if not step_done(run, s)]
+    names = [s.name for s in STEPS]
+    unknown = [s for s in steps or () if s not in names]
+    if unknown:
+        raise InputError(f"unknown step(s) {', '.join(unknown)}; the steps are {', '.join(names)}")
+    chosen = [s for s in STEPS if steps is None or s.name in steps]
+    unfinished = [s.name for s in chosen if not step_done(run, s)]
     if unfinished:
         raise InputError(f"{run.root}: not finished ({', '.join(unfinished)}); run `knee-tf study` on it first")
     n_seeds, have = len(run.seeds), published_seeds(top)
     if not force and run.config.name == "smoke":
         raise InputError(f"{run.root}: a smoke run is never published (use --force to publish it anyway)")
-    if not force and n_seeds < have:
+    if not force and steps is None and n_seeds < have:
         raise InputError(f"{run.root}: has {n_seeds} seed(s) but the published results have {have}; "
                          "run with --seeds {have} or use --force".replace("{have}", str(have)))
+    publishable = [getattr(run.layout, f"figure_{key}") for key in FIGURES] + [getattr(run.layout, key) for key in RESULTS]
+    if steps is not None:
+        owned = {p for s in chosen for p in s.outputs(run.layout, run.seeds) + s.optional(run.layout, run.seeds)}
+        publishable = [p for p in publishable if p in owned]
     written = []
-    sources = [getattr(run.layout, f"figure_{key}") for key in FIGURES] + [getattr(run.layout, key) for key in RESULTS]
-    for src in sources:
+    for src in publishable:
+        dst = Path(top) / src.parent.name / src.name
         if src.exists():
-            dst = Path(top) / src.parent.name / src.name
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
             written.append(dst)
+        elif steps is not None and dst.exists():  # an optional output of an earlier publish: not this run's
+            dst.unlink()
+            log(f"removed {dst} (published earlier; this run did not write it)")
     record = published_record(top)
-    atomic_write_text(record, json.dumps({"run": run.root.name, "config": run.config.name, "n_seeds": n_seeds,
-                                          "seeds": run.seeds}, indent=2) + "\n")
-    log(f"published {len(written)} files from {run.root} ({n_seeds} seed(s)) to {top}/figures and {top}/results")
+    this = {"run": run.root.name, "config": run.config.name, "n_seeds": n_seeds, "seeds": run.seeds}
+    if steps is None:
+        content = this
+    else:
+        content = json.loads(record.read_text()) if record.exists() else {}
+        content.setdefault("steps", {}).update({s.name: dict(this, controls_source=run.config.controls_source)
+                                               for s in chosen})
+    atomic_write_text(record, json.dumps(content, indent=2) + "\n")
+    what = f"step(s) {', '.join(s.name for s in chosen)} of " if steps is not None else ""
+    log(f"published {len(written)} files of {what}{run.root} ({n_seeds} seed(s)) to {top}/figures and {top}/results")
     return written + [record]
+
+
+def run_controls(config: str | StudyConfig = "full", out: str | Path | None = None, log=print) -> Run:
+    """Notebook 07 from the published grid (``results/grid/``, :mod:`knee_tf.grid_publish`), training
+    nothing: step 01 (the ingest it needs) and step 07 with ``controls_source="published"`` into a run
+    folder (default ``runs/<timestamp>-<config>-controls/``). Its tables say how much of the
+    config's planned grid is published (``n_seeds`` beside ``n_seeds_planned``). ``knee-tf controls``."""
+    cfg = get_config(config).replace(controls_source="published")
+    root = resolve(out) if out else RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}-controls"
+    RunLayout(root).step_marker(CONTROLS_STEP).unlink(missing_ok=True)  # the published grid may have grown
+    return run_study(cfg, out=root, steps=(STEPS[0].name, CONTROLS_STEP), log=log)
 
 
 def environment_report() -> dict:

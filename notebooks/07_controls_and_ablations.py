@@ -112,7 +112,7 @@ run.savefig(plots.plot_forest(versus_a), run.layout.figure_forest)
 ablations = controls_study.ablation_panels(store)
 if ablations:
     run.savefig(plots.plot_ablations(versus_a, ablations), run.layout.figure_ablations)
-curves = controls_study.learning_curves(data, cfg)
+curves = controls_study.learning_curves(data, cfg, store)
 if curves:
     run.savefig(plots.plot_learning_curve(tables["arms_table"], curves), run.layout.figure_learning_curve_exams)
 

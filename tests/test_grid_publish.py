@@ -211,6 +211,12 @@ def test_notebook_07s_assembly_from_a_run_folder(published):
     curves = learning_curves(data, published["cfg"].replace(learning_curve_exams=(5,)))
     assert [n for _, n in curves[MODEL_A]][0] == 5 and curves[MODEL_B][0][0] == "B_n5"
     assert learning_curves(data, published["cfg"]) == {}
+    # with the store: only the points it holds, only arms with two or more of them (a partial grid)
+    five = published["cfg"].replace(learning_curve_exams=(5,))
+    assert learning_curves(data, five, store) == {}
+    a5 = store[store["arm"] == MODEL_A].astype({"arm": str}).assign(arm="A_n5")
+    assert learning_curves(data, five, pd.concat([store.astype({"arm": str}), a5])) == {
+        MODEL_A: curves[MODEL_A]}
 
 
 def test_notebook_07_takes_its_store_from_the_configured_source(published):

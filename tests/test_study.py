@@ -150,6 +150,36 @@ def test_publish_refuses_fewer_seeds_and_smoke_runs(first_run, smoke_config, tmp
     assert {p.parent.name for p in written} == {"figures", "results"}
 
 
+def test_publish_of_one_step_copies_only_its_files_and_keeps_the_record(first_run, smoke_config, tmp_path):
+    """`knee-tf controls --publish`: notebook 07's files only; the other steps' published files and the
+    record of their run stay; an optional figure of an earlier publish that this run lacks goes."""
+    out, _ = first_run
+    run, lay, step = Run(out, StudyConfig.load(smoke_config)), RunLayout(out), STEPS[-1].name
+    (tmp_path / "results").mkdir()
+    (tmp_path / "figures").mkdir()
+    earlier = {"run": "earlier", "config": "default", "n_seeds": 3, "seeds": [0, 1, 2]}
+    (tmp_path / "results" / "published.json").write_text(json.dumps(earlier))
+    (tmp_path / "results" / "cohorts.csv").write_text("step 06 of the earlier run")
+    stale = tmp_path / "figures" / lay.figure_ablations.name
+    stale.write_bytes(b"an ablation figure of an earlier publish")
+    assert not lay.figure_ablations.exists()  # the smoke config trains no ablation
+    written = publish(run, force=True, top=tmp_path, steps=(step,), log=lambda m: None)
+    own = [lay.prediction_store, lay.arms_table, lay.effects_table, lay.prescription_table, lay.figure_forest,
+           lay.figure_prescription]
+    assert sorted(p.name for p in written) == sorted([p.name for p in own] + ["published.json"])
+    for p in own:
+        assert (tmp_path / p.parent.name / p.name).read_bytes() == p.read_bytes()
+    assert (tmp_path / "results" / "cohorts.csv").read_text() == "step 06 of the earlier run"
+    assert not stale.exists()
+    record = json.loads((tmp_path / "results" / "published.json").read_text())
+    assert {k: record[k] for k in earlier} == earlier  # the seed rule still reads the earlier run's seeds
+    assert record["steps"][step]["run"] == out.name and record["steps"][step]["controls_source"] == "run"
+    with pytest.raises(InputError, match="unknown step"):
+        publish(run, force=True, top=tmp_path, steps=("07_controls",), log=lambda m: None)
+    with pytest.raises(InputError, match=f"not finished \\({step}\\)"):
+        publish(Run(tmp_path / "empty", run.config), force=True, top=tmp_path, steps=(step,), log=lambda m: None)
+
+
 def test_a_run_resumed_with_more_seeds_keeps_what_it_has_and_trains_the_new_seed(first_run, tmp_path):
     out, _ = first_run
     ext = tmp_path / "extended"
@@ -184,3 +214,24 @@ def test_notebook_01_under_nbmake_with_smoke_switch(tmp_path):
                           capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert [p for p in (tmp_path / "runs").glob("*-smoke") if RunLayout(p).ingest_record.exists()]
+
+
+def test_run_controls_runs_ingest_and_notebook_07_on_the_published_grid(monkeypatch, tmp_path):
+    """`knee-tf controls`: steps 01 and 07 only, controls_source "published", and step 07 always again
+    (the published grid may have grown since the folder's last run)."""
+    import knee_tf.study as study
+
+    calls = {}
+
+    def fake_run_study(cfg, out, steps, log):
+        calls.update(cfg=cfg, out=out, steps=steps)
+        return "the run"
+
+    monkeypatch.setattr(study, "run_study", fake_run_study)
+    marker = RunLayout(tmp_path).step_marker(study.CONTROLS_STEP)
+    marker.parent.mkdir(parents=True)
+    marker.write_text("{}")
+    assert study.run_controls("smoke", out=tmp_path, log=lambda m: None) == "the run"
+    assert calls["steps"] == (STEPS[0].name, STEPS[-1].name) and calls["out"] == tmp_path
+    assert calls["cfg"].controls_source == "published" and calls["cfg"].name == "smoke"
+    assert not marker.exists()
