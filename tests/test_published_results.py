@@ -86,3 +86,26 @@ def test_controls_tables_and_readme_effects_are_recomputed_from_the_published_pr
     assert store.compare_with_published(tables, {name: getattr(lay, name) for name in tables}) == []
     readme = (ROOT / "README.md").read_text()
     assert effects_markdown(tables["effects_table"]).strip() in readme
+
+
+def test_readme_effects_quoted_in_prose_are_cells_of_the_published_effects_table():
+    """Every "effect [low, high]" triple that README's Results quote (points, one decimal) is the
+    accuracy effect and interval of some comparison in results/effects.csv: no number typed by hand."""
+    import re
+
+    import pytest
+
+    from knee_tf.layout import RunLayout
+
+    lay = RunLayout(ROOT)
+    if not lay.effects_table.exists():
+        pytest.skip("the controls grid (issue 11) has not been published yet: no results/effects.csv")
+    t = pd.read_csv(lay.effects_table)
+    t = t[t["metric"] == "accuracy"]
+    cells = {f"{100 * r.effect:+.1f} [{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]" for r in t.itertuples()}
+    text = (ROOT / "README.md").read_text()
+    results = text[text.index("## Results"):text.index("## Performance")].replace("−", "-")
+    quoted = re.findall(r"[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]", results)
+    assert len(quoted) >= 10, "README's Results quote fewer effects than expected: has the section moved?"
+    missing = sorted(set(quoted) - cells)
+    assert not missing, f"README quotes effects that results/effects.csv does not have: {missing}"
