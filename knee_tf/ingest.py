@@ -244,7 +244,9 @@ def ingest(manifest: str | Path, root: str | Path, cache_dir: str | Path = "data
         [{"image_id": df.at[i, "image_id"], "path": df.at[i, "path"], "line": i + 2,
           "reason": "; ".join(m.split(": ", 1)[1] if ": " in m else m for m in bad[i])} for i in sorted(bad)],
         columns=["image_id", "path", "line", "reason"])
-    _write_cache(final, images[ok][..., None], index.reset_index(drop=True), skipped,
+    kept = images if ok.all() else images[ok]  # no copy of the decoded images when every row is kept
+    del images
+    _write_cache(final, kept[..., None], index.reset_index(drop=True), skipped,
                  [{"image_id": df.at[i, "image_id"], "header": headers[i]} for i in index.index],
                  {"manifest": str(manifest.resolve()), "root": str(root), "image_size": image_size,
                   "n_rows": len(df), "n_ingested": int(ok.sum()), "n_skipped": len(skipped),
@@ -259,7 +261,7 @@ def _write_cache(final: Path, images: np.ndarray, index: pd.DataFrame, skipped: 
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
-        np.save(tmp / "images.npy", images.astype(np.float32), allow_pickle=False)
+        np.save(tmp / "images.npy", np.asarray(images, dtype=np.float32), allow_pickle=False)  # no float32 copy
         index.to_csv(tmp / "index.csv", index=False, lineterminator="\n")
         skipped.to_csv(tmp / "skipped.csv", index=False, lineterminator="\n")
         with open(tmp / "headers.jsonl", "w", encoding="utf-8") as f:
