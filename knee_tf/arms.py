@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from knee_tf.data import PooledImages
 from knee_tf.vocab import (
     A_STEPS,
     ARM_NAMES,
@@ -48,10 +49,11 @@ from knee_tf.vocab import (
 
 @dataclass(frozen=True)
 class TrainingSet:
-    """What a model of one arm trains on: images float32 (N, H, W, 1) in [0, 1], labels int32 (N,);
-    n_augmented: how many of the N are derived (augmented) images, for the job record."""
+    """What a model of one arm trains on: images float32 (N, H, W, 1) in [0, 1] (an array, or a
+    :class:`knee_tf.data.PooledImages`: the normal images followed by a float16 pool), labels int32
+    (N,); n_augmented: how many of the N are derived (augmented) images, for the job record."""
 
-    images: np.ndarray
+    images: np.ndarray | PooledImages
     labels: np.ndarray
     n_augmented: int = 0
 
@@ -123,7 +125,7 @@ def augmented_training_set(data, model_a, cfg, seed: int) -> TrainingSet:
     from knee_tf.cohorts import augmented_pool
 
     x, y, index = training_split(data, cfg)
-    pool_x, pool_y, _ = augmented_pool(model_a, x, y, index["image_id"], cfg, seed, progress=False)
+    pool_x, pool_y, _ = augmented_pool(model_a, x, y, index["image_id"], cfg, seed, progress=False, dtype=np.float16)
     return _with_pool(x, y, pool_x, pool_y)
 
 
@@ -134,16 +136,19 @@ _ROUND_CHUNK = 1024
 def _with_pool(x, y, pool_x, pool_y) -> TrainingSet:
     """Normal images followed by the pool's (rounded to float16, as the run folder stores pools).
 
-    Written into one float32 array, the pool rounded chunk by chunk, so that no float16 copy of the
-    whole pool and no second float32 array exist beside the result (the values are those of
-    ``np.concatenate([x, pool_x.astype(float16)], dtype=float32)``).
+    The images are a :class:`knee_tf.data.PooledImages`: ``x`` as it is (float32) and the pool kept
+    as float16 (a float16 ``pool_x`` as it is, a float32 one rounded chunk by chunk), so that no float32 copy of either exists beside them (the
+    rows are those of ``np.concatenate([x, pool_x.astype(float16)], dtype=float32)``).
     """
-    n, m = len(x), len(pool_x)
-    images = np.empty((n + m,) + tuple(np.shape(x)[1:]), dtype=np.float32)
-    images[:n] = x
-    for start in range(0, m, _ROUND_CHUNK):
-        images[n + start:n + start + _ROUND_CHUNK] = np.asarray(pool_x[start:start + _ROUND_CHUNK], dtype=np.float16)
-    return TrainingSet(images, np.concatenate([y, pool_y]).astype(np.int32), n_augmented=m)
+    x = np.asarray(x, dtype=np.float32)
+    if pool_x.dtype == np.float16:  # made rounded (augmented_pool(dtype=np.float16)): kept as it is
+        pool = pool_x
+    else:
+        pool = np.empty((len(pool_x),) + x.shape[1:], dtype=np.float16)
+        for start in range(0, len(pool_x), _ROUND_CHUNK):
+            pool[start:start + _ROUND_CHUNK] = np.asarray(pool_x[start:start + _ROUND_CHUNK], dtype=np.float16)
+    return TrainingSet(PooledImages(x, pool), np.concatenate([y, pool_y]).astype(np.int32),
+                       n_augmented=len(pool))
 
 
 def steps_training_set(data, model_a, cfg, seed: int) -> TrainingSet:
@@ -162,7 +167,8 @@ def control_training_set(arm: str):
         from knee_tf.cohorts import control_pool
 
         x, y, index = training_split(data, cfg)
-        pool_x, pool_y, _ = control_pool(arm, model_a, x, y, index["image_id"], cfg, seed, progress=False)
+        pool_x, pool_y, _ = control_pool(arm, model_a, x, y, index["image_id"], cfg, seed, progress=False,
+                                         dtype=np.float16)
         return _with_pool(x, y, pool_x, pool_y)
 
     return build
@@ -178,7 +184,8 @@ def ablation_training_set(settings: dict, share: float = 1.0, label_maps: bool =
 
         x, y, index = training_split(data, cfg)
         pool_cfg = cfg.replace(**settings)
-        pool = augmented_pool(model_a, x, y, index["image_id"], pool_cfg, seed, progress=False, label_maps=label_maps)
+        pool = augmented_pool(model_a, x, y, index["image_id"], pool_cfg, seed, progress=False, label_maps=label_maps,
+                              dtype=np.float16)
         if share < 1:
             pool = subsample_pool(*pool, share=share, n_source=len(x), seed=seed)
         return _with_pool(x, y, pool[0], pool[1])

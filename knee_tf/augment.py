@@ -258,6 +258,7 @@ def build_augmented_pool(
     threshold: float = 0.0,
     transforms: Sequence[str] = TRANSFORMS,
     methods: Sequence[str] | None = None,
+    dtype=np.float32,
 ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """The augmented training pool: ``variants`` labelled copies of every image, with provenance.
 
@@ -267,9 +268,11 @@ def build_augmented_pool(
     weighted transform's w; layer: the maps' layer (recorded in the provenance); seed: the recipe's
     rng; smooth_sigma / threshold: mask preparation (:func:`prepare_mask`; 0 = none).
     transforms / methods: the combinations used (methods default to every key of ``maps``, in
-    :data:`METHODS` order). The recipe is in the module docstring.
+    :data:`METHODS` order). The recipe is in the module docstring. dtype: of the returned images;
+    ``np.float16`` stores each float32 result rounded (the values of ``.astype(np.float16)``, without
+    a float32 pool ever existing).
 
-    Returns (aug_images float32 (N * variants, H, W, 1) in [0, 1], aug_labels int32 (N * variants,),
+    Returns (aug_images ``dtype`` (N * variants, H, W, 1) in [0, 1], aug_labels int32 (N * variants,),
     provenance DataFrame with one row per augmented image and columns :data:`PROVENANCE_COLUMNS`;
     ``aug_id`` is ``f"{source_image_id}_aug{variant}"``). Rows are ordered by image, then variant.
     """
@@ -322,7 +325,7 @@ def build_augmented_pool(
     weight = np.where(is_inverted, np.float32(1.0), draws).astype(np.float32)
 
     # In chunks of pool slots, so masks and temporaries never exceed a chunk's size.
-    out = np.empty((src.size,) + x.shape[1:], dtype=np.float32)
+    out = np.empty((src.size,) + x.shape[1:], dtype=dtype)
     method_of_slot = np.array([combos[c][0] for c in combo_idx])
     for start in range(0, src.size, _POOL_CHUNK):
         for m in methods:

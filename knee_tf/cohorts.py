@@ -51,13 +51,15 @@ def augmentation_maps(model_a, images: np.ndarray, cfg: StudyConfig, methods=Non
 
 
 def augmented_pool(model_a, images: np.ndarray, labels: np.ndarray, image_ids, cfg: StudyConfig, seed: int,
-                   progress: bool = True, label_maps: bool = False) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+                   progress: bool = True, label_maps: bool = False,
+                   dtype=np.float32) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """One seed's augmented training pool from its Model A: :func:`augmentation_maps`, then
     :func:`knee_tf.augment.build_augmented_pool` with the config's ``aug_*`` settings.
 
     images: float32 (N, H, W, 1) in [0, 1]; labels: int (N,); image_ids: N ids; label_maps: maps of
     the label instead of Model A's predicted class (an ablation; the mask may then encode the label).
-    Returns (pool images float32 (N * aug_variants, H, W, 1), labels int32, provenance DataFrame).
+    dtype: of the pool images (``np.float16``: rounded as they are made, no float32 pool).
+    Returns (pool images ``dtype`` (N * aug_variants, H, W, 1), labels int32, provenance DataFrame).
     """
     from knee_tf.augment import build_augmented_pool
 
@@ -65,7 +67,7 @@ def augmented_pool(model_a, images: np.ndarray, labels: np.ndarray, image_ids, c
     maps = augmentation_maps(model_a, images, cfg, progress=progress, targets=targets)
     return build_augmented_pool(images, labels, image_ids, maps, variants=cfg.aug_variants,
                                 weight_range=cfg.aug_weight_range, layer=cfg.aug_layer, seed=seed,
-                                smooth_sigma=cfg.aug_smooth_sigma, threshold=cfg.aug_threshold)
+                                smooth_sigma=cfg.aug_smooth_sigma, threshold=cfg.aug_threshold, dtype=dtype)
 
 
 def build_test_cohorts(data, model_a, cfg: StudyConfig, progress: bool = True) -> dict[str, tuple]:
@@ -116,7 +118,7 @@ def cam_cohort_images(model, images: np.ndarray, cfg: StudyConfig, progress: boo
 
 
 def control_pool(arm: str, model_a, images: np.ndarray, labels: np.ndarray, image_ids, cfg: StudyConfig,
-                 seed: int, progress: bool = True) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+                 seed: int, progress: bool = True, dtype=np.float32) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """A control arm's augmented pool (:mod:`knee_tf.controls`): B's recipe, another mask.
 
     The recipe (:func:`knee_tf.augment.build_augmented_pool` with the config's ``aug_*`` settings and
@@ -126,7 +128,8 @@ def control_pool(arm: str, model_a, images: np.ndarray, labels: np.ndarray, imag
     from Model A's maps, ``model_a`` required), ``B_untrained`` (maps of
     :func:`knee_tf.controls.untrained_network` initialised with ``seed``; ``model_a`` unused) or
     ``mri_aug`` (physics corruptions, no maps). images: float32 (N, H, W, 1); labels int (N,); image_ids.
-    Returns (pool images float32 (N * aug_variants, H, W, 1) (N for mri_aug), labels int32, provenance).
+    dtype: of the pool images made from maps (:func:`augmented_pool`; mri_aug's stay float32).
+    Returns (pool images (N * aug_variants, H, W, 1) (N float32 for mri_aug), labels int32, provenance).
     """
     import zlib
 
@@ -148,11 +151,12 @@ def control_pool(arm: str, model_a, images: np.ndarray, labels: np.ndarray, imag
     else:
         source = model_a
     maps = augmentation_maps(source, images, cfg, progress=progress)
-    if mask_of[arm] is not None:
-        maps = {m: mask_of[arm](v, rng) for m, v in maps.items()}
+    if mask_of[arm] is not None:  # method by method, in place: one method's maps are freed as its masks are made
+        for m in list(maps):
+            maps[m] = mask_of[arm](maps[m], rng)
     return build_augmented_pool(images, labels, image_ids, maps, variants=cfg.aug_variants,
                                 weight_range=cfg.aug_weight_range, layer=cfg.aug_layer, seed=seed,
-                                smooth_sigma=cfg.aug_smooth_sigma, threshold=cfg.aug_threshold)
+                                smooth_sigma=cfg.aug_smooth_sigma, threshold=cfg.aug_threshold, dtype=dtype)
 
 
 def predict_cohorts(models: dict, cohorts: dict, seed: int, batch_size: int = 256) -> pd.DataFrame:

@@ -18,14 +18,14 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None = None, batch_siz
     """A batched, prefetched ``tf.data.Dataset`` that gathers each batch from ``images`` in place.
 
     images: float32 (N, H, W, 1) in [0, 1] (a memory-mapped cache array works: nothing is copied
-    up front); labels: int (N,) class indices or None (inference). The dataset shuffles and batches
+    up front), or a :class:`PooledImages` (each batch gathered as float32); labels: int (N,) class indices or None (inference). The dataset shuffles and batches
     *indices* and gathers the batch's images with NumPy, so the image array is never duplicated
     into a TensorFlow tensor (that copy doubled peak memory). ``shuffle`` reshuffles every epoch
     with a fixed seed, so a seeded run sees the same order.
     """
     import tensorflow as tf
 
-    x = np.asarray(images, dtype=np.float32)
+    x = images if isinstance(images, PooledImages) else np.asarray(images, dtype=np.float32)
     n, shape = len(x), x.shape[1:]
     idx = tf.data.Dataset.range(n)
     if shuffle:
@@ -53,6 +53,54 @@ def make_dataset(images: np.ndarray, labels: np.ndarray | None = None, batch_siz
     ds = idx.batch(batch_size).map(gather).prefetch(tf.data.AUTOTUNE)
     ds._knee_tf_rows = rows
     return ds
+
+
+class PooledImages:
+    """A training set's images float32 (n + m, H, W, 1) held as two arrays, never concatenated:
+    ``head`` float32 (n, H, W, 1) (the normal images) and ``pool`` float16 (m, H, W, 1) (an augmented
+    pool, stored rounded to float16 as the run folder stores pools). Row i < n is ``head[i]``, row
+    n + j is ``pool[j]`` converted to float32 (exact), so any gather gives the bytes of
+    ``np.concatenate([head, pool.astype(float32)])[rows]`` with a quarter less memory and no copy.
+
+    Indexing (an int array, a slice or an int) returns float32 rows; ``np.asarray`` materialises the
+    whole float32 array (tests and small sets only).
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, head: np.ndarray, pool: np.ndarray):
+        if head.dtype != np.float32 or pool.dtype != np.float16 or head.shape[1:] != pool.shape[1:]:
+            raise ValueError(f"PooledImages needs float32 (n, ...) and float16 (m, ...) of one image shape, got "
+                             f"{head.dtype} {head.shape} and {pool.dtype} {pool.shape}")
+        self.head, self.pool = head, pool
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.head) + len(self.pool),) + self.head.shape[1:]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def take(self, rows) -> np.ndarray:
+        """float32 (k, H, W, 1): the rows ``rows`` (int (k,), in [0, n + m)) in that order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows),) + self.head.shape[1:], dtype=np.float32)
+        in_head = rows < len(self.head)
+        out[in_head] = self.head[rows[in_head]]
+        out[~in_head] = self.pool[rows[~in_head] - len(self.head)]
+        return out
+
+    def __getitem__(self, key) -> np.ndarray:
+        rows = np.arange(len(self))[key]
+        return self.take(rows) if np.ndim(rows) else self.take(rows[None])[0]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self.take(np.arange(len(self)))
+        return out if dtype is None else out.astype(dtype, copy=False)
 
 
 class _Rows:

@@ -28,7 +28,7 @@ import pandas as pd
 import tensorflow as tf
 
 from knee_tf.config import seed_everything
-from knee_tf.data import make_dataset
+from knee_tf.data import PooledImages, make_dataset
 from knee_tf.io import atomic_path
 from knee_tf.precision import training_precision
 from knee_tf.startup import keras_verbosity
@@ -175,7 +175,9 @@ class TensorBoardScalars(keras.callbacks.Callback):
 
 
 def _check_xy(x, y, what: str) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(x, dtype=np.float32)
+    """(x float32 (N, H, W, 1), y int32 (N,)) checked; a :class:`knee_tf.data.PooledImages` x is kept
+    as it is (its batches are gathered as float32, never the whole array)."""
+    x = x if isinstance(x, PooledImages) else np.asarray(x, dtype=np.float32)
     y = np.asarray(y)
     if x.ndim != 4 or x.shape[-1] != 1:
         raise ValueError(f"{what} images must be float32 (N, H, W, 1), got shape {x.shape}")
@@ -192,7 +194,8 @@ def train_classifier(x_train, y_train, x_val, y_val, model_path, *, seed: int, c
                      n_classes: int = 2) -> TrainResult:
     """Train :func:`build_lenet` from scratch (seeded, class-weighted, early stopping on val loss).
 
-    x_train, x_val: float32 (N, H, W, 1) in [0, 1]; y_train, y_val: int (N,) class indices
+    x_train, x_val: float32 (N, H, W, 1) in [0, 1] (x_train may also be a
+    :class:`knee_tf.data.PooledImages`); y_train, y_val: int (N,) class indices
     (:data:`knee_tf.vocab.CLASSES`, 1 = relevant). conv_filters / dense_units: the architecture
     (see :func:`build_lenet`); epochs: upper bound; batch_size: the global batch (with ``strategy``,
     an optional ``tf.distribute.Strategy`` such as MirroredStrategy); learning_rate: Adam's;

@@ -176,6 +176,15 @@ def test_pool_does_not_depend_on_chunking(monkeypatch):
     pd.testing.assert_frame_equal(whole[2], chunked[2])
 
 
+def test_a_float16_pool_is_the_float32_pool_rounded():
+    images, labels, ids, maps = _pool_inputs(8)
+    full = _pool(images, labels, ids, maps, variants=2, seed=1, smooth_sigma=1.5)
+    half = _pool(images, labels, ids, maps, variants=2, seed=1, smooth_sigma=1.5, dtype=np.float16)
+    assert half[0].dtype == np.float16
+    assert half[0].tobytes() == full[0].astype(np.float16).tobytes()
+    pd.testing.assert_frame_equal(full[2], half[2])
+
+
 def _pool(*args, **settings):
     """build_augmented_pool with the settings a test does not vary (one variant, w in [0.5, 1], pool4, seed 0)."""
     return augment.build_augmented_pool(*args, **({"variants": 1, "weight_range": (0.5, 1.0), "layer": "pool4",

@@ -224,3 +224,28 @@ def test_training_does_not_keep_the_training_images(toy_blob_data, tmp_path):
     del ds
     gc.collect()
     assert ref() is None
+
+
+def test_a_pooled_training_set_trains_as_its_concatenation(toy_blob_data, tmp_path):
+    """PooledImages (float32 normal images + float16 pool, never concatenated) gives the batches and
+    the weights of the float32 concatenation it stands for, bit for bit."""
+    from knee_tf.data import PooledImages, make_dataset
+
+    cfg = StudyConfig.smoke(image_size=64)
+    xt, yt, xv, yv = _smoke_subset(toy_blob_data, n_train=2 * cfg.batch_size)
+    pool = (xt[::-1] * 0.7).astype(np.float16)
+    pooled = PooledImages(xt, pool)
+    whole = np.concatenate([xt, pool.astype(np.float32)])
+    y = np.concatenate([yt, yt[::-1]])
+    assert pooled.shape == whole.shape and len(pooled) == len(whole)
+    np.testing.assert_array_equal(np.asarray(pooled), whole)
+    np.testing.assert_array_equal(pooled[len(xt) - 3:len(xt) + 3], whole[len(xt) - 3:len(xt) + 3])
+    np.testing.assert_array_equal(pooled[-1], whole[-1])
+    for (a, ya), (b, yb) in zip(make_dataset(pooled, y, 16, shuffle=True, seed=3),
+                                make_dataset(whole, y, 16, shuffle=True, seed=3), strict=True):
+        assert a.numpy().tobytes() == b.numpy().tobytes() and np.array_equal(ya, yb)
+    weights = [train_classifier(x, y, xv, yv, tmp_path / f"{k}.keras", seed=0, verbose=0,
+                                **cfg.training_settings()).model.get_weights()
+               for k, x in (("pooled", pooled), ("whole", whole))]
+    for u, v in zip(*weights, strict=True):
+        assert u.tobytes() == v.tobytes()
