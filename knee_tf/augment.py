@@ -264,7 +264,8 @@ def build_augmented_pool(
 
     images: float32 (N, H, W, 1) or (N, H, W) in [0, 1]; labels: int (N,) class indices (kept);
     image_ids: N unique ids; maps: {method: (N, H, W) or (N, H, W, 1) maps in [0, 1] at ``layer``}
-    (see :func:`select_layer`); variants: copies per image (>= 1); weight_range: (low, high) of the
+    (see :func:`select_layer`; or a :class:`knee_tf.cam.BatchedMaps`, whose rows are computed as the
+    pool reads them, image by image in order); variants: copies per image (>= 1); weight_range: (low, high) of the
     weighted transform's w; layer: the maps' layer (recorded in the provenance); seed: the recipe's
     rng; smooth_sigma / threshold: mask preparation (:func:`prepare_mask`; 0 = none).
     transforms / methods: the combinations used (methods default to every key of ``maps``, in
@@ -298,7 +299,8 @@ def build_augmented_pool(
         raise ValueError(f"transforms must be distinct values among {TRANSFORMS}; got {transforms}")
     raw_maps = {}
     for m in methods:
-        mm = np.asarray(maps[m], dtype=np.float32)
+        # an array, or an array-like read by rows in ascending order (knee_tf.cam.BatchedMaps: made as read)
+        mm = maps[m] if getattr(maps[m], "reads_rows", False) else np.asarray(maps[m], dtype=np.float32)
         if mm.ndim == 4 and mm.shape[-1] == 1:
             mm = mm[..., 0]
         if mm.shape != x.shape[:3]:

@@ -357,3 +357,76 @@ def tf_keras_vis_cams(model, images, layers: Sequence[str] = DEFAULT_LAYERS,
                                                                             *x.shape[1:3])
         out[method] = maps
     return out
+
+
+class BatchedMaps:
+    """One layer's maps of ``images``, computed batch by batch as their rows are read (never all at once).
+
+    images: float32 (N, H, W, 1); layer: one layer name; methods: CAM methods; targets: None (the
+    predicted class) or int (N,); batch_size: :func:`compute_cams`' batch. ``maps[method]`` is a
+    read-only float32 (N, H, W) view whose rows, read in ascending order (e.g. by
+    :func:`knee_tf.augment.build_augmented_pool`), are computed one :func:`compute_cams` batch at a
+    time: batch k covers images [k * batch_size, (k + 1) * batch_size), as in one call of
+    :func:`compute_cams` on all N images, so every map is the same float32 value. Only the batches
+    of the rows last read are kept (batch_size x H x W per method).
+    """
+
+    def __init__(self, model, images, layer: str, methods: Sequence[str], targets=None, batch_size: int = 256):
+        self.model, self.images, self.layer = model, check_images(images, model), layer
+        self.methods, self.batch_size = tuple(methods), int(batch_size)
+        self.targets = None if targets is None else np.asarray(targets, dtype=np.int32)
+        self._kept: dict[int, CamResult] = {}
+
+    def __getitem__(self, method: str) -> _MethodMaps:
+        if method not in self.methods:
+            raise KeyError(method)
+        return _MethodMaps(self, method)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.methods)
+
+    def __len__(self) -> int:
+        return len(self.methods)
+
+    def keys(self):
+        return self.methods
+
+    def rows(self, method: str, rows) -> np.ndarray:
+        """float32 (k, H, W): ``method``'s maps of the images ``rows`` (int (k,)), in that order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        batches = np.unique(rows // self.batch_size)
+        for k in [k for k in self._kept if k not in batches]:
+            del self._kept[k]
+        out = np.empty((len(rows),) + self.images.shape[1:3], dtype=np.float32)
+        for k in batches:
+            if k not in self._kept:
+                a, b = int(k) * self.batch_size, min((int(k) + 1) * self.batch_size, len(self.images))
+                self._kept[int(k)] = compute_cams(self.model, self.images[a:b], layers=(self.layer,),
+                                                  methods=self.methods, batch_size=self.batch_size, progress=False,
+                                                  targets=None if self.targets is None else self.targets[a:b])
+            sel = np.flatnonzero(rows // self.batch_size == k)
+            out[sel] = self._kept[int(k)].select(method, self.layer)[rows[sel] - int(k) * self.batch_size]
+        return out
+
+
+class _MethodMaps:
+    """One method of a :class:`BatchedMaps`: a float32 (N, H, W) array-like read by rows."""
+
+    dtype = np.dtype(np.float32)
+    ndim = 3
+    reads_rows = True  # build_augmented_pool reads it by rows instead of converting it to an array
+
+    def __init__(self, source: BatchedMaps, method: str):
+        self.source, self.method = source, method
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.source.images.shape[:3]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows) -> np.ndarray:
+        picked = np.arange(len(self))[rows]
+        out = self.source.rows(self.method, np.atleast_1d(picked))
+        return out if picked.ndim else out[0]

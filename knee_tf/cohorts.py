@@ -53,8 +53,10 @@ def augmentation_maps(model_a, images: np.ndarray, cfg: StudyConfig, methods=Non
 def augmented_pool(model_a, images: np.ndarray, labels: np.ndarray, image_ids, cfg: StudyConfig, seed: int,
                    progress: bool = True, label_maps: bool = False,
                    dtype=np.float32) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """One seed's augmented training pool from its Model A: :func:`augmentation_maps`, then
-    :func:`knee_tf.augment.build_augmented_pool` with the config's ``aug_*`` settings.
+    """One seed's augmented training pool from its Model A: :func:`augmentation_maps` (made batch by
+    batch as the pool needs them, :class:`knee_tf.cam.BatchedMaps`), then
+    :func:`knee_tf.augment.build_augmented_pool` with the config's ``aug_*`` settings. progress: unused
+    (kept for callers; the maps are made inside the pool's loop).
 
     images: float32 (N, H, W, 1) in [0, 1]; labels: int (N,); image_ids: N ids; label_maps: maps of
     the label instead of Model A's predicted class (an ablation; the mask may then encode the label).
@@ -62,9 +64,11 @@ def augmented_pool(model_a, images: np.ndarray, labels: np.ndarray, image_ids, c
     Returns (pool images ``dtype`` (N * aug_variants, H, W, 1), labels int32, provenance DataFrame).
     """
     from knee_tf.augment import build_augmented_pool
+    from knee_tf.cam import BatchedMaps
 
     targets = np.asarray(labels, dtype=np.int32) if label_maps else None
-    maps = augmentation_maps(model_a, images, cfg, progress=progress, targets=targets)
+    # maps made one CAM batch at a time as the pool reads them (not N x H x W per method at once)
+    maps = BatchedMaps(model_a, images, cfg.aug_layer, cfg.cam_methods, targets, cfg.cam_batch_size)
     return build_augmented_pool(images, labels, image_ids, maps, variants=cfg.aug_variants,
                                 weight_range=cfg.aug_weight_range, layer=cfg.aug_layer, seed=seed,
                                 smooth_sigma=cfg.aug_smooth_sigma, threshold=cfg.aug_threshold, dtype=dtype)

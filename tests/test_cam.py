@@ -203,3 +203,24 @@ def test_wrong_image_shape_and_missing_logits_layer(tiny_trained_model, test_ima
     with pytest.raises(ValueError, match="no linear 'logits' layer"):
         compute_cams(keras.Model(inputs, outputs), np.zeros((1, 16, 16, 1), np.float32),
                      layers=("pool1",), progress=False)
+
+
+def test_batched_maps_are_the_maps_of_one_call(tiny_trained_model, test_images):
+    """Maps made batch by batch as rows are read (BatchedMaps) equal one compute_cams call, bit for bit,
+    whatever rows are read together; a pool built from them equals the pool built from the arrays."""
+    from knee_tf import augment
+    from knee_tf.cam import BatchedMaps
+
+    toy_model, x = tiny_trained_model, test_images[:11]
+    whole = compute_cams(toy_model, x, layers=("pool2",), batch_size=4)
+    lazy = BatchedMaps(toy_model, x, "pool2", METHODS, batch_size=4)
+    for m in METHODS:
+        ref = whole.select(m, "pool2")
+        assert lazy[m].shape == ref.shape
+        for rows in ([0, 1, 2], [3, 4, 5, 9], [10], list(range(11))):
+            assert lazy[m][np.array(rows)].tobytes() == ref[rows].tobytes()
+    labels, ids = np.arange(11) % 2, [f"i{k}" for k in range(11)]
+    kw = {"variants": 2, "weight_range": (0.5, 1.0), "layer": "pool2", "seed": 3, "smooth_sigma": 1.0}
+    a = augment.build_augmented_pool(x, labels, ids, {m: whole.select(m, "pool2") for m in METHODS}, **kw)
+    b = augment.build_augmented_pool(x, labels, ids, BatchedMaps(toy_model, x, "pool2", METHODS, batch_size=4), **kw)
+    assert a[0].tobytes() == b[0].tobytes() and a[2].equals(b[2])
