@@ -110,10 +110,9 @@ def random_placement(maps, rng: np.random.Generator) -> np.ndarray:
     n, h, w = b.shape
     k, flip = _draw_orientation(rng, n, h, w)
     dy, dx = rng.integers(0, h, size=n), rng.integers(0, w, size=n)
-    out = np.empty_like(b)
-    for i in range(n):
-        out[i] = np.roll(_dihedral(b[i], int(k[i]), bool(flip[i])), (int(dy[i]), int(dx[i])), axis=(0, 1))
-    return out.reshape(shape)
+    for i in range(n):  # in place: b is _as_maps' own copy, and each map's result depends on that map alone
+        b[i] = np.roll(_dihedral(b[i], int(k[i]), bool(flip[i])), (int(dy[i]), int(dx[i])), axis=(0, 1))
+    return b.reshape(shape)
 
 
 # ----------------------------------------------------------------------------- B_untrained
@@ -155,7 +154,8 @@ def matched_rectangles(maps, rng: np.random.Generator, aspect_range: tuple[float
     area = np.minimum(np.rint(b.sum(axis=(1, 2), dtype=np.float64)), h * w)
     aspect = np.exp(rng.uniform(np.log(lo), np.log(hi), size=n))
     u = rng.uniform(size=(n, 2))
-    out = np.zeros_like(b)
+    del b  # only the areas are needed: free the maps' copy before the rectangles are drawn
+    out = np.zeros((n, h, w), dtype=np.float32)
     for i in range(n):
         if area[i] < 1:
             continue
