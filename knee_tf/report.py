@@ -10,7 +10,16 @@ import numpy as np
 import pandas as pd
 
 from knee_tf.evaluate import COHORT_ORDER
-from knee_tf.vocab import CAM, METAL, MODEL_A, MODEL_B, NO_CORRUPTION, NORMAL
+from knee_tf.vocab import (
+    ABLATION_ARMS,
+    CAM,
+    CONTROL_ARMS,
+    METAL,
+    MODEL_A,
+    MODEL_B,
+    NO_CORRUPTION,
+    NORMAL,
+)
 
 #: The paper's reported accuracies of (Model A, Model B) per test cohort (ISMRM 2021, abstract 0811).
 PAPER_ACCURACY: dict[str, tuple[float, float]] = {
@@ -166,6 +175,17 @@ def effects_markdown(effects: pd.DataFrame, metric: str = "accuracy", conditions
                  f"FDR 0.05 (Benjamini-Hochberg over all {n} comparisons of the effects table, sign-flip "
                  f"test across seeds); (in dist.): made by the arm's own training generator.")
     return "\n".join(lines) + "\n"
+
+
+def controls_markdown(effects: pd.DataFrame, metric: str = "accuracy") -> list[str]:
+    """README's effects tables of the controls study (:func:`effects_markdown` each), in this order and
+    only for the arms the table has: B and the controls (each against A, and B against each control);
+    the ablations of B (against A); every other compared model (the learning curve's B against its A)."""
+    arms = list(dict.fromkeys(effects.loc[effects["metric"] == metric, "arm"].astype(str)))
+    main = [a for a in (MODEL_B,) + CONTROL_ARMS if a in arms]
+    ablations = [a for a in ABLATION_ARMS if a in arms]
+    rest = [a for a in arms if a not in main and a not in ablations]
+    return [effects_markdown(effects, metric, arms=group) for group in (main, ablations, rest) if group]
 
 
 def precision_markdown(table: pd.DataFrame) -> str:

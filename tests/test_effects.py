@@ -239,6 +239,20 @@ def test_effects_markdown_on_a_hand_made_table():
         effects_markdown(t, metric="sensitivity")
 
 
+def test_controls_markdown_groups_main_arms_ablations_and_the_rest():
+    from knee_tf.report import controls_markdown
+
+    rows = [(arm, ref, 0.01) for arm, ref in (("B_pool2", "A"), ("erasing", "A"), ("B", "A"), ("B", "erasing"),
+                                              ("B_n25", "A_n25"))]
+    t = pd.DataFrame(rows, columns=["arm", "reference", "effect"]).assign(
+        cohort="normal", corruption="none", severity=0, ci_low=0.0, ci_high=0.02, significant=False,
+        in_distribution=False, metric="accuracy", n_seeds=5, n_comparisons=5, q_bh=0.5)
+    tables = controls_markdown(t)
+    firsts = [[line.split(" | ")[0] for line in md.splitlines()[2:] if line.startswith("| ")] for md in tables]
+    assert firsts == [["| B − A", "| B − erasing", "| erasing − A"], ["| B_pool2 − A"], ["| B_n25 − A_n25"]]
+    assert len(controls_markdown(t[t["arm"] == "B"])) == 1  # groups without rows are left out
+
+
 def test_arms_are_paired_on_the_seeds_both_have(predictions):
     few = predictions[~((predictions["arm"] == MODEL_B) & (predictions["seed"] >= 5))]
     t = effects.effects_table(few, [(MODEL_B, MODEL_A)], metrics=["accuracy"], n_boot=100)
