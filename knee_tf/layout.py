@@ -73,6 +73,10 @@ RESULTS: dict[str, str] = {
     "effects_table": "effects.csv",
     "prescription_table": "prescription.csv",
 }
+#: The results a publish copies to the repository's results/: all but the prediction store, which
+#: grows with the grid (18 MB for 85 jobs) and is rebuilt from the published jobs in results/grid/
+#: (knee_tf.controls_study.published_store) by `knee-tf controls` and by the test of the tables.
+PUBLISHED_RESULTS: tuple[str, ...] = tuple(k for k in RESULTS if k != "prediction_store")
 #: The files of one model folder (``models/model_<arm>_seed<S>/``), by the RunLayout method naming each.
 MODEL_FILES: dict[str, str] = {
     "model": "model.keras",

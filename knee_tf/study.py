@@ -24,7 +24,7 @@ from pathlib import Path
 from knee_tf.config import REPO_ROOT, StudyConfig, get_config, resolve
 from knee_tf.errors import InputError, StepFailed
 from knee_tf.io import atomic_write_text
-from knee_tf.layout import FIGURES, RESULTS, RunLayout, published_record
+from knee_tf.layout import FIGURES, PUBLISHED_RESULTS, RunLayout, published_record
 from knee_tf.vocab import MODEL_A, MODEL_B
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -300,7 +300,7 @@ def published_seeds(top: Path = REPO_ROOT) -> int:
 
 def publish(run: Run, force: bool = False, top: Path = REPO_ROOT, log=print, steps: tuple[str, ...] | None = None
             ) -> list[Path]:
-    """Copy a finished run's figures and tables (the layout's :data:`FIGURES` and :data:`RESULTS`)
+    """Copy a finished run's figures and tables (the layout's :data:`FIGURES` and :data:`PUBLISHED_RESULTS`)
     to ``top``/figures and ``top``/results, and record the run in ``results/published.json``.
 
     Refuses (InputError) an unfinished run, a smoke run, or a run with fewer seeds than the
@@ -325,7 +325,7 @@ def publish(run: Run, force: bool = False, top: Path = REPO_ROOT, log=print, ste
     if not force and steps is None and n_seeds < have:
         raise InputError(f"{run.root}: has {n_seeds} seed(s) but the published results have {have}; "
                          "run with --seeds {have} or use --force".replace("{have}", str(have)))
-    publishable = [getattr(run.layout, f"figure_{key}") for key in FIGURES] + [getattr(run.layout, key) for key in RESULTS]
+    publishable = [getattr(run.layout, f"figure_{key}") for key in FIGURES] + [getattr(run.layout, key) for key in PUBLISHED_RESULTS]
     if steps is not None:
         owned = {p for s in chosen for p in s.outputs(run.layout, run.seeds) + s.optional(run.layout, run.seeds)}
         publishable = [p for p in publishable if p in owned]

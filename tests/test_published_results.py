@@ -64,24 +64,34 @@ def test_published_record_matches_the_published_tables():
     assert record["n_seeds"] == len(seeds) and record["seeds"] == seeds
 
 
-def test_controls_tables_and_readme_effects_are_recomputed_from_the_published_predictions():
-    """Issue 11: results/prediction_store.parquet (every arm, seed and condition, per image) gives back
-    results/arms.csv, effects.csv and prescription.csv, and README's effects table, exactly."""
+def test_controls_tables_and_readme_effects_are_recomputed_from_the_published_predictions(tmp_path):
+    """Issue 11: the per-image predictions of the published grid jobs (results/grid/, the store notebook 07
+    builds from them with controls_source="published") give back results/arms.csv, effects.csv and
+    prescription.csv, and README's effects tables, exactly."""
+    import json
+
     import pytest
 
     from knee_tf import prediction_store as store
-    from knee_tf.layout import RunLayout
+    from knee_tf.config import get_config
+    from knee_tf.controls_study import published_store
+    from knee_tf.grid import controls_plan
+    from knee_tf.layout import RunLayout, published_grid
     from knee_tf.report import controls_markdown
+    from knee_tf.study import CONTROLS_STEP
 
     lay = RunLayout(ROOT)  # the repository's results/ mirrors a run folder's
-    if not lay.prediction_store.exists():
-        pytest.skip("the controls grid (issue 11) has not been published yet: no results/prediction_store.parquet")
+    record = json.loads((RESULTS / "published.json").read_text())
+    if not lay.effects_table.exists() or CONTROLS_STEP not in record.get("steps", {}):
+        pytest.skip("notebook 07 has not been published from the grid (knee-tf controls --publish)")
+    jobs = controls_plan(get_config(record["steps"][CONTROLS_STEP]["config"]))
+    built = store.write_store(tmp_path / "store.parquet", published_store(published_grid(ROOT), jobs))
     arms = pd.read_csv(lay.arms_table)
     effects = pd.read_csv(lay.effects_table)
     info = arms.loc[:, : arms.columns[arms.columns.get_loc("cohort") - 1]].drop_duplicates("arm")
     family = dict(zip(info["arm"], info["family"], strict=True)) if "family" in info else None
     comparisons = list(dict.fromkeys(zip(effects["arm"], effects["reference"], strict=True)))
-    tables = store.recompute_tables(store.read_store(lay.prediction_store), comparisons, family=family,
+    tables = store.recompute_tables(store.read_store(built), comparisons, family=family,
                                     arm_info=info if len(info.columns) > 1 else None)
     assert store.compare_with_published(tables, {name: getattr(lay, name) for name in tables}) == []
     readme = (ROOT / "README.md").read_text()

@@ -164,11 +164,12 @@ def test_publish_of_one_step_copies_only_its_files_and_keeps_the_record(first_ru
     stale.write_bytes(b"an ablation figure of an earlier publish")
     assert not lay.figure_ablations.exists()  # the smoke config trains no ablation
     written = publish(run, force=True, top=tmp_path, steps=(step,), log=lambda m: None)
-    own = [lay.prediction_store, lay.arms_table, lay.effects_table, lay.prescription_table, lay.figure_forest,
+    own = [lay.arms_table, lay.effects_table, lay.prescription_table, lay.figure_forest,
            lay.figure_prescription]
     assert sorted(p.name for p in written) == sorted([p.name for p in own] + ["published.json"])
     for p in own:
         assert (tmp_path / p.parent.name / p.name).read_bytes() == p.read_bytes()
+    assert not (tmp_path / "results" / lay.prediction_store.name).exists()  # rebuilt from results/grid instead
     assert (tmp_path / "results" / "cohorts.csv").read_text() == "step 06 of the earlier run"
     assert not stale.exists()
     record = json.loads((tmp_path / "results" / "published.json").read_text())
