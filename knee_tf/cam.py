@@ -10,8 +10,9 @@ Conventions follow tf-keras-vis 0.8.7 (``Gradcam`` / ``GradcamPlusPlus`` with
 ``seek_penultimate_conv_layer=False``), which the tests check to 2e-3:
 
 * Grad-CAM: weights = spatial mean of dS/dA; map = ReLU(sum_c weights * A).
-* Grad-CAM++: with g = dS/dA, alpha = g^2 / (2 g^2 + g^3 * sum_xy A) (a zero denominator where
-  g^2 = 0 is replaced by 1), alpha normalised to sum 1 over space (a zero sum replaced by 1),
+* Grad-CAM++: with g = dS/dA, alpha = g^2 / (2 g^2 + g^3 * sum_xy A) (a zero denominator is
+  replaced by 1: where g^2 = 0, as tf-keras-vis does, and at the formula's pole, where the
+  denominator rounds to exactly 0 and tf-keras-vis's whole map would be NaN), alpha normalised to sum 1 over space (a zero sum replaced by 1),
   weights = sum_xy alpha * ReLU(g), map = ReLU(sum_c weights * A). tf-keras-vis multiplies its
   derivatives by exp(S); so does this module, in the same operation order, because the formula is
   ill-conditioned where 2 + g * sum_xy A is near 0 and float32 rounding then matters. The factor
@@ -158,8 +159,11 @@ def _gradcam_plus_plus(acts, grads, scale):
     third = second * grads
     act_sum = tf.broadcast_to(tf.reduce_sum(acts, axis=(1, 2), keepdims=True), tf.shape(grads))
     denom = second * 2.0 + third * act_sum
-    # tf-keras-vis adds 1 where second == 0; denom is then +-0, so this is the same value, 1
-    denom = tf.where(tf.equal(second, 0.0), tf.ones_like(denom), denom)
+    # A zero denominator becomes 1. tf-keras-vis does this where second == 0 (denom is then +-0). It
+    # also happens at the formula's pole, where 2 g^2 + g^3 sum_xy A rounds to exactly 0 with g != 0;
+    # alpha is then inf, and tf-keras-vis's map (and this one, before) becomes NaN: every map that
+    # tf-keras-vis computes finitely is unchanged by the wider rule
+    denom = tf.where(tf.equal(denom, 0.0), tf.ones_like(denom), denom)
     alphas = second / denom
     alpha_sum = tf.reduce_sum(alphas, axis=(1, 2), keepdims=True)
     alphas = alphas / (alpha_sum + tf.cast(tf.equal(alpha_sum, 0.0), alpha_sum.dtype))

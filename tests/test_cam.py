@@ -163,6 +163,20 @@ def test_all_zero_maps_stay_zero_and_are_counted():
         np.testing.assert_array_equal(result.n_zero[method], [6, 6, 6, 6])
 
 
+def test_grad_cam_plus_plus_at_the_formulas_pole_is_finite():
+    """Where 2 g^2 + g^3 sum_xy A is exactly 0 with g != 0 (seen at pool1 on a few real training
+    images, where float32 rounding lands on the pole), alpha would be inf and the whole map NaN. The
+    zero denominator becomes 1, as where g = 0. One channel, two positions: acts (1, 1), g (-1, 0.5),
+    exp(S) = 1: alpha = (1 / 1, 0.25 / 0.75) = (1, 1/3), normalised (0.75, 0.25); the weight is
+    ReLU(g) . alpha = 0.5 * 0.25 = 0.125, and the map is ReLU(A * 0.125)."""
+    acts = tf.constant([[[[1.0], [1.0]]]])  # (B=1, h=1, w=2, c=1), sum 2
+    grads = tf.constant([[[[-1.0], [0.5]]]])  # 2 g^2 + g^3 * 2 = 2 - 2 = 0 at the first position
+    second = grads * grads
+    assert float(tf.reduce_min(tf.abs(second * 2.0 + second * grads * 2.0))) == 0.0  # the pole is hit exactly
+    cam = cam_module._gradcam_plus_plus(acts, grads, tf.constant([1.0])).numpy()
+    np.testing.assert_allclose(cam, [[[0.125, 0.125]]], rtol=1e-6)
+
+
 def test_gradient_model_is_built_once_and_released_with_the_model():
     model = build_lenet((32, 32, 1), conv_filters=(2, 2, 2, 2), dense_units=(4,))
     images = np.random.default_rng(0).random((3, 32, 32, 1), np.float32)
