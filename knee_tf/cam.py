@@ -12,7 +12,8 @@ Conventions follow tf-keras-vis 0.8.7 (``Gradcam`` / ``GradcamPlusPlus`` with
 * Grad-CAM: weights = spatial mean of dS/dA; map = ReLU(sum_c weights * A).
 * Grad-CAM++: with g = dS/dA, alpha = g^2 / (2 g^2 + g^3 * sum_xy A) (a zero denominator is
   replaced by 1: where g^2 = 0, as tf-keras-vis does, and at the formula's pole, where the
-  denominator rounds to exactly 0 and tf-keras-vis's whole map would be NaN), alpha normalised to sum 1 over space (a zero sum replaced by 1),
+  denominator rounds to exactly 0 and tf-keras-vis's whole map would be NaN), alpha normalised
+  to sum 1 over space (a zero sum replaced by 1),
   weights = sum_xy alpha * ReLU(g), map = ReLU(sum_c weights * A). tf-keras-vis multiplies its
   derivatives by exp(S); so does this module, in the same operation order, because the formula is
   ill-conditioned where 2 + g * sum_xy A is near 0 and float32 rounding then matters. The factor
