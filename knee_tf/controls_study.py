@@ -85,6 +85,17 @@ def study_tables(store: pd.DataFrame, jobs: Iterable, cfg: StudyConfig) -> dict[
                             arm_info=info, n_boot=cfg.n_bootstrap, ece_bins=cfg.ece_bins)
 
 
+def plan_order(jobs: Iterable, table: pd.DataFrame) -> list[str]:
+    """The arms of ``table`` (its ``arm`` column) in the order the plan lists them (:func:`knee_tf.grid.arm_info`
+    of :func:`study_jobs`): A and its learning curve, B, the controls, the ablations, B's learning curve.
+    Arms of the table that the plan lacks come last, in table order."""
+    from knee_tf.grid import arm_info
+
+    have = list(dict.fromkeys(table["arm"].astype(str)))
+    planned = [a for a in arm_info(study_jobs(jobs))["arm"] if a in have]
+    return planned + [a for a in have if a not in planned]
+
+
 def ablation_panels(store: pd.DataFrame) -> dict[str, list[tuple[str, str]]]:
     """The panels of :data:`knee_tf.arms.ABLATION_PANELS` restricted to the arms the store has; panels
     with fewer than two such arms are left out. {panel: [(arm, label), ...]}."""

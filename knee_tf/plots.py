@@ -335,7 +335,10 @@ def plot_forest(effects, metric: str = "accuracy", conditions=None, arms=None):
     arms = list(arms) if arms is not None else list(dict.fromkeys(t["arm"]))
     fig, axes = plt.subplots(1, len(conditions), figsize=(2.6 * len(conditions) + 1.2, 0.42 * len(arms) + 1.3),
                              sharey=True, squeeze=False)
-    lim = 100 * np.nanmax(np.abs(t[["ci_low", "ci_high"]].to_numpy())) * 1.1 if len(t) else 1.0
+    shown = t[t["condition"].isin(conditions) & t["arm"].isin(arms)]
+    # one symmetric axis for every panel, fitted to the intervals drawn (not to rows left out, such as
+    # the held-out corruptions' larger effects), so that panels compare at a glance
+    lim = 100 * np.nanmax(np.abs(shown[["ci_low", "ci_high"]].to_numpy())) * 1.15 if len(shown) else 1.0
     for ax, cond in zip(axes[0], conditions, strict=True):
         d = t[t["condition"] == cond].set_index("arm")
         for y, arm in enumerate(arms):
@@ -439,9 +442,12 @@ def plot_learning_curve(arms_table, curves: dict, condition: str = "normal"):
 
 def plot_prescription(prescription, arms=None, conditions=None):
     """The prescription endpoint per arm: share of exam-planes all right, Jaccard, range within one
-    slice, beside slice accuracy; one panel per condition, whiskers the two-level intervals.
+    slice, beside slice accuracy; one row of bars per condition, whiskers the two-level intervals.
 
-    prescription: :func:`knee_tf.prescription.prescription_table` output. Returns the Figure.
+    prescription: :func:`knee_tf.prescription.prescription_table` output; arms: bar groups, in order
+    (default: table order); conditions: labels (:func:`condition_label`), one row each (default: every
+    condition without a corruption). The figure grows down with the conditions and across with the
+    arms, so that a grid of twenty arms stays readable. Returns the Figure.
     """
     import numpy as np
 
@@ -453,24 +459,24 @@ def plot_prescription(prescription, arms=None, conditions=None):
     arms = list(arms) if arms is not None else list(dict.fromkeys(t["arm"]))
     bars = [("slice_accuracy", "slice accuracy"), ("all_right", "exam-plane all right"), ("jaccard", "Jaccard"),
             ("range_within_one", "range within 1 slice")]
-    fig, axes = plt.subplots(1, len(conditions), figsize=(0.5 * len(arms) * len(conditions) + 2.5, 3.2),
-                             sharey=True, squeeze=False)
+    fig, axes = plt.subplots(len(conditions), 1, figsize=(0.45 * len(arms) + 2.0, 2.3 * len(conditions) + 1.2),
+                             sharex=True, sharey=True, squeeze=False)
     width = 0.8 / len(bars)
-    for ax, cond in zip(axes[0], conditions, strict=True):
+    x = np.arange(len(arms))
+    for ax, cond in zip(axes[:, 0], conditions, strict=True):
         d = t[t["condition"] == cond].set_index("arm").reindex(arms)
-        x = np.arange(len(arms))
         for k, (col, label) in enumerate(bars):
             v = 100 * d[col].to_numpy(dtype=float)
             err = None
             if f"{col}_low" in d:
                 err = [v - 100 * d[f"{col}_low"].to_numpy(dtype=float), 100 * d[f"{col}_high"].to_numpy(dtype=float) - v]
             ax.bar(x + (k - 1.5) * width, v, width, yerr=err, capsize=1.5, label=label, error_kw={"lw": 0.8})
-        ax.set_xticks(x, arms, rotation=45, ha="right", fontsize=8)
-        ax.set_title(cond, fontsize=9)
+        ax.set_ylabel(f"{cond} (%)", fontsize=9)
+        ax.set_xlim(-0.6, len(arms) - 0.4)
         ax.grid(axis="y", alpha=0.3)
-    axes[0, 0].set_ylabel("%")
+    axes[-1, 0].set_xticks(x, arms, rotation=45, ha="right", fontsize=8)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.suptitle("Prescription endpoint per exam and plane", fontsize=10, y=1.02)
-    fig.tight_layout()
-    fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=7, frameon=False, bbox_to_anchor=(0.5, 0.0))
+    fig.suptitle("Prescription endpoint per exam and plane (one row per cohort)", fontsize=10)
+    fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=7, frameon=False, bbox_to_anchor=(0.5, 0.965))
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     return fig

@@ -123,5 +123,7 @@ if curves:
 # and true sets, and whether both ends of the predicted range lie within one slice of the true ends.
 
 # %%
-run.savefig(plots.plot_prescription(tables["prescription_table"]), run.layout.figure_prescription)
-tables["prescription_table"].round(3)
+prescription = tables["prescription_table"]
+run.savefig(plots.plot_prescription(prescription, arms=controls_study.plan_order(jobs, prescription)),
+            run.layout.figure_prescription)
+prescription.round(3)

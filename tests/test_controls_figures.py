@@ -62,3 +62,26 @@ def test_condition_labels():
     assert plots.condition_label({"cohort": NORMAL, "corruption": "none", "severity": 0}) == NORMAL
     assert plots.condition_label({"cohort": NORMAL, "corruption": "rician_noise", "severity": 3}) == "rician_noise 3"
     assert plots.condition_label({"cohort": CAM}) == CAM
+
+
+def test_prescription_figure_of_a_full_grid_stays_readable(tmp_path):
+    """Twenty-one arms on four cohorts: one row per cohort, not one row of 84 groups (5328 x 443 px)."""
+    arms = [f"arm{k}" for k in range(21)]
+    cohorts = [NORMAL, METAL, CAM, "new_site"]
+    rows = [{"arm": a, "cohort": c, "corruption": "none", "severity": 0, "slice_accuracy": 0.9, "all_right": 0.4,
+             "jaccard": 0.8, "range_within_one": 0.7} for a in arms for c in cohorts]
+    fig = plots.plot_prescription(pd.DataFrame(rows))
+    width, height = fig.get_size_inches()
+    assert [ax.get_ylabel() for ax in fig.axes] == [f"{c} (%)" for c in cohorts]
+    assert 0.5 <= width / height <= 2.5, (width, height)
+    assert plots.savefig(fig, "prescription_21", tmp_path, close=True).stat().st_size > 5000
+
+
+def test_forest_axis_fits_the_intervals_drawn_not_the_rows_left_out(tables):
+    effects = tables[0].copy()
+    far = effects.iloc[[0]].assign(corruption="rician_noise", severity=5, effect=-0.5, ci_low=-0.6, ci_high=-0.4)
+    fig = plots.plot_forest(pd.concat([effects, far], ignore_index=True), arms=[A_STEPS, MODEL_B, B_RANDOM])
+    shown = effects[(effects["metric"] == "accuracy") & effects["arm"].isin([A_STEPS, MODEL_B, B_RANDOM])]
+    widest = 100 * np.abs(shown[["ci_low", "ci_high"]].to_numpy()).max()
+    low, high = fig.axes[0].get_xlim()
+    assert high == -low and widest < high < 1.5 * widest, (widest, high)

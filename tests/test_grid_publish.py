@@ -227,3 +227,14 @@ def test_notebook_07_takes_its_store_from_the_configured_source(published):
     pd.testing.assert_frame_equal(store, gp.read_published(published["pub"], JOBS))
     with pytest.raises(ValueError, match="controls_source 'both'"):
         controls_store(cfg.replace(controls_source="both"), None, JOBS, None, published["tmp"])
+
+
+def test_plan_order_puts_the_learning_curve_in_exam_order_not_name_order():
+    """Figures of notebook 07 list arms as the plan does; "A_n100" sorts before "A_n25" by name."""
+    from knee_tf.config import get_config
+    from knee_tf.controls_study import plan_order
+    from knee_tf.grid import controls_plan
+
+    table = pd.DataFrame({"arm": ["B_n25", "A_n100", "A", "A_n25", "not_planned", "A", "B"]})
+    assert plan_order(controls_plan(get_config("full")), table) == ["A", "A_n25", "A_n100", "B", "B_n25",
+                                                                    "not_planned"]
