@@ -132,32 +132,34 @@ def control_pool(arm: str, model_a, images: np.ndarray, labels: np.ndarray, imag
     from Model A's maps, ``model_a`` required), ``B_untrained`` (maps of
     :func:`knee_tf.controls.untrained_network` initialised with ``seed``; ``model_a`` unused) or
     ``mri_aug`` (physics corruptions, no maps). images: float32 (N, H, W, 1); labels int (N,); image_ids.
-    dtype: of the pool images made from maps (:func:`augmented_pool`; mri_aug's stay float32).
+    dtype: of the pool images made from maps (:func:`augmented_pool`; mri_aug's stay float32). The maps
+    and masks are made batch by batch as the pool reads them (:class:`knee_tf.cam.BatchedMaps`,
+    :class:`knee_tf.controls.MasksAsRead`), never N x H x W at once; progress: unused.
     Returns (pool images (N * aug_variants, H, W, 1) (N float32 for mri_aug), labels int32, provenance).
     """
     import zlib
 
     from knee_tf import controls
     from knee_tf.augment import build_augmented_pool
-    from knee_tf.vocab import B_KEEP, B_RANDOM, B_UNTRAINED, ERASING, MRI_AUG
+    from knee_tf.cam import BatchedMaps
+    from knee_tf.vocab import B_UNTRAINED, MRI_AUG
 
     rng = np.random.default_rng([int(seed), zlib.crc32(arm.encode())])
     if arm == MRI_AUG:
         return controls.mri_augment(images, labels, image_ids, rng, severities=cfg.severities)
-    mask_of = {B_RANDOM: controls.random_placement, ERASING: controls.matched_rectangles,
-               B_KEEP: controls.keep_salient, B_UNTRAINED: None}
-    if arm not in mask_of:
-        raise ValueError(f"unknown control arm {arm!r}; expected one of {sorted(mask_of) + [MRI_AUG]}")
+    if arm not in (*controls.MASK_ARMS, B_UNTRAINED):
+        raise ValueError(f"unknown control arm {arm!r}; expected one of {sorted([*controls.MASK_ARMS, B_UNTRAINED, MRI_AUG])}")
     if arm == B_UNTRAINED:
         source = controls.untrained_network(images.shape[1:], cfg.conv_filters, cfg.dense_units, seed)
     elif model_a is None:
         raise ValueError(f"arm {arm!r} makes its masks from Model A's maps: model_a is required")
     else:
         source = model_a
-    maps = augmentation_maps(source, images, cfg, progress=progress)
-    if mask_of[arm] is not None:  # method by method, in place: one method's maps are freed as its masks are made
-        for m in list(maps):
-            maps[m] = mask_of[arm](maps[m], rng)
+    # maps made one CAM batch at a time as the pool reads them, and masks one block at a time
+    # (controls.MasksAsRead: every method's draws taken first, in method order, as on whole arrays)
+    maps = BatchedMaps(source, images, cfg.aug_layer, cfg.cam_methods, None, cfg.cam_batch_size)
+    if arm != B_UNTRAINED:
+        maps = {m: controls.MasksAsRead(arm, maps[m], rng) for m in cfg.cam_methods}
     return build_augmented_pool(images, labels, image_ids, maps, variants=cfg.aug_variants,
                                 weight_range=cfg.aug_weight_range, layer=cfg.aug_layer, seed=seed,
                                 smooth_sigma=cfg.aug_smooth_sigma, threshold=cfg.aug_threshold, dtype=dtype)

@@ -46,6 +46,7 @@ import pandas as pd
 
 from knee_tf.augment import check_training_images
 from knee_tf.corrupt import CORRUPTIONS, SEVERITIES
+from knee_tf.vocab import B_KEEP, B_RANDOM, ERASING
 
 #: The held-out corruptions ``mri_aug`` trains on (so they are in distribution for that arm only).
 #: Motion ghosting stays held out: a k-space artefact, not a receive-chain one.
@@ -107,12 +108,21 @@ def random_placement(maps, rng: np.random.Generator) -> np.ndarray:
     border reappears at the opposite side). Returns float32, the input's shape, in [0, 1].
     """
     b, shape = _as_maps(maps)
-    n, h, w = b.shape
+    return _place(b, _draw_placement(rng, *b.shape)).reshape(shape)
+
+
+def _draw_placement(rng: np.random.Generator, n: int, h: int, w: int) -> tuple[np.ndarray, ...]:
+    """B_random's draws for n maps: orientation (k, flip), then the shifts dy, dx (in this order)."""
     k, flip = _draw_orientation(rng, n, h, w)
-    dy, dx = rng.integers(0, h, size=n), rng.integers(0, w, size=n)
-    for i in range(n):  # in place: b is _as_maps' own copy, and each map's result depends on that map alone
+    return k, flip, rng.integers(0, h, size=n), rng.integers(0, w, size=n)
+
+
+def _place(b: np.ndarray, draws: tuple[np.ndarray, ...]) -> np.ndarray:
+    """:func:`random_placement` of maps ``b`` (float32 (n, H, W), changed in place) with their draws."""
+    k, flip, dy, dx = draws
+    for i in range(len(b)):  # each map's result depends on that map and its draws alone
         b[i] = np.roll(_dihedral(b[i], int(k[i]), bool(flip[i])), (int(dy[i]), int(dx[i])), axis=(0, 1))
-    return b.reshape(shape)
+    return b
 
 
 # ----------------------------------------------------------------------------- B_untrained
@@ -147,14 +157,23 @@ def matched_rectangles(maps, rng: np.random.Generator, aspect_range: tuple[float
     below 0.5 gives an empty mask. Returns float32 {0, 1}, the input's shape.
     """
     b, shape = _as_maps(maps)
+    return _rectangles(b, _draw_rectangles(rng, *b.shape, aspect_range=aspect_range)).reshape(shape)
+
+
+def _draw_rectangles(rng: np.random.Generator, n: int, h: int, w: int,
+                     aspect_range: tuple[float, float] = ASPECT_RANGE) -> tuple[np.ndarray, ...]:
+    """erasing's draws for n maps: the aspect ratio, then the position (u, two per map)."""
     lo, hi = (float(v) for v in aspect_range)
     if not 0 < lo <= hi:
         raise ValueError(f"aspect_range must satisfy 0 < low <= high; got {aspect_range!r}")
+    return np.exp(rng.uniform(np.log(lo), np.log(hi), size=n)), rng.uniform(size=(n, 2))
+
+
+def _rectangles(b: np.ndarray, draws: tuple[np.ndarray, ...]) -> np.ndarray:
+    """:func:`matched_rectangles` of maps ``b`` (float32 (n, H, W)) with their draws: new float32 masks."""
+    aspect, u = draws
     n, h, w = b.shape
     area = np.minimum(np.rint(b.sum(axis=(1, 2), dtype=np.float64)), h * w)
-    aspect = np.exp(rng.uniform(np.log(lo), np.log(hi), size=n))
-    u = rng.uniform(size=(n, 2))
-    del b  # only the areas are needed: free the maps' copy before the rectangles are drawn
     out = np.zeros((n, h, w), dtype=np.float32)
     for i in range(n):
         if area[i] < 1:
@@ -166,7 +185,7 @@ def matched_rectangles(maps, rng: np.random.Generator, aspect_range: tuple[float
         y0 = int(u[i, 0] * (h - rh + 1))
         x0 = int(u[i, 1] * (w - rw + 1))
         out[i, y0:y0 + rh, x0:x0 + rw] = 1.0
-    return out.reshape(shape)
+    return out
 
 
 def mask_areas(maps) -> np.ndarray:
@@ -205,13 +224,26 @@ def keep_salient(maps, rng: np.random.Generator, keep_fraction: float = KEEP_FRA
     on S, exactly, and the mask keeps B's shape and most of its mass elsewhere.
     Returns float32, the input's shape, in [0, 1].
     """
+    b, shape = _as_maps(maps)
+    return _keep(b, _draw_keep(rng, *b.shape), keep_fraction, shift_quantile).reshape(shape)
+
+
+def _draw_keep(rng: np.random.Generator, n: int, h: int, w: int) -> tuple[np.ndarray, ...]:
+    """B_keep's draws for n maps: orientation (k, flip), then u, which picks among the low-overlap shifts."""
+    k, flip = _draw_orientation(rng, n, h, w)
+    return k, flip, rng.uniform(size=n)
+
+
+def _keep(b: np.ndarray, draws: tuple[np.ndarray, ...], keep_fraction: float = KEEP_FRACTION,
+          shift_quantile: float = KEEP_SHIFT_QUANTILE) -> np.ndarray:
+    """:func:`keep_salient` of maps ``b`` (float32 (n, H, W)) with their draws: new float32 masks. The
+    overlaps are computed ``_CHUNK`` maps at a time from the first map on (so a block of ``_CHUNK``
+    maps that starts at a multiple of ``_CHUNK`` is transformed exactly as inside all N maps)."""
     if not 0.0 <= shift_quantile <= 1.0:
         raise ValueError(f"shift_quantile must lie in [0, 1]; got {shift_quantile}")
-    b, shape = _as_maps(maps)
+    k, flip, u = draws
     keep = salient_region(b, keep_fraction)
     n, h, w = b.shape
-    k, flip = _draw_orientation(rng, n, h, w)
-    u = rng.uniform(size=n)
     out = np.empty_like(b)
     for start in range(0, n, _CHUNK):
         sl = slice(start, min(start + _CHUNK, n))
@@ -226,7 +258,69 @@ def keep_salient(maps, rng: np.random.Generator, keep_fraction: float = KEEP_FRA
             d = int(ok[min(int(u[i] * ok.size), ok.size - 1)])
             placed = np.roll(oriented[j], (d // w, d % w), axis=(0, 1))
             out[i] = np.where(keep[i], 0.0, placed)
-    return out.reshape(shape)
+    return out
+
+
+# ----------------------------------------------------------------------------- masks as read
+
+#: The controls whose masks are made from a map, by arm: (draws for N maps, masks of maps with their draws).
+_MASKS = {B_RANDOM: (_draw_placement, _place), ERASING: (_draw_rectangles, _rectangles),
+          B_KEEP: (_draw_keep, _keep)}
+MASK_ARMS: tuple[str, ...] = tuple(_MASKS)
+
+
+class MasksAsRead:
+    """One method's control masks (``arm`` in :data:`MASK_ARMS`) of ``maps``, made block by block as
+    their rows are read, so that the N x H x W masks (and maps) are never in memory at once.
+
+    maps: float32 (N, H, W) in [0, 1], an array or an array-like read by rows (e.g. one method of
+    :class:`knee_tf.cam.BatchedMaps`). Every draw is taken here, for all N maps, exactly as
+    :func:`random_placement`, :func:`matched_rectangles` or :func:`keep_salient` take them from
+    ``rng``; block k (maps [k * block, (k + 1) * block)) is then made as those functions make it, so
+    each mask is the same float32 value as theirs on all N maps. Only the blocks of the rows last read
+    are kept. Reads like an array of shape (N, H, W) (``reads_rows``:
+    :func:`knee_tf.augment.build_augmented_pool` reads it by rows).
+    """
+
+    dtype = np.dtype(np.float32)
+    ndim = 3
+    reads_rows = True
+
+    def __init__(self, arm: str, maps, rng: np.random.Generator, block: int = _CHUNK):
+        if arm not in _MASKS:
+            raise ValueError(f"arm {arm!r} makes no mask from a map; expected one of {list(MASK_ARMS)}")
+        if len(np.shape(maps)) != 3:
+            raise ValueError(f"maps must be (N, H, W); got {np.shape(maps)}")
+        if block % _CHUNK:
+            raise ValueError(f"block must be a multiple of {_CHUNK}; got {block}")
+        draw, self._make = _MASKS[arm]
+        self.maps, self.block = maps, int(block)
+        self.draws = draw(rng, *self.shape)
+        self._kept: dict[int, np.ndarray] = {}
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(v) for v in np.shape(self.maps))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows) -> np.ndarray:
+        picked = np.arange(len(self))[rows]
+        rows = np.atleast_1d(picked).astype(np.int64)
+        blocks = np.unique(rows // self.block)
+        for k in [k for k in self._kept if k not in blocks]:
+            del self._kept[k]
+        out = np.empty((len(rows),) + self.shape[1:], dtype=np.float32)
+        for k in blocks:
+            a = int(k) * self.block
+            if int(k) not in self._kept:
+                b = min(a + self.block, len(self))
+                maps, _ = _as_maps(self.maps[a:b])
+                self._kept[int(k)] = self._make(maps, tuple(d[a:b] for d in self.draws))
+            sel = np.flatnonzero(rows // self.block == k)
+            out[sel] = self._kept[int(k)][rows[sel] - a]
+        return out if picked.ndim else out[0]
 
 
 # ----------------------------------------------------------------------------- mri_aug

@@ -293,3 +293,35 @@ def test_cross_cohorts_corrupt_the_normal_test_images_with_another_models_maps()
     assert out[CAM_B][1]["image_id"].tolist() == [f"i{k}" for k in range(6)]
     assert (out[CAM_B][0] <= x_test + 1e-7).all() and not np.array_equal(out[CAM_B][0], out[CAM_TRANSFER][0])
     assert list(cross_cohorts(Data(), None, b, cfg, progress=False)) == [CAM_B]
+
+
+# ----------------------------------------------------------------------------- masks as read
+
+
+@pytest.mark.parametrize("arm,whole", [("B_random", controls.random_placement),
+                                       ("erasing", controls.matched_rectangles),
+                                       ("B_keep", controls.keep_salient)])
+def test_masks_made_as_read_are_the_whole_array_masks_and_only_the_last_blocks_are_kept(arm, whole):
+    """control_pool reads masks by rows (MasksAsRead) to keep N x H x W maps out of memory: every mask
+    must be the one the function gives on all maps at once, bit for bit, whatever the read pattern."""
+    maps = blob_maps(600, seed=4)  # 600 = two blocks of 256 and a partial third
+    expected = whole(maps, np.random.default_rng(9))
+    lazy = controls.MasksAsRead(arm, maps, np.random.default_rng(9))
+    assert lazy.shape == maps.shape and len(lazy) == 600 and lazy.reads_rows
+    got = np.concatenate([lazy[a:a + 100] for a in range(0, 600, 100)])
+    np.testing.assert_array_equal(got, expected)
+    assert sorted(lazy._kept) == [1, 2]  # the blocks of the last read (rows 500-599) only
+    rows = np.array([3, 255, 256, 599, 300])
+    np.testing.assert_array_equal(lazy[rows], expected[rows])
+    np.testing.assert_array_equal(lazy[7], expected[7])
+    with pytest.raises(ValueError, match="makes no mask"):
+        controls.MasksAsRead("mri_aug", maps, np.random.default_rng(0))
+
+
+def test_masks_made_as_read_check_the_maps_of_each_block():
+    maps = blob_maps(300, seed=1)
+    maps[280, 0, 0] = np.nan
+    lazy = controls.MasksAsRead("B_random", maps, np.random.default_rng(0))
+    assert lazy[:256].shape == (256, H, H)
+    with pytest.raises(ValueError, match="NaN"):
+        lazy[256:]
