@@ -112,13 +112,21 @@ def cam_cohort_images(model, images: np.ndarray, cfg: StudyConfig, progress: boo
 
     Model A's own maps give ``cam``; an independently trained Model A's give ``cam_transfer``; Model
     B's give ``cam_b`` (:data:`knee_tf.vocab.DERIVED_COHORTS`). images: float32 (N, H, W, 1) in [0, 1].
-    Returns float32 (N, H, W, 1) in [0, 1].
+    Returns float32 (N, H, W, 1) in [0, 1]. Made one CAM batch at a time (the maps of a batch, then its
+    images: :class:`knee_tf.cam.BatchedMaps`), each image exactly as on all N at once.
     """
+    from knee_tf.cam import BatchedMaps
     from knee_tf.corrupt import cam_corruption
 
-    maps = augmentation_maps(model, images, cfg, methods=(cfg.cohort3_method,), progress=progress)
-    return cam_corruption(images, maps[cfg.cohort3_method], cfg.cohort3_weight, cfg.aug_smooth_sigma,
-                          cfg.aug_threshold)
+    images = np.asarray(images, dtype=np.float32)
+    maps = BatchedMaps(model, images, cfg.aug_layer, (cfg.cohort3_method,), None, cfg.cam_batch_size)
+    maps = maps[cfg.cohort3_method]
+    out = np.empty_like(images)
+    step = cfg.cam_batch_size
+    for a in tqdm(range(0, len(images), step), desc="cam cohort", unit="batch", disable=not progress):
+        out[a:a + step] = cam_corruption(images[a:a + step], maps[a:a + step], cfg.cohort3_weight,
+                                         cfg.aug_smooth_sigma, cfg.aug_threshold)
+    return out
 
 
 def control_pool(arm: str, model_a, images: np.ndarray, labels: np.ndarray, image_ids, cfg: StudyConfig,

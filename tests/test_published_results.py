@@ -97,6 +97,13 @@ def test_controls_tables_and_readme_effects_are_recomputed_from_the_published_pr
     readme = (ROOT / "README.md").read_text()
     for table in controls_markdown(tables["effects_table"]):
         assert table.strip() in readme, table.splitlines()[2]
+    # the store's size as README gives it ("(28 MB for 131 jobs"): the rebuilt file, the published jobs
+    import re
+
+    size = re.search(r"\((\d+) MB for (\d+) jobs", " ".join(readme.split()))
+    assert size, "README no longer gives the prediction store's size as '(N MB for M jobs'"
+    n_jobs = sum(1 for d in published_grid(ROOT).root.iterdir() if d.is_dir())
+    assert (int(size[1]), int(size[2])) == (round(built.stat().st_size / 1e6), n_jobs), (size[0], built.stat().st_size)
 
 
 def test_readme_effects_quoted_in_prose_are_cells_of_the_published_effects_table():
