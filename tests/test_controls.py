@@ -325,3 +325,21 @@ def test_masks_made_as_read_check_the_maps_of_each_block():
     assert lazy[:256].shape == (256, H, H)
     with pytest.raises(ValueError, match="NaN"):
         lazy[256:]
+
+
+def test_cam_cohort_made_batch_by_batch_is_the_whole_array_corruption():
+    """cam_cohort_images makes the maps and images one CAM batch at a time (memory); each image must be
+    what corrupting all N at once with all N maps gives, bit for bit, with a batch that does not divide N."""
+    from knee_tf.cohorts import augmentation_maps, cam_cohort_images
+    from knee_tf.config import StudyConfig
+    from knee_tf.corrupt import cam_corruption
+
+    cfg = StudyConfig.smoke(image_size=32, conv_filters=(4, 4, 4, 4), dense_units=(8,), cam_batch_size=4,
+                            aug_smooth_sigma=1.5, aug_threshold=0.1)
+    model = controls.untrained_network((32, 32, 1), cfg.conv_filters, cfg.dense_units, seed=3)
+    x = np.random.default_rng(2).uniform(0.1, 1, size=(10, 32, 32, 1)).astype(np.float32)
+    maps = augmentation_maps(model, x, cfg, methods=(cfg.cohort3_method,), progress=False)[cfg.cohort3_method]
+    whole = cam_corruption(x, maps, cfg.cohort3_weight, cfg.aug_smooth_sigma, cfg.aug_threshold)
+    got = cam_cohort_images(model, x, cfg, progress=False)
+    assert got.dtype == np.float32 and got.shape == x.shape and not np.array_equal(got, x)
+    np.testing.assert_array_equal(got, whole)
