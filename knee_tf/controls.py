@@ -32,7 +32,9 @@ arm                       mask (this module)
 ========================  ==================================================================
 
 Every function is pure: ``(maps or images, rng) -> array``; nothing here trains or predicts (except
-:func:`untrained_network`, which builds a model and never fits it).
+:func:`untrained_network`, which builds a model and never fits it). :class:`MasksAsRead` gives the
+same masks as the three mask functions, made block by block as a pool reads them, so that a training
+set's maps never sit in memory whole.
 Maps: float (H, W) or (N, H, W) in [0, 1], one map per image (a method's maps at one layer, as
 :func:`knee_tf.augment.select_layer` gives them).
 """
