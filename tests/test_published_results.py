@@ -122,7 +122,8 @@ def test_readme_effects_quoted_in_prose_are_cells_of_the_published_effects_table
     t = t[t["metric"] == "accuracy"]
     cells = {f"{100 * r.effect:+.1f} [{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]" for r in t.itertuples()}
     text = (ROOT / "README.md").read_text()
-    results = text[text.index("## Results"):text.index("## Performance")].replace("−", "-")
+    # whitespace joined: a triple that README's line wrapping splits is checked too
+    results = " ".join(text[text.index("## Results"):text.index("## Performance")].replace("−", "-").split())
     quoted = re.findall(r"[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]", results)
     assert len(quoted) >= 10, "README's Results quote fewer effects than expected: has the section moved?"
     missing = sorted(set(quoted) - cells)
