@@ -147,25 +147,40 @@ def _gradcam(acts, grads):
     return tf.nn.relu(tf.reduce_sum(acts * weights, axis=-1))
 
 
-def _gradcam_plus_plus(acts, grads, scale):
-    """acts, grads (B, h, w, c), scale (B,) = exp(score) -> ReLU'd Grad-CAM++ (B, h, w).
+@tf.function(jit_compile=True)
+def _gradcam_plus_plus_alphas(grads, scale, act_sum):
+    """The element-wise part of Grad-CAM++, fused by XLA into one pass over (B, h, w, c).
 
-    Written in tf-keras-vis's operation order (first, second, third derivative = scale * g, g^2,
-    g^3) so that float32 rounding matches it where the formula is ill-conditioned
-    (2 + g * sum_xy A near 0). sum_xy A is broadcast explicitly, so that Grappler's arithmetic
-    optimizer (MinimizeBroadcasts) cannot re-associate (second * g) * sum_xy A.
+    grads (B, h, w, c), scale (B,), act_sum (B, 1, 1, c) = sum_xy A. Returns the first derivative
+    scale * g and the un-normalised alpha = g^2 / (2 g^2 + g^3 sum_xy A). As separate TensorFlow
+    kernels these products and the division each wrote a (B, h, w, c) tensor to memory, which made
+    them most of the cost of the CAM arithmetic at ``pool1``; fused, each element is read once. Only
+    IEEE multiplications, additions, comparisons and divisions, in the same order as before (XLA on
+    CPU neither re-associates nor contracts them without fast-math), so the maps are bit for bit
+    those of the unfused graph (tested on trained models); the reductions stay outside, in
+    TensorFlow's kernels, whose summation order XLA would change.
     """
     first = tf.reshape(scale, (-1, 1, 1, 1)) * grads
     second = first * grads
     third = second * grads
-    act_sum = tf.broadcast_to(tf.reduce_sum(acts, axis=(1, 2), keepdims=True), tf.shape(grads))
-    denom = second * 2.0 + third * act_sum
+    # sum_xy A is broadcast explicitly, so that no optimiser re-associates (second * g) * sum_xy A
+    denom = second * 2.0 + third * tf.broadcast_to(act_sum, tf.shape(grads))
     # A zero denominator becomes 1. tf-keras-vis does this where second == 0 (denom is then +-0). It
     # also happens at the formula's pole, where 2 g^2 + g^3 sum_xy A rounds to exactly 0 with g != 0;
     # alpha is then inf, and tf-keras-vis's map (and this one, before) becomes NaN: every map that
     # tf-keras-vis computes finitely is unchanged by the wider rule
     denom = tf.where(tf.equal(denom, 0.0), tf.ones_like(denom), denom)
-    alphas = second / denom
+    return first, second / denom
+
+
+def _gradcam_plus_plus(acts, grads, scale):
+    """acts, grads (B, h, w, c), scale (B,) = exp(score) -> ReLU'd Grad-CAM++ (B, h, w).
+
+    Written in tf-keras-vis's operation order (first, second, third derivative = scale * g, g^2,
+    g^3) so that float32 rounding matches it where the formula is ill-conditioned
+    (2 + g * sum_xy A near 0).
+    """
+    first, alphas = _gradcam_plus_plus_alphas(grads, scale, tf.reduce_sum(acts, axis=(1, 2), keepdims=True))
     alpha_sum = tf.reduce_sum(alphas, axis=(1, 2), keepdims=True)
     alphas = alphas / (alpha_sum + tf.cast(tf.equal(alpha_sum, 0.0), alpha_sum.dtype))
     weights = tf.reduce_sum(tf.nn.relu(first) * alphas, axis=(1, 2), keepdims=True)
