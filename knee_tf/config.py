@@ -69,7 +69,7 @@ class StudyConfig:
     grid_workers: int = 0
     # where notebook 07 takes its jobs from: "run" trains them into the run folder and reads them
     # there; "published" reads the jobs published to results/grid/ (`knee-tf grid --publish`), a partial
-    # grid reported as partial, without cam_transfer / cam_b rows (those need the models, not published)
+    # grid reported as partial, with cam_transfer / cam_b rows where they are published beside a job
     controls_source: str = "run"
     # TensorFlow threads per training job; 0 = TensorFlow's default (all cores of the machine). Results
     # are bit-identical between runs with the same thread count: set 1 for identity across machines.

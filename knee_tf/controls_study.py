@@ -45,8 +45,8 @@ def run_store(run_dir, jobs: Iterable, cfg: StudyConfig, data) -> pd.DataFrame:
 
 def published_store(pub, jobs: Iterable) -> pd.DataFrame:
     """The prediction store of the :func:`study_jobs` of ``jobs`` that are published in ``pub``
-    (:class:`knee_tf.layout.PublishedGrid`): their own predictions only (the cross cohorts need models,
-    which are not published). FileNotFoundError when none is published."""
+    (:class:`knee_tf.layout.PublishedGrid`): their own predictions, and their cross cohorts where those
+    are published (:func:`knee_tf.grid_publish.publish_cross`). FileNotFoundError when none is published."""
     from knee_tf.grid_publish import read_published
 
     done = [j for j in study_jobs(jobs) if pub.job_record(j.name, j.seed).exists()]

@@ -271,6 +271,8 @@ class GridResult:
     skipped_published: list[str] = field(default_factory=list)
     published: list[str] = field(default_factory=list)
     retrained: list[str] = field(default_factory=list)
+    # published jobs whose cross cohorts (cam_transfer, cam_b) this run added to their folders
+    cross_published: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -341,7 +343,7 @@ def run_grid(jobs: Iterable[Job], config: StudyConfig, run_dir, cache_dir, sched
         log(f"grid: {len(result.skipped)} job(s) finished earlier, skipped: {', '.join(result.skipped)}")
     provenance = _provenance(jobs, config, cache_dir)
     publisher = None if publish is None else _Publisher(publish, jobs, provenance, layout, cache_dir, republish,
-                                                        log)
+                                                        log, config)
     done = {j for j in jobs if job_done(layout, j) or (publisher is not None and j in publisher.ok)}
     if publisher is not None:
         publisher.publish_finished(jobs, result)
@@ -351,6 +353,7 @@ def run_grid(jobs: Iterable[Job], config: StudyConfig, run_dir, cache_dir, sched
                 f"skipped: {', '.join(result.skipped_published)}")
     todo = [j for j in jobs if j not in done]
     if publisher is not None:
+        publisher.publish_cross(jobs, result)
         todo = publisher.model_a_to_retrain(todo) + todo
     group = {}
     for j in jobs:
@@ -366,6 +369,7 @@ def run_grid(jobs: Iterable[Job], config: StudyConfig, run_dir, cache_dir, sched
             commit_job(layout, job, out)
         else:
             publisher.commit(job, out, result)
+            publisher.publish_cross(jobs, result)  # a seed whose models are now all here
 
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="grid jobs", unit="job", disable=not progress)
     try:
@@ -383,12 +387,13 @@ def run_grid(jobs: Iterable[Job], config: StudyConfig, run_dir, cache_dir, sched
 class _Publisher:
     """run_grid's publishing (knee_tf.grid_publish): which jobs are published, and what to do as each finishes."""
 
-    def __init__(self, publish, jobs, provenance, layout, cache_dir, republish, log):
+    def __init__(self, publish, jobs, provenance, layout, cache_dir, republish, log, config):
         from knee_tf import grid_publish as gp
         from knee_tf.ingest import open_cache
         from knee_tf.layout import PublishedGrid
 
-        self.gp, self.layout, self.log = gp, layout, log
+        self.gp, self.layout, self.log, self.config, self.cache_dir = gp, layout, log, config, cache_dir
+        self.waiting: dict[int, tuple[str, ...]] = {}  # seed -> labels of the models its cross cohorts wait for
         self.pub = publish if isinstance(publish, PublishedGrid) else PublishedGrid(publish)
         self.index = open_cache(cache_dir).index
         self.provenance = provenance
@@ -438,7 +443,53 @@ class _Publisher:
             result.retrained.append(job.label)
         else:
             self.gp.publish_job(self.pub, self.layout, job, self.index)
+            self.ok.add(job)
             result.published.append(job.label)
+
+    def _cross_current(self, job: Job, maps: dict) -> bool:
+        """Whether ``job``'s published cross cohorts were made by the maps ``maps`` names."""
+        path = self.pub.cross_record(job.name, job.seed)
+        if not (path.exists() and self.pub.cross_predictions(job.name, job.seed).exists()):
+            return False
+        return self.gp.cross_sources(json.loads(path.read_text())) == maps
+
+    def publish_cross(self, jobs, result: GridResult) -> None:
+        """Add the cross cohorts (``cam_transfer``, ``cam_b``) to the published jobs of each seed whose
+        models are in the run folder, once the models that make those cohorts (the plain B of the seed
+        and, when ``config.transfer_seed >= 0``, the transfer Model A) are there too. Every model used
+        is checked against its published predictions first (:func:`knee_tf.grid_publish.check_retrained`).
+        Only seeds whose B (and transfer Model A) are in ``jobs``; what is still missing is logged."""
+        from knee_tf.vocab import CAM_B, CAM_TRANSFER
+
+        jobs = list(jobs)
+        plan, cfg = set(jobs), self.config
+        transfer = Job(MODEL_A, cfg.transfer_seed, (), TRANSFER_VARIANT) if cfg.transfer_seed >= 0 else None
+        for seed in sorted({j.seed for j in jobs if j.variant != TRANSFER_VARIANT}):
+            sources = {CAM_B: Job(MODEL_B, seed)}
+            if transfer is not None:
+                sources[CAM_TRANSFER] = transfer
+            if not set(sources.values()) <= plan or not all(self.provenance[x] for x in sources.values()):
+                continue
+            maps = {c: [x.label, self.provenance[x]["settings_digest"], self.provenance[x]["data_digest"]]
+                    for c, x in sorted(sources.items())}
+            pending = [j for j in jobs if j.seed == seed and j.variant != TRANSFER_VARIANT
+                       and j in self.ok and not self._cross_current(j, maps)]
+            here = lambda x: x in self.ok and job_done(self.layout, x)  # noqa: E731
+            missing = tuple(x.label for x in dict.fromkeys([*sources.values(), *pending]) if not here(x))
+            if missing and self.waiting.get(seed) != missing:
+                self.waiting[seed] = missing
+                self.log(f"grid: cam_transfer / cam_b of seed {seed} wait for {len(missing)} model(s) not in "
+                         f"the run folder: {', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}")
+            ready = [j for j in pending if here(j)]
+            if not ready or not all(here(x) for x in sources.values()):
+                continue
+            for x in dict.fromkeys([*sources.values(), *ready]):  # each model here is the published one
+                self.gp.check_retrained(self.pub, self.layout, x, self.index)
+            pred = cross_cohort_predictions(self.layout.root, ready, cfg, self.cache_dir, progress=False)
+            for j in ready:
+                self.gp.publish_cross(self.pub, j, pred[pred["model"] == j.name], self.index, maps)
+                result.cross_published.append(j.label)
+            self.log(f"grid: cam_transfer / cam_b of seed {seed} published for {len(ready)} job(s)")
 
 
 def _provenance(jobs, config: StudyConfig, cache_dir) -> dict:

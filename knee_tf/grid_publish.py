@@ -22,6 +22,15 @@ A later grid skips every job published with the same settings digest and data di
 (:func:`published_status`), and refuses, in one line naming the job and what differs, one published
 with other settings or data (``--republish`` retrains and replaces it).
 
+Two cohorts need other jobs' models: ``cam_transfer`` (the maps of the independently trained Model A)
+and ``cam_b`` (the maps of the plain B of the job's seed). Once every model of a seed is in one run
+folder, each of them the published one (:func:`check_retrained`), their predictions on those cohorts
+are added to each job's folder (:func:`publish_cross`, ``cross_predictions.parquet`` and
+``cross.json``, which names the jobs whose maps made the cohorts and their settings digests). The
+grid does this as a seed's models come together (:mod:`knee_tf.grid`); a seed whose models were lost
+with an earlier session's run folder is trained again into a run folder without ``--publish``, and a
+later ``--publish`` checks each model against its published predictions before adding the cohorts.
+
 The prediction store is rebuilt from the published jobs at any time (:func:`rebuild_store`), and the
 tables from a partial grid say how many seeds each arm has against how many the plan asks for
 (:func:`completeness`; :mod:`knee_tf.controls_study` puts ``n_seeds_planned`` beside ``n_seeds``).
@@ -39,7 +48,7 @@ from pathlib import Path
 import pandas as pd
 
 from knee_tf.config import REPO_ROOT, StudyConfig
-from knee_tf.io import atomic_dir
+from knee_tf.io import atomic_dir, atomic_write_bytes, atomic_write_text
 from knee_tf.layout import PublishedGrid, RunLayout
 
 #: StudyConfig fields that cannot change one job's results: paths, where and how the grid runs, what
@@ -212,6 +221,26 @@ def check_retrained(pub: PublishedGrid, layout: RunLayout, job, index: pd.DataFr
                        "with --republish")
 
 
+def cross_sources(record: dict) -> dict:
+    """{cohort: [job label, settings digest, data digest]} of the maps that made a published cross record."""
+    return record.get("maps", {})
+
+
+def publish_cross(pub: PublishedGrid, job, predictions: pd.DataFrame, index: pd.DataFrame, maps: dict) -> None:
+    """Add one published job's rows on the cross cohorts (``cam_transfer``, ``cam_b``) to its folder.
+
+    predictions: the job's rows on those cohorts (:func:`knee_tf.grid.cross_cohort_predictions`);
+    maps: {cohort: [job label, settings digest, data digest]} of the jobs whose maps made them. The
+    record is written first and the predictions last, each atomically, so the predictions file exists
+    only beside its record. FileNotFoundError when the job is not published."""
+    if not pub.job_record(job.name, job.seed).exists():
+        raise FileNotFoundError(f"{pub.job_dir(job.name, job.seed)}: {job.label} is not published")
+    cohorts = sorted(set(predictions["cohort"].astype(str)))
+    record = {"job": job.name, "seed": job.seed, "cohorts": cohorts, "maps": maps, "code_commit": code_commit()}
+    atomic_write_text(pub.cross_record(job.name, job.seed), json.dumps(record, indent=2) + "\n")
+    atomic_write_bytes(pub.cross_predictions(job.name, job.seed), compact_predictions(predictions, index))
+
+
 # ----------------------------------------------------------------------------- reading
 
 
@@ -228,7 +257,8 @@ def published_jobs(pub: PublishedGrid) -> pd.DataFrame:
 
 
 def read_published(pub: PublishedGrid, jobs: Iterable | None = None) -> pd.DataFrame:
-    """The published predictions of ``jobs`` (default: every published job) in the store's schema.
+    """The published predictions of ``jobs`` (default: every published job) in the store's schema: each
+    job's own cohorts and, where published (:func:`publish_cross`), its cross cohorts.
     FileNotFoundError naming the folder when none (or a requested job) is published."""
     from knee_tf.prediction_store import STORE_COLUMNS
 
@@ -239,6 +269,8 @@ def read_published(pub: PublishedGrid, jobs: Iterable | None = None) -> pd.DataF
         raise FileNotFoundError(f"{missing[0]}: not published")
     if not paths:
         raise FileNotFoundError(f"{pub.root}: no published grid job")
+    cross_name = pub.cross_predictions("x", 0).name
+    paths += [c for c in (p.parent / cross_name for p in paths) if c.exists()]  # as a run's store: own rows first
     return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)[list(STORE_COLUMNS)]
 
 

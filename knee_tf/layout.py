@@ -96,6 +96,12 @@ PUBLISHED_JOB_FILES: dict[str, str] = {
     "training_log": "training_log.csv",  # the run folder's training log, as it is
     "job_record": "job.json",  # the run folder's job record with settings, data digest and code commit
 }
+#: Added to a published job's folder later, once the models that make its cross cohorts (``cam_transfer``,
+#: ``cam_b``: other jobs' maps) are at hand in one run folder (knee_tf.grid_publish.publish_cross).
+PUBLISHED_CROSS_FILES: dict[str, str] = {
+    "cross_predictions": "cross_predictions.parquet",  # the job's rows on cam_transfer and cam_b (store schema)
+    "cross_record": "cross.json",  # which published jobs' maps made those cohorts, and the code commit
+}
 
 
 class RunLayout:
@@ -197,7 +203,8 @@ class PublishedGrid:
     """Every path of the published grid folder (``<top>/results/grid``, :func:`published_grid`).
 
     One folder per finished job, named as the run folder's model folder, moved into place whole
-    (:func:`knee_tf.io.atomic_dir`): a folder that exists is complete. Files: :data:`PUBLISHED_JOB_FILES`.
+    (:func:`knee_tf.io.atomic_dir`): a folder that exists is complete. Files: :data:`PUBLISHED_JOB_FILES`,
+    and later :data:`PUBLISHED_CROSS_FILES` (the predictions file written last: when it exists, both do).
     """
 
     def __init__(self, root: str | Path):
@@ -217,6 +224,12 @@ class PublishedGrid:
 
     def job_record(self, name: str, seed: int) -> Path:
         return self.job_dir(name, seed) / PUBLISHED_JOB_FILES["job_record"]
+
+    def cross_predictions(self, name: str, seed: int) -> Path:
+        return self.job_dir(name, seed) / PUBLISHED_CROSS_FILES["cross_predictions"]
+
+    def cross_record(self, name: str, seed: int) -> Path:
+        return self.job_dir(name, seed) / PUBLISHED_CROSS_FILES["cross_record"]
 
     def records(self) -> list[Path]:
         """The job records of every published job, sorted by folder name."""

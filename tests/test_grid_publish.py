@@ -17,9 +17,9 @@ import pytest
 from knee_tf import grid
 from knee_tf import grid_publish as gp
 from knee_tf.config import StudyConfig
-from knee_tf.grid import plan_jobs, read_predictions, run_grid
+from knee_tf.grid import plan_jobs, run_grid
 from knee_tf.ingest import ingest, open_cache
-from knee_tf.layout import PUBLISHED_JOB_FILES, PublishedGrid, RunLayout
+from knee_tf.layout import PUBLISHED_CROSS_FILES, PUBLISHED_JOB_FILES, PublishedGrid, RunLayout
 from knee_tf.prediction_store import STORE_COLUMNS, read_store, store_frame, write_store
 from knee_tf.study import ensure_dataset
 from knee_tf.vocab import MODEL_A, MODEL_B, NO_CORRUPTION
@@ -60,7 +60,8 @@ def test_each_finished_job_is_published_compactly_with_its_record(published):
     assert sorted(published["res"].published) == sorted(j.label for j in JOBS)
     for job in JOBS:
         folder = pub.job_dir(job.name, job.seed)
-        assert sorted(p.name for p in folder.iterdir()) == sorted(PUBLISHED_JOB_FILES.values())
+        assert sorted(p.name for p in folder.iterdir()) == sorted([*PUBLISHED_JOB_FILES.values(),
+                                                                   *PUBLISHED_CROSS_FILES.values()])
         pred = pd.read_parquet(pub.predictions(job.name, job.seed))
         assert list(pred.columns) == list(STORE_COLUMNS) and str(pred["p_relevant"].dtype) == "float32"
         assert all(str(pred[c].dtype) == "category" for c in ("arm", "cohort", "corruption", "plane"))
@@ -78,6 +79,68 @@ def test_each_finished_job_is_published_compactly_with_its_record(published):
         assert not (folder / "model.keras").exists()
     size = pub.predictions(MODEL_B, 0).stat().st_size
     print(f"published predictions of B seed 0: {len(pred)} rows, {size} bytes, {size / len(pred):.2f} bytes/row")
+
+
+def test_the_cross_cohorts_are_published_once_a_seeds_models_are_together(published):
+    """cam_b needs B's model, so it is published beside each job once B of the seed has finished: the
+    same rows notebook 07 scores from the run folder, with a record naming the maps' job and digests."""
+    from knee_tf.controls_study import run_store
+    from knee_tf.vocab import CAM_B
+
+    pub, cache = published["pub"], published["cache"]
+    assert sorted(published["res"].cross_published) == sorted(j.label for j in JOBS)
+    assert "grid: cam_transfer / cam_b of seed 0 published for 2 job(s)" in published["log"]
+    b_record = json.loads(pub.job_record(MODEL_B, 0).read_text())
+    from_run = run_store(published["tmp"] / "run1", JOBS, published["cfg"], open_cache(cache))
+    for job in JOBS:
+        record = json.loads(pub.cross_record(job.name, job.seed).read_text())
+        assert record["cohorts"] == [CAM_B]
+        assert record["maps"] == {CAM_B: ["B seed 0", b_record["settings_digest"], b_record["data_digest"]]}
+        cross = pd.read_parquet(pub.cross_predictions(job.name, job.seed))
+        assert list(cross.columns) == list(STORE_COLUMNS) and set(cross["cohort"]) == {CAM_B}
+        expected = from_run[(from_run["cohort"] == CAM_B) & (from_run["arm"] == job.name)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(cross.astype(str), expected.astype(str))
+    store = gp.read_published(pub, JOBS)
+    assert CAM_B in set(store["cohort"]) and len(store) == len(from_run)
+
+
+def test_cross_cohorts_wait_for_models_missing_from_the_run_folder(published, tmp_path, monkeypatch):
+    """A later session whose run folder lacks B's model (lost with the earlier session's run folder)
+    publishes no cross cohorts and says which models they wait for; a run-folder model that is not
+    the published one is refused."""
+    pub = _copy(published["pub"], tmp_path / "grid")
+    for job in JOBS:
+        pub.cross_predictions(job.name, job.seed).unlink()
+    _no_training(monkeypatch)
+    log = []
+    res = run_grid(JOBS, published["cfg"], tmp_path / "fresh_run", published["cache"], workers=0, progress=False,
+                   log=log.append, publish=pub)
+    assert res.ran == [] and res.cross_published == []
+    assert "grid: cam_transfer / cam_b of seed 0 wait for 2 model(s) not in the run folder: B seed 0, A seed 0" in log
+    assert not any(pub.cross_predictions(j.name, j.seed).exists() for j in JOBS)
+    # B's model is at hand again, A's not: B's cross cohorts are published, A's wait
+    part = tmp_path / "part"
+    shutil.copytree(published["tmp"] / "run1", part)
+    shutil.rmtree(RunLayout(part).model_dir(MODEL_A, 0))
+    log.clear()
+    res = run_grid(JOBS, published["cfg"], part, published["cache"], workers=0, progress=False, log=log.append,
+                   publish=pub)
+    assert res.ran == [] and res.cross_published == ["B seed 0"]
+    assert "grid: cam_transfer / cam_b of seed 0 wait for 1 model(s) not in the run folder: A seed 0" in log
+    assert pub.cross_predictions(MODEL_B, 0).read_bytes() == published["pub"].cross_predictions(MODEL_B, 0).read_bytes()
+    assert not pub.cross_predictions(MODEL_A, 0).exists()
+    pub.cross_predictions(MODEL_B, 0).unlink()
+    # the models are at hand again (trained again into a run folder); one of them is not the published one
+    run = tmp_path / "again"
+    shutil.copytree(published["tmp"] / "run1", run)
+    path = pub.predictions(MODEL_A, 0)
+    df = pd.read_parquet(path)
+    df.loc[0, "p_relevant"] = 0.25 if df.loc[0, "p_relevant"] > 0.5 else 0.75
+    df.to_parquet(path, compression="zstd", index=False)
+    with pytest.raises(RuntimeError, match=r"A seed 0 trained again does not reproduce its published predictions"):
+        run_grid(JOBS, published["cfg"], run, published["cache"], workers=0, progress=False, log=log.append,
+                 publish=pub)
+    assert not any(pub.cross_predictions(j.name, j.seed).exists() for j in JOBS)
 
 
 def test_a_later_session_skips_every_published_job_and_trains_nothing(published, tmp_path, monkeypatch):
@@ -159,8 +222,11 @@ def test_published_jobs_of_other_settings_or_data_are_refused_in_one_line(publis
 
 
 def test_the_prediction_store_is_rebuilt_from_the_published_jobs(published, tmp_path):
+    """The published jobs' own and cross-cohort rows make the store notebook 07 builds from the run folder."""
+    from knee_tf.controls_study import run_store
+
     rebuilt = gp.rebuild_store(published["pub"], tmp_path / "store_rebuilt.parquet")
-    from_run = store_frame(read_predictions(published["tmp"] / "run1", JOBS, held_out=True), published["index"])
+    from_run = run_store(published["tmp"] / "run1", JOBS, published["cfg"], open_cache(published["cache"]))
     direct = write_store(tmp_path / "store_run.parquet", from_run)
     assert rebuilt.read_bytes() == direct.read_bytes()
     pd.testing.assert_frame_equal(read_store(rebuilt), read_store(direct))
@@ -200,8 +266,8 @@ def test_notebook_07s_assembly_from_a_run_folder(published):
     data = open_cache(published["cache"])
     store = run_store(published["tmp"] / "run1", JOBS, published["cfg"], data)
     assert list(store.columns) == list(STORE_COLUMNS) and CAM_B in set(store["cohort"])
-    own = store[store["cohort"] != CAM_B].reset_index(drop=True)
-    pd.testing.assert_frame_equal(own.astype({"cohort": str}),
+    # the published jobs hold the same rows: their own cohorts and, published beside them, cam_b
+    pd.testing.assert_frame_equal(store.astype({"cohort": str}),
                                   gp.read_published(published["pub"]).pipe(
                                       lambda d: store_frame(d, published["index"])).astype({"cohort": str}),
                                   check_categorical=False)
