@@ -84,12 +84,43 @@ def error_breakdown(predictions: Path) -> str:
     import pandas as pd
 
     p = pd.read_csv(predictions)
-    n = p[p["cohort"] == "normal"].copy()
+    return _breakdown(p[p["cohort"] == "normal"], str(predictions))
+
+
+def grid_error_breakdown(grid: Path, manifest: Path) -> str:
+    """The same breakdown for the published grid's Model A jobs (``<grid>/model_a_seed*/``), every seed
+    pooled, joined to the manifest's rule geometry; plus plane x distance to the boundary."""
+    import pandas as pd
+
+    m = pd.read_csv(manifest, usecols=["image_id", "boundary_distance_mm", "label_flipped"])
+    paths = sorted(grid.glob("model_a_seed*/predictions.parquet"))
+    if not paths:
+        raise SystemExit(f"{grid}: no published Model A job (model_a_seed*/predictions.parquet)")
+    p = pd.concat([pd.read_parquet(q) for q in paths], ignore_index=True)
+    p = p[(p["cohort"] == "normal") & (p["corruption"] == "none")].astype({"image_id": str, "plane": str, "site": str})
+    n = p.merge(m, on="image_id", how="left", validate="many_to_one")
+    if n["boundary_distance_mm"].isna().any():
+        raise SystemExit(f"{manifest}: lacks image(s) of the published predictions, e.g. "
+                         f"{n.loc[n['boundary_distance_mm'].isna(), 'image_id'].iloc[0]}")
+    n["correct"] = (n["p_relevant"] >= 0.5).astype(int) == n["y_true"]
+    title = f"{grid}: Model A, {len(paths)} seeds pooled"
+    out = _breakdown(n, title)
+    n["error"] = ~n["correct"]
+    n["|distance| mm"] = pd.cut(n["boundary_distance_mm"].abs(), [0, 4, 8, 12, 24, np.inf], right=False)
+    n["side"] = np.where(n["boundary_distance_mm"] >= 0, "inside", "outside")
+    g = n.groupby(["plane", "side", "|distance| mm"], observed=True)["error"].agg(["size", "mean"])
+    return out + "\n\nerror rate by plane, side of the boundary and distance to it\n" + g.round(3).unstack(0).to_string()
+
+
+def _breakdown(n, title: str) -> str:
+    import pandas as pd
+
+    n = n.copy()
     n["error"] = ~n["correct"].astype(bool)
     n["label_noise"] = n["label_flipped"].astype(str).str.lower() == "true"
     n["|distance| mm"] = pd.cut(n["boundary_distance_mm"].abs(), [0, 2, 4, 6, 8, 12, 16, 24, np.inf], right=False)
     n["side"] = np.where(n["boundary_distance_mm"] >= 0, "inside", "outside")
-    out = [f"{predictions}: {len(n)} normal test images, accuracy {1 - n['error'].mean():.4f}, "
+    out = [f"{title}: {len(n)} normal test images, accuracy {1 - n['error'].mean():.4f}, "
            f"label-noise share of errors {n.loc[n['error'], 'label_noise'].mean():.4f}"]
     for by in ("|distance| mm", "plane", "site", ["plane", "side"]):
         g = n.groupby(by, observed=True).agg(images=("error", "size"), error_rate=("error", "mean"),
@@ -120,6 +151,8 @@ def main(argv=None) -> int:
                    help="print docs/calibration.csv as a Markdown table (for docs/calibration.md) and exit")
     p.add_argument("--errors", metavar="WORK", default=None,
                    help="print where the trial in WORK (its test_predictions.csv) errs, and exit")
+    p.add_argument("--grid-errors", action="store_true",
+                   help="print where the published grid's Model A jobs (results/grid/) err, and exit")
     p.add_argument("--relabel", action="store_true",
                    help="reuse the images in --work, recompute labels for new label knobs")
     a = p.parse_args(argv)
@@ -128,6 +161,9 @@ def main(argv=None) -> int:
         return 0
     if a.errors:
         print(error_breakdown(Path(a.errors) / "test_predictions.csv"))
+        return 0
+    if a.grid_errors:
+        print(grid_error_breakdown(ROOT / "results" / "grid", ROOT / "data_manifest.csv"))
         return 0
 
     from knee_tf.baseline import linear_baseline
