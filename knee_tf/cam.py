@@ -41,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from knee_tf.data import RowBlocks
 from knee_tf.model import LOGITS_LAYER, check_images
 from knee_tf.vocab import CAM_METHODS, check_targets
 
@@ -395,7 +396,12 @@ class BatchedMaps:
         self.model, self.images, self.layer = model, check_images(images, model), layer
         self.methods, self.batch_size = tuple(methods), int(batch_size)
         self.targets = None if targets is None else np.asarray(targets, dtype=np.int32)
-        self._kept: dict[int, CamResult] = {}
+        self._blocks = RowBlocks(len(self.images), self.batch_size, self._batch)
+
+    def _batch(self, a: int, b: int) -> CamResult:
+        return compute_cams(self.model, self.images[a:b], layers=(self.layer,), methods=self.methods,
+                            batch_size=self.batch_size, progress=False,
+                            targets=None if self.targets is None else self.targets[a:b])
 
     def __getitem__(self, method: str) -> _MethodMaps:
         if method not in self.methods:
@@ -413,20 +419,8 @@ class BatchedMaps:
 
     def rows(self, method: str, rows) -> np.ndarray:
         """float32 (k, H, W): ``method``'s maps of the images ``rows`` (int (k,)), in that order."""
-        rows = np.asarray(rows, dtype=np.int64)
-        batches = np.unique(rows // self.batch_size)
-        for k in [k for k in self._kept if k not in batches]:
-            del self._kept[k]
-        out = np.empty((len(rows),) + self.images.shape[1:3], dtype=np.float32)
-        for k in batches:
-            if k not in self._kept:
-                a, b = int(k) * self.batch_size, min((int(k) + 1) * self.batch_size, len(self.images))
-                self._kept[int(k)] = compute_cams(self.model, self.images[a:b], layers=(self.layer,),
-                                                  methods=self.methods, batch_size=self.batch_size, progress=False,
-                                                  targets=None if self.targets is None else self.targets[a:b])
-            sel = np.flatnonzero(rows // self.batch_size == k)
-            out[sel] = self._kept[int(k)].select(method, self.layer)[rows[sel] - int(k) * self.batch_size]
-        return out
+        return self._blocks.read(rows, lambda res, local: res.select(method, self.layer)[local],
+                                 self.images.shape[1:3])
 
 
 class _MethodMaps:

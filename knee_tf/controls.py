@@ -48,6 +48,7 @@ import pandas as pd
 
 from knee_tf.augment import check_training_images
 from knee_tf.corrupt import CORRUPTIONS, SEVERITIES
+from knee_tf.data import RowBlocks
 from knee_tf.vocab import B_KEEP, B_RANDOM, ERASING
 
 #: The held-out corruptions ``mri_aug`` trains on (so they are in distribution for that arm only).
@@ -295,10 +296,11 @@ class MasksAsRead:
             raise ValueError(f"maps must be (N, H, W); got {np.shape(maps)}")
         if block % _CHUNK:
             raise ValueError(f"block must be a multiple of {_CHUNK}; got {block}")
-        draw, self._make = _MASKS[arm]
+        draw, make = _MASKS[arm]
         self.maps, self.block = maps, int(block)
         self.draws = draw(rng, *self.shape)
-        self._kept: dict[int, np.ndarray] = {}
+        self._blocks = RowBlocks(len(self), self.block,
+                                 lambda a, b: make(_as_maps(self.maps[a:b])[0], tuple(d[a:b] for d in self.draws)))
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -309,19 +311,7 @@ class MasksAsRead:
 
     def __getitem__(self, rows) -> np.ndarray:
         picked = np.arange(len(self))[rows]
-        rows = np.atleast_1d(picked).astype(np.int64)
-        blocks = np.unique(rows // self.block)
-        for k in [k for k in self._kept if k not in blocks]:
-            del self._kept[k]
-        out = np.empty((len(rows),) + self.shape[1:], dtype=np.float32)
-        for k in blocks:
-            a = int(k) * self.block
-            if int(k) not in self._kept:
-                b = min(a + self.block, len(self))
-                maps, _ = _as_maps(self.maps[a:b])
-                self._kept[int(k)] = self._make(maps, tuple(d[a:b] for d in self.draws))
-            sel = np.flatnonzero(rows // self.block == k)
-            out[sel] = self._kept[int(k)][rows[sel] - a]
+        out = self._blocks.read(np.atleast_1d(picked), lambda masks, local: masks[local], self.shape[1:])
         return out if picked.ndim else out[0]
 
 

@@ -140,3 +140,35 @@ def shows_anatomy(index) -> np.ndarray:
     if "anatomy" not in index:
         return np.ones(len(index), bool)
     return index["anatomy"].fillna("").astype(str).str.strip().ne("").to_numpy()
+
+
+class RowBlocks:
+    """Rows of an (N, ...) array that is made one block of rows at a time, as the rows are read.
+
+    ``make(a, b)`` returns block ``[a, b)`` in any form; ``read(rows, take, row_shape)`` returns the
+    rows (int (k,), in that order) as one array, ``take(block, local_rows)`` picking them from each
+    block they fall in. Block k covers rows ``[k * size, (k + 1) * size)``. Only the blocks of the
+    rows last read are kept, so reading in ascending order keeps one block (or two) in memory. Used
+    by the array-likes that :func:`knee_tf.augment.build_augmented_pool` reads by rows (their
+    ``reads_rows``): :class:`knee_tf.cam.BatchedMaps` and :class:`knee_tf.controls.MasksAsRead`.
+    """
+
+    def __init__(self, n: int, size: int, make):
+        if size < 1:
+            raise ValueError(f"block size must be >= 1, got {size}")
+        self.n, self.size, self._make = int(n), int(size), make
+        self._kept: dict = {}
+
+    def read(self, rows, take, row_shape, dtype=np.float32) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        blocks = [int(k) for k in np.unique(rows // self.size)]
+        for k in [k for k in self._kept if k not in blocks]:
+            del self._kept[k]
+        out = np.empty((len(rows),) + tuple(row_shape), dtype=dtype)
+        for k in blocks:
+            a = k * self.size
+            if k not in self._kept:
+                self._kept[k] = self._make(a, min(a + self.size, self.n))
+            sel = np.flatnonzero(rows // self.size == k)
+            out[sel] = take(self._kept[k], rows[sel] - a)
+        return out

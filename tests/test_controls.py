@@ -310,7 +310,7 @@ def test_masks_made_as_read_are_the_whole_array_masks_and_only_the_last_blocks_a
     assert lazy.shape == maps.shape and len(lazy) == 600 and lazy.reads_rows
     got = np.concatenate([lazy[a:a + 100] for a in range(0, 600, 100)])
     np.testing.assert_array_equal(got, expected)
-    assert sorted(lazy._kept) == [1, 2]  # the blocks of the last read (rows 500-599) only
+    assert sorted(lazy._blocks._kept) == [1, 2]  # the blocks of the last read (rows 500-599) only
     rows = np.array([3, 255, 256, 599, 300])
     np.testing.assert_array_equal(lazy[rows], expected[rows])
     np.testing.assert_array_equal(lazy[7], expected[7])
