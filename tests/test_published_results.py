@@ -167,3 +167,49 @@ def test_readme_counts_and_prescription_numbers_are_the_published_ones():
         assert quoted, f"no {column} values quoted in README's prescription paragraph"
         for arm, value in quoted:
             assert value == f"{p.loc[arm, column]:.3f}", (column, arm, value)
+
+
+def test_readme_claims_in_words_hold_in_the_published_effects_table():
+    """README's Results state findings in words, beside the quoted intervals. Each is checked here against
+    results/effects.csv (accuracy, the four cohorts without corruption), so that a re-published grid
+    that changes a finding fails this test instead of leaving the sentence wrong."""
+    import pytest
+
+    from knee_tf.layout import RunLayout
+    from knee_tf.vocab import CONTROL_ARMS
+
+    lay = RunLayout(ROOT)
+    if not lay.effects_table.exists():
+        pytest.skip("the controls grid (issue 11) has not been published yet: no results/effects.csv")
+    e = pd.read_csv(lay.effects_table)
+    assert e["q_bh"].min() > 0.05  # "No effect is significant after correction"
+    e = e[(e["metric"] == "accuracy") & (e["corruption"] == "none")
+          & e["cohort"].isin(["normal", "metal", "new_site", "cam"])]
+    vs = {(r.arm, r.reference, r.cohort): r for r in e.itertuples()}
+
+    def row(arm, cohort, ref="A"):
+        return vs[(arm, ref, cohort)]
+
+    # "B is worse than A on normal images"
+    assert row("B", "normal").ci_high < 0
+    # "Plain erasing does best on metal exams" (of B and the controls, against A)
+    metal = {a: row(a, "metal").effect for a in ("B", *CONTROL_ARMS) if (a, "A", "metal") in vs}
+    assert max(metal, key=metal.get) == "erasing", metal
+    # "Training longer explains nothing: A_steps - A lies within one point of zero on every cohort"
+    assert all(abs(row("A_steps", c).effect) < 0.01 for c in ("normal", "metal", "new_site", "cam"))
+    # "on the four cohorts no interval of B_keep - A lies below zero"
+    assert all(row("B_keep", c).ci_high > 0 for c in ("normal", "metal", "new_site", "cam"))
+    # "every interval [of B - A on normal images along the learning curve] crosses zero"
+    for n in (25, 50, 100, 200):
+        r = row(f"B_n{n}", "normal", f"A_n{n}")
+        assert r.ci_low < 0 < r.ci_high, n
+    # "Of the four layers, pool4's masks give the largest metal gain and the lowest normal accuracy"
+    layers = {"pool1": "B_pool1", "pool2": "B_pool2", "pool3": "B_pool3", "pool4": "B"}
+    assert max(layers, key=lambda k: row(layers[k], "metal").effect) == "pool4"
+    assert min(layers, key=lambda k: row(layers[k], "normal").effect) == "pool4"
+    # "No weight range, augmented share or map target makes B better than A on normal images"
+    for arm in ("B_w25_50", "B_w50_75", "B_w75_100", "B_share0p25", "B_share0p5", "B_share2", "B_label_maps"):
+        assert row(arm, "normal").effect < 0, arm
+    # "normal accuracy falls as the share grows, and two copies per image give the lowest of the four"
+    shares = [row(a, "normal").effect for a in ("B_share0p25", "B_share0p5", "B", "B_share2")]
+    assert shares == sorted(shares, reverse=True)
