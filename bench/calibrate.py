@@ -109,7 +109,20 @@ def grid_error_breakdown(grid: Path, manifest: Path) -> str:
     n["|distance| mm"] = pd.cut(n["boundary_distance_mm"].abs(), [0, 4, 8, 12, 24, np.inf], right=False)
     n["side"] = np.where(n["boundary_distance_mm"] >= 0, "inside", "outside")
     g = n.groupby(["plane", "side", "|distance| mm"], observed=True)["error"].agg(["size", "mean"])
-    return out + "\n\nerror rate by plane, side of the boundary and distance to it\n" + g.round(3).unstack(0).to_string()
+    out += "\n\nerror rate by plane, side of the boundary and distance to it\n" + g.round(3).unstack(0).to_string()
+    # the slice protocol: the held-out site is modelled on the measured GE localizer (9 slices, 10-11 mm)
+    full = pd.read_csv(manifest, usecols=["image_id", "split", "cohort", "boundary_distance_mm", "spacing_mm"])
+    every = pd.concat([pd.read_parquet(q) for q in paths], ignore_index=True)
+    every = every[every["corruption"] == "none"]
+    acc = ((every["p_relevant"] >= 0.5).astype(int) == every["y_true"]).groupby(every["cohort"].astype(str)).mean()
+    lines = ["\nslice protocol of the test cohorts (manifest) and Model A's accuracy there (seeds pooled)"]
+    for cohort in ("normal", "new_site"):
+        t = full[(full["split"] == "test") & (full["cohort"] == cohort)]
+        d = t["boundary_distance_mm"].abs()
+        lines.append(f"{cohort:9s} {len(t)} slices, median spacing {t['spacing_mm'].median():.1f} mm, "
+                     f"within 8 mm of the boundary {(d < 8).mean():.3f}, more than 24 mm {(d > 24).mean():.3f}; "
+                     f"Model A accuracy {acc.get(cohort, float('nan')):.4f}")
+    return out + "\n".join(lines)
 
 
 def _breakdown(n, title: str) -> str:
