@@ -137,3 +137,17 @@ def grid_status_line(store: pd.DataFrame, jobs: Iterable) -> str:
     listed = ", ".join(f"{r.arm} {r.n_seeds}/{r.n_seeds_planned}" for r in short.itertuples())
     return (f"PARTIAL grid: {int(status['n_seeds'].sum())} of {int(status['n_seeds_planned'].sum())} planned "
             f"(model, seed) jobs; seeds present/planned: {listed}")
+
+
+def cross_status_line(store: pd.DataFrame, jobs: Iterable) -> str:
+    """One line: for how many of the planned jobs the store holds the cross cohorts (``cam_transfer``,
+    ``cam_b``), which need other jobs' models (published beside a job once those models are at hand)."""
+    from knee_tf.vocab import CAM_B, CAM_TRANSFER
+
+    planned = {(j.name, j.seed) for j in study_jobs(jobs)}
+    rows = store[["arm", "seed", "cohort"]].astype({"arm": str, "cohort": str, "seed": int}).drop_duplicates()
+    counts = []
+    for cohort in (CAM_TRANSFER, CAM_B):
+        have = rows[rows["cohort"] == cohort]
+        counts.append(f"{cohort} {len(planned & set(zip(have['arm'], have['seed'], strict=True)))}")
+    return f"cross cohorts: {', '.join(counts)} of {len(planned)} planned jobs"

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -72,7 +72,10 @@ if cfg.controls_source == "run":
 # ## The prediction store
 # Each job scored its model on normal, metal and cam images and on every held-out corruption. The
 # `cam_transfer` (an independently trained Model A's maps) and `cam_b` (Model B's maps) cohorts need
-# other jobs' models, so they are scored here. Everything below is computed from this one table.
+# other jobs' models, so they are scored here from the run folder. From the published grid
+# (`controls_source="published"`) they are read where the grid has published them beside each job
+# (`knee_tf.grid_publish.publish_cross`); the second line below says for how many jobs.
+# Everything below is computed from this one table.
 
 # %%
 table = controls_study.controls_store(cfg, run.root, jobs, data, REPO_ROOT)
@@ -80,6 +83,7 @@ prediction_store.write_store(run.layout.prediction_store, table)
 store = prediction_store.read_store(run.layout.prediction_store)
 print(f"{len(store):,} predictions of {store.groupby(['arm', 'seed'], observed=True).ngroups} models")
 print(controls_study.grid_status_line(store, jobs))
+print(controls_study.cross_status_line(store, jobs))
 
 # %% [markdown]
 # ## Arms, effects and the prescription endpoint

@@ -260,7 +260,7 @@ def test_cli_publish_options_need_publish():
 def test_notebook_07s_assembly_from_a_run_folder(published):
     """knee_tf.controls_study as notebook 07 calls it: the run's store (own predictions and cam_b), its
     tables, the ablation panels and the learning curve's points."""
-    from knee_tf.controls_study import ablation_panels, learning_curves, run_store, study_tables
+    from knee_tf.controls_study import ablation_panels, cross_status_line, learning_curves, run_store, study_tables
     from knee_tf.vocab import CAM_B
 
     data = open_cache(published["cache"])
@@ -271,6 +271,9 @@ def test_notebook_07s_assembly_from_a_run_folder(published):
                                   gp.read_published(published["pub"]).pipe(
                                       lambda d: store_frame(d, published["index"])).astype({"cohort": str}),
                                   check_categorical=False)
+    assert cross_status_line(store, JOBS) == "cross cohorts: cam_transfer 0, cam_b 2 of 2 planned jobs"
+    own = store[store["cohort"].astype(str) != CAM_B]
+    assert cross_status_line(own, JOBS) == "cross cohorts: cam_transfer 0, cam_b 0 of 2 planned jobs"
     tables = study_tables(store, JOBS, published["cfg"].replace(n_bootstrap=20))
     assert set(tables) == {"arms_table", "effects_table", "prescription_table"}
     assert ablation_panels(store) == {}  # no ablation arm trained
