@@ -260,7 +260,13 @@ def test_cli_publish_options_need_publish():
 def test_notebook_07s_assembly_from_a_run_folder(published):
     """knee_tf.controls_study as notebook 07 calls it: the run's store (own predictions and cam_b), its
     tables, the ablation panels and the learning curve's points."""
-    from knee_tf.controls_study import ablation_panels, cross_status_line, learning_curves, run_store, study_tables
+    from knee_tf.controls_study import (
+        ablation_panels,
+        cross_status_line,
+        learning_curves,
+        run_store,
+        study_tables,
+    )
     from knee_tf.vocab import CAM_B
 
     data = open_cache(published["cache"])
