@@ -210,6 +210,19 @@ def test_readme_claims_in_words_hold_in_the_published_effects_table():
     # "No weight range, augmented share or map target makes B better than A on normal images"
     for arm in ("B_w25_50", "B_w50_75", "B_w75_100", "B_share0p25", "B_share0p5", "B_share2", "B_label_maps"):
         assert row(arm, "normal").effect < 0, arm
+    # "B's gain on cohort 3 belongs to its own generator": above zero on cam, not on cam_transfer or cam_b
+    full = pd.read_csv(lay.effects_table)
+    full = full[(full["metric"] == "accuracy") & (full["corruption"] == "none") & (full["reference"] == "A")
+                & (full["arm"] == "B")].set_index("cohort")
+    assert full.loc["cam", "ci_low"] > 0
+    assert all(full.loc[c, "ci_low"] < 0 < full.loc[c, "ci_high"] for c in ("cam_transfer", "cam_b"))
+    # README: "The cam_transfer / cam_b cohorts are in them for N published jobs"
+    import re
+
+    text = " ".join((ROOT / "README.md").read_text().split())
+    quoted = re.search(r"cohorts are in them for (\d+) published jobs", text)
+    n_cross = sum(1 for _ in (RESULTS / "grid").glob("*/cross_predictions.parquet"))
+    assert quoted and int(quoted[1]) == n_cross
     # "normal accuracy falls as the share grows, and two copies per image give the lowest of the four"
     shares = [row(a, "normal").effect for a in ("B_share0p25", "B_share0p5", "B", "B_share2")]
     assert shares == sorted(shares, reverse=True)
