@@ -96,8 +96,9 @@ def grid_error_breakdown(grid: Path, manifest: Path) -> str:
     paths = sorted(grid.glob("model_a_seed*/predictions.parquet"))
     if not paths:
         raise SystemExit(f"{grid}: no published Model A job (model_a_seed*/predictions.parquet)")
-    p = pd.concat([pd.read_parquet(q) for q in paths], ignore_index=True)
-    p = p[(p["cohort"] == "normal") & (p["corruption"] == "none")].astype({"image_id": str, "plane": str, "site": str})
+    every = pd.concat([pd.read_parquet(q) for q in paths], ignore_index=True)
+    every = every[every["corruption"] == "none"]
+    p = every[every["cohort"] == "normal"].astype({"image_id": str, "plane": str, "site": str})
     n = p.merge(m, on="image_id", how="left", validate="many_to_one")
     if n["boundary_distance_mm"].isna().any():
         raise SystemExit(f"{manifest}: lacks image(s) of the published predictions, e.g. "
@@ -112,8 +113,6 @@ def grid_error_breakdown(grid: Path, manifest: Path) -> str:
     out += "\n\nerror rate by plane, side of the boundary and distance to it\n" + g.round(3).unstack(0).to_string()
     # the slice protocol: the held-out site is modelled on the measured GE localizer (9 slices, 10-11 mm)
     full = pd.read_csv(manifest, usecols=["image_id", "split", "cohort", "boundary_distance_mm", "spacing_mm"])
-    every = pd.concat([pd.read_parquet(q) for q in paths], ignore_index=True)
-    every = every[every["corruption"] == "none"]
     acc = ((every["p_relevant"] >= 0.5).astype(int) == every["y_true"]).groupby(every["cohort"].astype(str)).mean()
     lines = ["\nslice protocol of the test cohorts (manifest) and Model A's accuracy there (seeds pooled)"]
     for cohort in ("normal", "new_site"):

@@ -23,11 +23,11 @@ A later grid skips every job published with the same settings digest and data di
 with other settings or data (``--republish`` retrains and replaces it).
 
 Two cohorts need other jobs' models: ``cam_transfer`` (the maps of the independently trained Model A)
-and ``cam_b`` (the maps of the plain B of the job's seed). Once every model of a seed is in one run
-folder, each of them the published one (:func:`check_retrained`), their predictions on those cohorts
-are added to each job's folder (:func:`publish_cross`, ``cross_predictions.parquet`` and
+and ``cam_b`` (the maps of the plain B of the job's seed). Once a job's model, B of its seed and the
+transfer Model A are in one run folder, each of them the published one (:func:`check_retrained`), the
+job's predictions on those cohorts are added to its folder (:func:`publish_cross`, ``cross_predictions.parquet`` and
 ``cross.json``, which names the jobs whose maps made the cohorts and their settings digests). The
-grid does this as a seed's models come together (:mod:`knee_tf.grid`); a seed whose models were lost
+grid does this as the models come together (:mod:`knee_tf.grid`); a seed whose models were lost
 with an earlier session's run folder is trained again into a run folder without ``--publish``, and a
 later ``--publish`` checks each model against its published predictions before adding the cohorts.
 
@@ -237,6 +237,8 @@ def publish_cross(pub: PublishedGrid, job, predictions: pd.DataFrame, index: pd.
         raise FileNotFoundError(f"{pub.job_dir(job.name, job.seed)}: {job.label} is not published")
     cohorts = sorted(set(predictions["cohort"].astype(str)))
     record = {"job": job.name, "seed": job.seed, "cohorts": cohorts, "maps": maps, "code_commit": code_commit()}
+    # replacing stale ones: the old predictions go first, so that they never sit beside the new record
+    pub.cross_predictions(job.name, job.seed).unlink(missing_ok=True)
     atomic_write_text(pub.cross_record(job.name, job.seed), json.dumps(record, indent=2) + "\n")
     atomic_write_bytes(pub.cross_predictions(job.name, job.seed), compact_predictions(predictions, index))
 

@@ -143,6 +143,22 @@ def test_cross_cohorts_wait_for_models_missing_from_the_run_folder(published, tm
     assert not any(pub.cross_predictions(j.name, j.seed).exists() for j in JOBS)
 
 
+def test_cross_cohorts_made_by_other_maps_are_made_again(published, tmp_path, monkeypatch):
+    """A cross record whose maps' job or digests differ from the plan's (B republished, say) is stale:
+    the next --publish with the models at hand replaces it, with the same rows for the same maps."""
+    pub = _copy(published["pub"], tmp_path / "grid")
+    path = pub.cross_record(MODEL_A, 0)
+    record = json.loads(path.read_text())
+    record["maps"]["cam_b"][1] = "0123456789abcdef"  # made from another B's maps
+    path.write_text(json.dumps(record))
+    _no_training(monkeypatch)
+    res = run_grid(JOBS, published["cfg"], published["tmp"] / "run1", published["cache"], workers=0,
+                   progress=False, log=lambda m: None, publish=pub)
+    assert res.cross_published == ["A seed 0"]
+    assert json.loads(path.read_text())["maps"] == json.loads(published["pub"].cross_record(MODEL_A, 0).read_text())["maps"]
+    assert pub.cross_predictions(MODEL_A, 0).read_bytes() == published["pub"].cross_predictions(MODEL_A, 0).read_bytes()
+
+
 def test_a_later_session_skips_every_published_job_and_trains_nothing(published, tmp_path, monkeypatch):
     pub = _copy(published["pub"], tmp_path / "grid")
     before = {p: p.stat().st_mtime_ns for p in pub.root.rglob("*")}
