@@ -1,10 +1,10 @@
 """One difficulty-calibration trial of the phantom, with Model A alone (issue 10).
 
 For one setting of the ``synth_*`` difficulty fields of :class:`knee_tf.config.StudyConfig`:
-synthesise the default 513-exam dataset, ingest it, train Model A (seed 0, the default training
-settings), and append one row to ``docs/calibration.csv``: UTC time, the settings, Model A's
+synthesise the default 513-exam dataset, ingest it, train Model A (seed 0 unless ``--set seed=N``,
+the default training settings), and append one row to ``docs/calibration.csv``: UTC time, the settings, Model A's
 normal-test accuracy with its bootstrap CI, the share of A's errors that are label-noise errors
-(annotator label != geometric rule label), the linear baseline, and (for information) A on the
+(annotator label != geometric rule label), Model A's seed, the linear baseline, and (for information) A on the
 new_site and metal cohorts. Model B and the augmentation are never trained or evaluated here.
 
     python bench/calibrate.py --set synth_texture=1.0 --set synth_snr_scale=0.8 --note "first try"
@@ -38,7 +38,7 @@ LOG = ROOT / "docs" / "calibration.csv"
 IMAGE_FIELDS = ("synth_texture", "synth_snr_scale", "synth_hard_share", "synth_ghost_probability")
 FIELDS = ("synth_texture", "synth_snr_scale", "synth_hard_share", "synth_annotator_spread",
           "synth_quality_shift_mm", "synth_ghost_probability")
-COLUMNS = ("utc", *FIELDS, "label_noise_rate", "a_normal_acc", "a_normal_ci_low",
+COLUMNS = ("utc", *FIELDS, "seed", "label_noise_rate", "a_normal_acc", "a_normal_ci_low",
            "a_normal_ci_high", "noise_share_of_errors", "linear_baseline", "a_new_site_acc",
            "a_metal_acc", "epochs_run", "synth_s", "commit", "note")
 
@@ -252,6 +252,7 @@ def main(argv=None) -> int:
     # metal exams' labels are the same annotator model; the rate is over every image
     row = {"utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
            **{f: getattr(cfg, f) for f in FIELDS},
+           "seed": cfg.seed,
            "label_noise_rate": round(float(flips.mean()), 4),
            "a_normal_acc": round(acc[NORMAL][0], 4), "a_normal_ci_low": round(acc[NORMAL][1], 4),
            "a_normal_ci_high": round(acc[NORMAL][2], 4),
