@@ -69,7 +69,7 @@ def markdown_table(path: Path) -> str:
     with path.open() as fh:
         rows = list(csv.DictReader(fh))
     cols = ("utc", "synth_texture", "synth_snr_scale", "synth_hard_share", "synth_annotator_spread",
-            "synth_quality_shift_mm", "synth_ghost_probability", "label_noise_rate", "a_normal_acc",
+            "synth_quality_shift_mm", "synth_ghost_probability", "seed", "label_noise_rate", "a_normal_acc",
             "a_normal_ci_low", "a_normal_ci_high", "noise_share_of_errors", "linear_baseline",
             "a_new_site_acc", "a_metal_acc", "epochs_run", "synth_s", "commit")
     short = [c if c == "synth_s" else c.replace("synth_", "") for c in cols]
@@ -92,21 +92,10 @@ def grid_error_breakdown(grid: Path, manifest: Path) -> str:
     pooled, joined to the manifest's rule geometry; plus plane x distance to the boundary."""
     import pandas as pd
 
-    m = pd.read_csv(manifest, usecols=["image_id", "boundary_distance_mm", "label_flipped"])
-    paths = sorted(grid.glob("model_a_seed*/predictions.parquet"))
-    if not paths:
-        raise SystemExit(f"{grid}: no published Model A job (model_a_seed*/predictions.parquet)")
-    every = pd.concat([pd.read_parquet(q) for q in paths], ignore_index=True)
-    every = every[every["corruption"] == "none"]
-    p = every[every["cohort"] == "normal"].astype({"image_id": str, "plane": str, "site": str})
-    n = p.merge(m, on="image_id", how="left", validate="many_to_one")
-    if n["boundary_distance_mm"].isna().any():
-        raise SystemExit(f"{manifest}: lacks image(s) of the published predictions, e.g. "
-                         f"{n.loc[n['boundary_distance_mm'].isna(), 'image_id'].iloc[0]}")
-    n["correct"] = (n["p_relevant"] >= 0.5).astype(int) == n["y_true"]
-    title = f"{grid}: Model A, {len(paths)} seeds pooled"
+    n, n_jobs, every = _grid_model_a_errors(grid, manifest, ("label_flipped",))
+    n["correct"] = ~n["error"]
+    title = f"{_shown(grid)}: Model A, {n_jobs} seeds pooled"
     out = _breakdown(n, title)
-    n["error"] = ~n["correct"]
     n["|distance| mm"] = pd.cut(n["boundary_distance_mm"].abs(), [0, 4, 8, 12, 24, np.inf], right=False)
     n["side"] = np.where(n["boundary_distance_mm"] >= 0, "inside", "outside")
     g = n.groupby(["plane", "side", "|distance| mm"], observed=True)["error"].agg(["size", "mean"])
@@ -122,6 +111,75 @@ def grid_error_breakdown(grid: Path, manifest: Path) -> str:
                      f"within 8 mm of the boundary {(d < 8).mean():.3f}, more than 24 mm {(d > 24).mean():.3f}; "
                      f"Model A accuracy {acc.get(cohort, float('nan')):.4f}")
     return out + "\n".join(lines)
+
+
+def _grid_model_a_errors(grid: Path, manifest: Path, columns=()):
+    """(the published Model A jobs' normal-test predictions, seeds pooled, no corruption, joined to the
+    manifest's signed boundary distance and ``columns``, with an ``error`` column; the number of jobs;
+    every uncorrupted prediction of those jobs)."""
+    import pandas as pd
+
+    m = pd.read_csv(manifest, usecols=["image_id", "boundary_distance_mm", *columns])
+    paths = sorted(grid.glob("model_a_seed*/predictions.parquet"))
+    if not paths:
+        raise SystemExit(f"{grid}: no published Model A job (model_a_seed*/predictions.parquet)")
+    every = pd.concat([pd.read_parquet(q) for q in paths], ignore_index=True)
+    every = every[every["corruption"] == "none"]
+    p = every[every["cohort"] == "normal"].astype({"image_id": str, "plane": str, "site": str})
+    n = p.merge(m, on="image_id", how="left", validate="many_to_one")
+    if n["boundary_distance_mm"].isna().any():
+        raise SystemExit(f"{manifest}: lacks image(s) of the published predictions, e.g. "
+                         f"{n.loc[n['boundary_distance_mm'].isna(), 'image_id'].iloc[0]}")
+    n["error"] = (n["p_relevant"] >= 0.5).astype(int) != n["y_true"]
+    return n, len(paths), every
+
+
+def _shown(path: Path) -> str:
+    """A path as logs show it: relative to the repository when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+ESTIMATE_BANDS = (0.0, 4.0, 8.0, 12.0, 24.0, np.inf)
+
+
+def geometry_estimate(grid: Path, manifest: Path, centring: dict | None = None, stretch: float = 1.0) -> str:
+    """Model A's normal-test accuracy as the slice geometry alone predicts it, without training: the
+    published Model A jobs' error rate per plane, side of the rule boundary and distance band, applied
+    to the boundary distances of the default dataset's normal test slices (:func:`prepare_exam`, cheap).
+
+    centring: {plane: sd mm} replacing ``synth.CENTRING_SD_MM`` (where the localizer stack is placed);
+    stretch: distances divided by it before the lookup, as if the band where Model A is unsure were
+    that much wider (e.g. thicker slices). With neither, the estimate must give back the measured
+    accuracy (a check of the method)."""
+    from dataclasses import asdict
+
+    from knee_tf.config import StudyConfig
+    from knee_tf.phantom import synth
+
+    n, n_jobs, _ = _grid_model_a_errors(grid, manifest)
+    n["side"] = np.where(n["boundary_distance_mm"] >= 0, "inside", "outside")
+    n["band"] = np.searchsorted(ESTIMATE_BANDS, n["boundary_distance_mm"].abs(), side="right") - 1
+    rate = n.groupby(["plane", "side", "band"])["error"].mean().to_dict()
+    cfg = StudyConfig()
+    plan = synth.plan_exams(cfg.n_exams, cfg.synth_seed, cfg.metal_fraction)
+    plan = plan[(plan["cohort"] == "normal") & (plan["split"] == "test")]
+    saved = dict(synth.CENTRING_SD_MM)
+    synth.CENTRING_SD_MM.update(centring or {})
+    try:
+        errs = []
+        for task in plan.to_dict("records"):
+            ex = synth.prepare_exam(dict(task, seed=cfg.synth_seed, out_dir="", base_matrix=cfg.synth_matrix,
+                                         difficulty=asdict(cfg.synth_difficulty())))
+            for sl in ex["slices"]:
+                d = sl["dist"]
+                band = int(np.searchsorted(ESTIMATE_BANDS, abs(d) / stretch, side="right") - 1)
+                errs.append(rate[(sl["plane"], "inside" if d >= 0 else "outside", band)])
+    finally:
+        synth.CENTRING_SD_MM.clear()
+        synth.CENTRING_SD_MM.update(saved)
+    return (f"{_shown(grid)}: Model A, {n_jobs} seeds pooled, measured accuracy {1 - n['error'].mean():.4f}; "
+            f"centring sd {dict(saved, **(centring or {}))}, band stretch {stretch}: "
+            f"estimated accuracy {1 - np.mean(errs):.4f} over {len(errs)} normal test slices")
 
 
 def _breakdown(n, title: str) -> str:
@@ -165,6 +223,12 @@ def main(argv=None) -> int:
                    help="print where the trial in WORK (its test_predictions.csv) errs, and exit")
     p.add_argument("--grid-errors", action="store_true",
                    help="print where the published grid's Model A jobs (results/grid/) err, and exit")
+    p.add_argument("--geometry-estimate", action="store_true",
+                   help="estimate Model A's accuracy from the slice geometry alone (no training) and exit")
+    p.add_argument("--centring", default="", metavar="PLANE=SD,...",
+                   help="with --geometry-estimate: centring sd (mm) per plane, e.g. axial=8,sagittal=10")
+    p.add_argument("--stretch", type=float, default=1.0,
+                   help="with --geometry-estimate: widen Model A's distance bands by this factor")
     p.add_argument("--relabel", action="store_true",
                    help="reuse the images in --work, recompute labels for new label knobs")
     a = p.parse_args(argv)
@@ -176,6 +240,10 @@ def main(argv=None) -> int:
         return 0
     if a.grid_errors:
         print(grid_error_breakdown(ROOT / "results" / "grid", ROOT / "data_manifest.csv"))
+        return 0
+    if a.geometry_estimate:
+        centring = {k: float(v) for k, v in (kv.split("=") for kv in a.centring.split(",") if kv)}
+        print(geometry_estimate(ROOT / "results" / "grid", ROOT / "data_manifest.csv", centring, a.stretch))
         return 0
 
     from knee_tf.baseline import linear_baseline
