@@ -14,6 +14,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from knee_tf.layout import DATA_MANIFEST
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SMOKE_ENV = "KNEE_TF_SMOKE"  # "1": "default" means StudyConfig.smoke() (short CI runs)
 
@@ -215,7 +217,7 @@ class StudyConfig:
 
     @property
     def manifest_path(self) -> Path:
-        return resolve(self.manifest) if self.manifest else resolve(self.data_root) / "data_manifest.csv"
+        return resolve(self.manifest) if self.manifest else resolve(self.data_root) / DATA_MANIFEST
 
     @property
     def n_workers(self) -> int:

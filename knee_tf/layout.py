@@ -85,6 +85,12 @@ MODEL_FILES: dict[str, str] = {
     "predictions": "predictions.parquet",
     "job_record": "job.json",
 }
+#: A synthetic data folder (``knee-tf synth --out <folder>``, the default ``data/synthetic/``): the
+#: manifest, ``dicom/<site>/<exam>/IM<k>.dcm``, and the record of what made them, written last
+#: (knee_tf.phantom.synth.synth_record), so a folder made by other settings or another phantom is
+#: recognised and generated again instead of being used as if it were the configured data.
+DATA_MANIFEST = "data_manifest.csv"
+SYNTH_RECORD = "synth.json"
 #: Files of the repository's top level that record a published run (see knee_tf.study.publish).
 PUBLISHED_RECORD = "published.json"
 #: The published grid (knee_tf.grid_publish): ``<top>/results/grid/model_<name>_seed<S>/``, one folder per

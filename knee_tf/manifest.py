@@ -31,6 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from knee_tf.errors import InputError
+from knee_tf.layout import DATA_MANIFEST
 from knee_tf.vocab import CLASSES, MANIFEST_COHORTS, PLANES, REQUIRED_COLUMNS, SPLITS
 
 #: use -> the columns it requires (``label``/``split`` only for training)
@@ -91,7 +92,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def validate_manifest(df: pd.DataFrame, root: str | Path, manifest_name: str = "data_manifest.csv",
+def validate_manifest(df: pd.DataFrame, root: str | Path, manifest_name: str = DATA_MANIFEST,
                       check_files: bool = True, use: str = "train") -> list[Problem]:
     """Every violation of the contract, in row order (file-level problems first).
 

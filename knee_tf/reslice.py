@@ -23,6 +23,7 @@ import pandas as pd
 
 from knee_tf.dicom import ORIENTATIONS
 from knee_tf.errors import InputError
+from knee_tf.layout import DATA_MANIFEST
 from knee_tf.vocab import PLANES
 
 _LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -308,5 +309,5 @@ def reslice_to_manifest(inputs, out_dir: str | Path, orientation: str | None = N
     dup = df["image_id"][df["image_id"].duplicated()]
     if len(dup):
         raise InputError(f"two inputs share the name {dup.iloc[0].split('_')[0]!r}: rename one")
-    atomic_write_csv(out_dir / "data_manifest.csv", df)
+    atomic_write_csv(out_dir / DATA_MANIFEST, df)
     return df

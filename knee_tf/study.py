@@ -24,7 +24,7 @@ from pathlib import Path
 from knee_tf.config import REPO_ROOT, StudyConfig, get_config, resolve
 from knee_tf.errors import InputError, StepFailed
 from knee_tf.io import atomic_write_text
-from knee_tf.layout import FIGURES, PUBLISHED_RESULTS, RunLayout, published_record
+from knee_tf.layout import FIGURES, PUBLISHED_RESULTS, SYNTH_RECORD, RunLayout, published_record
 from knee_tf.vocab import MODEL_A, MODEL_B
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -178,19 +178,34 @@ def open_run(run_dir: str | Path = "", config: str | StudyConfig = "default", cr
     return Run(root, cfg)
 
 
-def ensure_dataset(cfg: StudyConfig, progress: bool = True) -> Path:
-    """Generate the synthetic default dataset under ``cfg.data_root`` if its manifest is missing.
-
-    A user manifest (``cfg.manifest`` set) is never generated, only checked to exist.
+def ensure_dataset(cfg: StudyConfig, progress: bool = True, log: Callable[[str], None] = print) -> Path:
+    """The manifest of ``cfg``'s data: a user manifest (``cfg.manifest`` set) is only checked to exist;
+    the synthetic dataset under ``cfg.data_root`` is generated when its manifest is missing, or again
+    when the folder's record (:func:`knee_tf.phantom.synth.synth_record`) says it was made with other
+    settings or another version of the phantom (the reason is logged in one line).
     """
     manifest = cfg.manifest_path
-    if manifest.exists():
-        return manifest
     if cfg.manifest:
-        raise InputError(f"{manifest}: manifest not found")
+        if not manifest.exists():
+            raise InputError(f"{manifest}: manifest not found")
+        return manifest
     from knee_tf.phantom import synthesize
+    from knee_tf.phantom.synth import synth_record
 
-    synthesize(resolve(cfg.data_root), n_exams=cfg.n_exams, seed=cfg.synth_seed, matrix=cfg.synth_matrix,
+    root = resolve(cfg.data_root)
+    if manifest.exists():
+        want = synth_record(cfg.n_exams, cfg.synth_seed, cfg.synth_matrix, cfg.metal_fraction,
+                            cfg.synth_difficulty())
+        record_path = root / SYNTH_RECORD
+        have = json.loads(record_path.read_text()) if record_path.exists() else None
+        if have == want:
+            return manifest
+        changed = [k.replace("_", " ") for k in want if have is not None and have.get(k) != want[k]]
+        why = (f"it has no {SYNTH_RECORD} (made by an older knee-tf)" if have is None else
+               "it was made with another " + ", ".join(changed))
+        log(f"{root}: {why}; generating the synthetic data again")
+
+    synthesize(root, n_exams=cfg.n_exams, seed=cfg.synth_seed, matrix=cfg.synth_matrix,
                metal_fraction=cfg.metal_fraction, workers=cfg.n_workers, progress=progress,
                difficulty=cfg.synth_difficulty())
     return manifest

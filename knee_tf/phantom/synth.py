@@ -8,6 +8,7 @@ seed gives byte-identical files and manifest for any number of workers.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 from dataclasses import asdict, replace
@@ -17,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from knee_tf.acquisition import element_sensitivities_3d, sum_of_squares
-from knee_tf.io import atomic_write_csv
+from knee_tf.io import atomic_write_csv, atomic_write_text
+from knee_tf.layout import DATA_MANIFEST, SYNTH_RECORD
 from knee_tf.phantom.anatomy import Ellipsoid, Structure, build_knee, sample_pose
 from knee_tf.phantom.dicom_writer import ExamHeader, write_slice
 from knee_tf.phantom.difficulty import Difficulty
@@ -327,5 +329,30 @@ def synthesize(out_dir, n_exams: int = 513, seed: int = 0, matrix: int = 256,
     bar.close()
     manifest = pd.DataFrame([row for rows in results for row in rows],
                             columns=list(MANIFEST_COLUMNS))
-    atomic_write_csv(out / "data_manifest.csv", manifest, index=False, lineterminator="\n")
+    atomic_write_csv(out / DATA_MANIFEST, manifest, index=False, lineterminator="\n")
+    record = synth_record(n_exams, seed, matrix, metal_fraction, diff)
+    atomic_write_text(out / SYNTH_RECORD, json.dumps(record, indent=1, sort_keys=True) + "\n")
     return manifest
+
+
+#: the source files whose code decides what :func:`synthesize` writes (the phantom package and the
+#: modules it draws on); their digest goes into the folder's record
+_SYNTH_SOURCES = ("phantom/*.py", "acquisition.py", "io.py", "vocab.py")
+
+
+def synth_record(n_exams: int, seed: int, matrix: int, metal_fraction: float,
+                 difficulty: Difficulty | None = None) -> dict:
+    """What a synthetic data folder is made of: the arguments of :func:`synthesize`, the difficulty
+    knobs and a digest of the phantom's source code. Written to ``SYNTH_RECORD`` after the manifest;
+    :func:`knee_tf.study.ensure_dataset` generates a folder again when its record differs."""
+    import hashlib
+
+    pkg = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for pattern in _SYNTH_SOURCES:
+        for path in sorted(pkg.glob(pattern)):
+            h.update(f"{path.relative_to(pkg).as_posix()}\n".encode() + path.read_bytes())
+    diff = difficulty if difficulty is not None else default_difficulty()
+    return {"n_exams": int(n_exams), "seed": int(seed), "matrix": int(matrix),
+            "metal_fraction": float(metal_fraction), "difficulty": asdict(diff),
+            "phantom_code": h.hexdigest()[:16]}
