@@ -223,6 +223,18 @@ def test_readme_claims_in_words_hold_in_the_published_effects_table():
     quoted = re.search(r"cohorts are in them for (\d+) published jobs", text)
     n_cross = sum(1 for _ in (RESULTS / "grid").glob("*/cross_predictions.parquet"))
     assert quoted and int(quoted[1]) == n_cross
+    # README: "cam_transfer / cam_b have N seeds for A, B, A_steps, B_random and erasing, M for the
+    # ablations and K for B_untrained, B_keep and mri_aug" (the published cross cohorts' seeds per arm)
+    said = re.search(r"`cam_b` have (\d+) seeds for A, B, `A_steps`, `B_random` and `erasing`, (\d+) for the "
+                     r"ablations and (\d+) for `B_untrained`, `B_keep` and `mri_aug`", text)
+    assert said, "README no longer says how many seeds the cross cohorts have per arm"
+    arms = pd.read_csv(lay.arms_table)
+    arms = arms[(arms["cohort"] == "cam_transfer") & (arms["corruption"] == "none")]
+    seeds = dict(zip(arms["arm"], arms["n_seeds"], strict=True))
+    ablations = [a for a in seeds if a.startswith("B_") and a not in CONTROL_ARMS and "_n" not in a]
+    assert {seeds[a] for a in ("A", "B", "A_steps", "B_random", "erasing")} == {int(said[1])}
+    assert ablations and {seeds[a] for a in ablations} == {int(said[2])}, ablations
+    assert {seeds[a] for a in ("B_untrained", "B_keep", "mri_aug")} == {int(said[3])}
     # "normal accuracy falls as the share grows, and two copies per image give the lowest of the four"
     shares = [row(a, "normal").effect for a in ("B_share0p25", "B_share0p5", "B", "B_share2")]
     assert shares == sorted(shares, reverse=True)
