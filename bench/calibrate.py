@@ -43,19 +43,27 @@ COLUMNS = ("utc", *FIELDS, "seed", "label_noise_rate", "a_normal_acc", "a_normal
            "a_metal_acc", "epochs_run", "synth_s", "commit", "note")
 
 
-def _relabel(index, cfg):
-    """The ingest index with label and label-noise columns recomputed for cfg's label knobs."""
+def _prepared_exams(cfg, plan):
+    """(task, :func:`knee_tf.phantom.synth.prepare_exam` of it) for each exam of ``plan``, with
+    ``cfg``'s synthesis settings: the geometry and labels a synthesis would write, without pixels."""
     from dataclasses import asdict
 
-    from knee_tf.phantom.synth import plan_exams, prepare_exam
+    from knee_tf.phantom.synth import prepare_exam
+
+    diff = asdict(cfg.synth_difficulty())
+    for task in plan.to_dict("records"):
+        yield task, prepare_exam(dict(task, seed=cfg.synth_seed, out_dir="", base_matrix=cfg.synth_matrix,
+                                      difficulty=diff))
+
+
+def _relabel(index, cfg):
+    """The ingest index with label and label-noise columns recomputed for cfg's label knobs."""
+
+    from knee_tf.phantom.synth import plan_exams
     from knee_tf.vocab import LABEL_NOISE_COLUMN
 
-    plan = plan_exams(cfg.n_exams, cfg.synth_seed, cfg.metal_fraction)
-    diff = asdict(cfg.synth_difficulty())
     new = {}
-    for task in plan.to_dict("records"):
-        ex = prepare_exam(dict(task, seed=cfg.synth_seed, out_dir="", base_matrix=cfg.synth_matrix,
-                               difficulty=diff))
+    for task, ex in _prepared_exams(cfg, plan_exams(cfg.n_exams, cfg.synth_seed, cfg.metal_fraction)):
         for k, sl in enumerate(ex["slices"], start=1):
             new[f"{task['exam_id']}_{k:02d}"] = (sl["label"], str(bool(sl["flipped"])))
     out = index.copy()
@@ -151,8 +159,6 @@ def geometry_estimate(grid: Path, manifest: Path, centring: dict | None = None, 
     stretch: distances divided by it before the lookup, as if the band where Model A is unsure were
     that much wider (e.g. thicker slices). With neither, the estimate must give back the measured
     accuracy (a check of the method)."""
-    from dataclasses import asdict
-
     from knee_tf.config import StudyConfig
     from knee_tf.phantom import synth
 
@@ -167,9 +173,7 @@ def geometry_estimate(grid: Path, manifest: Path, centring: dict | None = None, 
     synth.CENTRING_SD_MM.update(centring or {})
     try:
         errs = []
-        for task in plan.to_dict("records"):
-            ex = synth.prepare_exam(dict(task, seed=cfg.synth_seed, out_dir="", base_matrix=cfg.synth_matrix,
-                                         difficulty=asdict(cfg.synth_difficulty())))
+        for _task, ex in _prepared_exams(cfg, plan):
             for sl in ex["slices"]:
                 d = sl["dist"]
                 band = int(np.searchsorted(ESTIMATE_BANDS, abs(d) / stretch, side="right") - 1)

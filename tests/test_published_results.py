@@ -223,6 +223,10 @@ def test_readme_claims_in_words_hold_in_the_published_effects_table():
     quoted = re.search(r"cohorts are in them for (\d+) published jobs", text)
     n_cross = sum(1 for _ in (RESULTS / "grid").glob("*/cross_predictions.parquet"))
     assert quoted and int(quoted[1]) == n_cross
+    # "The other N jobs' cross cohorts wait for their models (...; the transfer Model A has none)"
+    waiting = re.search(r"The other (\d+) jobs' cross cohorts wait", text)
+    n_jobs = sum(1 for d in (RESULTS / "grid").iterdir() if d.is_dir())
+    assert waiting and int(waiting[1]) == n_jobs - 1 - n_cross  # 1: the transfer Model A
     # README: "cam_transfer / cam_b have N seeds for A, B, A_steps, B_random and erasing, M for the
     # ablations and K for B_untrained, B_keep and mri_aug" (the published cross cohorts' seeds per arm)
     said = re.search(r"`cam_b` have (\d+) seeds for A, B, `A_steps`, `B_random` and `erasing`, (\d+) for the "
@@ -231,7 +235,8 @@ def test_readme_claims_in_words_hold_in_the_published_effects_table():
     arms = pd.read_csv(lay.arms_table)
     arms = arms[(arms["cohort"] == "cam_transfer") & (arms["corruption"] == "none")]
     seeds = dict(zip(arms["arm"], arms["n_seeds"], strict=True))
-    ablations = [a for a in seeds if a.startswith("B_") and a not in CONTROL_ARMS and "_n" not in a]
+    # the ablations: B's family, no learning-curve variant, not B itself
+    ablations = list(arms.loc[(arms["family"] == "B") & arms["variant"].isna() & (arms["arm"] != "B"), "arm"])
     assert {seeds[a] for a in ("A", "B", "A_steps", "B_random", "erasing")} == {int(said[1])}
     assert ablations and {seeds[a] for a in ablations} == {int(said[2])}, ablations
     assert {seeds[a] for a in ("B_untrained", "B_keep", "mri_aug")} == {int(said[3])}
