@@ -187,7 +187,8 @@ def _add_controls(sub) -> None:
     p.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>-<config>-controls/)")
     p.add_argument("--publish", action="store_true",
                    help="then copy notebook 07's tables and figures to the top-level results/ and figures/ "
-                        "(the other steps' published files are kept)")
+                        "(the other steps' published files are kept) and rewrite README's controls tables "
+                        "(knee_tf.readme)")
     p.set_defaults(func=_cmd_controls)
 
 
@@ -197,7 +198,11 @@ def _cmd_controls(a) -> int:
     run = run_controls(a.config, out=a.out)
     print(f"controls study finished: {run.root}")
     if a.publish:
+        from knee_tf.config import REPO_ROOT
+        from knee_tf.readme import refresh_controls
+
         publish(run, steps=(CONTROLS_STEP,))
+        refresh_controls(REPO_ROOT)
     return 0
 
 

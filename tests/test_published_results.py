@@ -104,6 +104,10 @@ def test_controls_tables_and_readme_effects_are_recomputed_from_the_published_pr
     assert size, "README no longer gives the prediction store's size as '(N MB for M jobs'"
     n_jobs = sum(1 for d in published_grid(ROOT).root.iterdir() if d.is_dir())
     assert (int(size[1]), int(size[2])) == (round(built.stat().st_size / 1e6), n_jobs), (size[0], built.stat().st_size)
+    # README is what `knee-tf controls --publish` writes (knee_tf.readme): rewriting it changes nothing
+    from knee_tf.readme import controls_passages
+
+    assert controls_passages(readme, tables["effects_table"], int(size[1]), n_jobs) == readme
 
 
 def test_readme_effects_quoted_in_prose_are_cells_of_the_published_effects_table():
@@ -243,3 +247,24 @@ def test_readme_claims_in_words_hold_in_the_published_effects_table():
     # "normal accuracy falls as the share grows, and two copies per image give the lowest of the four"
     shares = [row(a, "normal").effect for a in ("B_share0p25", "B_share0p5", "B", "B_share2")]
     assert shares == sorted(shares, reverse=True)
+
+
+def test_readme_controls_passages_are_rewritten_from_an_effects_table():
+    """knee_tf.readme (what `knee-tf controls --publish` runs): the tables block and the counts beside it
+    are replaced from the effects table; the text around them is kept; a README without the block is an error."""
+    import pytest
+
+    from knee_tf.readme import TABLE_CAPTION, TABLE_HEAD, controls_passages
+    from knee_tf.report import controls_markdown
+
+    effects = pd.read_csv(RESULTS / "effects.csv")
+    effects = effects[effects["arm"].isin(["B", "B_random"])]
+    stale = (f"intro\n\n{TABLE_HEAD} STALE |\n|---|---|\n\n{TABLE_CAPTION} (STALE caption)\n\n"
+             "Benjamini-Hochberg over all 3 comparisons; the smallest q is 0.99 (1 MB for 2 jobs).\nend\n")
+    out = controls_passages(stale, effects, 5, 7)
+    assert out.startswith("intro\n\n") and out.endswith("(5 MB for 7 jobs).\nend\n")
+    assert f"over all {effects['n_comparisons'].iloc[0]} comparisons" in out and f"smallest q is {effects['q_bh'].min():.2f}" in out
+    assert "STALE" not in out and all(t.strip() in out for t in controls_markdown(effects))
+    assert controls_passages(out, effects, 5, 7) == out
+    with pytest.raises(ValueError, match="no controls tables"):
+        controls_passages("intro only\n", effects, 5, 7)
