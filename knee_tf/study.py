@@ -178,11 +178,20 @@ def open_run(run_dir: str | Path = "", config: str | StudyConfig = "default", cr
     return Run(root, cfg)
 
 
+def _manifest_paths(manifest: Path) -> set[str]:
+    """The ``path`` column of a manifest (relative to its folder)."""
+    import csv
+
+    with open(manifest, newline="") as f:
+        return {row["path"] for row in csv.DictReader(f)}
+
+
 def ensure_dataset(cfg: StudyConfig, progress: bool = True, log: Callable[[str], None] = print) -> Path:
     """The manifest of ``cfg``'s data: a user manifest (``cfg.manifest`` set) is only checked to exist;
     the synthetic dataset under ``cfg.data_root`` is generated when its manifest is missing, or again
     when the folder's record (:func:`knee_tf.phantom.synth.synth_record`) says it was made with other
-    settings or another version of the phantom (the reason is logged in one line).
+    settings or another version of the phantom (the reason is logged in one line). Generating again
+    removes the old data's files that the new manifest does not list (fewer exams), and only those.
     """
     manifest = cfg.manifest_path
     if cfg.manifest:
@@ -193,6 +202,7 @@ def ensure_dataset(cfg: StudyConfig, progress: bool = True, log: Callable[[str],
     from knee_tf.phantom.synth import synth_record
 
     root = resolve(cfg.data_root)
+    old_files: set[str] = set()
     if manifest.exists():
         want = synth_record(cfg.n_exams, cfg.synth_seed, cfg.synth_matrix, cfg.metal_fraction,
                             cfg.synth_difficulty())
@@ -204,10 +214,21 @@ def ensure_dataset(cfg: StudyConfig, progress: bool = True, log: Callable[[str],
         why = (f"it has no {SYNTH_RECORD} (made by an older knee-tf)" if have is None else
                "it was made with another " + ", ".join(changed))
         log(f"{root}: {why}; generating the synthetic data again")
+        old_files = _manifest_paths(manifest)
 
     synthesize(root, n_exams=cfg.n_exams, seed=cfg.synth_seed, matrix=cfg.synth_matrix,
                metal_fraction=cfg.metal_fraction, workers=cfg.n_workers, progress=progress,
                difficulty=cfg.synth_difficulty())
+    stale = sorted(old_files - _manifest_paths(manifest))
+    for rel in stale:  # the old data's files that the new manifest no longer lists (fewer exams)
+        path = root / rel
+        path.unlink(missing_ok=True)
+        for folder in path.parents:  # and the exam/site folders left empty
+            if folder == root or not folder.is_relative_to(root) or any(folder.iterdir()):
+                break
+            folder.rmdir()
+    if stale:
+        log(f"{root}: removed {len(stale)} DICOM file(s) of the old data that the new manifest does not list")
     return manifest
 
 

@@ -13,7 +13,7 @@ from knee_tf.study import ensure_dataset
 
 
 def _cfg(root, **kw):
-    return StudyConfig.smoke(data_root=str(root), n_exams=3, synth_matrix=64, workers=1, **kw)
+    return StudyConfig.smoke(**{"data_root": str(root), "n_exams": 3, "synth_matrix": 64, "workers": 1, **kw})
 
 
 def test_a_folder_is_reused_while_its_record_matches_and_made_again_when_not(tmp_path):
@@ -53,3 +53,20 @@ def test_a_user_manifest_is_never_generated(tmp_path):
     with pytest.raises(InputError, match="mine.csv: manifest not found"):
         ensure_dataset(cfg, progress=False)
     assert not (tmp_path / "mine.csv").exists()
+
+
+def test_making_fewer_exams_again_removes_the_old_exams_files(tmp_path):
+    import pandas as pd
+
+    root = tmp_path / "synthetic"
+    ensure_dataset(_cfg(root), progress=False)
+    before = set(pd.read_csv(root / "data_manifest.csv")["path"])
+    said = []
+    ensure_dataset(_cfg(root, n_exams=2), progress=False, log=said.append)
+    after = set(pd.read_csv(root / "data_manifest.csv")["path"])
+    gone = before - after
+    assert gone and all(not (root / p).exists() for p in gone) and all((root / p).exists() for p in after)
+    assert f"removed {len(gone)} DICOM file(s)" in said[-1]
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*.dcm")}
+    assert on_disk == after  # nothing left that no manifest lists, and no empty exam folders
+    assert all(any(d.iterdir()) for d in root.rglob("*") if d.is_dir())
