@@ -268,3 +268,23 @@ def test_readme_controls_passages_are_rewritten_from_an_effects_table():
     assert controls_passages(out, effects, 5, 7) == out
     with pytest.raises(ValueError, match="no controls tables"):
         controls_passages("intro only\n", effects, 5, 7)
+
+
+def test_refresh_controls_rewrites_readme_from_a_results_folder(tmp_path):
+    """knee_tf.readme.refresh_controls on a repository top: reads results/effects.csv and the published
+    jobs, rewrites README.md's controls passages atomically, and says what it did."""
+    import shutil
+
+    from knee_tf.readme import refresh_controls
+
+    (tmp_path / "results" / "grid").mkdir(parents=True)
+    shutil.copy(RESULTS / "effects.csv", tmp_path / "results" / "effects.csv")
+    for job in ("model_a_seed0", "model_b_seed0"):
+        shutil.copytree(RESULTS / "grid" / job, tmp_path / "results" / "grid" / job)
+    (tmp_path / "README.md").write_text((ROOT / "README.md").read_text())
+    said = []
+    refresh_controls(tmp_path, log=said.append)
+    text = " ".join((tmp_path / "README.md").read_text().split())
+    assert "MB for 2 jobs" in text and "rewritten" in said[0] and "for 2 jobs" in said[0]
+    refresh_controls(tmp_path, log=said.append)
+    assert "unchanged" in said[1]
