@@ -474,6 +474,8 @@ class _Publisher:
                     for c, x in sorted(sources.items())}
             pending = [j for j in jobs if j.seed == seed and j.variant != TRANSFER_VARIANT
                        and j in self.ok and not self._cross_current(j, maps)]
+            if not pending:  # every published job of the seed has current cross cohorts
+                continue
             here = lambda x: x in self.ok and job_done(self.layout, x)  # noqa: E731
             missing = tuple(x.label for x in dict.fromkeys([*sources.values(), *pending]) if not here(x))
             if missing and self.waiting.get(seed) != missing:
