@@ -1,10 +1,11 @@
 """README's generated passages, rewritten from the published results.
 
 README quotes the controls study's effects tables and a few counts beside them. They are written here
-from ``results/effects.csv`` and the published grid, never by hand, so a re-publish cannot leave README
-behind (``knee-tf controls --publish`` calls :func:`refresh_controls`). The prose that interprets the
-numbers is written by people; ``tests/test_published_results.py`` checks that every number it quotes
-is a cell of the published tables.
+from the published effects table (``RunLayout.effects_table`` under ``results/``) and the published
+grid, never by hand, so a re-publish cannot leave README behind (``knee-tf controls --publish`` calls
+:func:`refresh_controls`). The prose that interprets the numbers is written by people;
+``tests/test_published_results.py`` checks that every number it quotes is a cell of the published
+tables.
 """
 
 from __future__ import annotations
