@@ -91,7 +91,7 @@ def _cmd_predict(a) -> int:
 
 
 def _add_study(sub) -> None:
-    p = sub.add_parser("study", help="run notebooks 01-06 into a run folder (resumes an interrupted run)")
+    p = sub.add_parser("study", help="run notebooks 01-07 into a run folder (resumes an interrupted run)")
     p.add_argument("--config", default=None, help="default | smoke | path to a StudyConfig JSON (default: the "
                                                   "config saved in --out if it holds a run, else default)")
     p.add_argument("--seeds", type=int, default=None, help="training seeds per model (default: the config's)")

@@ -1,4 +1,4 @@
-"""The study pipeline: notebooks 01-06 executed with papermill into a run folder, resumably; publishing.
+"""The study pipeline: notebooks 01-07 executed with papermill into a run folder, resumably; publishing.
 
 The run folder's files are named by :class:`knee_tf.layout.RunLayout` (its docstring shows the
 folder). Each step declares its outputs from that layout; a step counts as done only when its
@@ -257,6 +257,43 @@ def start_run(root: Path, cfg: StudyConfig) -> Run:
     return Run(root, cfg)
 
 
+def _kernel_manager_class():
+    """The kernel manager of every notebook run: on POSIX the kernel talks over Unix sockets in
+    Jupyter's runtime folder, which only this user can open. Over TCP (Jupyter's default) it would
+    listen on loopback ports that any local user can reach, and ipykernel warns of that on every
+    start. Falls back to TCP where a socket path would pass the 107-byte Unix limit."""
+    from jupyter_client import AsyncKernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
+    from traitlets import default
+
+    # a socket is <runtime>/kernel-<36-char id>-ipc-<n>: 50 bytes past the folder, plus slack
+    ipc = os.name == "posix" and len(os.fsencode(jupyter_runtime_dir())) <= 50
+
+    class LocalKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self):
+            return "ipc" if ipc else "tcp"
+
+    return LocalKernelManager
+
+
+def execute_notebook(notebook: Path, executed: Path, parameters: dict) -> None:
+    """Execute ``notebook`` headlessly (papermill, the ``python3`` kernel, cwd the repository) into
+    ``executed`` with ``parameters`` injected; what its cells print goes to stdout. A failing cell
+    raises :class:`StepFailed` naming the notebook's stem, the cell, the error and the executed copy
+    (which holds the traceback)."""
+    import papermill as pm
+
+    name = Path(notebook).stem
+    try:
+        pm.execute_notebook(str(notebook), str(executed), parameters=parameters,
+                            kernel_name="python3", progress_bar=False, log_output=False, cwd=str(REPO_ROOT),
+                            stdout_file=sys.stdout, stderr_file=None, kernel_manager_class=_kernel_manager_class())
+    except pm.PapermillExecutionError as e:
+        raise StepFailed(f"[{name}] failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
+                         f"(executed notebook: {executed})") from None
+
+
 def run_study(config: str | StudyConfig | None = None, seeds: int | None = None, out: str | Path | None = None,
               steps: tuple[str, ...] | None = None, settings=(), log=print) -> Run:
     """Execute the notebooks into a run folder; return the Run. Writes nothing outside it.
@@ -266,8 +303,6 @@ def run_study(config: str | StudyConfig | None = None, seeds: int | None = None,
     overrides (:meth:`StudyConfig.with_settings`). out=None: resume the newest unfinished run of
     the same config under runs/, else start a new one.
     """
-    import papermill as pm
-
     if config is None:
         config = StudyConfig.load(RunLayout(resolve(out)).config) if out and RunLayout(resolve(out)).config.exists() \
             else "default"
@@ -298,16 +333,7 @@ def run_study(config: str | StudyConfig | None = None, seeds: int | None = None,
         t0 = time.perf_counter()
         log(f"[{step.name}] running ...")
         executed = layout.executed_notebook(step.name)
-        try:
-            pm.execute_notebook(
-                str(NOTEBOOK_DIR / f"{step.name}.ipynb"), str(executed),
-                parameters={"config": str(layout.config), "run_dir": str(root)},
-                kernel_name="python3", progress_bar=False, log_output=False, cwd=str(REPO_ROOT),
-                stdout_file=sys.stdout, stderr_file=None,
-            )
-        except pm.PapermillExecutionError as e:
-            raise StepFailed(f"[{step.name}] failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
-                             f"(executed notebook: {executed})") from None
+        execute_notebook(NOTEBOOK_DIR / f"{step.name}.ipynb", executed, {"config": str(layout.config), "run_dir": str(root)})
         missing = [layout.relative(p) for p in run.expected_outputs(step) if not p.exists()]
         if missing:
             raise RuntimeError(f"[{step.name}] finished but did not write: {', '.join(missing)}")

@@ -9,12 +9,10 @@ does Model A flip?" exercise comes from :func:`knee_tf.explore.pick_flippable`.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
-from knee_tf.config import REPO_ROOT, StudyConfig, get_config, resolve
-from knee_tf.errors import StepFailed
+from knee_tf.config import StudyConfig, get_config, resolve
 from knee_tf.io import atomic_write_text
 from knee_tf.layout import RunLayout
 
@@ -25,9 +23,7 @@ TOUR = "00_tour"
 def run_tour(config: str | StudyConfig = "tour", out: str | Path | None = None, log=print) -> Path:
     """Execute ``notebooks/00_tour.ipynb`` into a run folder (default ``runs/<timestamp>-tour``);
     return the folder. The tour generates its data when missing, like ``knee-tf study``."""
-    import papermill as pm
-
-    from knee_tf.study import NOTEBOOK_DIR, RUNS_DIR
+    from knee_tf.study import NOTEBOOK_DIR, RUNS_DIR, execute_notebook
 
     cfg = get_config(config)
     root = resolve(out) if out else RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
@@ -36,14 +32,7 @@ def run_tour(config: str | StudyConfig = "tour", out: str | Path | None = None, 
     executed = layout.executed_notebook(TOUR)
     log(f"[{TOUR}] running into {root} ...")
     t0 = time.perf_counter()
-    try:
-        pm.execute_notebook(str(NOTEBOOK_DIR / f"{TOUR}.ipynb"), str(executed),
-                            parameters={"config": str(layout.config), "run_dir": str(root)},
-                            kernel_name="python3", progress_bar=False, log_output=False, cwd=str(REPO_ROOT),
-                            stdout_file=sys.stdout, stderr_file=None)
-    except pm.PapermillExecutionError as e:
-        raise StepFailed(f"[{TOUR}] failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
-                         f"(executed notebook: {executed})") from None
+    execute_notebook(NOTEBOOK_DIR / f"{TOUR}.ipynb", executed, {"config": str(layout.config), "run_dir": str(root)})
     seconds = round(time.perf_counter() - t0, 1)
     atomic_write_text(layout.step_marker(TOUR), json.dumps({"seconds": seconds, "outputs": [
         layout.relative(executed)]}, indent=2))

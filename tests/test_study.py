@@ -217,6 +217,42 @@ def test_notebook_01_under_nbmake_with_smoke_switch(tmp_path):
     assert [p for p in (tmp_path / "runs").glob("*-smoke") if RunLayout(p).ingest_record.exists()]
 
 
+def _notebook(path: Path, *sources: str) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"}})
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.skipif(os.name != "posix", reason="Unix-socket kernels are POSIX only")
+def test_notebooks_run_on_a_unix_socket_kernel_without_the_tcp_warning(tmp_path, capfd):
+    """Every notebook of a study or the tour runs through study.execute_notebook: parameters
+    injected, output to stdout, and a kernel on Unix sockets (over TCP ipykernel warns on stderr that
+    any local user can reach it; that line printed once per notebook in `make study`)."""
+    from knee_tf.study import execute_notebook
+
+    nb = _notebook(tmp_path / "probe.ipynb", "word = 'default'",
+                   "import ipykernel.kernelapp as k\nprint('said', word, k.IPKernelApp.instance().transport)")
+    execute_notebook(nb, tmp_path / "probe_out.ipynb", {"word": "injected"})
+    out, err = capfd.readouterr()
+    assert "said injected ipc" in out
+    assert "without encryption" not in err
+
+
+def test_a_failing_notebook_cell_is_one_line_naming_notebook_cell_and_error(tmp_path):
+    from knee_tf.errors import StepFailed
+    from knee_tf.study import execute_notebook
+
+    nb = _notebook(tmp_path / "broken.ipynb", "x = 1", "raise ValueError('row 7 has no label')")
+    with pytest.raises(StepFailed, match=r"^\[broken\] failed in cell 3: ValueError: row 7 has no label "
+                                         r"\(executed notebook: .*broken_out.ipynb\)$"):
+        execute_notebook(nb, tmp_path / "broken_out.ipynb", {"x": 2})
+
+
 def test_run_controls_runs_ingest_and_notebook_07_on_the_published_grid(monkeypatch, tmp_path):
     """`knee-tf controls`: steps 01 and 07 only, controls_source "published", and step 07 always again
     (the published grid may have grown since the folder's last run)."""
