@@ -1,4 +1,5 @@
-"""Benchmark: resident memory of one in-process grid job, by phase (bench/logs/memory.txt, 2026-12-06).
+"""Benchmark: resident memory and seconds of one in-process grid job, by phase (bench/logs/memory.txt,
+bench/logs/study.txt).
 
     python bench/job_memory.py ARM CACHE_DIR MODEL_A [--config full] [--epochs 1] [--jobs 2]
 
@@ -6,7 +7,8 @@ Runs ``knee_tf.grid.run_job`` for ARM (seed 0) ``--jobs`` times in this fresh pr
 at MODEL_A (a ``model.keras``; unused for arm A) and the ingest cache CACHE_DIR, and samples this
 process's RSS every 0.05 s. Phases are marked by wrapping the functions run_job calls: the training
 set (until training starts), training, the test cohorts (the cam cohort's maps), their predictions and
-the held-out corruptions. Prints each phase's peak; a second job shows what the first leaves behind.
+the held-out corruptions. Prints each phase's peak and the seconds spent in it; a second job shows
+what the first leaves behind.
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ import psutil  # noqa: E402
 
 PHASE = ["imports"]
 PEAKS: dict[str, float] = {}
+SECONDS: dict[str, float] = {}
+_SINCE = [time.perf_counter()]
+
+
+def _enter(label: str) -> None:
+    """Start phase ``label``: the time since the last switch goes to the phase that was running."""
+    now = time.perf_counter()
+    SECONDS[PHASE[0]] = SECONDS.get(PHASE[0], 0.0) + now - _SINCE[0]
+    PHASE[0], _SINCE[0] = label, now
 
 
 def _sample() -> None:
@@ -35,7 +46,7 @@ def _mark(module, name: str, label: str) -> None:
     fn = getattr(module, name)
 
     def marked(*args, **kwargs):
-        PHASE[0] = label
+        _enter(label)
         return fn(*args, **kwargs)
 
     setattr(module, name, marked)
@@ -64,14 +75,17 @@ def main() -> None:
     time.sleep(0.3)
     print(f"after imports {PEAKS['imports']:.2f} GB", flush=True)
     for k in range(a.jobs):
-        PHASE[0], t0 = "training set", time.perf_counter()
+        t0 = time.perf_counter()
+        _enter("training set")
         PEAKS.clear()
+        SECONDS.clear()
         grid.run_job(grid.Job(a.arm, 0), cfg.to_dict(), a.cache_dir, blob)
-        PHASE[0] = "after the job"
+        _enter("after the job")
         time.sleep(1)
         print(f"job {k + 1} ({a.arm}, {time.perf_counter() - t0:.0f} s):", flush=True)
         for phase, gb in PEAKS.items():
-            print(f"  {phase:28s} {gb:.2f} GB", flush=True)
+            spent = f"{SECONDS[phase]:7.1f} s" if phase in SECONDS else ""
+            print(f"  {phase:28s} {gb:.2f} GB {spent}", flush=True)
 
 
 if __name__ == "__main__":
