@@ -99,7 +99,9 @@ display(Markdown(report.effects_markdown(tables["effects_table"])))
 # A point is the mean over seeds of the paired difference in accuracy; the bar its 95% two-level
 # interval. Filled: significant after the FDR control over every comparison in the table. Orange:
 # the cohort is in distribution for that arm. If B's point sits where `B_random`'s or `A_steps`' does,
-# the activation maps add nothing beyond random occlusion or more steps.
+# the activation maps add nothing beyond random occlusion or more steps. With one seed (`make study`)
+# the bars resample patients only and leave out how much a result moves from seed to seed, and the
+# sign-flip test cannot reach significance: the title says so. The published grid has 5–10 seeds.
 
 # %%
 effects = tables["effects_table"]

@@ -85,3 +85,17 @@ def test_forest_axis_fits_the_intervals_drawn_not_the_rows_left_out(tables):
     widest = 100 * np.abs(shown[["ci_low", "ci_high"]].to_numpy()).max()
     low, high = fig.axes[0].get_xlim()
     assert high == -low and widest < high < 1.5 * widest, (widest, high)
+
+
+def test_forest_title_says_what_its_intervals_resample(tables):
+    """Five seeds: seeds and patients. One seed (a one-seed `make study`): patients only, and the
+    title says seed variance is not in the intervals rather than promising a two-level bootstrap."""
+    effects = tables[0]
+    five = plots.plot_forest(effects, arms=[MODEL_B])
+    assert "two-level 95% intervals (5 seeds and their patients resampled)" in five._suptitle.get_text()
+    one = plots.plot_forest(effects.assign(n_seeds=1), arms=[MODEL_B])
+    assert "patients only (1 seed: seed variance not included)" in one._suptitle.get_text()
+    mixed = plots.plot_forest(effects.assign(n_seeds=np.where(effects["arm"] == MODEL_B, 10, 1)))
+    assert "(1–10 seeds and their patients resampled; rows of 1 seed: patients only)" in mixed._suptitle.get_text()
+    for fig in (five, one, mixed):
+        plots.plt.close(fig)
