@@ -457,7 +457,8 @@ def plot_prescription(prescription, arms=None, conditions=None):
     prescription: :func:`knee_tf.prescription.prescription_table` output; arms: bar groups, in order
     (default: table order); conditions: labels (:func:`condition_label`), one row each (default: every
     condition without a corruption). The figure grows down with the conditions and across with the
-    arms, so that a grid of twenty arms stays readable. Returns the Figure.
+    arms, so that a grid of twenty arms stays readable, and is never narrower than its legend. Returns
+    the Figure.
     """
     import numpy as np
 
@@ -469,7 +470,7 @@ def plot_prescription(prescription, arms=None, conditions=None):
     arms = list(arms) if arms is not None else list(dict.fromkeys(t["arm"]))
     bars = [("slice_accuracy", "slice accuracy"), ("all_right", "exam-plane all right"), ("jaccard", "Jaccard"),
             ("range_within_one", "range within 1 slice")]
-    fig, axes = plt.subplots(len(conditions), 1, figsize=(0.45 * len(arms) + 2.0, 2.3 * len(conditions) + 1.2),
+    fig, axes = plt.subplots(len(conditions), 1, figsize=(max(5.6, 0.45 * len(arms) + 2.0), 2.3 * len(conditions) + 1.2),
                              sharex=True, sharey=True, squeeze=False)
     width = 0.8 / len(bars)
     x = np.arange(len(arms))
