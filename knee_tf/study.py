@@ -257,41 +257,49 @@ def start_run(root: Path, cfg: StudyConfig) -> Run:
     return Run(root, cfg)
 
 
-def _kernel_manager_class():
-    """The kernel manager of every notebook run: on POSIX the kernel talks over Unix sockets in
-    Jupyter's runtime folder, which only this user can open. Over TCP (Jupyter's default) it would
-    listen on loopback ports that any local user can reach, and ipykernel warns of that on every
-    start. Falls back to TCP where a socket path would pass the 107-byte Unix limit."""
+def _kernel_manager_class(socket_dir: str | None):
+    """The kernel manager of a notebook run. With ``socket_dir`` the kernel talks over Unix sockets in
+    that folder (a private temporary one: only this user can open them); without, over loopback TCP,
+    Jupyter's default, whose ports any local user can reach and of which ipykernel warns at start."""
     from jupyter_client import AsyncKernelManager
-    from jupyter_core.paths import jupyter_runtime_dir
     from traitlets import default
 
-    # a socket is <runtime>/kernel-<36-char id>-ipc-<n>: 50 bytes past the folder, plus slack
-    ipc = os.name == "posix" and len(os.fsencode(jupyter_runtime_dir())) <= 50
+    if socket_dir is None:
+        return AsyncKernelManager
 
-    class LocalKernelManager(AsyncKernelManager):
+    class UnixSocketKernelManager(AsyncKernelManager):
         @default("transport")
         def _default_transport(self):
-            return "ipc" if ipc else "tcp"
+            return "ipc"
 
-    return LocalKernelManager
+        @default("ip")
+        def _default_ip(self):  # socket files <socket_dir>/kernel-<n>, not kernel-ipc-<n> in the cwd
+            return os.path.join(socket_dir, "kernel")
+
+    return UnixSocketKernelManager
 
 
 def execute_notebook(notebook: Path, executed: Path, parameters: dict) -> None:
     """Execute ``notebook`` headlessly (papermill, the ``python3`` kernel, cwd the repository) into
-    ``executed`` with ``parameters`` injected; what its cells print goes to stdout. A failing cell
-    raises :class:`StepFailed` naming the notebook's stem, the cell, the error and the executed copy
-    (which holds the traceback)."""
+    ``executed`` with ``parameters`` injected; what its cells print goes to stdout. On POSIX the
+    kernel is reached over Unix sockets in a private temporary folder, removed afterwards (TCP where
+    the folder's path is too long for a socket). A failing cell raises :class:`StepFailed` naming the
+    notebook's stem, the cell, the error and the executed copy (which holds the traceback)."""
+    import tempfile
+
     import papermill as pm
 
     name = Path(notebook).stem
-    try:
-        pm.execute_notebook(str(notebook), str(executed), parameters=parameters,
-                            kernel_name="python3", progress_bar=False, log_output=False, cwd=str(REPO_ROOT),
-                            stdout_file=sys.stdout, stderr_file=None, kernel_manager_class=_kernel_manager_class())
-    except pm.PapermillExecutionError as e:
-        raise StepFailed(f"[{name}] failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
-                         f"(executed notebook: {executed})") from None
+    with tempfile.TemporaryDirectory(prefix="knee-tf-kernel-") as sockets:
+        # a socket path must stay under 108 bytes: <folder>/kernel-<n>
+        unix = os.name == "posix" and len(os.fsencode(sockets)) <= 90
+        try:
+            pm.execute_notebook(str(notebook), str(executed), parameters=parameters, kernel_name="python3",
+                                progress_bar=False, log_output=False, cwd=str(REPO_ROOT), stdout_file=sys.stdout,
+                                stderr_file=None, kernel_manager_class=_kernel_manager_class(sockets if unix else None))
+        except pm.PapermillExecutionError as e:
+            raise StepFailed(f"[{name}] failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
+                             f"(executed notebook: {executed})") from None
 
 
 def run_study(config: str | StudyConfig | None = None, seeds: int | None = None, out: str | Path | None = None,

@@ -233,14 +233,22 @@ def test_notebooks_run_on_a_unix_socket_kernel_without_the_tcp_warning(tmp_path,
     """Every notebook of a study or the tour runs through study.execute_notebook: parameters
     injected, output to stdout, and a kernel on Unix sockets (over TCP ipykernel warns on stderr that
     any local user can reach it; that line printed once per notebook in `make study`)."""
+    from knee_tf.config import REPO_ROOT
     from knee_tf.study import execute_notebook
 
+    before = sorted(p.name for p in REPO_ROOT.iterdir())  # the kernel's working directory
     nb = _notebook(tmp_path / "probe.ipynb", "word = 'default'",
-                   "import ipykernel.kernelapp as k\nprint('said', word, k.IPKernelApp.instance().transport)")
+                   "import os, stat, ipykernel.kernelapp as k\napp = k.IPKernelApp.instance()\n"
+                   "folder = os.path.dirname(app.ip)\n"
+                   "print('said', word, app.transport, folder, oct(stat.S_IMODE(os.stat(folder).st_mode)))")
     execute_notebook(nb, tmp_path / "probe_out.ipynb", {"word": "injected"})
     out, err = capfd.readouterr()
-    assert "said injected ipc" in out
+    said = next(line for line in out.splitlines() if line.startswith("said "))
+    _, word, transport, folder, mode = said.split()
+    assert (word, transport, mode) == ("injected", "ipc", "0o700")  # sockets in a folder only we can open
+    assert Path(folder).name.startswith("knee-tf-kernel-") and not Path(folder).exists()  # removed afterwards
     assert "without encryption" not in err
+    assert sorted(p.name for p in REPO_ROOT.iterdir()) == before  # no kernel-ipc-<n> sockets left there
 
 
 def test_a_failing_notebook_cell_is_one_line_naming_notebook_cell_and_error(tmp_path):
