@@ -74,6 +74,18 @@ EFFECT_COLUMNS: tuple[str, ...] = (
 # ----------------------------------------------------------------------------- array level
 
 
+def interval_description(n_seeds) -> str:
+    """What the 95% intervals of effects rows with these ``n_seeds`` values resample, in words for a
+    title or a caption: seeds and patients (:func:`two_level_bootstrap`), or, with one seed (a
+    one-seed ``make study``), patients alone, so that seed-to-seed variance is not in the interval."""
+    seeds = sorted({int(s) for s in n_seeds})
+    if not seeds or seeds[-1] <= 1:
+        return "95% bootstrap interval over patients only: 1 seed, so seed variance is not included"
+    span = f"{seeds[0]}–{seeds[-1]}" if len(seeds) > 1 else f"{seeds[0]}"
+    only = "; rows of 1 seed: patients only" if seeds[0] <= 1 else ""
+    return f"95% two-level bootstrap interval: {span} seeds and their patients resampled{only}"
+
+
 def resample_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """How often each of ``n`` units is drawn in each of ``n_boot`` resamples with replacement:
     float64 (n_boot, n), every row summing to n."""

@@ -316,17 +316,6 @@ def condition_label(row) -> str:
     return f"{corruption} {int(row['severity'])}"
 
 
-def _interval_kind(effects) -> str:
-    """What the intervals of ``effects`` rows resample, for a title: seeds and patients, or with one
-    seed (``make study``) patients alone, so that seed variance is not in them."""
-    seeds = sorted({int(s) for s in effects["n_seeds"]}) if len(effects) else []
-    if not seeds or seeds[-1] <= 1:
-        return "95% intervals over patients only (1 seed: seed variance not included)"
-    span = f"{seeds[0]}–{seeds[-1]}" if len(seeds) > 1 else f"{seeds[0]}"
-    only = "; rows of 1 seed: patients only" if seeds[0] <= 1 else ""
-    return f"two-level 95% intervals ({span} seeds and their patients resampled{only})"
-
-
 def plot_forest(effects, metric: str = "accuracy", conditions=None, arms=None):
     """Forest plot: each arm's effect against its reference, per condition, with its interval.
 
@@ -375,7 +364,9 @@ def plot_forest(effects, metric: str = "accuracy", conditions=None, arms=None):
                Line2D([], [], marker="o", ls="", color="k", mfc="white", label="not significant")]
     n = int(t["n_comparisons"].iloc[0]) if len(t) else 0
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.08))
-    fig.suptitle(f"Effects with {_interval_kind(shown)}; {n} comparisons", fontsize=10, y=1.02)
+    from knee_tf.effects import interval_description
+
+    fig.suptitle(f"Effects ({interval_description(shown['n_seeds'])}); {n} comparisons", fontsize=10, y=1.02)
     fig.tight_layout()
     return fig
 

@@ -154,6 +154,9 @@ def effects_markdown(effects: pd.DataFrame, metric: str = "accuracy", conditions
     if arms is not None:
         pairs = [p for a in arms for p in pairs if p[0] == a]
     lines = ["| comparison | seeds | " + " | ".join(conditions) + " |", "|---|---|" + "---|" * len(conditions)]
+    keep = set(pairs)
+    shown = t[np.array([(a, r) in keep for a, r in zip(t["arm"], t["reference"], strict=True)], dtype=bool)
+              & t["condition"].isin(conditions).to_numpy()]
     for arm, ref in pairs:
         d = t[(t["arm"] == arm) & (t["reference"] == ref)].set_index("condition")
         cells = []
@@ -168,10 +171,12 @@ def effects_markdown(effects: pd.DataFrame, metric: str = "accuracy", conditions
             cells.append(cell)
         seeds = "/".join(str(int(s)) for s in sorted(d["n_seeds"].unique()))
         lines.append(f"| {arm} − {ref} | {seeds} | " + " | ".join(cells) + " |")
+    from knee_tf.effects import interval_description
+
     n = int(effects["n_comparisons"].iloc[0])
     lines.append("")
     lines.append(f"{metric.capitalize()} difference in points, mean over seeds paired on the same images "
-                 f"[95% two-level bootstrap interval: seeds and patients resampled]; * significant at "
+                 f"[{interval_description(shown['n_seeds'])}]; * significant at "
                  f"FDR 0.05 (Benjamini-Hochberg over all {n} comparisons of the effects table, sign-flip "
                  f"test across seeds); (in dist.): made by the arm's own training generator.")
     return "\n".join(lines) + "\n"

@@ -87,15 +87,24 @@ def test_forest_axis_fits_the_intervals_drawn_not_the_rows_left_out(tables):
     assert high == -low and widest < high < 1.5 * widest, (widest, high)
 
 
-def test_forest_title_says_what_its_intervals_resample(tables):
+def test_forest_title_and_table_caption_say_what_the_intervals_resample(tables):
     """Five seeds: seeds and patients. One seed (a one-seed `make study`): patients only, and the
-    title says seed variance is not in the intervals rather than promising a two-level bootstrap."""
+    title and README-style caption say seed variance is not in the intervals rather than promising a
+    two-level bootstrap."""
+    from knee_tf.report import effects_markdown
+
     effects = tables[0]
+    two_level = "95% two-level bootstrap interval: 5 seeds and their patients resampled"
+    one_seed = "95% bootstrap interval over patients only: 1 seed, so seed variance is not included"
     five = plots.plot_forest(effects, arms=[MODEL_B])
-    assert "two-level 95% intervals (5 seeds and their patients resampled)" in five._suptitle.get_text()
+    assert f"({two_level})" in five._suptitle.get_text()
+    assert f"[{two_level}]" in effects_markdown(effects)
     one = plots.plot_forest(effects.assign(n_seeds=1), arms=[MODEL_B])
-    assert "patients only (1 seed: seed variance not included)" in one._suptitle.get_text()
-    mixed = plots.plot_forest(effects.assign(n_seeds=np.where(effects["arm"] == MODEL_B, 10, 1)))
-    assert "(1–10 seeds and their patients resampled; rows of 1 seed: patients only)" in mixed._suptitle.get_text()
-    for fig in (five, one, mixed):
-        plots.plt.close(fig)
+    assert f"({one_seed})" in one._suptitle.get_text()
+    assert f"[{one_seed}]" in effects_markdown(effects.assign(n_seeds=1))
+    mixed = effects.assign(n_seeds=np.where(effects["arm"] == MODEL_B, 10, 1))
+    fig = plots.plot_forest(mixed)
+    assert "1–10 seeds and their patients resampled; rows of 1 seed: patients only" in fig._suptitle.get_text()
+    assert "10 seeds and their patients resampled]" in effects_markdown(mixed, arms=[MODEL_B])  # rows shown only
+    for f in (five, one, fig):
+        plots.plt.close(f)
