@@ -4,8 +4,9 @@
 
 Every finished job of the run folder (a model folder with its ``job.json``) that the published grid
 (``results/grid``) also has is compared with it: the predictions, compacted to the published file's
-bytes (:func:`knee_tf.grid_publish.compact_predictions`), and the training log. Jobs the published
-grid lacks, or publishes with other settings or data (their digests differ), are listed, not compared.
+bytes, as the grid checks a retrained Model A (:func:`knee_tf.grid_publish.check_retrained`, which names
+the first differing row), and the training log. Jobs the published grid lacks, or publishes with other
+settings or data (:func:`knee_tf.grid_publish.published_status`), are listed, not compared.
 Training is deterministic for a given machine kind and thread count, so a ``make study`` run gives
 the published seed-0 jobs exactly where the published grid was trained on the same kind of machine.
 Exit status 1 when a compared job differs.
@@ -29,11 +30,10 @@ def main() -> int:
                     help="the repository whose results/grid is compared (default: this one)")
     a = ap.parse_args()
 
-    import pandas as pd
 
     from knee_tf.config import StudyConfig, resolve
-    from knee_tf.grid import check_cache
-    from knee_tf.grid_publish import compact_predictions
+    from knee_tf.grid import Job, check_cache
+    from knee_tf.grid_publish import check_retrained, published_status
     from knee_tf.ingest import open_cache
     from knee_tf.layout import RunLayout, published_grid
 
@@ -45,27 +45,25 @@ def main() -> int:
     differ = 0
     for path in sorted(layout.root.glob("models/*/job.json")):
         rec = json.loads(path.read_text())
-        name, seed = rec["job"], rec["seed"]
-        key = rec["ingest_key"]
-        if key not in indexes:
-            indexes[key] = open_cache(check_cache(cache_root / key)).index
-        index = indexes[key]
-        published = pub.job_record(name, seed)
-        if not published.is_file():
-            print(f"{name} seed {seed}: not in the published grid")
+        job = Job(rec["arm"], rec["seed"], tuple(rec["overrides"].items()), rec["variant"])
+        published, what = published_status(pub, job, rec)
+        if not published or what:
+            print(f"{job.label}: " + (f"published with other {what}, not compared" if published
+                                      else "not in the published grid"))
             continue
-        prec = json.loads(published.read_text())
-        if (rec["settings_digest"], rec["data_digest"]) != (prec["settings_digest"], prec["data_digest"]):
-            print(f"{name} seed {seed}: published with other settings or data, not compared")
-            continue
-        mine = compact_predictions(pd.read_parquet(layout.grid_predictions(name, seed)), index)
-        same_pred = mine == pub.predictions(name, seed).read_bytes()
-        same_log = layout.training_log(name, seed).read_bytes() == pub.training_log(name, seed).read_bytes()
-        differ += not (same_pred and same_log)
-        print(f"{name} seed {seed}: predictions {'identical' if same_pred else 'DIFFER'}, "
-              f"training log {'identical' if same_log else 'DIFFERS'} "
-              f"(this run {rec.get('host', '?')}, {rec.get('tf_threads', '?')} threads, {rec['seconds']} s; "
-              f"published {prec.get('seconds', '?')} s)")
+        if rec["ingest_key"] not in indexes:
+            indexes[rec["ingest_key"]] = open_cache(check_cache(cache_root / rec["ingest_key"])).index
+        try:
+            check_retrained(pub, layout, job, indexes[rec["ingest_key"]])
+            predictions = "identical"
+        except RuntimeError as e:
+            predictions = f"DIFFER: {e}"
+        same_log = layout.training_log(job.name, job.seed).read_bytes() == \
+            pub.training_log(job.name, job.seed).read_bytes()
+        differ += predictions != "identical" or not same_log
+        print(f"{job.label}: training log {'identical' if same_log else 'DIFFERS'} "
+              f"(this run {rec.get('host', '?')}, {rec.get('tf_threads', '?')} threads, {rec['seconds']} s), "
+              f"predictions {predictions}")
     return 1 if differ else 0
 
 

@@ -154,11 +154,10 @@ def effects_markdown(effects: pd.DataFrame, metric: str = "accuracy", conditions
     if arms is not None:
         pairs = [p for a in arms for p in pairs if p[0] == a]
     lines = ["| comparison | seeds | " + " | ".join(conditions) + " |", "|---|---|" + "---|" * len(conditions)]
-    keep = set(pairs)
-    shown = t[np.array([(a, r) in keep for a, r in zip(t["arm"], t["reference"], strict=True)], dtype=bool)
-              & t["condition"].isin(conditions).to_numpy()]
+    shown_seeds = []  # n_seeds of every cell shown, for the caption
     for arm, ref in pairs:
         d = t[(t["arm"] == arm) & (t["reference"] == ref)].set_index("condition")
+        shown_seeds += list(d.loc[d.index.isin(conditions), "n_seeds"])
         cells = []
         for c in conditions:
             if c not in d.index:
@@ -176,7 +175,7 @@ def effects_markdown(effects: pd.DataFrame, metric: str = "accuracy", conditions
     n = int(effects["n_comparisons"].iloc[0])
     lines.append("")
     lines.append(f"{metric.capitalize()} difference in points, mean over seeds paired on the same images "
-                 f"[{interval_description(shown['n_seeds'])}]; * significant at "
+                 f"[{interval_description(shown_seeds)}]; * significant at "
                  f"FDR 0.05 (Benjamini-Hochberg over all {n} comparisons of the effects table, sign-flip "
                  f"test across seeds); (in dist.): made by the arm's own training generator.")
     return "\n".join(lines) + "\n"
