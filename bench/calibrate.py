@@ -1,6 +1,6 @@
 """One difficulty-calibration trial of the phantom, with Model A alone (issue 10).
 
-For one setting of the ``synth_*`` difficulty fields of :class:`knee_tf.config.StudyConfig`:
+For one setting of the ``synth_*`` difficulty fields of :class:`knee_tf.study.config.StudyConfig`:
 synthesise the default 513-exam dataset, ingest it, train Model A (seed 0 unless ``--set seed=N``,
 the default training settings), and append one row to ``docs/calibration.csv``: UTC time, the settings, Model A's
 normal-test accuracy with its bootstrap CI, the share of A's errors that are label-noise errors
@@ -59,8 +59,8 @@ def _prepared_exams(cfg, plan):
 def _relabel(index, cfg):
     """The ingest index with label and label-noise columns recomputed for cfg's label knobs."""
 
+    from knee_tf.core.vocab import LABEL_NOISE_COLUMN
     from knee_tf.phantom.synth import plan_exams
-    from knee_tf.vocab import LABEL_NOISE_COLUMN
 
     new = {}
     for task, ex in _prepared_exams(cfg, plan_exams(cfg.n_exams, cfg.synth_seed, cfg.metal_fraction)):
@@ -159,8 +159,8 @@ def geometry_estimate(grid: Path, manifest: Path, centring: dict | None = None, 
     stretch: distances divided by it before the lookup, as if the band where Model A is unsure were
     that much wider (e.g. thicker slices). With neither, the estimate must give back the measured
     accuracy (a check of the method)."""
-    from knee_tf.config import StudyConfig
     from knee_tf.phantom import synth
+    from knee_tf.study.config import StudyConfig
 
     n, n_jobs, _ = _grid_model_a_errors(grid, manifest)
     n["side"] = np.where(n["boundary_distance_mm"] >= 0, "inside", "outside")
@@ -250,13 +250,8 @@ def main(argv=None) -> int:
         print(geometry_estimate(ROOT / "results" / "grid", ROOT / "data_manifest.csv", centring, a.stretch))
         return 0
 
-    from knee_tf.baseline import linear_baseline
-    from knee_tf.config import StudyConfig, seed_everything
-    from knee_tf.evaluate import accuracy_ci
-    from knee_tf.ingest import ingest
-    from knee_tf.model import predict_proba, train_classifier
-    from knee_tf.phantom import synthesize
-    from knee_tf.vocab import (
+    from knee_tf.core.model import predict_proba, seed_everything, train_classifier
+    from knee_tf.core.vocab import (
         LABEL_NOISE_COLUMN,
         METAL,
         MODEL_A,
@@ -267,6 +262,11 @@ def main(argv=None) -> int:
         VAL,
         predicted_class,
     )
+    from knee_tf.data.ingest import ingest
+    from knee_tf.phantom import synthesize
+    from knee_tf.study.baseline import linear_baseline
+    from knee_tf.study.config import StudyConfig
+    from knee_tf.study.evaluate import accuracy_ci
 
     cfg = StudyConfig().with_settings(a.set)
     commit = _commit()  # the code the trial runs (taken at the start: later commits do not count)

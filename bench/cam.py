@@ -5,14 +5,14 @@
 Without ``--model`` a LeNet of the default StudyConfig is trained briefly on a seeded toy problem
 (a bright disc present or absent) at --image-size (128). Times, on the same N images:
 (1) the forward pass alone (compiled, batched: ``predict_proba``); (2) tf-keras-vis ``Gradcam`` and
-``GradcamPlusPlus`` looped over the 4 pool layers x 2 methods (``knee_tf.cam.tf_keras_vis_cams``);
+``GradcamPlusPlus`` looped over the 4 pool layers x 2 methods (``knee_tf.core.cam.tf_keras_vis_cams``);
 (3) ``compute_cams`` for all 4 layers x 2 methods. Goals (README, performance): (3) >= 15x faster
 than (2) and <= 4x the time of (1). Fast paths are warmed up (traced) first and timed as the median
 of --repeats interleaved runs (the ratio of the fastest runs is printed too, as the least
 contended estimate); the tf-keras-vis loop runs once.
 
 CAMs are always computed in float32 (a bfloat16-trained model is explained through its float32
-twin, ``knee_tf.precision.float32_twin``), so the forward pass timed in (1) is the float32 twin's
+twin, ``knee_tf.core.precision.float32_twin``), so the forward pass timed in (1) is the float32 twin's
 too: the ratio compares like with like whatever precision the model trained in. The toy model
 trains in float32 unless ``--precision`` says otherwise.
 """
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from knee_tf.cam import compute_cams, tf_keras_vis_cams
-from knee_tf.config import StudyConfig
-from knee_tf.model import load_model, predict_proba, train_classifier
-from knee_tf.precision import PRECISIONS, float32_twin
+from knee_tf.core.cam import compute_cams, tf_keras_vis_cams
+from knee_tf.core.model import load_model, predict_proba, train_classifier
+from knee_tf.core.precision import PRECISIONS, float32_twin
+from knee_tf.study.config import StudyConfig
 
 
 def toy_disc_images(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from knee_tf.config import get_config
-from knee_tf.grid import plan_jobs
-from knee_tf.layout import RunLayout
+from knee_tf.controls.grid import plan_jobs
+from knee_tf.data.layout import RunLayout
+from knee_tf.study.config import get_config
 
 
 def grid(args, out: Path, extra: list[str]) -> float:
@@ -76,9 +76,9 @@ def main() -> None:
 
     # the ingest cache first, untimed: a grid of zero-cost (every job done) is not possible, so ingest directly
     cfg = get_config(a.config).with_settings(a.settings)
-    from knee_tf.config import resolve
-    from knee_tf.ingest import ingest
-    from knee_tf.study import ensure_dataset
+    from knee_tf.data.ingest import ingest
+    from knee_tf.study.config import resolve
+    from knee_tf.study.pipeline import ensure_dataset
 
     ingest(ensure_dataset(cfg), resolve(cfg.data_root), cache_dir=resolve(cfg.cache_dir), image_size=cfg.image_size,
            on_error=cfg.on_error, workers=cfg.n_workers)

@@ -1,16 +1,16 @@
-"""Benchmark: the effects and arms tables of a full grid's predictions (knee_tf.effects).
+"""Benchmark: the effects and arms tables of a full grid's predictions (knee_tf.controls.effects).
 
     python bench/effects.py [--arms 16] [--seeds 10] [--n-boot 2000] [--coverage 300]
 
 Builds a seeded synthetic predictions table the size of the full grid (by default 16 arms x 10
 seeds = 160 models, each scored on 5 cohorts of 2,000 slices from 83 patients and 4 corruptions x 5
-severities of the normal cohort: 8 million rows), then times :func:`knee_tf.effects.effects_table`
+severities of the normal cohort: 8 million rows), then times :func:`knee_tf.controls.effects.effects_table`
 (every arm against A, 3 metrics, ``--n-boot`` two-level resamples per row) and
-:func:`knee_tf.effects.arms_table`. Goal (issue 11): seconds, not minutes.
+:func:`knee_tf.controls.effects.arms_table`. Goal (issue 11): seconds, not minutes.
 
 ``--coverage R`` also measures, on R simulated data sets with a null effect (10 seeds, 40 patients
 of 6 slices; training-seed effects of sd 0.3 and 0.6 on the logit scale), how often the 95%
-interval covers 0: two-level (seeds and patients) against patients only (tests/test_effects.py's
+interval covers 0: two-level (seeds and patients) against patients only (tests/controls/test_effects.py's
 simulation).
 """
 
@@ -22,7 +22,12 @@ import time
 import numpy as np
 import pandas as pd
 
-from knee_tf.effects import arms_table, effects_table, percentile_interval, two_level_bootstrap
+from knee_tf.controls.effects import (
+    arms_table,
+    effects_table,
+    percentile_interval,
+    two_level_bootstrap,
+)
 
 
 def grid_predictions(n_arms: int, n_seeds: int, n_images: int = 2000, n_patients: int = 83,

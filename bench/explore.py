@@ -22,9 +22,10 @@ import time
 
 import numpy as np
 
-from knee_tf import explore, plots
-from knee_tf.config import StudyConfig, seed_everything
-from knee_tf.model import build_lenet, load_model
+from knee_tf.core.model import build_lenet, load_model, seed_everything
+from knee_tf.study import plots
+from knee_tf.study.config import StudyConfig
+from knee_tf.teach import explore
 
 LAYERS = ("pool1", "pool2", "pool3", "pool4")
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from knee_tf.config import StudyConfig, resolve
-from knee_tf.ingest import ingest
-from knee_tf.study import ensure_dataset
+from knee_tf.data.ingest import ingest
+from knee_tf.study.config import StudyConfig, resolve
+from knee_tf.study.pipeline import ensure_dataset
 
 
 def main() -> None:

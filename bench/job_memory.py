@@ -3,7 +3,7 @@ bench/logs/study.txt).
 
     python bench/job_memory.py ARM CACHE_DIR MODEL_A [--config full] [--epochs 1] [--jobs 2]
 
-Runs ``knee_tf.grid.run_job`` for ARM (seed 0) ``--jobs`` times in this fresh process, with the Model A
+Runs ``knee_tf.controls.grid.run_job`` for ARM (seed 0) ``--jobs`` times in this fresh process, with the Model A
 at MODEL_A (a ``model.keras``; unused for arm A) and the ingest cache CACHE_DIR, and samples this
 process's RSS every 0.05 s. Phases are marked by wrapping the functions run_job calls: the training
 set (until training starts), training, the test cohorts (the cam cohort's maps), their predictions and
@@ -63,13 +63,15 @@ def main() -> None:
     a = ap.parse_args()
     threading.Thread(target=_sample, daemon=True).start()
 
-    from knee_tf import cohorts, grid, model
-    from knee_tf.config import get_config
+    from knee_tf.controls import grid
+    from knee_tf.core import model
+    from knee_tf.study import experiment
+    from knee_tf.study.config import get_config
 
     _mark(model, "train_classifier", "training")
-    _mark(cohorts, "build_test_cohorts", "test cohorts (cam maps)")
-    _mark(cohorts, "predict_cohorts", "predict cohorts")
-    _mark(cohorts, "predict_corruptions", "held-out corruptions")
+    _mark(experiment, "build_test_cohorts", "test cohorts (cam maps)")
+    _mark(experiment, "predict_cohorts", "predict cohorts")
+    _mark(experiment, "predict_corruptions", "held-out corruptions")
     cfg = get_config(a.config).replace(epochs=a.epochs)
     blob = None if a.arm == "A" else open(a.model_a, "rb").read()
     time.sleep(0.3)

@@ -8,7 +8,7 @@ split. Writes one row per (precision, seed): accuracy, the epoch early stopping 
 training seconds and images/s (under whatever load the machine had; see ``load_1min``), and
 prints mean +- sd per precision. The default precision may become ``auto`` (bfloat16 on this CPU)
 only if the two means agree within their seed spread. Re-runnable: the data is generated and
-ingested when missing (``knee_tf.study.ensure_dataset``, the ingest cache), and the table is
+ingested when missing (``knee_tf.study.pipeline.ensure_dataset``, the ingest cache), and the table is
 rewritten whole.
 """
 
@@ -22,15 +22,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from knee_tf.config import get_config, resolve
-from knee_tf.evaluate import accuracy_ci
-from knee_tf.ingest import ingest
-from knee_tf.io import atomic_write_csv
-from knee_tf.model import predict_proba, train_classifier
-from knee_tf.precision import FLOAT32, MIXED_BFLOAT16
-from knee_tf.report import precision_markdown
-from knee_tf.study import ensure_dataset
-from knee_tf.vocab import NORMAL, TEST, TRAIN, VAL, predicted_class
+from knee_tf.core.io import atomic_write_csv
+from knee_tf.core.model import predict_proba, train_classifier
+from knee_tf.core.precision import FLOAT32, MIXED_BFLOAT16
+from knee_tf.core.vocab import NORMAL, TEST, TRAIN, VAL, predicted_class
+from knee_tf.data.ingest import ingest
+from knee_tf.study.config import get_config, resolve
+from knee_tf.study.evaluate import accuracy_ci
+from knee_tf.study.pipeline import ensure_dataset
+from knee_tf.study.report import precision_markdown
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Benchmark: the size of one published grid job (knee_tf.grid_publish) and of a Model A file, default config.
+"""Benchmark: the size of one published grid job (knee_tf.controls.publish) and of a Model A file, default config.
 
     python bench/published_size.py [--normal 2001] [--metal 1119] [--new-site 0]
 
@@ -6,7 +6,7 @@ Builds a table shaped like one default job's predictions (cohorts normal, metal,
 and every held-out corruption at every severity of the normal test images; image, exam and patient
 ids as strings), with probabilities drawn like a trained model's (Beta(0.3, 0.3): mostly near 0 or 1,
 float32, nearly incompressible), writes it as a published job's file
-(:func:`knee_tf.grid_publish.compact_predictions`'s format) and prints rows, bytes and bytes per row.
+(:func:`knee_tf.controls.publish.compact_predictions`'s format) and prints rows, bytes and bytes per row.
 Then saves an untrained default LeNet as ``train_classifier`` does (with Adam's state) and prints
 its parameter count and file size: why models are not published. Test-split sizes default to the
 README's previous default dataset (2,001 normal and 1,119 metal test slices).
@@ -23,8 +23,8 @@ import pandas as pd
 
 
 def predictions_size(n_normal: int, n_metal: int, n_new: int) -> tuple[int, int]:
-    from knee_tf.corrupt import CORRUPTIONS
-    from knee_tf.prediction_store import STORE_COLUMNS, write_store
+    from knee_tf.controls.prediction_store import STORE_COLUMNS, write_store
+    from knee_tf.study.corrupt import CORRUPTIONS
 
     rng = np.random.default_rng(0)
     n = n_normal + n_metal + n_new
@@ -52,8 +52,8 @@ def predictions_size(n_normal: int, n_metal: int, n_new: int) -> tuple[int, int]
 def model_size() -> tuple[int, int]:
     import keras
 
-    from knee_tf.config import StudyConfig
-    from knee_tf.model import build_lenet
+    from knee_tf.core.model import build_lenet
+    from knee_tf.study.config import StudyConfig
 
     c = StudyConfig()
     m = build_lenet((c.image_size, c.image_size, 1), conv_filters=c.conv_filters, dense_units=c.dense_units)

@@ -4,9 +4,9 @@
 
 Every finished job of the run folder (a model folder with its ``job.json``) that the published grid
 (``results/grid``) also has is compared with it: the predictions, compacted to the published file's
-bytes, as the grid checks a retrained Model A (:func:`knee_tf.grid_publish.check_retrained`, which names
+bytes, as the grid checks a retrained Model A (:func:`knee_tf.controls.publish.check_retrained`, which names
 the first differing row), and the training log. Jobs the published grid lacks, or publishes with other
-settings or data (:func:`knee_tf.grid_publish.published_status`), are listed, not compared.
+settings or data (:func:`knee_tf.controls.publish.published_status`), are listed, not compared.
 Training is deterministic for a given machine kind and thread count, so a ``make study`` run gives
 the published seed-0 jobs exactly where the published grid was trained on the same kind of machine.
 Exit status 1 when a compared job differs.
@@ -31,11 +31,11 @@ def main() -> int:
     a = ap.parse_args()
 
 
-    from knee_tf.config import StudyConfig, resolve
-    from knee_tf.grid import Job, check_cache
-    from knee_tf.grid_publish import check_retrained, published_status
-    from knee_tf.ingest import open_cache
-    from knee_tf.layout import RunLayout, published_grid
+    from knee_tf.controls.grid import Job, check_cache
+    from knee_tf.controls.publish import check_retrained, published_status
+    from knee_tf.data.ingest import open_cache
+    from knee_tf.data.layout import RunLayout, published_grid
+    from knee_tf.study.config import StudyConfig, resolve
 
     layout, pub = RunLayout(a.run), published_grid(a.top)
     if not layout.config.is_file():

@@ -23,9 +23,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     from dataclasses import asdict
 
-    from knee_tf.config import StudyConfig
     from knee_tf.phantom import texture
     from knee_tf.phantom.synth import plan_exams, render_exam
+    from knee_tf.study.config import StudyConfig
 
     cfg = StudyConfig()
     plan = plan_exams(cfg.n_exams, cfg.synth_seed, cfg.metal_fraction)

@@ -45,7 +45,7 @@ _RENDER = textwrap.dedent("""
     from dataclasses import asdict
     from pathlib import Path
     import pandas as pd
-    from knee_tf.config import StudyConfig
+    from knee_tf.study.config import StudyConfig
     from knee_tf.phantom.synth import MANIFEST_COLUMNS, plan_exams, render_exam, synthesize
     out, picks, full, workers = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     cfg = StudyConfig()
@@ -71,8 +71,8 @@ def pick_exams(n: int) -> list[int]:
     earliest exam; when all are covered, the earliest exams not yet picked). Sorted."""
     from dataclasses import asdict
 
-    from knee_tf.config import StudyConfig
     from knee_tf.phantom.synth import plan_exams, prepare_exam
+    from knee_tf.study.config import StudyConfig
 
     cfg = StudyConfig()
     plan = plan_exams(cfg.n_exams, cfg.synth_seed, cfg.metal_fraction)

@@ -7,7 +7,7 @@ architecture and batch size, it times one epoch of ``fit`` per configuration, th
 alternating within each round (so CPU contention from other processes hits all of them alike),
 after one untimed warm-up epoch each (tracing):
 
-* ``float32`` and ``mixed_bfloat16`` on the study's ``tf.data`` pipeline (knee_tf.data.make_dataset):
+* ``float32`` and ``mixed_bfloat16`` on the study's ``tf.data`` pipeline (knee_tf.core.arrays.make_dataset):
   images/s and their ratio (goal: bfloat16 >= 1.8x float32);
 * ``float32`` fed an in-memory array (``fit(x, y, batch_size=...)``): the overhead of the tf.data
   pipeline (goal <= 10%);
@@ -33,10 +33,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cam import toy_disc_images  # noqa: E402  (bench/cam.py: the same seeded toy problem)
 
-from knee_tf.config import StudyConfig, seed_everything  # noqa: E402
-from knee_tf.data import make_dataset  # noqa: E402
-from knee_tf.model import balanced_class_weights, build_lenet, predict_proba  # noqa: E402
-from knee_tf.precision import BF16_CPU_FLAGS, cpu_flags, training_precision  # noqa: E402
+from knee_tf.core.arrays import make_dataset  # noqa: E402
+from knee_tf.core.model import balanced_class_weights, build_lenet, predict_proba, seed_everything  # noqa: E402
+from knee_tf.core.precision import BF16_CPU_FLAGS, cpu_flags, training_precision  # noqa: E402
+from knee_tf.study.config import StudyConfig  # noqa: E402
 
 
 def build(cfg: StudyConfig, size: int, precision: str, jit: bool, seed: int = 0, deterministic: bool = True):

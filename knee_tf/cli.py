@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
-from knee_tf.config import StudyConfig
-from knee_tf.errors import InputError, StepFailed
-from knee_tf.ingest import ON_ERROR
-from knee_tf.vocab import MODEL_A, MODEL_B, PLANES
+from knee_tf.core.errors import InputError, StepFailed
+from knee_tf.core.vocab import MODEL_A, MODEL_B, PLANES
+from knee_tf.data.ingest import ON_ERROR
+from knee_tf.study.config import StudyConfig
 
 _DEFAULT = StudyConfig()
 
@@ -31,7 +32,9 @@ def _add_synth(sub) -> None:
 
 
 def _cmd_synth(a) -> int:
-    from knee_tf.phantom import synthesize
+    from knee_tf.phantom import (
+        synthesize,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+    )
 
     cfg = _DEFAULT.with_settings(a.set)
     df = synthesize(a.out, n_exams=a.exams, seed=a.seed, matrix=a.matrix,
@@ -54,7 +57,10 @@ def _add_ingest(sub) -> None:
 
 
 def _cmd_ingest(a) -> int:
-    from knee_tf.ingest import ingest, summary_table
+    from knee_tf.data.ingest import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+        ingest,
+        summary_table,
+    )
 
     res = ingest(a.manifest, a.root, cache_dir=a.cache, image_size=a.image_size, on_error=a.on_error,
                  workers=a.workers or None)
@@ -79,7 +85,9 @@ def _add_predict(sub) -> None:
 
 
 def _cmd_predict(a) -> int:
-    from knee_tf.predict import predict_manifest
+    from knee_tf.yourdata.predict import (
+        predict_manifest,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+    )
 
     df = predict_manifest(a.model, a.manifest, a.root, a.out, cache_dir=a.cache, on_error=a.on_error,
                           workers=a.workers or None)
@@ -106,7 +114,10 @@ def _add_study(sub) -> None:
 
 
 def _cmd_study(a) -> int:
-    from knee_tf.study import publish, run_study
+    from knee_tf.study.pipeline import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+        publish,
+        run_study,
+    )
 
     if a.force and not a.publish:
         raise InputError("--force only applies with --publish")
@@ -120,9 +131,9 @@ def _cmd_study(a) -> int:
 def _add_grid(sub) -> None:
     p = sub.add_parser("grid", help="train (arm, seed) jobs on Dask: a LocalCluster, an existing cluster, or in-process")
     p.add_argument("--config", default="default", help="default | smoke | path to a StudyConfig JSON")
-    p.add_argument("--arms", default="", help="comma-separated arm names (knee_tf.arms); default: the config's "
+    p.add_argument("--arms", default="", help="comma-separated arm names (knee_tf.controls.arms); default: the config's "
                                               "controls study (grid_arms, their seeds, the learning curve, the "
-                                              "transfer Model A: knee_tf.grid.controls_plan)")
+                                              "transfer Model A: knee_tf.controls.grid.controls_plan)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per arm, from the config's seed (default: n_seeds)")
     p.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of a Dask scheduler (default: the config's)")
     p.add_argument("--workers", type=int, default=-1,
@@ -132,7 +143,7 @@ def _add_grid(sub) -> None:
     p.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>-<config>-grid/); "
                                                "a run of `knee-tf study` works too: its ingest is reused")
     p.add_argument("--publish", action="store_true",
-                   help="publish each finished job into results/grid/ of the repository (knee_tf.grid_publish) "
+                   help="publish each finished job into results/grid/ of the repository (knee_tf.controls.publish) "
                         "and skip jobs published there with the same settings and data")
     p.add_argument("--publish-dir", default="", help="with --publish: the published grid folder "
                                                      "(default: results/grid of the repository)")
@@ -142,12 +153,23 @@ def _add_grid(sub) -> None:
 
 
 def _cmd_grid(a) -> int:
-    import time
-
-    from knee_tf.config import get_config, resolve
-    from knee_tf.grid import controls_plan, plan_jobs, run_grid
-    from knee_tf.ingest import ingest
-    from knee_tf.study import RUNS_DIR, ensure_dataset, start_run
+    from knee_tf.controls.grid import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+        controls_plan,
+        plan_jobs,
+        run_grid,
+    )
+    from knee_tf.data.ingest import (
+        ingest,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+    )
+    from knee_tf.study.config import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+        get_config,
+        resolve,
+    )
+    from knee_tf.study.pipeline import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+        RUNS_DIR,
+        ensure_dataset,
+        start_run,
+    )
 
     if (a.republish or a.publish_dir) and not a.publish:
         raise InputError("--republish and --publish-dir only apply with --publish")
@@ -169,8 +191,13 @@ def _cmd_grid(a) -> int:
     print(f"run folder: {root}; {len(jobs)} jobs: {', '.join(j.label for j in jobs)}")
     publish = None
     if a.publish:
-        from knee_tf.config import REPO_ROOT
-        from knee_tf.layout import PublishedGrid, published_grid
+        from knee_tf.data.layout import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+            PublishedGrid,
+            published_grid,
+        )
+        from knee_tf.study.config import (
+            REPO_ROOT,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+        )
 
         publish = PublishedGrid(resolve(a.publish_dir)) if a.publish_dir else published_grid(REPO_ROOT)
     res = run_grid(jobs, cfg, root, cache_dir, scheduler=cfg.scheduler if a.scheduler is None else a.scheduler,
@@ -188,18 +215,26 @@ def _add_controls(sub) -> None:
     p.add_argument("--publish", action="store_true",
                    help="then copy notebook 07's tables and figures to the top-level results/ and figures/ "
                         "(the other steps' published files are kept) and rewrite README's controls tables "
-                        "(knee_tf.readme)")
+                        "(knee_tf.controls.readme)")
     p.set_defaults(func=_cmd_controls)
 
 
 def _cmd_controls(a) -> int:
-    from knee_tf.study import CONTROLS_STEP, publish, run_controls
+    from knee_tf.study.pipeline import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+        CONTROLS_STEP,
+        publish,
+        run_controls,
+    )
 
     run = run_controls(a.config, out=a.out)
     print(f"controls study finished: {run.root}")
     if a.publish:
-        from knee_tf.config import REPO_ROOT
-        from knee_tf.readme import refresh_controls
+        from knee_tf.controls.readme import (
+            refresh_controls,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+        )
+        from knee_tf.study.config import (
+            REPO_ROOT,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+        )
 
         publish(run, steps=(CONTROLS_STEP,))
         refresh_controls(REPO_ROOT)
@@ -214,7 +249,9 @@ def _add_tour(sub) -> None:
 
 
 def _cmd_tour(a) -> int:
-    from knee_tf.tour import run_tour
+    from knee_tf.teach.tour import (
+        run_tour,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+    )
 
     print(f"tour finished: {run_tour(a.config, out=a.out)}")
     return 0
@@ -227,9 +264,15 @@ def _add_html(sub) -> None:
 
 
 def _cmd_html(a) -> int:
-    from knee_tf.config import resolve
-    from knee_tf.html_pages import render_run
-    from knee_tf.study import open_run
+    from knee_tf.study.config import (
+        resolve,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+    )
+    from knee_tf.study.html import (
+        render_run,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+    )
+    from knee_tf.study.pipeline import (
+        open_run,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+    )
 
     pages = render_run(resolve(a.run) if a.run else open_run().root)
     print(f"{len(pages) - 1} pages and an index: {pages[-1]}")
@@ -251,14 +294,19 @@ def _add_scan(sub) -> None:
 
 
 def _cmd_scan(a) -> int:
-    from knee_tf.scan import scan_folder, summarise
+    from knee_tf.yourdata.scan import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+        scan_folder,
+        summarise,
+    )
 
     res = scan_folder(a.dir, a.out, salt_file=a.salt, id_map=a.id_map)
     print(summarise(res))
     print(f"manifest: {a.out}; not taken, with reasons: {res.report_path}; "
           f"pseudonym map (keep private): {res.id_map_path}")
     if a.model and len(res.manifest):
-        from knee_tf.scan import add_predictions
+        from knee_tf.yourdata.scan import (
+            add_predictions,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+        )
 
         add_predictions(a.out, a.dir, a.model, cache_dir=a.cache)
         print(f"predictions of {a.model} added to {a.out} (p_relevant, predicted; label left empty)")
@@ -276,9 +324,17 @@ def _add_split(sub) -> None:
 
 
 def _cmd_split(a) -> int:
-    from knee_tf.io import atomic_write_csv
-    from knee_tf.manifest import read_manifest
-    from knee_tf.split import parse_ratios, split_by_patient, split_summary
+    from knee_tf.core.io import (
+        atomic_write_csv,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+    )
+    from knee_tf.data.manifest import (
+        read_manifest,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+    )
+    from knee_tf.data.split import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+        parse_ratios,
+        split_by_patient,
+        split_summary,
+    )
 
     df = split_by_patient(read_manifest(a.manifest), parse_ratios(a.ratios), a.seed,
                           manifest_name=a.manifest)
@@ -304,7 +360,9 @@ def _add_reslice(sub) -> None:
 
 
 def _cmd_reslice(a) -> int:
-    from knee_tf.reslice import reslice_to_manifest
+    from knee_tf.yourdata.reslice import (
+        reslice_to_manifest,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+    )
 
     spacing = None
     if a.spacing:
@@ -331,8 +389,13 @@ def _add_pull(sub) -> None:
 
 
 def _cmd_pull(a) -> int:
-    from knee_tf.dicomweb import pull
-    from knee_tf.scan import scan_folder, summarise
+    from knee_tf.yourdata.dicomweb import (
+        pull,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+    )
+    from knee_tf.yourdata.scan import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+        scan_folder,
+        summarise,
+    )
 
     n = pull(a.url, a.out, study=a.study, patient=a.patient, since=a.since)
     print(f"retrieved {n.instances} instances of {n.studies} studies into {a.out} ({n.skipped} already there)")
@@ -352,7 +415,9 @@ def _add_push(sub) -> None:
 
 
 def _cmd_push(a) -> int:
-    from knee_tf.dicomweb import push_run
+    from knee_tf.yourdata.dicomweb import (
+        push_run,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+    )
 
     for line in push_run(a.url, a.run, a.manifest, a.root, models=tuple(m.strip() for m in a.models.split(","))):
         print(line)

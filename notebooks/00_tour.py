@@ -37,24 +37,40 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from knee_tf import evaluate, plots
-from knee_tf.augment import weighted_obfuscation
-from knee_tf.cam import compute_cams
-from knee_tf.cohorts import augmentation_flips, augmented_pool, build_test_cohorts, predict_cohorts
-from knee_tf.config import resolve, seed_everything
-from knee_tf.exercises import (
+from knee_tf.core.augment import weighted_obfuscation
+from knee_tf.core.cam import compute_cams
+from knee_tf.core.faithfulness import faithfulness_curves
+from knee_tf.core.model import predict_proba, seed_everything, train_classifier
+from knee_tf.core.vocab import (
+    CLASSES,
+    GRADCAM,
+    MODEL_A,
+    MODEL_B,
+    NORMAL,
+    PLANES,
+    TEST,
+    TRAIN,
+    VAL,
+    predicted_class,
+)
+from knee_tf.data.ingest import ingest
+from knee_tf.study import evaluate, plots
+from knee_tf.study.config import resolve
+from knee_tf.study.experiment import (
+    augmentation_flips,
+    augmented_pool,
+    build_test_cohorts,
+    predict_cohorts,
+)
+from knee_tf.study.pipeline import ensure_dataset, open_run
+from knee_tf.teach.exercises import (
     beats_majority,
     check_answer,
     largest_gain_cohort,
     lowest_deletion_layer,
     relevant_share,
 )
-from knee_tf.faithfulness import faithfulness_curves
-from knee_tf.ingest import ingest
-from knee_tf.model import predict_proba, train_classifier
-from knee_tf.study import ensure_dataset, open_run
-from knee_tf.explore import pick_flippable
-from knee_tf.vocab import CLASSES, GRADCAM, MODEL_A, MODEL_B, NORMAL, PLANES, TEST, TRAIN, VAL, predicted_class
+from knee_tf.teach.explore import pick_flippable
 
 # %% tags=["parameters"]
 config = "tour"  # "tour" | path to a StudyConfig JSON

@@ -37,11 +37,11 @@
 import pandas as pd
 from IPython.display import display
 
-from knee_tf import plots
-from knee_tf.config import resolve
-from knee_tf.ingest import ingest, summary_table
-from knee_tf.study import ensure_dataset, environment_report, open_run
-from knee_tf.vocab import CLASSES, NORMAL, PLANES, RELEVANT, TEST, TRAIN
+from knee_tf.core.vocab import CLASSES, NORMAL, PLANES, RELEVANT, TEST, TRAIN
+from knee_tf.data.ingest import ingest, summary_table
+from knee_tf.study import plots
+from knee_tf.study.config import resolve
+from knee_tf.study.pipeline import ensure_dataset, environment_report, open_run
 
 pd.DataFrame([environment_report()]).T.rename(columns={0: "version"})
 
@@ -118,7 +118,7 @@ run.savefig(plots.intensity_histograms(data.images, sites, by="site"), run.layou
 # global intensity cue.
 
 # %%
-from knee_tf.baseline import linear_baseline  # noqa: E402
+from knee_tf.study.baseline import linear_baseline  # noqa: E402
 
 xtr, ytr, itr = data.split(TRAIN, cohort=NORMAL)
 xte, yte, ite = data.split(TEST, cohort=NORMAL)

@@ -24,22 +24,22 @@
 # Training is seeded (same seed, same weights), class-weighted, and stops early on validation loss;
 # the best checkpoint is kept. With `n_seeds > 1` in the config one model is trained per seed, so the
 # later comparison with Model B can report the spread that seeds alone cause. The trainings are
-# jobs of the experiment grid (`knee_tf.grid`, the same function as `knee-tf grid`): in this process,
+# jobs of the experiment grid (`knee_tf.controls.grid`, the same function as `knee-tf grid`): in this process,
 # on a local Dask cluster or on a remote one, as the config's `grid_workers` and `scheduler` say,
 # with the same results; the config's `precision` says float32 or bfloat16.
 #
-# Outputs in the run folder (named by `knee_tf.layout.RunLayout`): one model folder per seed (model,
+# Outputs in the run folder (named by `knee_tf.data.layout.RunLayout`): one model folder per seed (model,
 # training logs, per-image predictions on every test cohort), the normal-test predictions and the figures below.
 
 # %%
 import pandas as pd
 from IPython.display import display
 
-from knee_tf import evaluate, grid, plots
-from knee_tf.config import seed_everything
-from knee_tf.model import read_training_log
-from knee_tf.study import open_run
-from knee_tf.vocab import MODEL_A, NORMAL, TEST, TRAIN, VAL
+from knee_tf.controls import grid
+from knee_tf.core.model import read_training_log, seed_everything
+from knee_tf.core.vocab import MODEL_A, NORMAL, TEST, TRAIN, VAL
+from knee_tf.study import evaluate, plots
+from knee_tf.study.pipeline import open_run
 
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run folders hold one)

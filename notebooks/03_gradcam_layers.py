@@ -22,13 +22,13 @@
 # max-pool layer of Model A and chose **layer 4** by eye, because its maps covered the anatomy a
 # radiologist uses (the femoral condyles, the tibial plateau).
 #
-# Here `knee_tf.cam.compute_cams` computes every layer and both methods in one forward + backward
+# Here `knee_tf.core.cam.compute_cams` computes every layer and both methods in one forward + backward
 # pass per batch, taking the score as the target class's *logit* (the softmax bypassed, so a
 # saturated softmax cannot flatten the maps) without touching the trained model. Then the choice of
 # layer is **measured**: deletion and insertion curves ask whether removing the pixels a map ranks
 # highest really lowers the model's confidence (and restoring them raises it).
 #
-# Outputs: Figure 1, the faithfulness table and its curves (paths: `knee_tf.layout.RunLayout`).
+# Outputs: Figure 1, the faithfulness table and its curves (paths: `knee_tf.data.layout.RunLayout`).
 # At the end, an explorer lets you pick any test image, layer and method and watch the maps and
 # that image's deletion curve change.
 
@@ -36,15 +36,14 @@
 import numpy as np
 from IPython.display import display
 
-from knee_tf import plots
-from knee_tf.cam import compute_cams
-from knee_tf.config import seed_everything
-from knee_tf.data import pick_examples, shows_anatomy
-from knee_tf.explore import cam_explorer
-from knee_tf.faithfulness import faithfulness_curves
-from knee_tf.model import load_model, predict_proba
-from knee_tf.study import open_run
-from knee_tf.vocab import MODEL_A, NORMAL, TEST, predicted_class
+from knee_tf.core.arrays import pick_examples, shows_anatomy
+from knee_tf.core.cam import compute_cams
+from knee_tf.core.faithfulness import faithfulness_curves
+from knee_tf.core.model import load_model, predict_proba, seed_everything
+from knee_tf.core.vocab import MODEL_A, NORMAL, TEST, predicted_class
+from knee_tf.study import plots
+from knee_tf.study.pipeline import open_run
+from knee_tf.teach.explore import cam_explorer
 
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run folders hold one)

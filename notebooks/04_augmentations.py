@@ -36,22 +36,21 @@
 import pandas as pd
 from IPython.display import display
 
-from knee_tf import plots
-from knee_tf.augment import inverted_obfuscation
-from knee_tf.cohorts import (
+from knee_tf.core.arrays import pick_examples, shows_anatomy
+from knee_tf.core.augment import inverted_obfuscation
+from knee_tf.core.model import load_model, predict_proba, seed_everything
+from knee_tf.core.vocab import GRADCAM, MODEL_A, MODEL_B, NORMAL, TEST, TRAIN, predicted_class
+from knee_tf.data.dicom_write import export_augmented_dicom
+from knee_tf.study import plots
+from knee_tf.study.experiment import (
     augmentation_flips,
     augmentation_maps,
     augmented_pool,
     load_pool,
     save_pool,
 )
-from knee_tf.config import seed_everything
-from knee_tf.data import pick_examples, shows_anatomy
-from knee_tf.dicom_write import export_augmented_dicom
-from knee_tf.explore import augmentation_explorer, pick_flippable
-from knee_tf.model import load_model, predict_proba
-from knee_tf.study import open_run
-from knee_tf.vocab import GRADCAM, MODEL_A, MODEL_B, NORMAL, TEST, TRAIN, predicted_class
+from knee_tf.study.pipeline import open_run
+from knee_tf.teach.explore import augmentation_explorer, pick_flippable
 
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run folders hold one)

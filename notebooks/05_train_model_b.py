@@ -22,7 +22,7 @@
 # are identical, so any difference in notebook 06 comes from the augmentation. Each seed's Model B
 # is trained on the pool made from the same seed's Model A.
 #
-# Each Model B is a job of the experiment grid (`knee_tf.grid`, as in notebook 02): it rebuilds its
+# Each Model B is a job of the experiment grid (`knee_tf.controls.grid`, as in notebook 02): it rebuilds its
 # seed's augmented pool from that seed's Model A (the pool notebook 04 stored, float16 and all) and
 # trains on normal + augmented images.
 #
@@ -32,11 +32,11 @@
 # %%
 import json
 
-from knee_tf import grid, plots
-from knee_tf.config import seed_everything
-from knee_tf.model import read_training_log
-from knee_tf.study import open_run
-from knee_tf.vocab import MODEL_A, MODEL_B
+from knee_tf.controls import grid
+from knee_tf.core.model import read_training_log, seed_everything
+from knee_tf.core.vocab import MODEL_A, MODEL_B
+from knee_tf.study import plots
+from knee_tf.study.pipeline import open_run
 
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run folders hold one)

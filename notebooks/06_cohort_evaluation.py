@@ -28,7 +28,7 @@
 # favours B by construction; the **held-out corruptions** (bias field, coil-element dropout, Rician
 # noise, motion ghosting — no model trains on them) test whether the robustness carries over.
 #
-# Outputs (paths: `knee_tf.layout.RunLayout`): the per-image predictions, the cohort, McNemar,
+# Outputs (paths: `knee_tf.data.layout.RunLayout`): the per-image predictions, the cohort, McNemar,
 # severity and breakdown tables, the Markdown results table, Figure 3, Figure 2 with Model B's
 # calls, and the severity curves.
 
@@ -36,8 +36,10 @@
 import pandas as pd
 from IPython.display import Markdown, display
 
-from knee_tf import evaluate, plots, report
-from knee_tf.cohorts import (
+from knee_tf.core.model import load_model, predict_proba, seed_everything
+from knee_tf.core.vocab import GRADCAM, MODEL_A, MODEL_B, NORMAL, TEST
+from knee_tf.study import evaluate, plots, report
+from knee_tf.study.experiment import (
     a_wrong_b_right,
     augmentation_maps,
     build_test_cohorts,
@@ -45,10 +47,7 @@ from knee_tf.cohorts import (
     predict_cohorts,
     predict_corruptions,
 )
-from knee_tf.config import seed_everything
-from knee_tf.model import load_model, predict_proba
-from knee_tf.study import open_run
-from knee_tf.vocab import GRADCAM, MODEL_A, MODEL_B, NORMAL, TEST
+from knee_tf.study.pipeline import open_run
 
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run folders hold one)

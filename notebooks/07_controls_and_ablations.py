@@ -20,7 +20,7 @@
 # as many images per epoch (so up to twice the optimisation steps), most of its extra images are
 # near-copies, and any occlusion might help as much as one placed by an activation map. This
 # notebook trains the controls that separate those explanations, each at B's budget (the arm
-# registry, `knee_tf.arms`, says which budget each matches), and the ablations of B:
+# registry, `knee_tf.controls.arms`, says which budget each matches), and the ablations of B:
 #
 # * `A_steps`: normal images twice per epoch, B's optimisation steps;
 # * `B_random`: B's masks at a random position (same shape and area, no saliency);
@@ -30,22 +30,23 @@
 # * ablations of B (layer, method, weight range, share, label maps) and a learning curve, when the
 #   config asks for them (`StudyConfig.full()`).
 #
-# Every model is a job of the experiment grid (`knee_tf.grid`); finished jobs (A and B of notebooks
+# Every model is a job of the experiment grid (`knee_tf.controls.grid`); finished jobs (A and B of notebooks
 # 02 and 05) are skipped. Effects are arm − A on the same images, with 95% intervals from a
 # two-level bootstrap (seeds and patients), a sign-flip test across seeds and Benjamini–Hochberg
-# over the whole table (`knee_tf.effects`). Cohorts `cam`, `cam_transfer` and `cam_b` are made by B's
+# over the whole table (`knee_tf.controls.effects`). Cohorts `cam`, `cam_transfer` and `cam_b` are made by B's
 # own training transform, so they are flagged *in distribution* for B in every table.
 #
-# Outputs (paths: `knee_tf.layout.RunLayout`): the prediction store (every model's per-image
+# Outputs (paths: `knee_tf.data.layout.RunLayout`): the prediction store (every model's per-image
 # predictions), the arms, effects and prescription tables, and the figures below.
 
 # %%
 from IPython.display import Markdown, display
 
-from knee_tf import controls_study, grid, plots, prediction_store, report
-from knee_tf.config import REPO_ROOT, seed_everything
-from knee_tf.study import open_run
-from knee_tf.vocab import MODEL_A
+from knee_tf.controls import figures, grid, markdown_tables, prediction_store, summary
+from knee_tf.core.model import seed_everything
+from knee_tf.core.vocab import MODEL_A
+from knee_tf.study.config import REPO_ROOT
+from knee_tf.study.pipeline import open_run
 
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | "full" | path to a StudyConfig JSON (run folders hold one)
@@ -74,25 +75,25 @@ if cfg.controls_source == "run":
 # `cam_transfer` (an independently trained Model A's maps) and `cam_b` (Model B's maps) cohorts need
 # other jobs' models, so they are scored here from the run folder. From the published grid
 # (`controls_source="published"`) they are read where the grid has published them beside each job
-# (`knee_tf.grid_publish.publish_cross`); the second line below says for how many jobs.
+# (`knee_tf.controls.publish.publish_cross`); the second line below says for how many jobs.
 # Everything below is computed from this one table.
 
 # %%
-table = controls_study.controls_store(cfg, run.root, jobs, data, REPO_ROOT)
+table = summary.controls_store(cfg, run.root, jobs, data, REPO_ROOT)
 prediction_store.write_store(run.layout.prediction_store, table)
 store = prediction_store.read_store(run.layout.prediction_store)
 print(f"{len(store):,} predictions of {store.groupby(['arm', 'seed'], observed=True).ngroups} models")
-print(controls_study.grid_status_line(store, jobs))
-print(controls_study.cross_status_line(store, jobs))
+print(summary.grid_status_line(store, jobs))
+print(summary.cross_status_line(store, jobs))
 
 # %% [markdown]
 # ## Arms, effects and the prescription endpoint
 
 # %%
-tables = controls_study.study_tables(store, jobs, cfg)
+tables = summary.study_tables(store, jobs, cfg)
 for name, table in tables.items():
     run.write_csv(getattr(run.layout, name), table)
-display(Markdown(report.effects_markdown(tables["effects_table"])))
+display(Markdown(markdown_tables.effects_markdown(tables["effects_table"])))
 
 # %% [markdown]
 # ## Forest plot: each arm against A, per cohort
@@ -106,7 +107,7 @@ display(Markdown(report.effects_markdown(tables["effects_table"])))
 # %%
 effects = tables["effects_table"]
 versus_a = effects[effects["reference"] == MODEL_A]
-run.savefig(plots.plot_forest(versus_a), run.layout.figure_forest)
+run.savefig(figures.plot_forest(versus_a), run.layout.figure_forest)
 
 # %% [markdown]
 # ## Ablations of B and the learning curve (when this config trains them)
@@ -115,12 +116,12 @@ run.savefig(plots.plot_forest(versus_a), run.layout.figure_forest)
 # when data is scarce.
 
 # %%
-ablations = controls_study.ablation_panels(store)
+ablations = summary.ablation_panels(store)
 if ablations:
-    run.savefig(plots.plot_ablations(versus_a, ablations), run.layout.figure_ablations)
-curves = controls_study.learning_curves(data, cfg, store)
+    run.savefig(figures.plot_ablations(versus_a, ablations), run.layout.figure_ablations)
+curves = summary.learning_curves(data, cfg, store)
 if curves:
-    run.savefig(plots.plot_learning_curve(tables["arms_table"], curves), run.layout.figure_learning_curve_exams)
+    run.savefig(figures.plot_learning_curve(tables["arms_table"], curves), run.layout.figure_learning_curve_exams)
 
 # %% [markdown]
 # ## The prescription endpoint
@@ -130,6 +131,6 @@ if curves:
 
 # %%
 prescription = tables["prescription_table"]
-run.savefig(plots.plot_prescription(prescription, arms=controls_study.plan_order(jobs, prescription)),
+run.savefig(figures.plot_prescription(prescription, arms=summary.plan_order(jobs, prescription)),
             run.layout.figure_prescription)
 prescription.round(3)

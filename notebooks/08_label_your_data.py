@@ -39,8 +39,8 @@
 
 from IPython.display import display
 
-from knee_tf.config import get_config, resolve
-from knee_tf.labeling import LabelSession, label_widget
+from knee_tf.study.config import get_config, resolve
+from knee_tf.yourdata.label import LabelSession, label_widget
 
 # %% tags=["parameters"]
 config = "default"  # a StudyConfig JSON whose `manifest` is the CSV `knee-tf scan` wrote, `data_root` the scanned folder

@@ -63,9 +63,9 @@ def toy_blob_data():
 
 @pytest.fixture(scope="session")
 def tiny_train_result(toy_blob_data, tmp_path_factory):
-    """A smoke-sized LeNet trained (seeded) on the toy blob problem: a knee_tf.model.TrainResult."""
-    from knee_tf.config import StudyConfig
-    from knee_tf.model import train_classifier
+    """A smoke-sized LeNet trained (seeded) on the toy blob problem: a knee_tf.core.model.TrainResult."""
+    from knee_tf.core.model import train_classifier
+    from knee_tf.study.config import StudyConfig
 
     cfg = StudyConfig.smoke(image_size=TOY_SIZE, epochs=8, patience=3, learning_rate=3e-3)
     (xt, yt, _), (xv, yv, _) = toy_blob_data["train"], toy_blob_data["val"]
@@ -82,8 +82,8 @@ def tiny_trained_model(tiny_train_result):
 @pytest.fixture(scope="session")
 def tiny_bf16_model(toy_blob_data, tmp_path_factory):
     """The same tiny LeNet trained in ``mixed_bfloat16`` (bfloat16 compute, float32 variables and softmax)."""
-    from knee_tf.config import StudyConfig
-    from knee_tf.model import train_classifier
+    from knee_tf.core.model import train_classifier
+    from knee_tf.study.config import StudyConfig
 
     cfg = StudyConfig.smoke(image_size=TOY_SIZE, epochs=8, patience=3, learning_rate=3e-3,
                             precision="mixed_bfloat16")
@@ -96,7 +96,7 @@ def tiny_bf16_model(toy_blob_data, tmp_path_factory):
 @pytest.fixture(scope="session")
 def smoke_config(tmp_path_factory):
     """The smoke config with its data and cache in a temporary folder (generated once per session)."""
-    from knee_tf.config import StudyConfig
+    from knee_tf.study.config import StudyConfig
 
     tmp = tmp_path_factory.mktemp("smoke")
     cfg = StudyConfig.smoke(data_root=str(tmp / "data"), cache_dir=str(tmp / "cache"))
@@ -110,8 +110,8 @@ def smoke_config(tmp_path_factory):
 def first_run(smoke_config, tmp_path_factory):
     """One smoke study (every notebook executed), shared by the session: (run folder, runner log).
 
-    tests/test_study.py deletes and recomputes parts of it; each of its tests leaves it complete."""
-    from knee_tf.study import run_study
+    tests/study/test_study.py deletes and recomputes parts of it; each of its tests leaves it complete."""
+    from knee_tf.study.pipeline import run_study
 
     out = tmp_path_factory.mktemp("run1")
     log = []

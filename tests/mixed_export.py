@@ -61,10 +61,12 @@ def make_mixed_export(root: str | Path) -> dict:
     """Write the mixed folder under ``root``; return {"taken": n, "files": n, "reported": {reason: n},
     "dicomdir_images": n, ...}."""
     from knee_tf.phantom import synthesize
+    from knee_tf.study.config import StudyConfig
 
     root = Path(root)
     synth = root.parent / f"{root.name}_synth"
-    df = synthesize(synth, n_exams=3, matrix=32, workers=1, progress=False)
+    df = synthesize(synth, n_exams=3, matrix=32, workers=1, progress=False,
+                    difficulty=StudyConfig().synth_difficulty())
     exams = sorted(df["exam_id"].unique())
     reported: dict[str, int] = {}
 

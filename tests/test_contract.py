@@ -1,4 +1,4 @@
-"""The seams: run-folder names (knee_tf.layout), the vocabulary and decision rule (knee_tf.vocab),
+"""The seams: run-folder names (knee_tf.data.layout), the vocabulary and decision rule (knee_tf.core.vocab),
 and one settings source (StudyConfig fields, `knee-tf study --set`)."""
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from knee_tf.cam import compute_cams
-from knee_tf.config import StudyConfig
-from knee_tf.layout import FIGURES, RESULTS, RunLayout
-from knee_tf.vocab import (
+from knee_tf.core.cam import compute_cams
+from knee_tf.core.vocab import (
     CLASSES,
     OPTIONAL_COLUMNS,
     PLANES,
@@ -22,6 +20,8 @@ from knee_tf.vocab import (
     check_targets,
     predicted_class,
 )
+from knee_tf.data.layout import FIGURES, RESULTS, RunLayout
+from knee_tf.study.config import StudyConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,7 +81,7 @@ def test_the_one_target_check_is_used_by_cam_and_faithfulness(tiny_trained_model
             check_targets(bad, 4)
         with pytest.raises(ValueError, match=match):
             compute_cams(tiny_trained_model, x, layers=("pool4",), targets=bad, progress=False)
-        from knee_tf.faithfulness import faithfulness_curves
+        from knee_tf.core.faithfulness import faithfulness_curves
 
         cams = compute_cams(tiny_trained_model, x, layers=("pool4",), progress=False)
         with pytest.raises(ValueError, match=match):
@@ -122,3 +122,71 @@ def test_cli_set_rejects_a_bad_value_in_one_line():
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == ["error: --set 'epochs=x': epochs is an integer"]
+
+
+# ----------------------------------------------------------------------------- the wings
+
+#: the wings, lowest first: a module imports from its own wing and the wings before it, never after
+WINGS = ("core", "data", "phantom", "study", "controls", "yourdata", "teach")
+
+
+def _knee_tf_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every knee_tf import in a file, at module level or inside a function."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "knee_tf":
+                found += [(node.lineno, f"knee_tf.{a.name}") for a in node.names]
+            elif node.module.startswith("knee_tf."):
+                found.append((node.lineno, node.module))
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            found.append((node.lineno, "relative import"))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "knee_tf"]
+    return found
+
+
+def _wing(module: str) -> str:
+    return module.split(".")[1] if module.count(".") >= 1 else ""
+
+
+def test_every_module_lives_in_a_wing():
+    top = sorted(p.name for p in (ROOT / "knee_tf").iterdir() if p.suffix == ".py" or (p / "__init__.py").exists())
+    assert top == sorted(["__init__.py", "__main__.py", "cli.py", *WINGS]), top
+
+
+def test_no_wing_imports_a_wing_above_it():
+    """core imports no other wing; each wing imports only from itself and the wings before it."""
+    upward = []
+    for wing in WINGS:
+        for path in sorted((ROOT / "knee_tf" / wing).rglob("*.py")):
+            for line, module in _knee_tf_imports(path):
+                target = _wing(module) if module != "relative import" else "?"
+                if target not in WINGS or WINGS.index(target) > WINGS.index(wing):
+                    upward.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    assert not upward, "\n".join(upward)
+
+
+def test_the_wing_order_test_catches_an_upward_import(tmp_path):
+    bad = tmp_path / "m.py"
+    bad.write_text("def f():\n    from knee_tf.study.config import StudyConfig\n    return StudyConfig\n")
+    assert [m for _, m in _knee_tf_imports(bad)] == ["knee_tf.study.config"]
+    assert WINGS.index(_wing("knee_tf.study.config")) > WINGS.index("core")
+
+
+def test_importing_core_loads_none_of_the_study_tooling():
+    """``import knee_tf.core`` (and every core module) in a fresh interpreter loads no cluster, notebook,
+    PACS or widget library: the thin helper stands alone."""
+    heavy = ("dask", "distributed", "papermill", "nbformat", "highdicom", "dicomweb_client", "ipywidgets")
+    core = sorted(p.stem for p in (ROOT / "knee_tf" / "core").glob("*.py") if p.stem != "__init__")
+    code = ("import sys, importlib\nimport knee_tf.core\n"
+            f"for m in {core!r}: importlib.import_module('knee_tf.core.' + m)\n"
+            f"print(sorted(k for k in {heavy!r} if k in sys.modules))\n"
+            "print(sorted(k.split('.')[1] for k in sys.modules if k.startswith('knee_tf.') and k.count('.') >= 1))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded, wings = proc.stdout.strip().splitlines()[-2:]
+    assert loaded == "[]", loaded
+    assert set(eval(wings)) == {"core"}, wings  # no other wing came along

@@ -9,7 +9,7 @@ import jupytext
 import pytest
 import yaml
 
-from knee_tf.config import StudyConfig, get_config
+from knee_tf.study.config import StudyConfig, get_config
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

@@ -1,4 +1,4 @@
-"""The phantom's difficulty knobs, in one place (held by :class:`knee_tf.config.StudyConfig` as its
+"""The phantom's difficulty knobs, in one place (held by :class:`knee_tf.study.config.StudyConfig` as its
 ``synth_*`` fields; see ``docs/calibration.md`` for how the defaults were chosen with Model A alone).
 
 Every knob scales a physically described effect; none is a label or an accuracy:
@@ -17,7 +17,7 @@ Every knob scales a physically described effect; none is a label or an accuracy:
 * ``ghost_probability``: share of series planes with motion / pulsation ghosts.
 
 The knobs have no defaults here: the calibrated setting (``docs/calibration.md``) lives once, as
-``StudyConfig``'s ``synth_*`` defaults, and :meth:`knee_tf.config.StudyConfig.synth_difficulty`
+``StudyConfig``'s ``synth_*`` defaults, and :meth:`knee_tf.study.config.StudyConfig.synth_difficulty`
 makes a :class:`Difficulty` of them.
 """
 

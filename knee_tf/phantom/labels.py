@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from knee_tf.core.vocab import AXIAL, CORONAL, IRRELEVANT, RELEVANT, SAGITTAL
 from knee_tf.phantom.anatomy import CONDYLES, Knee
 from knee_tf.phantom.render import SliceGeometry
-from knee_tf.vocab import AXIAL, CORONAL, IRRELEVANT, RELEVANT, SAGITTAL
 
 N_ANNOTATORS = 4
 JITTER_MM = 1.0  # sd of an annotator's slice-to-slice inconsistency

@@ -28,11 +28,16 @@ from functools import cached_property
 
 import numpy as np
 
-from knee_tf.acquisition import add_rician_noise_f32, element_sensitivities_3d, sum_of_squares
-from knee_tf.dicom import ORIENTATIONS
+from knee_tf.core.vocab import AXIAL
+from knee_tf.data.dicom_read import ORIENTATIONS
+from knee_tf.phantom import texture as tx
+from knee_tf.phantom.acquisition import (
+    add_rician_noise_f32,
+    element_sensitivities_3d,
+    sum_of_squares,
+)
 from knee_tf.phantom.metal import Implant, field_map_hz, susceptibility_artifact
 from knee_tf.phantom.sites import CoilProfile, SiteProfile, fat_phase
-from knee_tf.vocab import AXIAL
 
 
 @dataclass(frozen=True)
@@ -273,8 +278,6 @@ def _texture(ch: np.ndarray, plane: str, strength: float, fat_level: float,
              rng: np.random.Generator):
     """Apply the tissue textures to painted channels (C, H, W) -> (water, fat) float32 (H, W).
     fat_level: the fat signal of pure fat (what a septum adds inside muscle)."""
-    from knee_tf.phantom import texture as tx
-
     water, fat = ch[0], ch[1]
     if strength <= 0:
         return water, fat

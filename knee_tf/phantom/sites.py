@@ -13,7 +13,7 @@ state, so the flip angle written to DICOM is this model's, not a vendor default.
 
 Coil layouts are explicit element centres (mm, relative to the coil centre, coil axis along patient z)
 with a loop radius; the renderer combines them with root-sum-of-squares
-(:mod:`knee_tf.acquisition`). A transmit-receive knee coil is a rigid birdcage-like cylinder around
+(:mod:`knee_tf.phantom.acquisition`). A transmit-receive knee coil is a rigid birdcage-like cylinder around
 the knee (mild shading); flex and AIR coils are wrapped loosely around part of the leg (strong
 shading, a dark side where the wrap is open).
 """

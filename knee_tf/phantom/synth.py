@@ -8,6 +8,7 @@ seed gives byte-identical files and manifest for any number of workers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -16,12 +17,26 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
-from knee_tf.acquisition import element_sensitivities_3d, sum_of_squares
-from knee_tf.io import atomic_write_csv, atomic_write_text
-from knee_tf.layout import DATA_MANIFEST, SYNTH_RECORD
+from knee_tf.core.io import atomic_write_csv, atomic_write_text
+from knee_tf.core.vocab import (
+    ANNOTATOR_COLUMN,
+    AXIAL,
+    CORONAL,
+    LABEL_NOISE_COLUMN,
+    METAL,
+    NEW_SITE,
+    NORMAL,
+    PLANES,
+    REQUIRED_COLUMNS,
+    RULE_LABEL_COLUMN,
+    SAGITTAL,
+)
+from knee_tf.data.layout import DATA_MANIFEST, SYNTH_RECORD
+from knee_tf.phantom.acquisition import element_sensitivities_3d, sum_of_squares
 from knee_tf.phantom.anatomy import Ellipsoid, Structure, build_knee, sample_pose
-from knee_tf.phantom.dicom_writer import ExamHeader, write_slice
+from knee_tf.phantom.dicom_export import ExamHeader, write_slice
 from knee_tf.phantom.difficulty import Difficulty
 from knee_tf.phantom.labels import (
     N_ANNOTATORS,
@@ -41,19 +56,6 @@ from knee_tf.phantom.render import (
     render_slice,
 )
 from knee_tf.phantom.sites import COILS, NEW_SITE_CODE, SITES, choose, tissue_channels
-from knee_tf.vocab import (
-    ANNOTATOR_COLUMN,
-    AXIAL,
-    CORONAL,
-    LABEL_NOISE_COLUMN,
-    METAL,
-    NEW_SITE,
-    NORMAL,
-    PLANES,
-    REQUIRED_COLUMNS,
-    RULE_LABEL_COLUMN,
-    SAGITTAL,
-)
 
 SITE_COLUMNS = ("site", "scanner", "field_strength_t", "coil", "cohort", "slice_index", "anatomy")
 EXTRA_COLUMNS = ("slice_location_mm", RULE_LABEL_COLUMN, LABEL_NOISE_COLUMN, ANNOTATOR_COLUMN,
@@ -145,18 +147,11 @@ def _pads(coil, coil_centre: np.ndarray, knee_centre: np.ndarray) -> list[Struct
     return out
 
 
-def default_difficulty() -> Difficulty:
-    """The calibrated knobs: ``StudyConfig``'s ``synth_*`` defaults (their one owner)."""
-    from knee_tf.config import StudyConfig
-
-    return StudyConfig().synth_difficulty()
-
-
 def prepare_exam(task: dict) -> dict:
     """Everything about one exam except its pixels: posed knee, implant, acquisition, header and
     the slice geometries (plane order, then slice order). Cheap; deterministic in ``task``."""
     seed, base_matrix = task["seed"], task["base_matrix"]
-    diff = Difficulty(**task["difficulty"]) if "difficulty" in task else default_difficulty()
+    diff = Difficulty(**task["difficulty"])
     r_pose, r_acq, r_noise, r_label, r_hard = _exam_rngs(seed, task["exam_index"])
     body = np.random.default_rng(np.random.SeedSequence([seed, 1, task["patient_index"]]))
     pose = sample_pose(r_pose)
@@ -289,12 +284,13 @@ def _sensitivity_at(coil, centre, rot_deg, loose, point) -> float:
 
 def synthesize(out_dir, n_exams: int = 513, seed: int = 0, matrix: int = 256,
                metal_fraction: float = 0.10, workers: int | None = None,
-               progress: bool = True, difficulty: Difficulty | None = None) -> pd.DataFrame:
+               progress: bool = True, *, difficulty: Difficulty) -> pd.DataFrame:
     """Generate the default dataset: DICOM files under ``out_dir`` and ``out_dir/data_manifest.csv``.
 
     n_exams >= 1; matrix: base acquisition matrix (>= 32; some sites use 0.75x or 2x);
     metal_fraction in [0, 1]; workers: processes (None or 0 = all cores); difficulty: the
-    :class:`~knee_tf.phantom.difficulty.Difficulty` knobs (None: ``StudyConfig``'s defaults). Returns the manifest
+    :class:`~knee_tf.phantom.difficulty.Difficulty` knobs (the study's calibrated ones are
+    ``StudyConfig.synth_difficulty()``: the phantom takes them as an argument). Returns the manifest
     (one row per 2D image, columns :data:`MANIFEST_COLUMNS`). Byte-identical for any ``workers``.
     """
     if int(n_exams) < 1:
@@ -308,12 +304,10 @@ def synthesize(out_dir, n_exams: int = 513, seed: int = 0, matrix: int = 256,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plan = plan_exams(int(n_exams), int(seed), float(metal_fraction))
-    diff = difficulty if difficulty is not None else default_difficulty()
     tasks = [dict(row, seed=int(seed), out_dir=str(out), base_matrix=int(matrix),
-                  difficulty=asdict(diff)) for row in plan.to_dict("records")]
+                  difficulty=asdict(difficulty)) for row in plan.to_dict("records")]
     n_workers = int(workers) if workers else (os.cpu_count() or 1)
     n_workers = max(1, min(n_workers, len(tasks)))
-    from tqdm.auto import tqdm
 
     bar = tqdm(total=len(tasks), desc="synth exams", unit="exam", disable=not progress)
     results = []
@@ -330,29 +324,26 @@ def synthesize(out_dir, n_exams: int = 513, seed: int = 0, matrix: int = 256,
     manifest = pd.DataFrame([row for rows in results for row in rows],
                             columns=list(MANIFEST_COLUMNS))
     atomic_write_csv(out / DATA_MANIFEST, manifest, index=False, lineterminator="\n")
-    record = synth_record(n_exams, seed, matrix, metal_fraction, diff)
+    record = synth_record(n_exams, seed, matrix, metal_fraction, difficulty)
     atomic_write_text(out / SYNTH_RECORD, json.dumps(record, indent=1, sort_keys=True) + "\n")
     return manifest
 
 
 #: the source files whose code decides what :func:`synthesize` writes (the phantom package and the
 #: modules it draws on); their digest goes into the folder's record
-_SYNTH_SOURCES = ("phantom/*.py", "acquisition.py", "io.py", "vocab.py")
+_SYNTH_SOURCES = ("phantom/*.py", "core/io.py", "core/vocab.py")
 
 
 def synth_record(n_exams: int, seed: int, matrix: int, metal_fraction: float,
-                 difficulty: Difficulty | None = None) -> dict:
+                 difficulty: Difficulty) -> dict:
     """What a synthetic data folder is made of: the arguments of :func:`synthesize`, the difficulty
     knobs and a digest of the phantom's source code. Written to ``SYNTH_RECORD`` after the manifest;
-    :func:`knee_tf.study.ensure_dataset` generates a folder again when its record differs."""
-    import hashlib
-
+    :func:`knee_tf.study.pipeline.ensure_dataset` generates a folder again when its record differs."""
     pkg = Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
     for pattern in _SYNTH_SOURCES:
         for path in sorted(pkg.glob(pattern)):
             h.update(f"{path.relative_to(pkg).as_posix()}\n".encode() + path.read_bytes())
-    diff = difficulty if difficulty is not None else default_difficulty()
     return {"n_exams": int(n_exams), "seed": int(seed), "matrix": int(matrix),
-            "metal_fraction": float(metal_fraction), "difficulty": asdict(diff),
+            "metal_fraction": float(metal_fraction), "difficulty": asdict(difficulty),
             "phantom_code": h.hexdigest()[:16]}

@@ -1,0 +1,466 @@
+"""Effects of each arm against its reference (usually Model A), with intervals that include seed variance.
+
+Input: the per-image predictions of every (arm, seed, condition) -- the prediction store's table
+(:mod:`knee_tf.controls.prediction_store`), one row per image with at least ``arm``, ``seed``, ``cohort``,
+``image_id``, ``patient_id``, ``y_true`` (0/1) and ``p_relevant``; the optional ``corruption`` and
+``severity`` columns split a cohort into conditions (:data:`CONDITION_KEYS`).
+
+**Effect.** For arm X against reference R (arm − R) on one condition: in every seed s that both arms
+have, ``rate_X(s) - rate_R(s)`` on the same images (X's seed s is paired with R's seed s, the
+Model A it was built from); the effect is the mean over seeds. Rates are accuracy, sensitivity
+(accuracy on relevant slices) or specificity (on irrelevant slices) -- each a ratio of per-patient
+sums, which is what makes the bootstrap below fast.
+
+**Two-level bootstrap** (Bouthillier et al. 2021; seeds and patients are both samples). Each of
+``n_boot`` resamples draws seeds with replacement *and* patients with replacement (slices of one
+exam are correlated, so whole patients are drawn), and recomputes the effect with per-seed rates
+over the drawn patients. The test patients are the same for every seed (a crossed design), so one
+patient draw is shared by all drawn seeds of a resample; arm and reference always share both draws
+(a paired bootstrap). Resampling both is slightly conservative for a crossed design. All resamples
+are computed at once as two matrix products (counts (B, P) @ per-(seed, patient) sums (P, S)).
+``resample=("patient",)`` gives the patient-only interval for comparison (what the per-seed CIs of
+:mod:`knee_tf.study.evaluate` do), ``("seed",)`` the seed-only one.
+
+**Permutation check across seeds.** Under "X and R are exchangeable" each per-seed difference is as
+likely positive as negative: the sign-flip test compares ``|mean_s d_s|`` with its value under every
+one of the ``2**S`` sign patterns (exact up to 16 seeds; 20,000 random patterns beyond). It backs the
+bootstrap with an assumption-free p-value; with S seeds no p-value can fall below ``2 / 2**S``
+(column ``p_min``): 0.0625 with 5 seeds, which is why an effect needs about 10 seeds to be testable.
+
+**Multiple comparisons.** Benjamini-Hochberg over every row of the effects table (every arm x condition
+x metric); the table says how many comparisons that is (``n_comparisons``) and gives the adjusted
+p-value (``q_bh``) and the verdict at the FDR level ``alpha``.
+
+Rows on conditions made by an arm's own training generator are flagged ``in_distribution``
+(:func:`in_distribution`): a gain there is expected by construction.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from knee_tf.controls.control_masks import MRI_AUG_CORRUPTIONS
+from knee_tf.core.vocab import (
+    ARM_NAMES,
+    COHORTS,
+    DERIVED_COHORTS,
+    IN_DISTRIBUTION_FOR,
+    MODEL_A,
+    MRI_AUG,
+    NO_CORRUPTION,
+    predicted_class,
+)
+from knee_tf.study.evaluate import grouped_calibration_errors
+
+#: The columns that name one test condition, where present: a cohort, and optionally a held-out
+#: corruption and its severity applied to it.
+CONDITION_KEYS: tuple[str, ...] = ("cohort", "corruption", "severity")
+#: Rates the effects are computed for.
+METRICS: tuple[str, ...] = ("accuracy", "sensitivity", "specificity")
+RESAMPLE_LEVELS: tuple[str, ...] = ("seed", "patient")
+#: Sign-flip test: enumerate every sign pattern up to this many seeds, else draw this many at random.
+EXACT_SIGN_FLIP_MAX_SEEDS = 16
+RANDOM_SIGN_FLIPS = 20_000
+EFFECT_COLUMNS: tuple[str, ...] = (
+    "arm", "reference", *CONDITION_KEYS, "metric", "in_distribution", "n_seeds", "n_patients", "n_images",
+    "arm_mean", "reference_mean", "effect", "ci_low", "ci_high", "seeds_better", "p_perm", "p_min",
+    "n_comparisons", "q_bh", "significant",
+)
+
+
+# ----------------------------------------------------------------------------- array level
+
+
+def interval_description(n_seeds) -> str:
+    """What the 95% intervals of effects rows with these ``n_seeds`` values resample, in words for a
+    title or a caption: seeds and patients (:func:`two_level_bootstrap`), or, with one seed (a
+    one-seed ``make study``), patients alone, so that seed-to-seed variance is not in the interval."""
+    seeds = sorted({int(s) for s in n_seeds})
+    if not seeds or seeds[-1] <= 1:
+        return "95% bootstrap interval over patients only: 1 seed, so seed variance is not included"
+    span = f"{seeds[0]}–{seeds[-1]}" if len(seeds) > 1 else f"{seeds[0]}"
+    only = "; rows of 1 seed: patients only" if seeds[0] <= 1 else ""
+    return f"95% two-level bootstrap interval: {span} seeds and their patients resampled{only}"
+
+
+def resample_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """How often each of ``n`` units is drawn in each of ``n_boot`` resamples with replacement:
+    float64 (n_boot, n), every row summing to n."""
+    if n < 1:
+        raise ValueError(f"need at least one unit to resample; got {n}")
+    draws = rng.integers(0, n, size=(int(n_boot), n)) + n * np.arange(int(n_boot))[:, None]
+    return np.bincount(draws.ravel(), minlength=int(n_boot) * n).reshape(int(n_boot), n).astype(np.float64)
+
+
+def two_level_bootstrap(num_arm: np.ndarray, den: np.ndarray, num_ref: np.ndarray | None = None, *,
+                        n_boot: int = 2000, rng: np.random.Generator,
+                        resample: Sequence[str] = RESAMPLE_LEVELS) -> tuple:
+    """The mean over seeds of ``rate_arm - rate_ref`` (or of ``rate_arm`` alone), and its bootstrap.
+
+    num_arm, num_ref: float (S, P) per (seed, patient) sums of the rate's numerator (e.g. correct
+    slices) for the arm and its reference, seeds paired by row; den: (S, P) the matching denominators
+    (e.g. slices), the same for both (the same images). Several rates at once: (M, S, P) each, all
+    resampled with the same draws. resample: which of ``("seed", "patient")`` are redrawn (the
+    others are kept as they are). A seed whose denominator sum is 0 in a resample is left out of
+    that resample's mean.
+    Returns (estimate on the data: float, or (M,); resampled estimates: float64 (n_boot,), or
+    (M, n_boot); NaN where no seed had data).
+    """
+    num_arm = np.asarray(num_arm, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    single = num_arm.ndim == 2
+    if num_arm.ndim not in (2, 3) or num_arm.shape != den.shape:
+        raise ValueError(f"num_arm {num_arm.shape} and den {den.shape} must be (seeds, patients) alike "
+                         "(or (rates, seeds, patients))")
+    if num_ref is not None:
+        num_ref = np.asarray(num_ref, dtype=np.float64)
+        if num_ref.shape != den.shape:
+            raise ValueError(f"num_ref {num_ref.shape} must match den {den.shape}")
+    bad = sorted(set(resample) - set(RESAMPLE_LEVELS))
+    if bad:
+        raise ValueError(f"resample levels must be among {RESAMPLE_LEVELS}; got {bad}")
+    if single:
+        num_arm, den = num_arm[None], den[None]
+        num_ref = None if num_ref is None else num_ref[None]
+    m, s, p = den.shape
+    parts = [num_arm, den] + ([num_ref] if num_ref is not None else [])
+    stacked = np.concatenate([x.reshape(m * s, p) for x in parts]).T  # (P, parts * M * S)
+
+    def estimate(w_p: np.ndarray, w_s: np.ndarray) -> np.ndarray:  # (B, P), (B, S) -> (B, M)
+        sums = (w_p @ stacked).reshape(len(w_p), len(parts), m, s)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ok = sums[:, 1] > 0
+            diff = np.where(ok, sums[:, 0] / sums[:, 1], 0.0)
+            if num_ref is not None:
+                diff = diff - np.where(ok, sums[:, 2] / sums[:, 1], 0.0)
+            w = np.where(ok, w_s[:, None, :], 0.0)
+            return (diff * w).sum(axis=2) / w.sum(axis=2)
+
+    point = estimate(np.ones((1, p)), np.ones((1, s)))[0]
+    w_p = resample_counts(p, n_boot, rng) if "patient" in resample else np.ones((int(n_boot), p))
+    w_s = resample_counts(s, n_boot, rng) if "seed" in resample else np.ones((int(n_boot), s))
+    boot = estimate(w_p, w_s).T
+    return (float(point[0]), boot[0]) if single else (point, boot)
+
+
+def percentile_interval(boot: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of bootstrap estimates (NaNs ignored; NaN, NaN when all are NaN)."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1); got {confidence}")
+    b = np.asarray(boot, dtype=np.float64)
+    b = b[np.isfinite(b)]
+    if b.size == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(b, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(lo), float(hi)
+
+
+def sign_flip_test(differences, rng: np.random.Generator | None = None) -> tuple[float, float]:
+    """Two-sided sign-flip permutation test of "the mean per-seed difference is 0".
+
+    differences: float (S,), one paired difference per seed. Every sign pattern is enumerated up to
+    :data:`EXACT_SIGN_FLIP_MAX_SEEDS` seeds (the observed pattern included, so p >= 2 / 2**S);
+    beyond, :data:`RANDOM_SIGN_FLIPS` random patterns (rng required) with the usual +1 correction.
+    Returns (p-value, the smallest p-value attainable with S seeds).
+    """
+    d = np.asarray(differences, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    s = d.size
+    if s == 0:
+        return float("nan"), float("nan")
+    observed = abs(d.mean())
+    tol = 1e-12 * max(1.0, np.abs(d).max())
+    if s <= EXACT_SIGN_FLIP_MAX_SEEDS:
+        signs = 1 - 2 * ((np.arange(2**s)[:, None] >> np.arange(s)[None, :]) & 1)
+        stats = np.abs(signs @ d) / s
+        return float(np.mean(stats >= observed - tol)), float(2.0 / 2**s)
+    if rng is None:
+        raise ValueError(f"{s} seeds: more than {EXACT_SIGN_FLIP_MAX_SEEDS} needs an rng for random sign flips")
+    signs = rng.choice((-1.0, 1.0), size=(RANDOM_SIGN_FLIPS, s))
+    stats = np.abs(signs @ d) / s
+    return float((1 + np.sum(stats >= observed - tol)) / (RANDOM_SIGN_FLIPS + 1)), 1.0 / (RANDOM_SIGN_FLIPS + 1)
+
+
+def benjamini_hochberg(pvalues, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Benjamini-Hochberg FDR control over every finite p-value given (NaNs are not comparisons).
+
+    Returns (adjusted p-values float64 (m,) in the input order, NaN where the input is NaN; bool
+    (m,) rejected at FDR ``alpha``). The adjusted p of the i-th smallest of m p-values is
+    ``min_{k >= i} p_(k) * m / k``, capped at 1.
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    if p.ndim != 1:
+        raise ValueError(f"pvalues must be 1-D; got shape {p.shape}")
+    ok = np.isfinite(p)
+    if np.any((p[ok] < 0) | (p[ok] > 1)):
+        raise ValueError("p-values must lie in [0, 1]")
+    q = np.full(p.shape, np.nan)
+    m = int(ok.sum())
+    if m:
+        order = np.argsort(p[ok], kind="stable")
+        ranked = p[ok][order] * m / np.arange(1, m + 1)
+        adj = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+        out = np.empty(m)
+        out[order] = adj
+        q[ok] = out
+    return q, np.where(ok, q <= alpha, False)
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def condition_keys(predictions: pd.DataFrame) -> list[str]:
+    """The :data:`CONDITION_KEYS` columns the table has (``cohort`` is required)."""
+    if "cohort" not in predictions.columns:
+        raise ValueError("predictions lack column 'cohort'")
+    return [k for k in CONDITION_KEYS if k in predictions.columns]
+
+
+def in_distribution(arm: str, cohort: str, corruption: str | None = None,
+                    family: Mapping[str, str] | None = None) -> bool:
+    """Whether an arm's training generator made this condition's images (a gain there is by construction).
+
+    family: {arm: the arm whose training images it shares in kind} for ablations (e.g. B's layer
+    ablation -> ``"B"``); an arm not in it is its own family. True for the CAM cohorts and the B
+    family (:data:`knee_tf.core.vocab.IN_DISTRIBUTION_FOR`) and for ``mri_aug`` on the corruptions it trains
+    on (:data:`knee_tf.controls.control_masks.MRI_AUG_CORRUPTIONS`).
+    """
+    base = (family or {}).get(arm, arm)
+    if base in IN_DISTRIBUTION_FOR.get(str(cohort), ()):
+        return True
+    return base == MRI_AUG and corruption is not None and str(corruption) in MRI_AUG_CORRUPTIONS
+
+
+def condition_order(condition: Mapping) -> tuple:
+    """Sort key of a condition ({cohort, corruption?, severity?}): the paper's cohorts first
+    (:data:`knee_tf.core.vocab.COHORTS`), then the derived ones (:data:`knee_tf.core.vocab.DERIVED_COHORTS`),
+    then any other by name; within a cohort its own images first, then each corruption by severity."""
+    cohorts = list(dict.fromkeys(COHORTS + DERIVED_COHORTS))
+    c = str(condition["cohort"])
+    corruption = str(condition.get("corruption", NO_CORRUPTION))
+    severity = condition.get("severity", 0)
+    severity = 0 if severity is None or pd.isna(severity) else int(severity)
+    return (cohorts.index(c) if c in cohorts else len(cohorts), c, corruption != NO_CORRUPTION, corruption, severity)
+
+
+def _check(predictions: pd.DataFrame) -> pd.DataFrame:
+    need = ["arm", "seed", "image_id", "patient_id", "y_true"]
+    missing = [c for c in need if c not in predictions.columns]
+    if "y_pred" not in predictions.columns and "p_relevant" not in predictions.columns:
+        missing.append("y_pred or p_relevant")
+    if missing:
+        raise ValueError(f"predictions lack column(s) {missing}")
+    if predictions.empty:
+        raise ValueError("predictions table is empty")
+    df = predictions
+    if "y_pred" not in df.columns:
+        df = df.assign(y_pred=predicted_class(df["p_relevant"].to_numpy()))
+    if not df["y_true"].isin([0, 1]).all():
+        raise ValueError("predictions['y_true'] must be 0/1 class indices")
+    return df
+
+
+#: rate -> (numerator, denominator) among the per-(seed, patient) sums of :class:`_Sums` (slices n,
+#: correct slices, relevant slices pos, correct relevant tp, correct irrelevant tn, neg = n - pos).
+_NUM_DEN = {"accuracy": ("correct", "n"), "sensitivity": ("tp", "pos"), "specificity": ("tn", "neg")}
+
+
+class _Sums:
+    """Dense per-(arm, condition, seed, patient) sums of a predictions table, built in one pass.
+
+    ``values[stat]``: float64 (arms, conditions, seeds, patients). Patients are the union over all
+    conditions; a condition's own patients are those with slices in it.
+    """
+
+    def __init__(self, df: pd.DataFrame, keys: list[str]):
+        arm_code, arms = pd.factorize(df["arm"].astype(str), sort=False)
+        known = list(ARM_NAMES)  # the study's arms in their order, then any other (ablations) by name
+        order = sorted(range(len(arms)), key=lambda k: (known.index(arms[k]) if arms[k] in known else len(known),
+                                                        arms[k]))
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        arm_code, self.arms = rank[arm_code], pd.Index([arms[k] for k in order])
+        cond_code = df.groupby(keys, sort=False, dropna=False, observed=True).ngroup().to_numpy()
+        first = np.unique(cond_code, return_index=True)[1]  # codes count up in order of first appearance
+        conditions = list(df[keys].iloc[first].itertuples(index=False, name=None))
+        order = sorted(range(len(conditions)), key=lambda k: condition_order(dict(zip(keys, conditions[k], strict=True))))
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        cond_code = rank[cond_code]  # conditions in the study's reading order
+        self.conditions = [conditions[k] for k in order]
+        seed_code, seeds = pd.factorize(df["seed"], sort=True)
+        self.seeds = [int(x) for x in seeds]
+        pat_code, self.patients = pd.factorize(df["patient_id"].astype(str), sort=True)
+        self.shape = (len(self.arms), len(self.conditions), len(self.seeds), len(self.patients))
+        flat = np.ravel_multi_index((arm_code, cond_code, seed_code, pat_code), self.shape)
+        y = df["y_true"].to_numpy().astype(np.int64)
+        hit = df["y_pred"].to_numpy().astype(np.int64) == y
+        h = pd.util.hash_pandas_object(df["image_id"].astype(str), index=False).to_numpy()
+        weights = {"n": None, "correct": hit, "pos": y, "tp": hit & (y == 1), "tn": hit & (y == 0),
+                   # order-free fingerprint of which images (and labels) a seed was scored on
+                   "images": (h % np.uint64(2**31)).astype(np.float64) * (1 + y)}
+        size = int(np.prod(self.shape))
+        self.values = {k: np.bincount(flat, weights=None if w is None else np.asarray(w, np.float64),
+                                      minlength=size).reshape(self.shape) for k, w in weights.items()}
+        self.values["neg"] = self.values["n"] - self.values["pos"]
+        self.keys = keys
+
+    def index(self, arm: str, condition: tuple) -> tuple[int, int]:
+        return int(self.arms.get_loc(arm)), self.conditions.index(condition)
+
+    def seeds_of(self, a: int, c: int) -> np.ndarray:
+        return np.flatnonzero(self.values["n"][a, c].sum(axis=1) > 0)
+
+    def matrices(self, a: int, c: int, seeds: np.ndarray, patients: np.ndarray,
+                 metrics: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(numerators, denominators), float64 (len(metrics), S, P) each."""
+        pick = np.ix_(seeds, patients)
+        num = np.stack([self.values[_NUM_DEN[m][0]][a, c][pick] for m in metrics])
+        den = np.stack([self.values[_NUM_DEN[m][1]][a, c][pick] for m in metrics])
+        return num, den
+
+
+def row_rng(seed: int, *parts) -> np.random.Generator:
+    """The bootstrap generator of one table row: seeded by ``seed`` and the row's names, so a row's
+    interval does not change when rows are added or removed."""
+    return np.random.default_rng([int(seed)] + [zlib.crc32(str(p).encode()) for p in parts])
+
+
+def _per_seed_rates(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return num.sum(axis=2) / den.sum(axis=2)  # (M, S)
+
+
+def effects_table(predictions: pd.DataFrame, comparisons: Sequence[tuple[str, str]] | None = None, *,
+                  metrics: Sequence[str] = METRICS, n_boot: int = 2000, confidence: float = 0.95,
+                  seed: int = 0, resample: Sequence[str] = RESAMPLE_LEVELS, alpha: float = 0.05,
+                  family: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Every arm against its reference on every condition: effect, two-level interval, sign-flip p, FDR.
+
+    predictions: the per-image table (module docstring); comparisons: (arm, reference) pairs
+    (default: every arm other than A against A); metrics: among :data:`METRICS`; n_boot, confidence:
+    the bootstrap (:func:`two_level_bootstrap`; the draws are seeded by ``seed`` and the row's
+    names, so a row does not change when others are added, and a row's metrics share one draw);
+    alpha: the FDR level; family: see :func:`in_distribution`.
+    Arm and reference are paired on the seeds both have, and must have scored the same images
+    (with the same labels) in each of them (else ValueError naming the condition and seed).
+    Returns DataFrame with :data:`EFFECT_COLUMNS`, one row per comparison x condition x metric;
+    effects and rates are fractions (0.012 = +1.2 points); ``n_images`` counts the slices per seed in
+    the rate's denominator (all slices for accuracy, the relevant ones for sensitivity);
+    ``seeds_better`` the seeds in which the arm's rate is higher.
+    """
+    df = _check(predictions)
+    keys = condition_keys(df)
+    metrics = list(metrics)
+    bad = sorted(set(metrics) - set(METRICS))
+    if bad or not metrics:
+        raise ValueError(f"metrics must be among {METRICS}; got {metrics}")
+    sums = _Sums(df, keys)
+    arms = list(sums.arms)
+    if comparisons is None:
+        comparisons = [(a, MODEL_A) for a in arms if a != MODEL_A]
+    missing = sorted({a for pair in comparisons for a in pair} - set(arms))
+    if missing:
+        raise ValueError(f"arm(s) {missing} not in the predictions (have {arms})")
+    rows = []
+    for arm, ref in comparisons:
+        for cond in sums.conditions:
+            a, c = sums.index(arm, cond)
+            r, _ = sums.index(ref, cond)
+            seeds = np.intersect1d(sums.seeds_of(a, c), sums.seeds_of(r, c))
+            if not seeds.size:
+                continue
+            cdict = dict(zip(keys, cond, strict=True))
+            _check_paired(sums, a, r, c, seeds, f"{arm} and {ref}", cdict)
+            patients = np.flatnonzero(sums.values["n"][a, c][seeds].sum(axis=0) > 0)
+            num_a, den = sums.matrices(a, c, seeds, patients, metrics)
+            num_r, _ = sums.matrices(r, c, seeds, patients, metrics)
+            rng = row_rng(seed, arm, ref, *cond)
+            points, boots = two_level_bootstrap(num_a, den, num_r, n_boot=n_boot, rng=rng, resample=resample)
+            rate_a, rate_r = _per_seed_rates(num_a, den), _per_seed_rates(num_r, den)
+            flag = in_distribution(arm, cdict["cohort"], cdict.get("corruption"), family)
+            for k, metric in enumerate(metrics):
+                lo, hi = percentile_interval(boots[k], confidence)
+                p, pmin = sign_flip_test(rate_a[k] - rate_r[k], rng)
+                rows.append({
+                    "arm": arm, "reference": ref, **cdict, "metric": metric, "in_distribution": flag,
+                    "n_seeds": int(seeds.size), "n_patients": int(patients.size),
+                    "n_images": int(den[k].sum() / seeds.size),
+                    "arm_mean": float(np.nanmean(rate_a[k])), "reference_mean": float(np.nanmean(rate_r[k])),
+                    "effect": float(points[k]), "ci_low": lo, "ci_high": hi,
+                    "seeds_better": int(np.sum(rate_a[k] > rate_r[k])), "p_perm": p, "p_min": pmin,
+                })
+    out = pd.DataFrame(rows, columns=[c for c in EFFECT_COLUMNS if c not in ("n_comparisons", "q_bh", "significant")])
+    q, reject = benjamini_hochberg(out["p_perm"].to_numpy(np.float64), alpha)
+    out["n_comparisons"] = int(np.isfinite(out["p_perm"].to_numpy(np.float64)).sum())
+    out["q_bh"] = q
+    out["significant"] = reject.astype(bool)
+    return out[list(EFFECT_COLUMNS)]
+
+
+def _check_paired(sums: _Sums, a: int, r: int, c: int, seeds: np.ndarray, what: str, cond: dict) -> None:
+    for stat in ("n", "images"):
+        va, vr = sums.values[stat][a, c][seeds], sums.values[stat][r, c][seeds]
+        differ = np.flatnonzero((va != vr).any(axis=1))
+        if differ.size:
+            s = seeds[differ[0]]
+            na, nr = int(sums.values["n"][a, c, s].sum()), int(sums.values["n"][r, c, s].sum())
+            raise ValueError(f"{what} were not scored on the same images in {cond}, seed {sums.seeds[s]} "
+                             f"({na} vs {nr} images)")
+
+
+def arms_table(predictions: pd.DataFrame, *, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0,
+               ece_bins: int = 15, resample: Sequence[str] = RESAMPLE_LEVELS,
+               family: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Per arm and condition: accuracy (two-level interval), sensitivity, specificity and ECE across seeds.
+
+    Returns DataFrame (arm, *conditions, in_distribution, n_seeds, n_patients, n_images, accuracy,
+    accuracy_low, accuracy_high, accuracy_sd, sensitivity, sensitivity_sd, specificity,
+    specificity_sd, ece, ece_sd): means over seeds, sd across seeds (NaN with one seed); ECE is
+    :func:`knee_tf.study.evaluate.expected_calibration_error` (top label, ``ece_bins`` bins) per seed
+    (computed for all groups at once, :func:`knee_tf.study.evaluate.grouped_calibration_errors`).
+    """
+    df = _check(predictions)
+    if "p_relevant" not in df.columns:
+        raise ValueError("predictions lack column 'p_relevant' (needed for ECE)")
+    keys = condition_keys(df)
+    sums = _Sums(df, keys)
+    groups = ["arm", *keys, "seed"]
+    grouped = df.groupby(groups, sort=False, dropna=False, observed=True)
+    codes = grouped.ngroup().to_numpy()
+    per_group = grouped_calibration_errors(df["p_relevant"].to_numpy(), df["y_true"].to_numpy(), codes, ece_bins)
+    first = np.unique(codes, return_index=True)[1]
+    ece = {(str(k[0]), *k[1:]): e for k, e in
+           zip(df[groups].iloc[first].itertuples(index=False, name=None), per_group, strict=True)}
+    rows = []
+    for a, arm in enumerate(sums.arms):
+        for c, cond in enumerate(sums.conditions):
+            seeds = sums.seeds_of(a, c)
+            if not seeds.size:
+                continue
+            cdict = dict(zip(keys, cond, strict=True))
+            patients = np.flatnonzero(sums.values["n"][a, c][seeds].sum(axis=0) > 0)
+            num, den = sums.matrices(a, c, seeds, patients, METRICS)
+            per_seed = _per_seed_rates(num, den)
+            _, boot = two_level_bootstrap(num[0], den[0], n_boot=n_boot, resample=resample,
+                                          rng=row_rng(seed, arm, *cond))
+            lo, hi = percentile_interval(boot, confidence)
+            e = np.array([ece[(arm, *cond, sums.seeds[s])] for s in seeds])
+            row = {"arm": arm, **cdict, "in_distribution": in_distribution(arm, cdict["cohort"],
+                                                                           cdict.get("corruption"), family),
+                   "n_seeds": int(seeds.size), "n_patients": int(patients.size),
+                   "n_images": int(den[0].sum() / seeds.size), "accuracy_low": lo, "accuracy_high": hi}
+            for k, metric in enumerate(METRICS):
+                row[metric] = float(np.nanmean(per_seed[k]))
+                row[f"{metric}_sd"] = float(np.nanstd(per_seed[k], ddof=1)) if seeds.size > 1 else float("nan")
+            row["ece"] = float(e.mean())
+            row["ece_sd"] = float(e.std(ddof=1)) if e.size > 1 else float("nan")
+            rows.append(row)
+    cols = ["arm", *keys, "in_distribution", "n_seeds", "n_patients", "n_images", "accuracy", "accuracy_low",
+            "accuracy_high", "accuracy_sd", "sensitivity", "sensitivity_sd", "specificity", "specificity_sd",
+            "ece", "ece_sd"]
+    return pd.DataFrame(rows, columns=cols)

@@ -1,0 +1,75 @@
+"""The controls study's tables as Markdown: effects with their intervals, and the rows README quotes.
+
+The numbers come from :mod:`knee_tf.controls.effects`; this module only formats them.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from knee_tf.controls.effects import interval_description
+from knee_tf.core.vocab import ABLATION_ARMS, CONTROL_ARMS, MODEL_B, NO_CORRUPTION
+
+
+def effects_markdown(effects: pd.DataFrame, metric: str = "accuracy", conditions=None, arms=None) -> str:
+    """Markdown table of an effects table (:func:`knee_tf.controls.effects.effects_table`): one row per
+    comparison, one column per condition, cells ``effect [low, high]`` in percentage points.
+
+    ``*``: significant after Benjamini-Hochberg over the whole effects table; ``(in dist.)``: the
+    condition was made by the arm's own training generator. conditions: condition labels
+    (:func:`knee_tf.controls.figures.condition_label` style: the cohort, or ``"<corruption> <severity>"``) in
+    column order (default: the conditions without a corruption, in table order); arms: row order
+    as arm names (default: table order). Ends with a legend stating the number of comparisons.
+    """
+    need = {"arm", "reference", "cohort", "metric", "effect", "ci_low", "ci_high", "significant",
+            "in_distribution", "n_seeds", "n_comparisons", "q_bh"}
+    missing = sorted(need - set(effects.columns))
+    if missing:
+        raise ValueError(f"effects lack column(s) {missing} (use knee_tf.controls.effects.effects_table)")
+    t = effects[effects["metric"] == metric].copy()
+    if t.empty:
+        raise ValueError(f"effects have no rows for metric {metric!r}")
+    has_corruption = "corruption" in t.columns
+    plain = (t["corruption"].astype(str) == NO_CORRUPTION) if has_corruption else pd.Series(True, index=t.index)
+    t["condition"] = [str(r["cohort"]) if not has_corruption or str(r["corruption"]) == NO_CORRUPTION
+                      else f"{r['corruption']} {int(r['severity'])}" for _, r in t.iterrows()]
+    conditions = list(conditions) if conditions is not None else list(dict.fromkeys(t.loc[plain, "condition"]))
+    pairs = list(dict.fromkeys(zip(t["arm"], t["reference"], strict=True)))
+    if arms is not None:
+        pairs = [p for a in arms for p in pairs if p[0] == a]
+    lines = ["| comparison | seeds | " + " | ".join(conditions) + " |", "|---|---|" + "---|" * len(conditions)]
+    shown_seeds = []  # n_seeds of every cell shown, for the caption
+    for arm, ref in pairs:
+        d = t[(t["arm"] == arm) & (t["reference"] == ref)].set_index("condition")
+        shown_seeds += list(d.loc[d.index.isin(conditions), "n_seeds"])
+        cells = []
+        for c in conditions:
+            if c not in d.index:
+                cells.append("—")
+                continue
+            r = d.loc[c]
+            cell = f"{100 * r['effect']:+.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
+            cell += "*" if r["significant"] else ""
+            cell += " (in dist.)" if r["in_distribution"] else ""
+            cells.append(cell)
+        seeds = "/".join(str(int(s)) for s in sorted(d["n_seeds"].unique()))
+        lines.append(f"| {arm} − {ref} | {seeds} | " + " | ".join(cells) + " |")
+
+    n = int(effects["n_comparisons"].iloc[0])
+    lines.append("")
+    lines.append(f"{metric.capitalize()} difference in points, mean over seeds paired on the same images "
+                 f"[{interval_description(shown_seeds)}]; * significant at "
+                 f"FDR 0.05 (Benjamini-Hochberg over all {n} comparisons of the effects table, sign-flip "
+                 f"test across seeds); (in dist.): made by the arm's own training generator.")
+    return "\n".join(lines) + "\n"
+
+
+def controls_markdown(effects: pd.DataFrame, metric: str = "accuracy") -> list[str]:
+    """README's effects tables of the controls study (:func:`effects_markdown` each), in this order and
+    only for the arms the table has: B and the controls (each against A, and B against each control);
+    the ablations of B (against A); every other compared model (the learning curve's B against its A)."""
+    arms = list(dict.fromkeys(effects.loc[effects["metric"] == metric, "arm"].astype(str)))
+    main = [a for a in (MODEL_B,) + CONTROL_ARMS if a in arms]
+    ablations = [a for a in ABLATION_ARMS if a in arms]
+    rest = [a for a in arms if a not in main and a not in ablations]
+    return [effects_markdown(effects, metric, arms=group) for group in (main, ablations, rest) if group]

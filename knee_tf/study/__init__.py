@@ -1,0 +1,10 @@
+"""The paper's experiment on a run folder: settings, cohorts, statistics, figures and the notebook pipeline.
+
+* ``config`` ``StudyConfig``: the one source of settings
+* ``experiment`` Model A's maps -> augmented pool; test cohorts; predictions of A and B
+* ``corrupt`` held-out acquisition corruptions and cohort 3
+* ``baseline``, ``evaluate``, ``report`` the linear difficulty check; statistics; Markdown beside the paper
+* ``plots`` the study's figures and ``savefig``
+* ``pipeline`` notebooks 01-07 executed into a run folder, resumably; publishing
+* ``html`` a run's executed notebooks as static pages
+"""

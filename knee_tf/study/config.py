@@ -1,0 +1,297 @@
+"""One source of study settings, shared by the CLI and every notebook.
+
+``StudyConfig`` is frozen: change a setting with ``dataclasses.replace(cfg, epochs=5)`` or
+``cfg.replace(epochs=5)``; never mutate it. ``StudyConfig.smoke()`` is the tiny variant that the
+test suite and CI run end to end in seconds to minutes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from knee_tf.core.io import atomic_write_text
+from knee_tf.core.vocab import ARM_NAMES
+from knee_tf.data.layout import DATA_MANIFEST
+from knee_tf.phantom.difficulty import Difficulty
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SMOKE_ENV = "KNEE_TF_SMOKE"  # "1": "default" means StudyConfig.smoke() (short CI runs)
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Every knob of the study. Paths are relative to the repository root unless absolute."""
+
+    name: str = "default"  # printed in run folders and reports
+
+    # --- synthetic default dataset (knee_tf.phantom) ---
+    data_root: str = "data/synthetic"  # manifest paths are relative to it (the synthetic data is written here)
+    n_exams: int = 513  # the paper's exam count
+    synth_seed: int = 0  # seeds anatomy, acquisition, labels, splits and UIDs (nothing else)
+    synth_matrix: int = 256  # scanner acquisition matrix of the synthetic DICOM (GE localizer: 256)
+    metal_fraction: float = 0.10  # share of exams with a metal implant (all go to test, cohort 2)
+    # difficulty of the phantom (knee_tf.phantom.difficulty.Difficulty; chosen with Model A alone,
+    # docs/calibration.md): texture strength, SNR scale, share of hard exams, annotator spread
+    # (x slice spacing), how far poor image quality moves an annotator's boundary, ghost share
+    synth_texture: float = 1.5
+    synth_snr_scale: float = 0.55
+    synth_hard_share: float = 0.6
+    synth_annotator_spread: float = 0.35
+    synth_quality_shift_mm: float = 2.0
+    synth_ghost_probability: float = 0.3
+
+    # --- ingest (knee_tf.data.ingest) ---
+    manifest: str = ""  # empty: <data_root>/data_manifest.csv
+    cache_dir: str = "data/cache"  # decoded, preprocessed arrays, keyed by content hash
+    image_size: int = 128  # model input is image_size x image_size x 1 (every DICOM is resized to it)
+    on_error: str = "fail"  # "fail": stop and list every bad row; "skip": ingest the good rows, list the rest
+    workers: int = 0  # decoding / synthesis processes; 0 = all cores
+
+    # --- model (knee_tf.core.model) ---
+    conv_filters: tuple[int, ...] = (16, 32, 64, 64)  # one conv block per entry, each ends in poolK
+    dense_units: tuple[int, ...] = (120, 84)  # LeNet's fully connected layers
+    epochs: int = 25  # upper bound; early stopping on val loss usually ends sooner
+    batch_size: int = 64
+    learning_rate: float = 1e-3  # Adam
+    patience: int = 5  # early-stopping patience (epochs without val-loss improvement)
+    seed: int = 0  # training seed of the first run; further seeds are seed+1, seed+2, ...
+    # "float32" | "mixed_bfloat16" | "auto" (bfloat16 where the CPU has AMX / AVX-512 BF16 or a GPU
+    # supports it, else float32; knee_tf.core.precision). Softmax and loss stay float32; CAMs are always float32.
+    # "auto" is the default because Model A's accuracy agrees in both (results/precision.csv, README).
+    precision: str = "auto"
+
+    # --- the experiment grid (knee_tf.controls.grid) ---
+    scheduler: str = ""  # "tcp://HOST:PORT" of an existing Dask scheduler; "": run on this machine
+    # where notebooks 02, 05 and 07 run their grid jobs without a scheduler: -1 a LocalCluster of one
+    # worker per CPU, N workers, 0 in the notebook's process (`knee-tf grid` takes --workers, default -1).
+    # 0 by default: the study has one to three jobs per notebook, two workers ran two trainings only
+    # 1.12x sooner on 2 cores, and every worker process holds its own TensorFlow and training arrays
+    # (the peak memory of `make study`, README). The full grid uses a LocalCluster.
+    grid_workers: int = 0
+    # where notebook 07 takes its jobs from: "run" trains them into the run folder and reads them
+    # there; "published" reads the jobs published to results/grid/ (`knee-tf grid --publish`), a partial
+    # grid reported as partial, with cam_transfer / cam_b rows where they are published beside a job
+    controls_source: str = "run"
+    # TensorFlow threads per training job; 0 = TensorFlow's default (all cores of the machine). Results
+    # are bit-identical between runs with the same thread count: set 1 for identity across machines.
+    job_threads: int = 0
+
+    # --- activation maps (knee_tf.core.cam) ---
+    cam_layers: tuple[str, ...] = ("pool1", "pool2", "pool3", "pool4")
+    cam_methods: tuple[str, ...] = ("gradcam", "gradcam++")
+    cam_batch_size: int = 256  # images per CAM forward + backward pass
+    predict_batch_size: int = 256  # images per inference batch (predictions, faithfulness curves)
+    n_faithfulness: int = 300  # test images scored by the deletion/insertion curves (notebook 03)
+    faithfulness_steps: int = 10  # points per curve beyond the first (pixel fractions 0, 0.1, ..., 1)
+
+    # --- augmentation (knee_tf.core.augment) ---
+    aug_layer: str = "pool4"  # the paper's choice; notebook 03 measures whether it is the best
+    aug_variants: int = 1  # augmented copies per training image
+    aug_weight_range: tuple[float, float] = (0.5, 1.0)  # severity w of image * (1 - w * M)
+    aug_smooth_sigma: float = 0.0  # optional Gaussian smoothing of the map, in pixels
+    aug_threshold: float = 0.0  # optional: zero map values below this before masking
+    n_dicom_export: int = 12  # augmented images written as derived DICOM (notebook 04)
+
+    # --- evaluation (knee_tf.study.evaluate, knee_tf.study.corrupt) ---
+    cohort3_weight: float = 0.9  # fixed severity of Model A's inverted-Grad-CAM test corruption
+    cohort3_method: str = "gradcam"
+    n_bootstrap: int = 2000
+    ece_bins: int = 15
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    corruption_seed: int = 0  # seeds the held-out corruptions of the test images (nothing else)
+    n_figure3_per_cohort: int = 2  # Figure 3: images per cohort that A gets wrong and B right
+    n_seeds: int = 1  # training seeds per model; committed results use >= 3
+
+    # --- teaching (notebooks/00_tour, knee_tf.teach.exercises) ---
+    reveal_answers: bool = False  # exercise checks also print the answer computed from the run
+
+    # --- the controls study (notebook 07, knee_tf.controls.arms, knee_tf.controls.effects) ---
+    grid_arms: tuple[str, ...] = ("A", "B", "A_steps", "B_random")  # arms notebook 07 trains and compares
+    n_seeds_other: int = 0  # seeds of arms outside vocab.MAIN_ARMS (0: n_seeds); the issue asks >= 5
+    learning_curve_exams: tuple[int, ...] = ()  # A and B also trained on this many training exams (empty: none)
+    train_exams: int = 0  # train on this many whole training exams (0: all); set per job by the learning curve
+    subset_seed: int = 0  # seeds the order in which the learning curve takes training exams (nothing else)
+    # seed of the independently trained Model A whose maps make cam_transfer; -1: no cam_transfer (one
+    # training fewer, so that `make study` stays short; the full grid has it)
+    transfer_seed: int = -1
+
+    @classmethod
+    def smoke(cls, **overrides) -> StudyConfig:
+        """Tiny settings: a few exams, small images, one epoch. For tests and CI, not for results."""
+        base = dict(
+            name="smoke",
+            data_root="data/smoke",
+            n_exams=24,
+            synth_matrix=128,
+            image_size=64,
+            conv_filters=(4, 8, 8, 8),
+            dense_units=(16, 8),
+            epochs=1,
+            batch_size=32,
+            patience=1,
+            cam_batch_size=64,
+            predict_batch_size=64,
+            n_bootstrap=200,
+            precision="float32",  # fast and exact on any CPU
+            grid_workers=0,  # in-process (also the default): no cluster start-up in tests and CI
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def tour(cls, **overrides) -> StudyConfig:
+        """The classroom tour (notebooks/00_tour): the whole method in about two minutes on a 2-core
+        laptop, data generation included. Small enough to be quick, large enough that Model A
+        learns the task, so the maps and the exercises mean something. Not for results."""
+        base = dict(
+            name="tour",
+            data_root="data/tour",
+            n_exams=48,
+            synth_matrix=128,
+            image_size=64,
+            conv_filters=(8, 16, 16, 16),
+            dense_units=(32, 16),
+            epochs=12,
+            batch_size=32,
+            learning_rate=3e-3,
+            patience=3,
+            cam_batch_size=128,
+            predict_batch_size=128,
+            n_faithfulness=100,
+            n_bootstrap=200,
+            severities=(1, 3, 5),
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def full(cls, **overrides) -> StudyConfig:
+        """The full controls grid of issue 11: every arm and ablation, 10 seeds of the main arms
+        (vocab.MAIN_ARMS) and 5 of the others, the learning curve on 25/50/100/200 exams and all."""
+        base = dict(name="full", n_seeds=10, n_seeds_other=5, grid_arms=ARM_NAMES,
+                    learning_curve_exams=(25, 50, 100, 200), transfer_seed=1000, grid_workers=-1)
+        base.update(overrides)
+        return cls(**base)
+
+    # ----- helpers -----
+    def replace(self, **changes) -> StudyConfig:
+        return dataclasses.replace(self, **changes)
+
+    def synth_difficulty(self):
+        """The ``synth_*`` difficulty fields as a :class:`knee_tf.phantom.difficulty.Difficulty`."""
+        return Difficulty(texture=self.synth_texture, snr_scale=self.synth_snr_scale,
+                          hard_share=self.synth_hard_share,
+                          annotator_spread=self.synth_annotator_spread,
+                          quality_shift_mm=self.synth_quality_shift_mm,
+                          ghost_probability=self.synth_ghost_probability)
+
+    def training_settings(self) -> dict:
+        """The keyword arguments of :func:`knee_tf.core.model.train_classifier` this config sets (all but the seed)."""
+        return {"conv_filters": self.conv_filters, "dense_units": self.dense_units, "epochs": self.epochs,
+                "batch_size": self.batch_size, "learning_rate": self.learning_rate, "patience": self.patience,
+                "precision": self.precision}
+
+    def with_settings(self, assignments) -> StudyConfig:
+        """A copy with ``["field=value", ...]`` applied (``knee-tf study --set``), each value parsed as
+        JSON where it can be (``epochs=3``, ``severities=[1,3,5]``) and checked against the field's type.
+        Raises ValueError naming the assignment that is wrong."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        changes = {}
+        for item in assignments:
+            name, sep, text = str(item).partition("=")
+            name = name.strip()
+            if not sep or name not in fields:
+                raise ValueError(f"--set {item!r}: expected field=value with a StudyConfig field "
+                                 f"(one of {', '.join(fields)})")
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                value = text
+            changes[name] = _coerce(name, value, getattr(self, name), item)
+        return self.replace(**changes)
+
+    @property
+    def manifest_path(self) -> Path:
+        return resolve(self.manifest) if self.manifest else resolve(self.data_root) / DATA_MANIFEST
+
+    @property
+    def n_workers(self) -> int:
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StudyConfig:
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ValueError(f"unknown StudyConfig field(s): {', '.join(unknown)}")
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kw)
+
+    @classmethod
+    def load(cls, path: str | Path) -> StudyConfig:
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: cannot read config: {e}") from None
+        return cls.from_dict(d)
+
+
+def _coerce(name: str, value, current, item: str):
+    """``value`` as the type of the field's current value, or ValueError naming ``item``."""
+    if isinstance(current, tuple):
+        if not isinstance(value, list):
+            raise ValueError(f"--set {item!r}: {name} is a list, e.g. {name}={json.dumps(list(current))}")
+        kinds = {type(v) for v in current}
+        value = [_coerce(name, v, next(iter(kinds))(), item) for v in value] if kinds else value
+        return tuple(value)
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"--set {item!r}: {name} is true or false")
+        return value
+    if isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"--set {item!r}: {name} is an integer")
+        return value
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"--set {item!r}: {name} is a number")
+        return float(value)
+    return str(value)
+
+
+def get_config(spec: str | StudyConfig | None = "default", **overrides) -> StudyConfig:
+    """``"default"``, ``"smoke"``, ``"tour"``, ``"full"`` (the controls grid) or a path to a JSON file
+    written by :meth:`StudyConfig.save`.
+
+    With the environment variable ``KNEE_TF_SMOKE=1``, ``"default"`` means the smoke config: how
+    notebooks run with their default parameters in CI (e.g. under nbmake) stay short.
+    """
+    if isinstance(spec, StudyConfig):
+        cfg = spec
+    elif spec in (None, "", "default"):
+        cfg = StudyConfig.smoke() if os.environ.get(SMOKE_ENV, "") not in ("", "0") else StudyConfig()
+    elif spec == "smoke":
+        cfg = StudyConfig.smoke()
+    elif spec == "tour":
+        cfg = StudyConfig.tour()
+    elif spec == "full":
+        cfg = StudyConfig.full()
+    else:
+        cfg = StudyConfig.load(spec)
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+def resolve(path: str | Path) -> Path:
+    """A config path: absolute as given, relative to the repository root otherwise."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
