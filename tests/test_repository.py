@@ -1,7 +1,9 @@
 """Promises of the repository itself: one dependency list, clean paired notebooks, a config round trip."""
 
+import hashlib
 import json
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -70,3 +72,24 @@ def test_config_rejects_unknown_fields(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({"epochs": 2, "epoch": 3}))
     with pytest.raises(ValueError, match="unknown StudyConfig field"):
         StudyConfig.load(tmp_path / "c.json")
+
+
+def test_the_analysis_plan_is_recorded_and_unchanged():
+    """results/analysis_plan.json names the commit that added docs/analysis_plan.md and the plan's digest:
+    the plan predates the operating-point grid, and its text has not changed since it was registered."""
+    record = json.loads((ROOT / "results" / "analysis_plan.json").read_text())
+    plan = ROOT / record["plan"]
+    assert hashlib.sha256(plan.read_bytes()).hexdigest() == record["sha256"], "the plan changed after registration"
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+
+    if git("rev-parse", "--is-inside-work-tree").returncode != 0:
+        pytest.skip("not a git checkout")
+    if git("rev-parse", "--is-shallow-repository").stdout.strip() == "true":
+        pytest.skip("a shallow clone lacks the history that dates the plan")
+    assert git("merge-base", "--is-ancestor", record["commit"], "HEAD").returncode == 0
+    added = git("log", "--diff-filter=A", "--format=%H", "--", record["plan"]).stdout.split()
+    assert added and added[-1] == record["commit"], (added, record["commit"])
+    at_commit = git("show", f"{record['commit']}:{record['plan']}").stdout.encode()
+    assert hashlib.sha256(at_commit).hexdigest() == record["sha256"]
