@@ -1,4 +1,4 @@
-"""``knee-tf`` command line: synth, ingest, predict, study, grid, controls, tour, html; scan, split, reslice, pull, push. Also ``python -m knee_tf``.
+"""``knee-tf`` command line: synth, ingest, predict, study, grid, controls, tour, html, config; scan, split, reslice, pull, push. Also ``python -m knee_tf``.
 
 Bad input ends with one line per problem on stderr and exit code 2, never a traceback.
 """
@@ -10,9 +10,14 @@ import sys
 import time
 
 from knee_tf.core.errors import InputError, StepFailed
+from knee_tf.core.io import atomic_write_csv, atomic_write_text
 from knee_tf.core.vocab import MODEL_A, MODEL_B, PLANES
-from knee_tf.data.ingest import ON_ERROR
-from knee_tf.study.config import StudyConfig
+from knee_tf.data.ingest import ON_ERROR, ingest, summary_table
+from knee_tf.data.layout import PublishedGrid, published_grid
+from knee_tf.data.manifest import read_manifest
+from knee_tf.phantom import synthesize
+from knee_tf.study.config import PRESETS, REPO_ROOT, StudyConfig, get_config, resolve
+from knee_tf.study.config_doc import DOCS_PAGE, FORMATS, config_listing
 
 _DEFAULT = StudyConfig()
 
@@ -32,10 +37,6 @@ def _add_synth(sub) -> None:
 
 
 def _cmd_synth(a) -> int:
-    from knee_tf.phantom import (
-        synthesize,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
-    )
-
     cfg = _DEFAULT.with_settings(a.set)
     df = synthesize(a.out, n_exams=a.exams, seed=a.seed, matrix=a.matrix,
                     metal_fraction=a.metal_fraction, workers=a.workers or None,
@@ -57,11 +58,6 @@ def _add_ingest(sub) -> None:
 
 
 def _cmd_ingest(a) -> int:
-    from knee_tf.data.ingest import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
-        ingest,
-        summary_table,
-    )
-
     res = ingest(a.manifest, a.root, cache_dir=a.cache, image_size=a.image_size, on_error=a.on_error,
                  workers=a.workers or None)
     print(summary_table(res.index).to_string())
@@ -158,13 +154,6 @@ def _cmd_grid(a) -> int:
         plan_jobs,
         run_grid,
     )
-    from knee_tf.data.ingest import (
-        ingest,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
-    )
-    from knee_tf.study.config import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
-        get_config,
-        resolve,
-    )
     from knee_tf.study.pipeline import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
         RUNS_DIR,
         ensure_dataset,
@@ -191,14 +180,6 @@ def _cmd_grid(a) -> int:
     print(f"run folder: {root}; {len(jobs)} jobs: {', '.join(j.label for j in jobs)}")
     publish = None
     if a.publish:
-        from knee_tf.data.layout import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
-            PublishedGrid,
-            published_grid,
-        )
-        from knee_tf.study.config import (
-            REPO_ROOT,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
-        )
-
         publish = PublishedGrid(resolve(a.publish_dir)) if a.publish_dir else published_grid(REPO_ROOT)
     res = run_grid(jobs, cfg, root, cache_dir, scheduler=cfg.scheduler if a.scheduler is None else a.scheduler,
                    workers=a.workers, publish=publish, republish=a.republish)
@@ -264,9 +245,6 @@ def _add_html(sub) -> None:
 
 
 def _cmd_html(a) -> int:
-    from knee_tf.study.config import (
-        resolve,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
-    )
     from knee_tf.study.html import (
         render_run,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
     )
@@ -276,6 +254,26 @@ def _cmd_html(a) -> int:
 
     pages = render_run(resolve(a.run) if a.run else open_run().root)
     print(f"{len(pages) - 1} pages and an index: {pages[-1]}")
+    return 0
+
+
+def _add_config(sub) -> None:
+    p = sub.add_parser("config", help="every StudyConfig field, grouped, with its default and meaning")
+    p.add_argument("--preset", default=None, metavar="NAME", help=f"{' | '.join(PRESETS)}: its values beside the defaults, "
+                                                  "* where they differ")
+    p.add_argument("--format", choices=FORMATS, default="text", help=f"text, or Markdown ({DOCS_PAGE})")
+    p.add_argument("--write", default="", metavar="PATH", help="write the listing to PATH (atomically) instead "
+                                                              f"of printing it, e.g. --format markdown --write {DOCS_PAGE}")
+    p.set_defaults(func=_cmd_config)
+
+
+def _cmd_config(a) -> int:
+    text = config_listing(a.preset, a.format)
+    if a.write:
+        atomic_write_text(a.write, text)
+        print(f"wrote {a.write}")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -324,12 +322,6 @@ def _add_split(sub) -> None:
 
 
 def _cmd_split(a) -> int:
-    from knee_tf.core.io import (
-        atomic_write_csv,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
-    )
-    from knee_tf.data.manifest import (
-        read_manifest,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
-    )
     from knee_tf.data.split import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
         parse_ratios,
         split_by_patient,
@@ -427,8 +419,8 @@ def _cmd_push(a) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="knee-tf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_synth, _add_ingest, _add_predict, _add_study, _add_grid, _add_controls, _add_tour, _add_html, _add_scan, _add_split,
-                _add_reslice, _add_pull, _add_push):
+    for add in (_add_synth, _add_ingest, _add_predict, _add_study, _add_grid, _add_controls, _add_tour, _add_html,
+                _add_config, _add_scan, _add_split, _add_reslice, _add_pull, _add_push):
         add(sub)
     return parser
 

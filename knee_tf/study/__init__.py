@@ -1,6 +1,6 @@
 """The paper's experiment on a run folder: settings, cohorts, statistics, figures and the notebook pipeline.
 
-* ``config`` ``StudyConfig``: the one source of settings
+* ``config`` ``StudyConfig``: the one source of settings; ``config_doc`` its fields listed with their meanings
 * ``experiment`` Model A's maps -> augmented pool; test cohorts; predictions of A and B
 * ``corrupt`` held-out acquisition corruptions and cohort 3
 * ``baseline``, ``evaluate``, ``report`` the linear difficulty check; statistics; Markdown beside the paper

@@ -25,70 +25,68 @@ SMOKE_ENV = "KNEE_TF_SMOKE"  # "1": "default" means StudyConfig.smoke() (short C
 class StudyConfig:
     """Every knob of the study. Paths are relative to the repository root unless absolute."""
 
+    # --- the run ---
     name: str = "default"  # printed in run folders and reports
 
     # --- synthetic default dataset (knee_tf.phantom) ---
     data_root: str = "data/synthetic"  # manifest paths are relative to it (the synthetic data is written here)
-    n_exams: int = 513  # the paper's exam count
+    n_exams: int = 513  # exams of the synthetic dataset (513: the paper's exam count)
     synth_seed: int = 0  # seeds anatomy, acquisition, labels, splits and UIDs (nothing else)
     synth_matrix: int = 256  # scanner acquisition matrix of the synthetic DICOM (GE localizer: 256)
     metal_fraction: float = 0.10  # share of exams with a metal implant (all go to test, cohort 2)
     # difficulty of the phantom (knee_tf.phantom.difficulty.Difficulty; chosen with Model A alone,
-    # docs/calibration.md): texture strength, SNR scale, share of hard exams, annotator spread
-    # (x slice spacing), how far poor image quality moves an annotator's boundary, ghost share
-    synth_texture: float = 1.5
-    synth_snr_scale: float = 0.55
-    synth_hard_share: float = 0.6
-    synth_annotator_spread: float = 0.35
-    synth_quality_shift_mm: float = 2.0
-    synth_ghost_probability: float = 0.3
+    # docs/calibration.md)
+    synth_texture: float = 1.5  # strength of the tissue textures (0: piecewise-constant tissues)
+    synth_snr_scale: float = 0.55  # multiplies every site's reference SNR
+    synth_hard_share: float = 0.6  # share of exams drawn with a hard configuration (knee off-centre, other knee close)
+    synth_annotator_spread: float = 0.35  # annotators' boundary offsets: uniform in +- spread x slice spacing
+    synth_quality_shift_mm: float = 2.0  # how far a poor-quality series pulls an annotator's boundary inwards (mm)
+    synth_ghost_probability: float = 0.3  # share of series planes with motion / pulsation ghosts
 
     # --- ingest (knee_tf.data.ingest) ---
-    manifest: str = ""  # empty: <data_root>/data_manifest.csv
-    cache_dir: str = "data/cache"  # decoded, preprocessed arrays, keyed by content hash
+    manifest: str = ""  # the data manifest CSV; empty: <data_root>/data_manifest.csv
+    cache_dir: str = "data/cache"  # where ingest keeps decoded, preprocessed arrays, keyed by content hash
     image_size: int = 128  # model input is image_size x image_size x 1 (every DICOM is resized to it)
     on_error: str = "fail"  # "fail": stop and list every bad row; "skip": ingest the good rows, list the rest
     workers: int = 0  # decoding / synthesis processes; 0 = all cores
 
     # --- model (knee_tf.core.model) ---
-    conv_filters: tuple[int, ...] = (16, 32, 64, 64)  # one conv block per entry, each ends in poolK
+    conv_filters: tuple[int, ...] = (16, 32, 64, 64)  # filters of each conv block, one block per entry (block K ends in poolK)
     dense_units: tuple[int, ...] = (120, 84)  # LeNet's fully connected layers
     epochs: int = 25  # upper bound; early stopping on val loss usually ends sooner
-    batch_size: int = 64
-    learning_rate: float = 1e-3  # Adam
+    batch_size: int = 64  # images per training step
+    learning_rate: float = 1e-3  # Adam's learning rate
     patience: int = 5  # early-stopping patience (epochs without val-loss improvement)
     seed: int = 0  # training seed of the first run; further seeds are seed+1, seed+2, ...
-    # "float32" | "mixed_bfloat16" | "auto" (bfloat16 where the CPU has AMX / AVX-512 BF16 or a GPU
-    # supports it, else float32; knee_tf.core.precision). Softmax and loss stay float32; CAMs are always float32.
+    # "auto": bfloat16 where the CPU has AMX / AVX-512 BF16 or a GPU supports it, else float32
+    # (knee_tf.core.precision). Softmax and loss stay float32; CAMs are always float32.
     # "auto" is the default because Model A's accuracy agrees in both (results/precision.csv, README).
-    precision: str = "auto"
+    precision: str = "auto"  # training precision: "float32" | "mixed_bfloat16" | "auto"
 
     # --- the experiment grid (knee_tf.controls.grid) ---
     scheduler: str = ""  # "tcp://HOST:PORT" of an existing Dask scheduler; "": run on this machine
-    # where notebooks 02, 05 and 07 run their grid jobs without a scheduler: -1 a LocalCluster of one
-    # worker per CPU, N workers, 0 in the notebook's process (`knee-tf grid` takes --workers, default -1).
-    # 0 by default: the study has one to three jobs per notebook, two workers ran two trainings only
-    # 1.12x sooner on 2 cores, and every worker process holds its own TensorFlow and training arrays
-    # (the peak memory of `make study`, README). The full grid uses a LocalCluster.
-    grid_workers: int = 0
-    # where notebook 07 takes its jobs from: "run" trains them into the run folder and reads them
-    # there; "published" reads the jobs published to results/grid/ (`knee-tf grid --publish`), a partial
-    # grid reported as partial, with cam_transfer / cam_b rows where they are published beside a job
-    controls_source: str = "run"
-    # TensorFlow threads per training job; 0 = TensorFlow's default (all cores of the machine). Results
-    # are bit-identical between runs with the same thread count: set 1 for identity across machines.
-    job_threads: int = 0
+    # `knee-tf grid` takes --workers instead (default -1). 0 by default: the study has one to three jobs
+    # per notebook, two workers ran two trainings only 1.12x sooner on 2 cores, and every worker process
+    # holds its own TensorFlow and training arrays (the peak memory of `make study`, README). The full
+    # grid uses a LocalCluster.
+    grid_workers: int = 0  # notebooks 02, 05, 07 without a scheduler: -1 one worker per CPU, N workers, 0 in-process
+    # "run" trains them into the run folder and reads them there; "published" reads the jobs published
+    # to results/grid/ (`knee-tf grid --publish`), a partial grid reported as partial, with
+    # cam_transfer / cam_b rows where they are published beside a job
+    controls_source: str = "run"  # where notebook 07 takes its jobs from: "run" | "published"
+    # Results are bit-identical between runs with the same thread count: set 1 for identity across machines.
+    job_threads: int = 0  # TensorFlow threads per training job; 0 = TensorFlow's default (all cores)
 
     # --- activation maps (knee_tf.core.cam) ---
-    cam_layers: tuple[str, ...] = ("pool1", "pool2", "pool3", "pool4")
-    cam_methods: tuple[str, ...] = ("gradcam", "gradcam++")
+    cam_layers: tuple[str, ...] = ("pool1", "pool2", "pool3", "pool4")  # layers notebook 03 compares
+    cam_methods: tuple[str, ...] = ("gradcam", "gradcam++")  # map methods: notebook 03 and the augmented pool
     cam_batch_size: int = 256  # images per CAM forward + backward pass
     predict_batch_size: int = 256  # images per inference batch (predictions, faithfulness curves)
     n_faithfulness: int = 300  # test images scored by the deletion/insertion curves (notebook 03)
     faithfulness_steps: int = 10  # points per curve beyond the first (pixel fractions 0, 0.1, ..., 1)
 
     # --- augmentation (knee_tf.core.augment) ---
-    aug_layer: str = "pool4"  # the paper's choice; notebook 03 measures whether it is the best
+    aug_layer: str = "pool4"  # layer whose maps mask the training images (the paper's; notebook 03 asks if it is best)
     aug_variants: int = 1  # augmented copies per training image
     aug_weight_range: tuple[float, float] = (0.5, 1.0)  # severity w of image * (1 - w * M)
     aug_smooth_sigma: float = 0.0  # optional Gaussian smoothing of the map, in pixels
@@ -97,10 +95,10 @@ class StudyConfig:
 
     # --- evaluation (knee_tf.study.evaluate, knee_tf.study.corrupt) ---
     cohort3_weight: float = 0.9  # fixed severity of Model A's inverted-Grad-CAM test corruption
-    cohort3_method: str = "gradcam"
-    n_bootstrap: int = 2000
-    ece_bins: int = 15
-    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    cohort3_method: str = "gradcam"  # map method of that corruption (cohort 3; maps at aug_layer)
+    n_bootstrap: int = 2000  # bootstrap resamples of each accuracy's confidence interval
+    ece_bins: int = 15  # probability bins of the expected calibration error
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)  # severities of the held-out corruptions of the test images
     corruption_seed: int = 0  # seeds the held-out corruptions of the test images (nothing else)
     n_figure3_per_cohort: int = 2  # Figure 3: images per cohort that A gets wrong and B right
     n_seeds: int = 1  # training seeds per model; committed results use >= 3
@@ -114,9 +112,8 @@ class StudyConfig:
     learning_curve_exams: tuple[int, ...] = ()  # A and B also trained on this many training exams (empty: none)
     train_exams: int = 0  # train on this many whole training exams (0: all); set per job by the learning curve
     subset_seed: int = 0  # seeds the order in which the learning curve takes training exams (nothing else)
-    # seed of the independently trained Model A whose maps make cam_transfer; -1: no cam_transfer (one
-    # training fewer, so that `make study` stays short; the full grid has it)
-    transfer_seed: int = -1
+    # -1 by default: one training fewer, so that `make study` stays short; the full grid has it
+    transfer_seed: int = -1  # seed of the independent Model A whose maps make cam_transfer; -1: no cam_transfer
 
     @classmethod
     def smoke(cls, **overrides) -> StudyConfig:
@@ -269,6 +266,10 @@ def _coerce(name: str, value, current, item: str):
     return str(value)
 
 
+#: the named configurations, for ``get_config`` and ``knee-tf config --preset``
+PRESETS = {"default": StudyConfig, "smoke": StudyConfig.smoke, "tour": StudyConfig.tour, "full": StudyConfig.full}
+
+
 def get_config(spec: str | StudyConfig | None = "default", **overrides) -> StudyConfig:
     """``"default"``, ``"smoke"``, ``"tour"``, ``"full"`` (the controls grid) or a path to a JSON file
     written by :meth:`StudyConfig.save`.
@@ -280,12 +281,8 @@ def get_config(spec: str | StudyConfig | None = "default", **overrides) -> Study
         cfg = spec
     elif spec in (None, "", "default"):
         cfg = StudyConfig.smoke() if os.environ.get(SMOKE_ENV, "") not in ("", "0") else StudyConfig()
-    elif spec == "smoke":
-        cfg = StudyConfig.smoke()
-    elif spec == "tour":
-        cfg = StudyConfig.tour()
-    elif spec == "full":
-        cfg = StudyConfig.full()
+    elif spec in PRESETS:
+        cfg = PRESETS[spec]()
     else:
         cfg = StudyConfig.load(spec)
     return cfg.replace(**overrides) if overrides else cfg
