@@ -5,7 +5,8 @@
 * ``grid`` jobs of (arm, seed, settings), in this process or on Dask
 * ``publish`` finished jobs into ``results/grid/`` as they come
 * ``prediction_store`` every model's per-image predictions in one table
-* ``effects`` effects against a reference with two-level (seed x patient) intervals
+* ``effects`` effects against a reference, one table row per comparison and condition
+* ``effect_stats`` their statistics: two-level (seed x patient) bootstrap, sign-flip test, Benjamini-Hochberg
 * ``prescription`` the per-exam-plane prescription endpoint
 * ``summary``, ``figures``, ``markdown_tables``, ``readme`` notebook 07's tables, figures, Markdown and README passages
 """
