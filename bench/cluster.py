@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from knee_tf.controls.grid import plan_jobs
+from knee_tf.controls.jobs import plan_jobs
 from knee_tf.data.layout import RunLayout
 from knee_tf.study.config import get_config
 

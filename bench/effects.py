@@ -1,4 +1,4 @@
-"""Benchmark: the effects and arms tables of a full grid's predictions (knee_tf.controls.effects).
+"""Benchmark: the effects and arms tables of a full grid's predictions (knee_tf.controls.effects, effect_stats).
 
     python bench/effects.py [--arms 16] [--seeds 10] [--n-boot 2000] [--coverage 300]
 
@@ -22,12 +22,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from knee_tf.controls.effects import (
-    arms_table,
-    effects_table,
-    percentile_interval,
-    two_level_bootstrap,
-)
+from knee_tf.controls.effect_stats import percentile_interval, two_level_bootstrap
+from knee_tf.controls.effects import arms_table, effects_table
 
 
 def grid_predictions(n_arms: int, n_seeds: int, n_images: int = 2000, n_patients: int = 83,

@@ -3,7 +3,7 @@ bench/logs/study.txt).
 
     python bench/job_memory.py ARM CACHE_DIR MODEL_A [--config full] [--epochs 1] [--jobs 2]
 
-Runs ``knee_tf.controls.grid.run_job`` for ARM (seed 0) ``--jobs`` times in this fresh process, with the Model A
+Runs ``knee_tf.controls.training_job.run_job`` for ARM (seed 0) ``--jobs`` times in this fresh process, with the Model A
 at MODEL_A (a ``model.keras``; unused for arm A) and the ingest cache CACHE_DIR, and samples this
 process's RSS every 0.05 s. Phases are marked by wrapping the functions run_job calls: the training
 set (until training starts), training, the test cohorts (the cam cohort's maps), their predictions and
@@ -63,7 +63,8 @@ def main() -> None:
     a = ap.parse_args()
     threading.Thread(target=_sample, daemon=True).start()
 
-    from knee_tf.controls import grid
+    from knee_tf.controls.jobs import Job
+    from knee_tf.controls.training_job import run_job
     from knee_tf.core import model
     from knee_tf.study import experiment
     from knee_tf.study.config import get_config
@@ -81,7 +82,7 @@ def main() -> None:
         _enter("training set")
         PEAKS.clear()
         SECONDS.clear()
-        grid.run_job(grid.Job(a.arm, 0), cfg.to_dict(), a.cache_dir, blob)
+        run_job(Job(a.arm, 0), cfg.to_dict(), a.cache_dir, blob)
         _enter("after the job")
         time.sleep(1)
         print(f"job {k + 1} ({a.arm}, {time.perf_counter() - t0:.0f} s):", flush=True)

@@ -31,8 +31,9 @@ def main() -> int:
     a = ap.parse_args()
 
 
-    from knee_tf.controls.grid import Job, check_cache
+    from knee_tf.controls.jobs import Job
     from knee_tf.controls.publish import check_retrained, published_status
+    from knee_tf.controls.training_job import check_cache
     from knee_tf.data.ingest import open_cache
     from knee_tf.data.layout import RunLayout, published_grid
     from knee_tf.study.config import StudyConfig, resolve

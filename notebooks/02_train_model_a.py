@@ -35,7 +35,9 @@
 import pandas as pd
 from IPython.display import display
 
-from knee_tf.controls import grid
+from knee_tf.controls.grid import run_grid
+from knee_tf.controls.jobs import plan_jobs
+from knee_tf.controls.training_job import read_predictions
 from knee_tf.core.model import read_training_log, seed_everything
 from knee_tf.core.vocab import MODEL_A, NORMAL, TEST, TRAIN, VAL
 from knee_tf.study import evaluate, plots
@@ -60,10 +62,10 @@ print(f"normal images: train {(normal['split'] == TRAIN).sum()}, val {(normal['s
 # validation loss. A re-run skips the seeds whose model folder is complete.
 
 # %%
-jobs = grid.plan_jobs([MODEL_A], run.seeds)
-grid.run_grid(jobs, cfg, run.root, data.cache_dir, scheduler=cfg.scheduler, workers=cfg.grid_workers).raise_failed()
+jobs = plan_jobs([MODEL_A], run.seeds)
+run_grid(jobs, cfg, run.root, data.cache_dir, scheduler=cfg.scheduler, workers=cfg.grid_workers).raise_failed()
 histories = {f"seed {seed}": read_training_log(run.layout.training_log(MODEL_A, seed)) for seed in run.seeds}
-predictions = grid.read_predictions(run.root, jobs)
+predictions = read_predictions(run.root, jobs)
 predictions = predictions[predictions["cohort"] == NORMAL][list(evaluate.PREDICTION_COLUMNS)].reset_index(drop=True)
 run.write_csv(run.layout.model_a_test, predictions)
 

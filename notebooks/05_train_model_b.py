@@ -32,7 +32,8 @@
 # %%
 import json
 
-from knee_tf.controls import grid
+from knee_tf.controls.grid import run_grid
+from knee_tf.controls.jobs import plan_jobs
 from knee_tf.core.model import read_training_log, seed_everything
 from knee_tf.core.vocab import MODEL_A, MODEL_B
 from knee_tf.study import plots
@@ -53,8 +54,8 @@ data = run.load_ingest()
 # The training set doubles (with one variant per image); the validation set stays normal, as for A.
 
 # %%
-jobs = grid.plan_jobs([MODEL_B], run.seeds)  # the A jobs of notebook 02 are finished: skipped
-grid.run_grid(jobs, cfg, run.root, data.cache_dir, scheduler=cfg.scheduler, workers=cfg.grid_workers).raise_failed()
+jobs = plan_jobs([MODEL_B], run.seeds)  # the A jobs of notebook 02 are finished: skipped
+run_grid(jobs, cfg, run.root, data.cache_dir, scheduler=cfg.scheduler, workers=cfg.grid_workers).raise_failed()
 histories = {}
 for seed in run.seeds:
     record = json.loads(run.layout.job_record(MODEL_B, seed).read_text())

@@ -43,6 +43,7 @@
 from IPython.display import Markdown, display
 
 from knee_tf.controls import figures, grid, markdown_tables, prediction_store, summary
+from knee_tf.controls.jobs import controls_plan
 from knee_tf.core.model import seed_everything
 from knee_tf.core.vocab import MODEL_A
 from knee_tf.study.config import REPO_ROOT
@@ -58,7 +59,7 @@ run = open_run(run_dir, config)
 cfg = run.config
 seed_everything(cfg.seed)
 data = run.load_ingest()
-jobs = grid.controls_plan(cfg)
+jobs = controls_plan(cfg)
 print(f"{len(jobs)} jobs: {', '.join(j.label for j in jobs)}")
 
 # %% [markdown]

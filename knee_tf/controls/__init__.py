@@ -2,10 +2,14 @@
 
 * ``arms`` the registry of arms: how each builds its training set
 * ``control_masks`` the control arms' masks and pools (random placement, untrained maps, erasing, keep)
-* ``grid`` jobs of (arm, seed, settings), in this process or on Dask
-* ``publish`` finished jobs into ``results/grid/`` as they come
+* ``jobs`` what one job of (arm, seed, settings) is, and the jobs a study plans
+* ``training_job`` one job: train one model, score it, its files in the run folder
+* ``grid`` run many jobs, in this process or on Dask
+* ``cross`` predictions on the cohorts made from other jobs' models (``cam_transfer``, ``cam_b``)
+* ``publish`` finished jobs into ``results/grid/``; ``grid_publisher`` does it as a grid's jobs finish
 * ``prediction_store`` every model's per-image predictions in one table
-* ``effects`` effects against a reference with two-level (seed x patient) intervals
+* ``effects`` effects against a reference, one table row per comparison and condition
+* ``effect_stats`` their statistics: two-level (seed x patient) bootstrap, sign-flip test, Benjamini-Hochberg
 * ``prescription`` the per-exam-plane prescription endpoint
 * ``summary``, ``figures``, ``markdown_tables``, ``readme`` notebook 07's tables, figures, Markdown and README passages
 """

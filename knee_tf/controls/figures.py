@@ -8,7 +8,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from knee_tf.controls.effects import interval_description
+from knee_tf.controls.effect_stats import interval_description
 from knee_tf.core.vocab import NO_CORRUPTION
 
 _IN_DIST_COLOR, _OUT_DIST_COLOR = "#dd8452", "#4c72b0"

@@ -1,23 +1,18 @@
-"""The experiment grid on Dask: jobs of (arm, seed, settings overrides), each training one model.
+"""The experiment grid on Dask: run many jobs (:mod:`knee_tf.controls.jobs`), each training one model.
 
-A :class:`Job` trains one model of an arm (:mod:`knee_tf.controls.arms`) with one seed and optional
-settings overrides (``variant`` names them), and writes into the run folder, through
-:class:`knee_tf.data.layout.RunLayout`, the folder ``models/model_<name>_seed<S>/`` with the model, its
-training log and TensorBoard events, its per-image predictions on every test cohort and, last, a
-``job.json`` record. ``<name>`` is the arm, or ``<arm>_<variant>`` when the job overrides settings.
+Each job (:func:`knee_tf.controls.training_job.run_job`) trains one model and writes its folder
+``models/model_<name>_seed<S>/`` into the run folder whole (schema of its predictions:
+:mod:`knee_tf.controls.training_job`).
 
 Where jobs run (:func:`run_grid`): ``workers=0`` in this process, one after the other;
 ``workers=N`` on a ``distributed.LocalCluster`` of N single-threaded worker processes on
-loopback (``-1``: one per CPU); ``scheduler="tcp://HOST:PORT"`` on an existing Dask cluster. The
-job itself (:func:`run_job`) is one pure function of (job, settings, ingest cache, Model A's file):
-it trains and predicts in a private temporary folder on the worker and returns the files' bytes;
-the client writes them into a temporary folder of the run and renames it into place, so a job
-killed at any point leaves no partial model folder, and a folder with ``job.json`` is complete.
-A re-run skips every finished job. The same jobs give byte-identical predictions wherever they
-run as long as TensorFlow uses the same number of threads per job (``StudyConfig.job_threads``;
-0 keeps TensorFlow's default, all cores of the machine, which is the same for in-process and
-LocalCluster runs on one machine; set it to 1 for identity across machines with different core
-counts) and, in mixed precision, the same CPU instruction set.
+loopback (``-1``: one per CPU); ``scheduler="tcp://HOST:PORT"`` on an existing Dask cluster. A job
+trains and predicts in a private temporary folder on the worker and returns the files' bytes; the
+client writes them into the run folder (:func:`knee_tf.controls.training_job.commit_job`). A re-run
+skips every finished job. The same jobs give byte-identical predictions wherever they run as long
+as TensorFlow uses the same number of threads per job (``StudyConfig.job_threads``; 0 keeps
+TensorFlow's default, all cores of the machine, which is the same for in-process and LocalCluster
+runs on one machine).
 
 Dependencies: every job of an arm other than A depends on the A job of its seed and overrides
 (the ``cam`` cohort is made from Model A's maps, and arms with ``needs_model_a`` train on them);
@@ -25,250 +20,34 @@ on Dask the A job's result is passed to the dependent task, so the model travels
 graph. A failed job is reported by name with its one-line error; its dependents are reported as
 not run; every other job finishes.
 
-Data: workers open the ingest cache (:mod:`knee_tf.data.ingest`) from the path given. On a cluster
-that path must be visible to every worker: a shared filesystem, or a copy staged at the same
-path on each worker. A worker that cannot see it fails the job with one line naming the path.
-
-Per-image predictions (``predictions.parquet``, one file per (arm, seed); :func:`read_predictions`
-concatenates them). One row per (model, seed, cohort, image):
-
-==============  =========  ================================================================
-column          dtype      meaning
-==============  =========  ================================================================
-model           str        the job's name: the arm (``"A"``, ``"B"``), or ``<arm>_<variant>``
-seed            int64      training seed
-cohort          str        :data:`knee_tf.core.vocab.COHORTS`: ``normal``, ``metal`` (if the data
-                           has metal-implant exams), ``cam`` (normal test images corrupted
-                           with Model A's own Grad-CAM at the job's settings)
-image_id        str        manifest image id (the same id in normal and cam: the same slice)
-plane           str        :data:`knee_tf.core.vocab.PLANES`
-site            str        acquisition site (manifest ``site``; ``<NA>`` when absent)
-y_true          int64      label as class index (:data:`knee_tf.core.vocab.CLASSES`, 1 = relevant)
-p_relevant      float32    softmax probability of ``relevant``
-y_pred          int64      :func:`knee_tf.core.vocab.predicted_class` of p_relevant
-arm             str        the arm (:data:`knee_tf.controls.arms.ARMS`)
-variant         str        the overrides' name, ``""`` for the arm's plain settings
-exam_id         str        manifest exam id
-patient_id      str        manifest patient id (resample patients for intervals)
-corruption      str        held-out corruption applied to the normal test images
-                           (:data:`knee_tf.study.corrupt.CORRUPTIONS`), ``"none"`` on a cohort's own
-severity        int64      its severity 1..5 (``cfg.severities``), 0 on a cohort's own images
-==============  =========  ================================================================
-
-The first nine columns are :func:`knee_tf.study.evaluate.prediction_frame`'s, so the table of
-:func:`read_predictions` (by default the cohort rows only) feeds :mod:`knee_tf.study.evaluate` (grouped
-by ``model``) as it is; ``held_out=True`` adds the corruption rows (:mod:`knee_tf.controls.effects` reads them).
-
-The controls study (notebook 07) plans its jobs with :func:`controls_plan` (every arm of
-``cfg.grid_arms``, the learning curve as variants ``n<N>`` of A and B, and the independently
-trained Model A, variant ``transfer``, whose maps make ``cam_transfer``), and scores every model on
-the cohorts that need other jobs' models with :func:`cross_cohort_predictions`.
+Publishing as jobs finish (``publish``): :mod:`knee_tf.controls.grid_publisher`.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import os
 import shutil
-import socket
-import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 from tqdm.auto import tqdm
 
 from knee_tf.controls import publish as gp
-from knee_tf.controls.arms import get_arm
-from knee_tf.core.io import atomic_dir
-from knee_tf.core.model import load_model, seed_everything, train_classifier
-from knee_tf.core.precision import resolve_precision
-from knee_tf.core.vocab import (
-    CAM_B,
-    CAM_TRANSFER,
-    CONTROL_ARMS,
-    MAIN_ARMS,
-    MODEL_A,
-    MODEL_B,
-    NO_CORRUPTION,
-    NORMAL,
-    VAL,
+from knee_tf.controls.grid_publisher import GridPublisher
+from knee_tf.controls.jobs import (  # controls_plan, plan_jobs: knee_tf.cli imports them from here
+    Job,
+    controls_plan,  # noqa: F401
+    job_done,
+    plan_jobs,  # noqa: F401
 )
-from knee_tf.data.ingest import open_cache
-from knee_tf.data.layout import MODEL_FILES, PublishedGrid, RunLayout
+from knee_tf.controls.training_job import commit_job, run_job
+from knee_tf.core.vocab import MODEL_A
+from knee_tf.data.layout import RunLayout
 from knee_tf.study.config import StudyConfig
-from knee_tf.study.experiment import (
-    build_test_cohorts,
-    cross_cohorts,
-    predict_cohorts,
-    predict_corruptions,
-)
 
-#: Columns :func:`run_job` adds to :func:`knee_tf.study.evaluate.prediction_frame`'s (schema: module docstring).
-JOB_COLUMNS: tuple[str, ...] = ("arm", "variant", "exam_id", "patient_id")
-
-
-@dataclass(frozen=True)
-class Job:
-    """One training: ``arm`` (a registered arm name), ``seed``, settings ``overrides`` (StudyConfig
-    field -> value, as sorted pairs) named by ``variant`` (letters, digits, '_'; required with overrides)."""
-
-    arm: str
-    seed: int
-    overrides: tuple[tuple[str, object], ...] = ()
-    variant: str = ""
-
-    def __post_init__(self):
-        get_arm(self.arm)
-        object.__setattr__(self, "seed", int(self.seed))
-        object.__setattr__(self, "overrides", tuple(sorted((str(k), _freeze(v)) for k, v in dict(self.overrides).items())))
-        if self.overrides and not self.variant:
-            raise ValueError(f"job {self.arm} seed {self.seed}: overrides {dict(self.overrides)} need a variant name")
-        RunLayout.model_name(self.name, self.seed)  # a valid file name
-
-    @property
-    def name(self) -> str:
-        """The model's name: the arm, or ``<arm>_<variant>``."""
-        return f"{self.arm}_{self.variant}" if self.variant else self.arm
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} seed {self.seed}"
-
-    def settings(self, base: StudyConfig) -> StudyConfig:
-        """``base`` with this job's overrides applied (ValueError naming the job on an unknown field)."""
-        try:
-            return base.replace(**{k: _thaw(v) for k, v in self.overrides})
-        except TypeError as e:
-            raise ValueError(f"job {self.label}: bad override ({e})") from None
-
-    def model_a(self) -> Job | None:
-        """The A job this job depends on (same seed and overrides), None for A itself."""
-        return None if self.arm == MODEL_A else Job(MODEL_A, self.seed, self.overrides, self.variant)
-
-
-def _freeze(v):
-    return tuple(_freeze(x) for x in v) if isinstance(v, (list, tuple)) else v
-
-
-def _thaw(v):
-    return tuple(v) if isinstance(v, tuple) else v
-
-
-def plan_jobs(arms: Iterable[str], seeds: Iterable[int], overrides: Mapping | None = None,
-              variant: str = "") -> list[Job]:
-    """Every (arm, seed) job, plus the A jobs they depend on; A jobs first, then in ``arms`` order."""
-    arms, seeds = list(dict.fromkeys(arms)), [int(s) for s in seeds]
-    if not arms or not seeds:
-        raise ValueError("a grid needs at least one arm and one seed")
-    jobs = [Job(arm, seed, tuple((overrides or {}).items()), variant) for arm in arms for seed in seeds]
-    needed = [j.model_a() for j in jobs if j.model_a() is not None]
-    return list(dict.fromkeys(needed + jobs))  # A jobs first, no duplicates
-
-
-def job_done(layout: RunLayout, job: Job) -> bool:
-    """True when the job's folder is complete (its ``job.json`` exists; the folder is moved into place whole)."""
-    return layout.job_record(job.name, job.seed).exists()
-
-
-# --------------------------------------------------------------------------------------------- one job
-
-def _pin_threads(n: int) -> int:
-    """Use ``n`` TensorFlow threads (intra- and inter-op) when n > 0 and TF is not initialised yet.
-    Returns the intra-op thread count in force (0: TensorFlow's default, all cores)."""
-    import tensorflow as tf  # lazy: loads TensorFlow (seconds)
-
-    if n > 0 and tf.config.threading.get_intra_op_parallelism_threads() != n:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(n)
-            tf.config.threading.set_inter_op_parallelism_threads(n)
-        except RuntimeError:  # TensorFlow already initialised in this process: keep its setting
-            pass
-    return tf.config.threading.get_intra_op_parallelism_threads()
-
-
-def check_cache(cache_dir) -> Path:
-    """The ingest cache folder, or FileNotFoundError in one line naming the path and the host."""
-    path = Path(cache_dir)
-    if not (path / "meta.json").is_file():
-        raise FileNotFoundError(f"ingest cache not found at {path} on {socket.gethostname()}: every worker reads "
-                                "it from this path (a shared filesystem, or a copy staged there)")
-    return path
-
-
-def run_job(job: Job, config: dict, cache_dir: str, model_a=None) -> dict:
-    """Train and evaluate one job; return ``{"files": {name: bytes}, "record": dict}``.
-
-    config: the run's StudyConfig as a dict (the job's overrides are applied here); cache_dir: the
-    ingest cache folder (:func:`check_cache`); model_a: the result of the job's A job (a dict as
-    returned here) or the bytes of its ``model.keras``, for every arm but A. Files are named as in
-    :data:`knee_tf.data.layout.MODEL_FILES`, relative to the model folder (TensorBoard files below
-    ``tensorboard/``). The same arguments give the same predictions bytes in any process that uses
-    the same TensorFlow thread count.
-    """
-    t0 = time.perf_counter()
-    if job.arm != MODEL_A and model_a is None:
-        raise ValueError(f"job {job.label} needs the model of {job.model_a().label}")
-    cfg = job.settings(StudyConfig.from_dict(config))
-    threads = _pin_threads(cfg.job_threads)
-    data = open_cache(check_cache(cache_dir))
-    arm = get_arm(job.arm)
-    with tempfile.TemporaryDirectory(prefix="knee-tf-job-") as tmp:
-        local = RunLayout(tmp)
-        folder = local.model_dir(job.name, job.seed)
-        folder.mkdir(parents=True)
-        a_model = None
-        if job.arm != MODEL_A:
-            blob = model_a["files"][MODEL_FILES["model"]] if isinstance(model_a, dict) else model_a
-            a_path = Path(tmp) / "model_a.keras"
-            a_path.write_bytes(blob)
-            a_model = load_model(a_path)
-        seed_everything(job.seed)
-        train = arm.training_set(data, a_model if arm.needs_model_a else None, cfg, job.seed)
-        x_val, y_val, _ = data.split(VAL, cohort=NORMAL)
-        result = train_classifier(train.images, train.labels, x_val, y_val, local.model(job.name, job.seed),
-                                  seed=job.seed, log_path=local.training_log(job.name, job.seed),
-                                  tensorboard_dir=local.tensorboard(job.name, job.seed), verbose=None,
-                                  **cfg.training_settings())
-        n_train, n_augmented = len(train.labels), train.n_augmented
-        del train
-        cohorts = build_test_cohorts(data, result.model if a_model is None else a_model, cfg, progress=False)
-        pred = predict_cohorts({job.name: result.model}, cohorts, job.seed, cfg.predict_batch_size)
-        ids = pd.concat([idx for _, idx in cohorts.values()], ignore_index=True)
-        pred["corruption"], pred["severity"] = NO_CORRUPTION, 0
-        x_test, idx_test = cohorts[NORMAL]
-        held_out = predict_corruptions({job.name: result.model}, x_test, idx_test, cfg, job.seed, progress=False)
-        held_out = held_out[held_out["severity"] > 0].assign(cohort=NORMAL)[list(pred.columns)]
-        pred = pd.concat([pred, held_out], ignore_index=True)
-        ids = pd.concat([ids] + [idx_test] * (len(held_out) // max(len(idx_test), 1)), ignore_index=True)
-        pred["arm"], pred["variant"] = job.arm, job.variant
-        pred["exam_id"] = ids["exam_id"].astype(str).to_numpy()
-        pred["patient_id"] = ids["patient_id"].astype(str).to_numpy()
-        buf = io.BytesIO()
-        pred.to_parquet(buf, index=False, engine="pyarrow")
-        local.grid_predictions(job.name, job.seed).write_bytes(buf.getvalue())
-        files = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-    import keras  # lazy: loads TensorFlow (seconds)
-    import tensorflow as tf  # lazy: loads TensorFlow (seconds)
-
-    history = result.history
-    record = {
-        "job": job.name, "arm": job.arm, "variant": job.variant, "seed": job.seed,
-        "overrides": {k: _thaw(v) for k, v in job.overrides}, "precision": resolve_precision(cfg.precision),
-        "tf_threads": threads or os.cpu_count(), "host": socket.gethostname(), "pid": os.getpid(),
-        "seconds": round(time.perf_counter() - t0, 1), "epochs_run": len(history),
-        "best_epoch": int(history["val_loss"].idxmin()) + 1, "n_train": n_train, "n_augmented": n_augmented,
-        "n_predictions": len(pred), "tensorflow": tf.__version__, "keras": keras.__version__,
-    }
-    return {"files": files, "record": record}
-
-
-# --------------------------------------------------------------------------------------------- the grid
 
 @dataclass
 class GridResult:
@@ -298,17 +77,6 @@ class GridResult:
             raise RuntimeError(f"{len(self.failed)} grid job(s) failed: "
                                + "; ".join(f"{k}: {v}" for k, v in self.failed.items()))
 
-
-def commit_job(layout: RunLayout, job: Job, result: dict) -> None:
-    """Write one job's files into its model folder as one atomic step (:func:`knee_tf.core.io.atomic_dir`):
-    a killed job leaves no half-written folder, and an incomplete folder from an older run (no
-    job.json) is replaced."""
-    with atomic_dir(layout.model_dir(job.name, job.seed)) as tmp:
-        for rel, blob in result["files"].items():
-            path = tmp / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(blob)
-        (tmp / layout.job_record(job.name, job.seed).name).write_text(json.dumps(result["record"], indent=2) + "\n")
 
 
 def _clean_partial(layout: RunLayout) -> None:
@@ -356,8 +124,8 @@ def run_grid(jobs: Iterable[Job], config: StudyConfig, run_dir, cache_dir, sched
     if result.skipped:
         log(f"grid: {len(result.skipped)} job(s) finished earlier, skipped: {', '.join(result.skipped)}")
     provenance = _provenance(jobs, config, cache_dir)
-    publisher = None if publish is None else _Publisher(publish, jobs, provenance, layout, cache_dir, republish,
-                                                        log, config)
+    publisher = None if publish is None else GridPublisher(publish, jobs, provenance, layout, cache_dir, republish,
+                                                           log, config)
     done = {j for j in jobs if job_done(layout, j) or (publisher is not None and j in publisher.ok)}
     if publisher is not None:
         publisher.publish_finished(jobs, result)
@@ -395,110 +163,6 @@ def run_grid(jobs: Iterable[Job], config: StudyConfig, run_dir, cache_dir, sched
     for label, error in result.failed.items():
         log(f"grid: FAILED {label}: {error}")
     return result
-
-
-class _Publisher:
-    """run_grid's publishing (knee_tf.controls.publish): which jobs are published, and what to do as each finishes."""
-
-    def __init__(self, publish, jobs, provenance, layout, cache_dir, republish, log, config):
-        self.gp, self.layout, self.log, self.config, self.cache_dir = gp, layout, log, config, cache_dir
-        self.waiting: dict[int, tuple[str, ...]] = {}  # seed -> labels of the models its cross cohorts wait for
-        self.pub = publish if isinstance(publish, PublishedGrid) else PublishedGrid(publish)
-        self.index = open_cache(cache_dir).index
-        self.provenance = provenance
-        self.ok, mismatched = set(), {}
-        for j in jobs:
-            if not self.provenance[j]:  # invalid settings: never published, fails when it runs
-                continue
-            published, differs = gp.published_status(self.pub, j, self.provenance[j])
-            if published and not differs:
-                self.ok.add(j)
-            elif published:
-                mismatched[j] = differs
-        if mismatched and not republish:
-            raise ValueError(gp.mismatch_error(self.pub, mismatched))
-        for j, what in mismatched.items():
-            log(f"grid: {j.label} published with other settings or data ({what}): trained again and replaced")
-        self.retrain: set[Job] = set()
-
-    def publish_finished(self, jobs, result) -> None:
-        """Publish the run folder's finished jobs that are not published yet (a run stopped between the two)."""
-        for j in jobs:
-            if j in self.ok or not job_done(self.layout, j):
-                continue
-            record = json.loads(self.layout.job_record(j.name, j.seed).read_text())
-            differs = self.gp.differences(record, self.provenance[j]) if "settings_digest" in record else \
-                "its record has no settings digest (written by an older knee_tf)"
-            if differs:
-                self.log(f"grid: {j.label} of the run folder not published: {differs}")
-                continue
-            self.gp.publish_job(self.pub, self.layout, j, self.index)
-            self.ok.add(j)
-            result.published.append(j.label)
-
-    def model_a_to_retrain(self, todo) -> list[Job]:
-        """The published Model A jobs that pending jobs need but the run folder lacks."""
-        need = [j.model_a() for j in todo if j.model_a() is not None]
-        self.retrain = {a for a in need if a in self.ok and not job_done(self.layout, a)}
-        if self.retrain:
-            self.log(f"grid: {len(self.retrain)} published Model A job(s) trained again for their dependents: "
-                     + ", ".join(a.label for a in dict.fromkeys(a for a in need if a in self.retrain)))
-        return list(dict.fromkeys(a for a in need if a in self.retrain))
-
-    def commit(self, job: Job, out: dict, result: GridResult) -> None:
-        commit_job(self.layout, job, out)
-        if job in self.retrain:
-            self.gp.check_retrained(self.pub, self.layout, job, self.index)
-            result.retrained.append(job.label)
-        else:
-            self.gp.publish_job(self.pub, self.layout, job, self.index)
-            self.ok.add(job)
-            result.published.append(job.label)
-
-    def _cross_current(self, job: Job, maps: dict) -> bool:
-        """Whether ``job``'s published cross cohorts were made by the maps ``maps`` names."""
-        path = self.pub.cross_record(job.name, job.seed)
-        if not (path.exists() and self.pub.cross_predictions(job.name, job.seed).exists()):
-            return False
-        return self.gp.cross_sources(json.loads(path.read_text())) == maps
-
-    def publish_cross(self, jobs, result: GridResult) -> None:
-        """Add the cross cohorts (``cam_transfer``, ``cam_b``) to the published jobs of each seed whose
-        models are in the run folder, once the models that make those cohorts (the plain B of the seed
-        and, when ``config.transfer_seed >= 0``, the transfer Model A) are there too. Every model used
-        is checked against its published predictions first (:func:`knee_tf.controls.publish.check_retrained`).
-        Only seeds whose B (and transfer Model A) are in ``jobs``; what is still missing is logged."""
-        jobs = list(jobs)
-        plan, cfg = set(jobs), self.config
-        transfer = Job(MODEL_A, cfg.transfer_seed, (), TRANSFER_VARIANT) if cfg.transfer_seed >= 0 else None
-        for seed in sorted({j.seed for j in jobs if j.variant != TRANSFER_VARIANT}):
-            sources = {CAM_B: Job(MODEL_B, seed)}
-            if transfer is not None:
-                sources[CAM_TRANSFER] = transfer
-            if not set(sources.values()) <= plan or not all(self.provenance[x] for x in sources.values()):
-                continue
-            maps = {c: [x.label, self.provenance[x]["settings_digest"], self.provenance[x]["data_digest"]]
-                    for c, x in sorted(sources.items())}
-            pending = [j for j in jobs if j.seed == seed and j.variant != TRANSFER_VARIANT
-                       and j in self.ok and not self._cross_current(j, maps)]
-            if not pending:  # every published job of the seed has current cross cohorts
-                continue
-            here = lambda x: x in self.ok and job_done(self.layout, x)  # noqa: E731
-            missing = tuple(x.label for x in dict.fromkeys([*sources.values(), *pending]) if not here(x))
-            if missing and self.waiting.get(seed) != missing:
-                self.waiting[seed] = missing
-                self.log(f"grid: cam_transfer / cam_b of seed {seed} wait for {len(missing)} model(s) not in "
-                         f"the run folder: {', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}")
-            ready = [j for j in pending if here(j)]
-            if not ready or not all(here(x) for x in sources.values()):
-                continue
-            for x in dict.fromkeys([*sources.values(), *ready]):  # each model here is the published one
-                self.gp.check_retrained(self.pub, self.layout, x, self.index)
-            pred = cross_cohort_predictions(self.layout.root, ready, cfg, self.cache_dir, progress=False)
-            for j in ready:
-                self.gp.publish_cross(self.pub, j, pred[pred["model"] == j.name], self.index, maps)
-                result.cross_published.append(j.label)
-            self.log(f"grid: cam_transfer / cam_b of seed {seed} published for {len(ready)} job(s)")
 
 
 def _provenance(jobs, config: StudyConfig, cache_dir) -> dict:
@@ -590,115 +254,3 @@ def _run_on_dask(todo, layout, config_dict, cache_dir, scheduler, workers, resul
         client.close()
         if cluster is not None:
             cluster.close()
-
-
-def read_predictions(run_dir, jobs: Iterable[Job] | None = None, held_out: bool = False):
-    """The per-image predictions of ``jobs`` (default: every finished model folder), one DataFrame (schema above).
-
-    held_out: also the rows of the held-out corruptions (columns ``corruption``, ``severity``; the
-    cohort rows have ``corruption`` = :data:`knee_tf.core.vocab.NO_CORRUPTION`); by default only the
-    cohort rows, without those two columns, one row per (model, seed, cohort, image)."""
-    layout = RunLayout(run_dir)
-    if jobs is None:
-        paths = sorted(layout.models.glob(f"*/{layout.grid_predictions('x', 0).name}"))
-        paths = [p for p in paths if (p.parent / layout.job_record("x", 0).name).exists()]
-    else:
-        paths = [layout.grid_predictions(j.name, j.seed) for j in jobs]
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise FileNotFoundError(f"predictions not found: {missing[0]} (run the grid job first)")
-    if not paths:
-        raise FileNotFoundError(f"{layout.models}: no finished grid job")
-    df = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
-    if "corruption" in df.columns and not held_out:
-        df = df[df["corruption"] == NO_CORRUPTION].drop(columns=["corruption", "severity"]).reset_index(drop=True)
-    return df
-
-
-# --------------------------------------------------------------------------------------------- the controls study
-
-#: The variant name of the independently trained Model A whose maps make ``cam_transfer``.
-TRANSFER_VARIANT = "transfer"
-
-
-def learning_curve_variant(n_exams: int) -> str:
-    """The variant name of the learning curve's jobs on ``n_exams`` training exams: ``n<N>``."""
-    return f"n{int(n_exams)}"
-
-
-def controls_plan(cfg: StudyConfig) -> list[Job]:
-    """Every job of the controls study (notebook 07) for ``cfg``: each arm of ``cfg.grid_arms`` with
-    ``cfg.n_seeds`` seeds (arms in :data:`knee_tf.core.vocab.MAIN_ARMS`) or ``cfg.n_seeds_other`` (the
-    others; 0: n_seeds); A and B on each of ``cfg.learning_curve_exams`` training exams (variants
-    ``n<N>``, other seeds' count); the A jobs they depend on; and the Model A of ``cfg.transfer_seed``
-    (variant ``transfer``; only when ``cfg.transfer_seed >= 0``) whose maps make ``cam_transfer``.
-    A jobs first."""
-    main = range(cfg.seed, cfg.seed + max(1, cfg.n_seeds))
-    other = range(cfg.seed, cfg.seed + max(1, cfg.n_seeds_other or cfg.n_seeds))
-    jobs = [Job(arm, s) for arm in cfg.grid_arms for s in (main if arm in MAIN_ARMS else other)]
-    for n in cfg.learning_curve_exams:
-        jobs += [Job(arm, s, (("train_exams", int(n)),), learning_curve_variant(n)) for arm in (MODEL_A, MODEL_B)
-                 for s in other]
-    if cfg.transfer_seed >= 0:
-        jobs.append(Job(MODEL_A, cfg.transfer_seed, (), TRANSFER_VARIANT))
-    needed = [j.model_a() for j in jobs if j.model_a() is not None]
-    return sorted(dict.fromkeys(needed + jobs), key=lambda j: j.arm != MODEL_A)
-
-
-def controls_comparisons(jobs: Iterable[Job]) -> list[tuple[str, str]]:
-    """The effects the controls study reports, as (model, reference) names: every arm against A; B
-    against each control (what is left of B's gain beyond it); the learning curve's B against its A."""
-    jobs = list(jobs)
-    plain = list(dict.fromkeys(j.name for j in jobs if not j.variant))
-    out = [(n, MODEL_A) for n in plain if n != MODEL_A]
-    out += [(MODEL_B, c) for c in CONTROL_ARMS if c in plain and MODEL_B in plain]
-    out += [(j.name, Job(MODEL_A, j.seed, j.overrides, j.variant).name) for j in jobs
-            if j.arm == MODEL_B and j.variant]
-    return list(dict.fromkeys(out))
-
-
-def cross_cohort_predictions(run_dir, jobs: Iterable[Job], config: StudyConfig, cache_dir,
-                             progress: bool = True):
-    """Predictions of every finished job on ``cam_transfer`` and ``cam_b`` (:func:`knee_tf.study.experiment.cross_cohorts`).
-
-    ``cam_transfer``: the normal test images with the maps of the transfer Model A (one set of images
-    for every job; left out when ``config.transfer_seed < 0``); ``cam_b``: with the maps of the plain B of the job's seed (when the grid has it).
-    Jobs of a learning-curve variant are scored on both too. Columns as :func:`read_predictions`.
-    """
-    layout = RunLayout(run_dir)
-    jobs = [j for j in jobs if j.variant != TRANSFER_VARIANT]
-    data = open_cache(check_cache(cache_dir))
-    transfer = None
-    if config.transfer_seed >= 0:
-        transfer = load_model(layout.model(Job(MODEL_A, config.transfer_seed, (), TRANSFER_VARIANT).name,
-                                           config.transfer_seed))
-    frames = []
-
-    for seed in tqdm(sorted({j.seed for j in jobs}), desc="cam_transfer / cam_b", disable=not progress):
-        b = layout.model(MODEL_B, seed)
-        cohorts = cross_cohorts(data, transfer, load_model(b) if b.exists() else None, config, progress=False)
-        ids = pd.concat([idx for _, idx in cohorts.values()], ignore_index=True)
-        for job in (j for j in jobs if j.seed == seed):
-            pred = predict_cohorts({job.name: load_model(layout.model(job.name, seed))}, cohorts, seed,
-                                   config.predict_batch_size)
-            pred["corruption"], pred["severity"] = NO_CORRUPTION, 0
-            pred["arm"], pred["variant"] = job.arm, job.variant
-            pred["exam_id"] = ids["exam_id"].astype(str).to_numpy()
-            pred["patient_id"] = ids["patient_id"].astype(str).to_numpy()
-            frames.append(pred)
-    return pd.concat(frames, ignore_index=True)
-
-
-def arm_info(jobs: Iterable[Job]):
-    """One row per model name of ``jobs``: arm, variant, family, budget and description (from the arm
-    registry), and n_seeds_planned (how many jobs of that name ``jobs`` has), beside each arm in the
-    published arms table (whose ``n_seeds`` says how many the predictions have: a partial grid shows)."""
-    jobs = list(dict.fromkeys(jobs))
-    rows = []
-    for j in jobs:
-        a = get_arm(j.arm)
-        what = a.description + (f"; {dict(j.overrides)}" if j.overrides else "")
-        rows.append({"arm": j.name, "registered_arm": j.arm, "variant": j.variant, "family": a.family or j.arm,
-                     "budget": a.budget, "description": what,
-                     "n_seeds_planned": sum(k.name == j.name for k in jobs)})
-    return pd.DataFrame(rows).drop_duplicates("arm").reset_index(drop=True)

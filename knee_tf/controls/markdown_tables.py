@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from knee_tf.controls.effects import interval_description
+from knee_tf.controls.effect_stats import interval_description
 from knee_tf.core.vocab import ABLATION_ARMS, CONTROL_ARMS, MODEL_B, NO_CORRUPTION
 
 

@@ -16,7 +16,7 @@ Slice order within an exam-plane comes from the ingest index (:func:`slice_ranks
 from ImagePositionPatient along the slice normal), else ``instance_number``.
 
 :func:`prescription_table` reports, per arm and condition, each endpoint's mean over seeds with a
-two-level interval (seeds and patients resampled; :func:`knee_tf.controls.effects.two_level_bootstrap`),
+two-level interval (seeds and patients resampled; :func:`knee_tf.controls.effect_stats.two_level_bootstrap`),
 beside the slice accuracy of the same predictions.
 """
 
@@ -27,14 +27,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from knee_tf.controls.effects import (
-    RESAMPLE_LEVELS,
-    condition_keys,
-    condition_order,
-    percentile_interval,
-    row_rng,
-    two_level_bootstrap,
-)
+from knee_tf.controls.effect_stats import RESAMPLE_LEVELS, percentile_interval, two_level_bootstrap
+from knee_tf.controls.effects import condition_keys, condition_order, row_rng
 from knee_tf.core.vocab import ARM_NAMES, predicted_class
 
 #: Index columns that order the slices of one exam-plane, in order of preference.

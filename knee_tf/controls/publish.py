@@ -27,7 +27,7 @@ and ``cam_b`` (the maps of the plain B of the job's seed). Once a job's model, B
 transfer Model A are in one run folder, each of them the published one (:func:`check_retrained`), the
 job's predictions on those cohorts are added to its folder (:func:`publish_cross`, ``cross_predictions.parquet`` and
 ``cross.json``, which names the jobs whose maps made the cohorts and their settings digests). The
-grid does this as the models come together (:mod:`knee_tf.controls.grid`); a seed whose models were lost
+grid does this as the models come together (:mod:`knee_tf.controls.grid_publisher`); a seed whose models were lost
 with an earlier session's run folder is trained again into a run folder without ``--publish``, and a
 later ``--publish`` checks each model against its published predictions before adding the cohorts.
 
@@ -226,7 +226,7 @@ def cross_sources(record: dict) -> dict:
 def publish_cross(pub: PublishedGrid, job, predictions: pd.DataFrame, index: pd.DataFrame, maps: dict) -> None:
     """Add one published job's rows on the cross cohorts (``cam_transfer``, ``cam_b``) to its folder.
 
-    predictions: the job's rows on those cohorts (:func:`knee_tf.controls.grid.cross_cohort_predictions`);
+    predictions: the job's rows on those cohorts (:func:`knee_tf.controls.cross.cross_cohort_predictions`);
     maps: {cohort: [job label, settings digest, data digest]} of the jobs whose maps made them. The
     record is written first and the predictions last, each atomically, so the predictions file exists
     only beside its record. FileNotFoundError when the job is not published."""

@@ -1,6 +1,6 @@
 """The controls study's assembly (notebook 07): its prediction store, tables, ablation panels and learning curves.
 
-Notebook 07 trains the jobs of :func:`knee_tf.controls.grid.controls_plan` and then calls these functions, so
+Notebook 07 trains the jobs of :func:`knee_tf.controls.jobs.controls_plan` and then calls these functions, so
 that a run folder and the published grid (:mod:`knee_tf.controls.publish`) give their tables the same way:
 
 * :func:`run_store`: the store of a run folder: every job's own predictions (held-out corruptions
@@ -19,16 +19,16 @@ from collections.abc import Iterable
 import pandas as pd
 
 from knee_tf.controls.arms import ABLATION_PANELS, training_split
-from knee_tf.controls.grid import (
+from knee_tf.controls.cross import cross_cohort_predictions
+from knee_tf.controls.jobs import (
     TRANSFER_VARIANT,
     arm_info,
     controls_comparisons,
-    cross_cohort_predictions,
     learning_curve_variant,
-    read_predictions,
 )
 from knee_tf.controls.prediction_store import recompute_tables, store_frame
 from knee_tf.controls.publish import completeness, read_published
+from knee_tf.controls.training_job import read_predictions
 from knee_tf.core.vocab import CAM_B, CAM_TRANSFER, MODEL_A, MODEL_B
 from knee_tf.data.layout import published_grid
 from knee_tf.study.config import StudyConfig
@@ -73,8 +73,8 @@ def controls_store(cfg: StudyConfig, run_dir, jobs: Iterable, data, top) -> pd.D
 
 def study_tables(store: pd.DataFrame, jobs: Iterable, cfg: StudyConfig) -> dict[str, pd.DataFrame]:
     """The published tables of the controls study from ``store`` (:func:`knee_tf.controls.prediction_store.recompute_tables`
-    with the comparisons of :func:`knee_tf.controls.grid.controls_comparisons` and each arm's description and
-    ``n_seeds_planned`` from :func:`knee_tf.controls.grid.arm_info`). Jobs the store lacks (a partial grid) are
+    with the comparisons of :func:`knee_tf.controls.jobs.controls_comparisons` and each arm's description and
+    ``n_seeds_planned`` from :func:`knee_tf.controls.jobs.arm_info`). Jobs the store lacks (a partial grid) are
     left out of the comparisons; the arms table's ``n_seeds`` beside ``n_seeds_planned`` shows it."""
     jobs = study_jobs(jobs)
     have = set(store["arm"].astype(str))
@@ -86,7 +86,7 @@ def study_tables(store: pd.DataFrame, jobs: Iterable, cfg: StudyConfig) -> dict[
 
 
 def plan_order(jobs: Iterable, table: pd.DataFrame) -> list[str]:
-    """The arms of ``table`` (its ``arm`` column) in the order the plan lists them (:func:`knee_tf.controls.grid.arm_info`
+    """The arms of ``table`` (its ``arm`` column) in the order the plan lists them (:func:`knee_tf.controls.jobs.arm_info`
     of :func:`study_jobs`): A and its learning curve, B, the controls, the ablations, B's learning curve.
     Arms of the table that the plan lacks come last, in table order."""
     have = list(dict.fromkeys(table["arm"].astype(str)))

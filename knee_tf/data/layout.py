@@ -10,7 +10,7 @@ A run folder (``runs/<timestamp>-<config>/`` unless ``--out`` names one)::
     artifacts/aug_pool_seed<S>.csv    its provenance (one row per augmented image)
     artifacts/fig2_examples.npz       Figure 2's images, maps and augmented copies (notebook 04 -> 06)
     artifacts/aug_dicom/              augmented images exported as derived DICOM
-    models/model_<arm>_seed<S>/       one folder per (arm, seed), written whole by one grid job (knee_tf.controls.grid):
+    models/model_<arm>_seed<S>/       one folder per (arm, seed), written whole by one grid job (knee_tf.controls.training_job):
         model.keras                     the trained model; arms are strings ("A", "B", "A_steps", ...)
         training_log.csv                its per-epoch log
         tensorboard/                    its TensorBoard event files
@@ -194,7 +194,7 @@ class RunLayout:
         return self.model_dir(arm, seed) / MODEL_FILES["tensorboard"]
 
     def grid_predictions(self, arm: str, seed: int) -> Path:
-        """Per-image predictions of one model on every test cohort (schema: :mod:`knee_tf.controls.grid`)."""
+        """Per-image predictions of one model on every test cohort (schema: :mod:`knee_tf.controls.training_job`)."""
         return self.model_dir(arm, seed) / MODEL_FILES["predictions"]
 
     def job_record(self, arm: str, seed: int) -> Path:

@@ -64,7 +64,7 @@ def _per_seed(make, seeds) -> list[Path]:
 
 
 def _model_files(L: RunLayout, arm: str, seed: int) -> list[Path]:
-    """What one grid job (knee_tf.controls.grid) writes for (arm, seed)."""
+    """What one grid job (knee_tf.controls.training_job) writes for (arm, seed)."""
     return [L.model(arm, seed), L.training_log(arm, seed), L.grid_predictions(arm, seed), L.job_record(arm, seed)]
 
 

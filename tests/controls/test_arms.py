@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from knee_tf.controls import arms, control_masks
-from knee_tf.controls.grid import TRANSFER_VARIANT, Job, controls_comparisons, controls_plan
+from knee_tf.controls.jobs import TRANSFER_VARIANT, Job, controls_comparisons, controls_plan
 from knee_tf.core.vocab import (
     A_STEPS,
     ABLATION_ARMS,

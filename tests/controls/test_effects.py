@@ -1,4 +1,4 @@
-"""knee_tf.controls.effects on synthetic predictions with known effects: coverage, power, seed variance, FDR."""
+"""knee_tf.controls.effects and effect_stats on synthetic predictions with known effects: coverage, power, seed variance, FDR."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from knee_tf.controls import effects
+from knee_tf.controls import effect_stats, effects
 from knee_tf.core.vocab import A_STEPS, CAM, MODEL_A, MODEL_B, MRI_AUG, NORMAL
 
 
@@ -54,8 +54,8 @@ def test_a_zero_effect_is_covered_at_least_at_the_nominal_rate(seed_sd):
         rng = np.random.default_rng(r)
         num_a, num_r, den = simulate_counts(rng, seed_sd=seed_sd)
         for levels in (("seed", "patient"), ("patient",)):
-            _, boot = effects.two_level_bootstrap(num_a, den, num_r, n_boot=400, rng=rng, resample=levels)
-            lo, hi = effects.percentile_interval(boot)
+            _, boot = effect_stats.two_level_bootstrap(num_a, den, num_r, n_boot=400, rng=rng, resample=levels)
+            lo, hi = effect_stats.percentile_interval(boot)
             hit = lo <= 0 <= hi
             covered += hit and len(levels) == 2
             covered_patients_only += hit and len(levels) == 1
@@ -72,8 +72,8 @@ def test_seed_variance_widens_the_interval_relative_to_patient_only_resampling()
         rng = np.random.default_rng(1000 + r)
         num_a, num_r, den = simulate_counts(rng, seed_sd=0.6)
         for name, levels in (("both", ("seed", "patient")), ("patient", ("patient",))):
-            _, boot = effects.two_level_bootstrap(num_a, den, num_r, n_boot=500, rng=rng, resample=levels)
-            lo, hi = effects.percentile_interval(boot)
+            _, boot = effect_stats.two_level_bootstrap(num_a, den, num_r, n_boot=500, rng=rng, resample=levels)
+            lo, hi = effect_stats.percentile_interval(boot)
             widths[name].append(hi - lo)
     assert np.mean(widths["both"]) > 2 * np.mean(widths["patient"])
 
@@ -81,22 +81,22 @@ def test_seed_variance_widens_the_interval_relative_to_patient_only_resampling()
 def test_a_large_effect_is_detected():
     rng = np.random.default_rng(7)
     num_a, num_r, den = simulate_counts(rng, delta=1.0)
-    point, boot = effects.two_level_bootstrap(num_a, den, num_r, n_boot=2000, rng=rng)
-    lo, hi = effects.percentile_interval(boot)
+    point, boot = effect_stats.two_level_bootstrap(num_a, den, num_r, n_boot=2000, rng=rng)
+    lo, hi = effect_stats.percentile_interval(boot)
     assert 0.05 < lo < point < hi
     d = num_a.sum(1) / den.sum(1) - num_r.sum(1) / den.sum(1)
     assert point == pytest.approx(d.mean())
-    p, pmin = effects.sign_flip_test(d)
+    p, pmin = effect_stats.sign_flip_test(d)
     assert p == pmin == 2 / 2**10
 
 
 def test_bootstrap_checks_its_input():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="seeds, patients"):
-        effects.two_level_bootstrap(np.ones(3), np.ones(3), rng=rng)
+        effect_stats.two_level_bootstrap(np.ones(3), np.ones(3), rng=rng)
     with pytest.raises(ValueError, match="resample"):
-        effects.two_level_bootstrap(np.ones((2, 3)), np.ones((2, 3)), rng=rng, resample=("exam",))
-    _, boot = effects.two_level_bootstrap(np.ones((2, 3)), np.ones((2, 3)), rng=rng, resample=(), n_boot=5)
+        effect_stats.two_level_bootstrap(np.ones((2, 3)), np.ones((2, 3)), rng=rng, resample=("exam",))
+    _, boot = effect_stats.two_level_bootstrap(np.ones((2, 3)), np.ones((2, 3)), rng=rng, resample=(), n_boot=5)
     np.testing.assert_array_equal(boot, np.ones(5))  # nothing resampled: the estimate itself
 
 
@@ -104,38 +104,38 @@ def test_bootstrap_checks_its_input():
 
 
 def test_sign_flip_test_on_hand_worked_cases():
-    assert effects.sign_flip_test([0.1, 0.2, 0.3]) == (2 / 8, 2 / 8)  # only all + and all - are as extreme
-    assert effects.sign_flip_test([1.0, -1.0])[0] == 1.0
+    assert effect_stats.sign_flip_test([0.1, 0.2, 0.3]) == (2 / 8, 2 / 8)  # only all + and all - are as extreme
+    assert effect_stats.sign_flip_test([1.0, -1.0])[0] == 1.0
     # [0.3, 0.1, -0.1], observed |sum| 0.3; the 8 sums: +++ 0.3, ++- 0.5, +-+ 0.1, +-- 0.3, -++ -0.3,
     # -+- -0.1, --+ -0.5, --- -0.3: six reach 0.3 in size
     d = np.array([0.3, 0.1, -0.1])
     signs = np.array([[a, b, c] for a in (1, -1) for b in (1, -1) for c in (1, -1)])
     expected = np.mean(np.abs(signs @ d) >= abs(d.sum()) - 1e-12)
-    assert effects.sign_flip_test(d)[0] == pytest.approx(expected) == pytest.approx(6 / 8)
-    p, pmin = effects.sign_flip_test(np.ones(20), rng=np.random.default_rng(0))
+    assert effect_stats.sign_flip_test(d)[0] == pytest.approx(expected) == pytest.approx(6 / 8)
+    p, pmin = effect_stats.sign_flip_test(np.ones(20), rng=np.random.default_rng(0))
     assert p == pmin == pytest.approx(1 / 20_001)
     with pytest.raises(ValueError, match="rng"):
-        effects.sign_flip_test(np.ones(20))
+        effect_stats.sign_flip_test(np.ones(20))
 
 
 def test_benjamini_hochberg_matches_a_hand_checked_example():
     # sorted: 0.005 (x4/1 = 0.02), 0.01 (x4/2 = 0.02), 0.03 (x4/3 = 0.04), 0.04 (x4/4 = 0.04)
-    q, reject = effects.benjamini_hochberg([0.01, 0.04, 0.03, 0.005], alpha=0.05)
+    q, reject = effect_stats.benjamini_hochberg([0.01, 0.04, 0.03, 0.005], alpha=0.05)
     np.testing.assert_allclose(q, [0.02, 0.04, 0.04, 0.02])
     assert reject.tolist() == [True, True, True, True]
-    _, reject = effects.benjamini_hochberg([0.01, 0.04, 0.03, 0.005], alpha=0.03)
+    _, reject = effect_stats.benjamini_hochberg([0.01, 0.04, 0.03, 0.005], alpha=0.03)
     assert reject.tolist() == [True, False, False, True]
     # step-up: 0.04 at rank 2 of 2 passes (0.04 <= 0.05) and carries 0.045 (> 0.025) with it
-    q, reject = effects.benjamini_hochberg([0.045, 0.04], alpha=0.05)
+    q, reject = effect_stats.benjamini_hochberg([0.045, 0.04], alpha=0.05)
     np.testing.assert_allclose(q, [0.045, 0.045])
     assert reject.all()
-    q, reject = effects.benjamini_hochberg([0.2, np.nan, 0.01])  # NaN: not a comparison
+    q, reject = effect_stats.benjamini_hochberg([0.2, np.nan, 0.01])  # NaN: not a comparison
     np.testing.assert_allclose(q, [0.2, np.nan, 0.02])
     assert reject.tolist() == [False, False, True]
     from statsmodels.stats.multitest import multipletests
 
     p = np.random.default_rng(0).uniform(0, 0.2, 50)
-    np.testing.assert_allclose(effects.benjamini_hochberg(p)[0], multipletests(p, method="fdr_bh")[1])
+    np.testing.assert_allclose(effect_stats.benjamini_hochberg(p)[0], multipletests(p, method="fdr_bh")[1])
 
 
 # ----------------------------------------------------------------------------- tables

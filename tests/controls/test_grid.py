@@ -17,15 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from knee_tf.controls.grid import (
-    Job,
-    check_cache,
-    commit_job,
-    plan_jobs,
-    read_predictions,
-    run_grid,
-    run_job,
-)
+from knee_tf.controls.grid import run_grid
+from knee_tf.controls.jobs import Job, plan_jobs
+from knee_tf.controls.training_job import check_cache, commit_job, read_predictions, run_job
 from knee_tf.core.vocab import COHORTS, MODEL_A, MODEL_B
 from knee_tf.data.layout import RunLayout
 from knee_tf.study.config import StudyConfig

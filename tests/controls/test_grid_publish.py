@@ -16,7 +16,8 @@ import pytest
 
 from knee_tf.controls import grid
 from knee_tf.controls import publish as gp
-from knee_tf.controls.grid import plan_jobs, run_grid
+from knee_tf.controls.grid import run_grid
+from knee_tf.controls.jobs import plan_jobs
 from knee_tf.controls.prediction_store import STORE_COLUMNS, read_store, store_frame, write_store
 from knee_tf.core.vocab import MODEL_A, MODEL_B, NO_CORRUPTION
 from knee_tf.data.ingest import ingest, open_cache
@@ -324,7 +325,7 @@ def test_notebook_07_takes_its_store_from_the_configured_source(published):
 
 def test_plan_order_puts_the_learning_curve_in_exam_order_not_name_order():
     """Figures of notebook 07 list arms as the plan does; "A_n100" sorts before "A_n25" by name."""
-    from knee_tf.controls.grid import controls_plan
+    from knee_tf.controls.jobs import controls_plan
     from knee_tf.controls.summary import plan_order
     from knee_tf.study.config import get_config
 

@@ -73,7 +73,7 @@ def test_controls_tables_and_readme_effects_are_recomputed_from_the_published_pr
     import pytest
 
     from knee_tf.controls import prediction_store as store
-    from knee_tf.controls.grid import controls_plan
+    from knee_tf.controls.jobs import controls_plan
     from knee_tf.controls.markdown_tables import controls_markdown
     from knee_tf.controls.summary import published_store
     from knee_tf.data.layout import RunLayout, published_grid
@@ -142,7 +142,7 @@ def test_readme_counts_and_prescription_numbers_are_the_published_ones():
 
     import pytest
 
-    from knee_tf.controls.grid import controls_plan
+    from knee_tf.controls.jobs import controls_plan
     from knee_tf.data.layout import RunLayout
     from knee_tf.study.config import get_config
 

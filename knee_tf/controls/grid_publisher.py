@@ -1,0 +1,128 @@
+"""Publishing a running grid's jobs as they finish (:func:`knee_tf.controls.grid.run_grid` with ``publish``).
+
+:class:`GridPublisher` decides, for one grid, which jobs are published already with the same
+settings and data (skipped), which were published with others (refused, or trained again and
+replaced with ``republish``), which published Model A jobs must be trained again for their
+dependents, and, as each job finishes, publishes it (:func:`knee_tf.controls.publish.publish_job`) or
+checks a retrained Model A against its published predictions
+(:func:`knee_tf.controls.publish.check_retrained`); once a seed's models are together in the run
+folder, it adds their cross cohorts (:mod:`knee_tf.controls.cross`). What it did goes into the
+grid's :class:`knee_tf.controls.grid.GridResult` (``result`` below). The publishing steps
+themselves are :mod:`knee_tf.controls.publish`'s.
+"""
+
+from __future__ import annotations
+
+import json
+
+from knee_tf.controls import publish as gp
+from knee_tf.controls.cross import cross_cohort_predictions
+from knee_tf.controls.jobs import TRANSFER_VARIANT, Job, job_done
+from knee_tf.controls.training_job import commit_job
+from knee_tf.core.vocab import CAM_B, CAM_TRANSFER, MODEL_A, MODEL_B
+from knee_tf.data.ingest import open_cache
+from knee_tf.data.layout import PublishedGrid
+
+
+class GridPublisher:
+    """run_grid's publishing (knee_tf.controls.publish): which jobs are published, and what to do as each finishes."""
+
+    def __init__(self, publish, jobs, provenance, layout, cache_dir, republish, log, config):
+        self.gp, self.layout, self.log, self.config, self.cache_dir = gp, layout, log, config, cache_dir
+        self.waiting: dict[int, tuple[str, ...]] = {}  # seed -> labels of the models its cross cohorts wait for
+        self.pub = publish if isinstance(publish, PublishedGrid) else PublishedGrid(publish)
+        self.index = open_cache(cache_dir).index
+        self.provenance = provenance
+        self.ok, mismatched = set(), {}
+        for j in jobs:
+            if not self.provenance[j]:  # invalid settings: never published, fails when it runs
+                continue
+            published, differs = gp.published_status(self.pub, j, self.provenance[j])
+            if published and not differs:
+                self.ok.add(j)
+            elif published:
+                mismatched[j] = differs
+        if mismatched and not republish:
+            raise ValueError(gp.mismatch_error(self.pub, mismatched))
+        for j, what in mismatched.items():
+            log(f"grid: {j.label} published with other settings or data ({what}): trained again and replaced")
+        self.retrain: set[Job] = set()
+
+    def publish_finished(self, jobs, result) -> None:
+        """Publish the run folder's finished jobs that are not published yet (a run stopped between the two)."""
+        for j in jobs:
+            if j in self.ok or not job_done(self.layout, j):
+                continue
+            record = json.loads(self.layout.job_record(j.name, j.seed).read_text())
+            differs = self.gp.differences(record, self.provenance[j]) if "settings_digest" in record else \
+                "its record has no settings digest (written by an older knee_tf)"
+            if differs:
+                self.log(f"grid: {j.label} of the run folder not published: {differs}")
+                continue
+            self.gp.publish_job(self.pub, self.layout, j, self.index)
+            self.ok.add(j)
+            result.published.append(j.label)
+
+    def model_a_to_retrain(self, todo) -> list[Job]:
+        """The published Model A jobs that pending jobs need but the run folder lacks."""
+        need = [j.model_a() for j in todo if j.model_a() is not None]
+        self.retrain = {a for a in need if a in self.ok and not job_done(self.layout, a)}
+        if self.retrain:
+            self.log(f"grid: {len(self.retrain)} published Model A job(s) trained again for their dependents: "
+                     + ", ".join(a.label for a in dict.fromkeys(a for a in need if a in self.retrain)))
+        return list(dict.fromkeys(a for a in need if a in self.retrain))
+
+    def commit(self, job: Job, out: dict, result) -> None:
+        commit_job(self.layout, job, out)
+        if job in self.retrain:
+            self.gp.check_retrained(self.pub, self.layout, job, self.index)
+            result.retrained.append(job.label)
+        else:
+            self.gp.publish_job(self.pub, self.layout, job, self.index)
+            self.ok.add(job)
+            result.published.append(job.label)
+
+    def _cross_current(self, job: Job, maps: dict) -> bool:
+        """Whether ``job``'s published cross cohorts were made by the maps ``maps`` names."""
+        path = self.pub.cross_record(job.name, job.seed)
+        if not (path.exists() and self.pub.cross_predictions(job.name, job.seed).exists()):
+            return False
+        return self.gp.cross_sources(json.loads(path.read_text())) == maps
+
+    def publish_cross(self, jobs, result) -> None:
+        """Add the cross cohorts (``cam_transfer``, ``cam_b``) to the published jobs of each seed whose
+        models are in the run folder, once the models that make those cohorts (the plain B of the seed
+        and, when ``config.transfer_seed >= 0``, the transfer Model A) are there too. Every model used
+        is checked against its published predictions first (:func:`knee_tf.controls.publish.check_retrained`).
+        Only seeds whose B (and transfer Model A) are in ``jobs``; what is still missing is logged."""
+        jobs = list(jobs)
+        plan, cfg = set(jobs), self.config
+        transfer = Job(MODEL_A, cfg.transfer_seed, (), TRANSFER_VARIANT) if cfg.transfer_seed >= 0 else None
+        for seed in sorted({j.seed for j in jobs if j.variant != TRANSFER_VARIANT}):
+            sources = {CAM_B: Job(MODEL_B, seed)}
+            if transfer is not None:
+                sources[CAM_TRANSFER] = transfer
+            if not set(sources.values()) <= plan or not all(self.provenance[x] for x in sources.values()):
+                continue
+            maps = {c: [x.label, self.provenance[x]["settings_digest"], self.provenance[x]["data_digest"]]
+                    for c, x in sorted(sources.items())}
+            pending = [j for j in jobs if j.seed == seed and j.variant != TRANSFER_VARIANT
+                       and j in self.ok and not self._cross_current(j, maps)]
+            if not pending:  # every published job of the seed has current cross cohorts
+                continue
+            here = lambda x: x in self.ok and job_done(self.layout, x)  # noqa: E731
+            missing = tuple(x.label for x in dict.fromkeys([*sources.values(), *pending]) if not here(x))
+            if missing and self.waiting.get(seed) != missing:
+                self.waiting[seed] = missing
+                self.log(f"grid: cam_transfer / cam_b of seed {seed} wait for {len(missing)} model(s) not in "
+                         f"the run folder: {', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}")
+            ready = [j for j in pending if here(j)]
+            if not ready or not all(here(x) for x in sources.values()):
+                continue
+            for x in dict.fromkeys([*sources.values(), *ready]):  # each model here is the published one
+                self.gp.check_retrained(self.pub, self.layout, x, self.index)
+            pred = cross_cohort_predictions(self.layout.root, ready, cfg, self.cache_dir, progress=False)
+            for j in ready:
+                self.gp.publish_cross(self.pub, j, pred[pred["model"] == j.name], self.index, maps)
+                result.cross_published.append(j.label)
+            self.log(f"grid: cam_transfer / cam_b of seed {seed} published for {len(ready)} job(s)")
