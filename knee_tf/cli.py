@@ -129,7 +129,7 @@ def _add_grid(sub) -> None:
     p.add_argument("--config", default="default", help="default | smoke | path to a StudyConfig JSON")
     p.add_argument("--arms", default="", help="comma-separated arm names (knee_tf.controls.arms); default: the config's "
                                               "controls study (grid_arms, their seeds, the learning curve, the "
-                                              "transfer Model A: knee_tf.controls.grid.controls_plan)")
+                                              "transfer Model A: knee_tf.controls.jobs.controls_plan)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per arm, from the config's seed (default: n_seeds)")
     p.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of a Dask scheduler (default: the config's)")
     p.add_argument("--workers", type=int, default=-1,
@@ -149,10 +149,12 @@ def _add_grid(sub) -> None:
 
 
 def _cmd_grid(a) -> int:
-    from knee_tf.controls.grid import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+    from knee_tf.controls.grid import (
+        run_grid,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+    )
+    from knee_tf.controls.jobs import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
         controls_plan,
         plan_jobs,
-        run_grid,
     )
     from knee_tf.study.pipeline import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
         RUNS_DIR,

@@ -37,12 +37,7 @@ from tqdm.auto import tqdm
 
 from knee_tf.controls import publish as gp
 from knee_tf.controls.grid_publisher import GridPublisher
-from knee_tf.controls.jobs import (  # controls_plan, plan_jobs: knee_tf.cli imports them from here
-    Job,
-    controls_plan,  # noqa: F401
-    job_done,
-    plan_jobs,  # noqa: F401
-)
+from knee_tf.controls.jobs import Job, job_done
 from knee_tf.controls.training_job import commit_job, run_job
 from knee_tf.core.vocab import MODEL_A
 from knee_tf.data.layout import RunLayout
