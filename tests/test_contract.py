@@ -13,6 +13,7 @@ import pytest
 
 from knee_tf.core.cam import compute_cams
 from knee_tf.core.vocab import (
+    CAM_METHODS,
     CLASSES,
     OPTIONAL_COLUMNS,
     PLANES,
@@ -62,6 +63,32 @@ def test_no_class_or_plane_name_outside_the_vocabulary():
     sources += sorted((ROOT / "notebooks").glob("*.py"))
     hits = [(p.name, m.group(0)) for p in sources for m in literal.finditer(p.read_text())]
     assert not hits, hits
+
+
+def test_no_cam_method_name_outside_the_vocabulary():
+    """config, plots, arms, explorers and notebooks take CAM method names from knee_tf.core.vocab, whose
+    names are exactly the registry's (knee_tf.core.cam_methods.REGISTRY)."""
+    literal = re.compile("[\"']({})[\"']".format("|".join(re.escape(m) for m in CAM_METHODS)))
+    sources = [p for p in (ROOT / "knee_tf").rglob("*.py") if p.name != "vocab.py"]
+    sources += sorted((ROOT / "notebooks").glob("*.py"))
+    hits = [(p.name, m.group(0)) for p in sources for m in literal.finditer(p.read_text())]
+    assert not hits, hits
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(cam_methods=("gradcam", "scorecam")), "cam_methods: unknown CAM method 'scorecam'"),
+    (dict(cohort3_method="gradcampp"), "cohort3_method: unknown CAM method 'gradcampp'"),
+    (dict(cam_methods=("gradcam", "gradcam")), "cam_methods must be distinct"),
+    (dict(cam_methods=()), "cam_methods must be distinct"),
+    (dict(cam_methods="gradcam"), "cam_methods must be a tuple"),
+])
+def test_config_rejects_an_unknown_cam_method_in_one_line_naming_the_registered_ones(settings, message):
+    with pytest.raises(ValueError, match=re.escape(message)) as err:
+        StudyConfig.smoke(**settings)
+    assert "\n" not in str(err.value)
+    if "unknown" in message:
+        assert str(err.value).endswith("; registered: " + ", ".join(CAM_METHODS))
+    assert StudyConfig.smoke(cam_methods=CAM_METHODS, cohort3_method=CAM_METHODS[-1]).cam_methods == CAM_METHODS
 
 
 def test_decision_rule_ties_go_to_irrelevant_like_argmax():
@@ -117,11 +144,16 @@ def test_every_notebook_knob_is_a_config_field():
         assert assigned == ["config", "run_dir"], (nb.name, assigned)
 
 
-def test_cli_set_rejects_a_bad_value_in_one_line():
-    proc = subprocess.run([sys.executable, "-m", "knee_tf", "study", "--config", "smoke", "--set", "epochs=x"],
+@pytest.mark.parametrize("setting, line", [
+    ("epochs=x", "error: --set 'epochs=x': epochs is an integer"),
+    ('cam_methods=["gradcam", "scorecam"]',
+     "error: cam_methods: unknown CAM method 'scorecam'; registered: " + ", ".join(CAM_METHODS)),
+])
+def test_cli_set_rejects_a_bad_value_in_one_line(setting, line):
+    proc = subprocess.run([sys.executable, "-m", "knee_tf", "study", "--config", "smoke", "--set", setting],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines() == ["error: --set 'epochs=x': epochs is an integer"]
+    assert proc.stderr.strip().splitlines() == [line]
 
 
 # ----------------------------------------------------------------------------- the wings

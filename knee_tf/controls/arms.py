@@ -40,6 +40,7 @@ from knee_tf.core.vocab import (
     ERASING,
     GRADCAM,
     GRADCAM_PP,
+    METHOD_NAMES,
     MODEL_A,
     MODEL_B,
     MRI_AUG,
@@ -208,8 +209,8 @@ for _name, _settings, _share, _labels, _what in (
         ("B_pool1", {"aug_layer": "pool1"}, 1.0, False, "maps at pool1"),
         ("B_pool2", {"aug_layer": "pool2"}, 1.0, False, "maps at pool2"),
         ("B_pool3", {"aug_layer": "pool3"}, 1.0, False, "maps at pool3"),
-        ("B_gradcam", {"cam_methods": (GRADCAM,)}, 1.0, False, "Grad-CAM maps only"),
-        ("B_gradcampp", {"cam_methods": (GRADCAM_PP,)}, 1.0, False, "Grad-CAM++ maps only"),
+        ("B_gradcam", {"cam_methods": (GRADCAM,)}, 1.0, False, f"{METHOD_NAMES[GRADCAM]} maps only"),
+        ("B_gradcampp", {"cam_methods": (GRADCAM_PP,)}, 1.0, False, f"{METHOD_NAMES[GRADCAM_PP]} maps only"),
         ("B_w25_50", {"aug_weight_range": (0.25, 0.5)}, 1.0, False, "weights w in [0.25, 0.5]"),
         ("B_w50_75", {"aug_weight_range": (0.5, 0.75)}, 1.0, False, "weights w in [0.5, 0.75]"),
         ("B_w75_100", {"aug_weight_range": (0.75, 1.0)}, 1.0, False, "weights w in [0.75, 1.0]"),
@@ -224,7 +225,7 @@ for _name, _settings, _share, _labels, _what in (
 #: notebook 07's ablation panels: {panel title: [(arm, setting label), ...]}, B's own setting among them.
 ABLATION_PANELS: dict[str, list[tuple[str, str]]] = {
     "layer": [("B_pool1", "pool1"), ("B_pool2", "pool2"), ("B_pool3", "pool3"), (MODEL_B, "pool4")],
-    "method": [("B_gradcam", "Grad-CAM"), ("B_gradcampp", "Grad-CAM++"), (MODEL_B, "both")],
+    "method": [("B_gradcam", METHOD_NAMES[GRADCAM]), ("B_gradcampp", METHOD_NAMES[GRADCAM_PP]), (MODEL_B, "both")],
     "weight range": [("B_w25_50", "0.25-0.5"), ("B_w50_75", "0.5-0.75"), ("B_w75_100", "0.75-1"),
                      (MODEL_B, "0.5-1")],
     "augmented share": [("B_share0p25", "0.25"), ("B_share0p5", "0.5"), (MODEL_B, "1"), ("B_share2", "2")],

@@ -6,7 +6,8 @@
 * ``precision`` float32 or mixed bfloat16 training
 * ``arrays`` ``tf.data`` pipelines over image arrays; pooled images; example picking
 * ``model`` the LeNet, seeding, seeded training, inference
-* ``cam`` Grad-CAM-style maps at several layers in one pass; the registry of CAM methods
+* ``cam_methods`` the registry of CAM methods (Grad-CAM, Grad-CAM++, LayerCAM): one weight function each
+* ``cam`` the engine they share: maps at several layers and methods in one pass
 * ``faithfulness`` deletion and insertion curves
 * ``augment`` map-guided augmentation: mask -> image transforms and the augmented pool
 

@@ -1,32 +1,22 @@
-"""Grad-CAM and Grad-CAM++ at several layers at once, in one compiled forward + backward pass.
+"""CAM maps at several layers at once, for every requested method, in one compiled forward + backward pass.
 
-The score is the target class's *logit* (the softmax bypassed, as tf-keras-vis's ``ReplaceToLinear``
-does) read from the model's ``logits`` layer, so the trained model is never modified: a gradient
-sub-model maps ``model.inputs`` to ``[layer outputs..., logits]``, is built once per model and
-cached (weakly keyed on the model). Every batch then costs one forward and one backward pass, shared
-by every layer and both methods.
+The methods are registered in :mod:`knee_tf.core.cam_methods` (Grad-CAM, Grad-CAM++, LayerCAM: one
+weight function each); this module is the engine they share. The score is the target class's
+*logit* (the softmax bypassed, as tf-keras-vis's ``ReplaceToLinear`` does) read from the model's
+``logits`` layer, so the trained model is never modified: a gradient sub-model maps
+``model.inputs`` to ``[layer outputs..., logits]``, is built once per model and cached (weakly keyed
+on the model). Every batch then costs one forward and one backward pass, shared by every layer and
+method. Each method's map is ReLU(sum_c weights * A) at the layer (``cam_methods``), then:
 
-Conventions follow tf-keras-vis 0.8.7 (``Gradcam`` / ``GradcamPlusPlus`` with
-``seek_penultimate_conv_layer=False``), which the tests check to 2e-3:
-
-* Grad-CAM: weights = spatial mean of dS/dA; map = ReLU(sum_c weights * A).
-* Grad-CAM++: with g = dS/dA, alpha = g^2 / (2 g^2 + g^3 * sum_xy A) (a zero denominator is
-  replaced by 1: where g^2 = 0, as tf-keras-vis does, and at the formula's pole, where the
-  denominator rounds to exactly 0 and tf-keras-vis's whole map would be NaN), alpha normalised
-  to sum 1 over space (a zero sum replaced by 1),
-  weights = sum_xy alpha * ReLU(g), map = ReLU(sum_c weights * A). tf-keras-vis multiplies its
-  derivatives by exp(S); so does this module, in the same operation order, because the formula is
-  ill-conditioned where 2 + g * sum_xy A is near 0 and float32 rounding then matters. The factor
-  only scales the map, so S is clipped to +-EXP_SCORE_LIMIT inside exp (no inf/NaN for confident
-  predictions) and the clipped-off factor is applied through the normalisation epsilon instead.
 * Always float32: a model trained in mixed precision (``mixed_bfloat16``, :mod:`knee_tf.core.precision`)
   is explained through a float32 copy with its trained weights, so its maps are the float32 maps
   of those weights (``CamResult.probabilities`` then come from that float32 pass too).
 * Maps are upsampled to the input size with align-corners bilinear interpolation (tf-keras-vis uses
   ``scipy.ndimage.zoom(order=1)``, which maps corner pixels onto corner pixels; ``tf.image.resize``
   uses half-pixel centres and differs), then min-max normalised per image:
-  (m - min) / (max - min + eps) with eps = ``keras.config.epsilon()``. A map with max == min
-  (all zero, or constant) becomes exactly zero, never NaN, and is counted in ``CamResult.n_zero``.
+  (m - min) / (max - min + eps) with eps = ``keras.config.epsilon()`` (times the method's
+  ``eps_scale``, if any). A map with max == min (all zero, or constant) becomes exactly zero,
+  never NaN, and is counted in ``CamResult.n_zero``.
 """
 
 from __future__ import annotations
@@ -43,16 +33,17 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from knee_tf.core.arrays import RowBlocks
+from knee_tf.core.cam_methods import REGISTRY, low_resolution_map, reference_explainer
 from knee_tf.core.model import LOGITS_LAYER, check_images, predict_proba
 from knee_tf.core.precision import float32_twin
-from knee_tf.core.vocab import CAM_METHODS, check_targets
+from knee_tf.core.vocab import CAM_METHODS, STUDY_CAM_METHODS, check_cam_methods, check_targets
 
 #: The CAM methods :func:`compute_cams` knows, in their canonical order (:data:`knee_tf.core.vocab.CAM_METHODS`).
 METHODS: tuple[str, ...] = CAM_METHODS
+#: The methods :func:`compute_cams` computes unless told otherwise: the study's (Grad-CAM, Grad-CAM++).
+DEFAULT_METHODS: tuple[str, ...] = STUDY_CAM_METHODS
 #: The max-pool layers of :func:`knee_tf.core.model.build_lenet` (four conv blocks).
 DEFAULT_LAYERS: tuple[str, ...] = ("pool1", "pool2", "pool3", "pool4")
-#: Grad-CAM++'s exp(score) factor is evaluated at the score clipped to +-this (float32-safe).
-EXP_SCORE_LIMIT = 50.0
 
 
 def align_corners_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -142,52 +133,6 @@ def _normalise(cams, eps):
     return (cams - lo) / denom, flat[..., 0, 0]
 
 
-def _gradcam(acts, grads):
-    """acts, grads (B, h, w, c) -> ReLU'd Grad-CAM (B, h, w)."""
-    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-    return tf.nn.relu(tf.reduce_sum(acts * weights, axis=-1))
-
-
-@tf.function(jit_compile=True)
-def _gradcam_plus_plus_alphas(grads, scale, act_sum):
-    """The element-wise part of Grad-CAM++, fused by XLA into one pass over (B, h, w, c).
-
-    grads (B, h, w, c), scale (B,), act_sum (B, 1, 1, c) = sum_xy A. Returns the first derivative
-    scale * g and the un-normalised alpha = g^2 / (2 g^2 + g^3 sum_xy A). As separate TensorFlow
-    kernels these products and the division each wrote a (B, h, w, c) tensor to memory, which made
-    them most of the cost of the CAM arithmetic at ``pool1``; fused, each element is read once. Only
-    IEEE multiplications, additions, comparisons and divisions, in the same order as before (XLA on
-    CPU neither re-associates nor contracts them without fast-math), so the maps are bit for bit
-    those of the unfused graph (tested on trained models); the reductions stay outside, in
-    TensorFlow's kernels, whose summation order XLA would change.
-    """
-    first = tf.reshape(scale, (-1, 1, 1, 1)) * grads
-    second = first * grads
-    third = second * grads
-    # sum_xy A is broadcast explicitly, so that no optimiser re-associates (second * g) * sum_xy A
-    denom = second * 2.0 + third * tf.broadcast_to(act_sum, tf.shape(grads))
-    # A zero denominator becomes 1. tf-keras-vis does this where second == 0 (denom is then +-0). It
-    # also happens at the formula's pole, where 2 g^2 + g^3 sum_xy A rounds to exactly 0 with g != 0;
-    # alpha is then inf, and tf-keras-vis's map (and this one, before) becomes NaN: every map that
-    # tf-keras-vis computes finitely is unchanged by the wider rule
-    denom = tf.where(tf.equal(denom, 0.0), tf.ones_like(denom), denom)
-    return first, second / denom
-
-
-def _gradcam_plus_plus(acts, grads, scale):
-    """acts, grads (B, h, w, c), scale (B,) = exp(score) -> ReLU'd Grad-CAM++ (B, h, w).
-
-    Written in tf-keras-vis's operation order (first, second, third derivative = scale * g, g^2,
-    g^3) so that float32 rounding matches it where the formula is ill-conditioned
-    (2 + g * sum_xy A near 0).
-    """
-    first, alphas = _gradcam_plus_plus_alphas(grads, scale, tf.reduce_sum(acts, axis=(1, 2), keepdims=True))
-    alpha_sum = tf.reduce_sum(alphas, axis=(1, 2), keepdims=True)
-    alphas = alphas / (alpha_sum + tf.cast(tf.equal(alpha_sum, 0.0), alpha_sum.dtype))
-    weights = tf.reduce_sum(tf.nn.relu(first) * alphas, axis=(1, 2), keepdims=True)
-    return tf.nn.relu(tf.reduce_sum(acts * weights, axis=-1))
-
-
 class _CamEngine:
     """The gradient sub-model and its compiled CAM step for one model, layer set and method set."""
 
@@ -241,22 +186,15 @@ class _CamEngine:
             scores = tf.gather(logits, targets, axis=1, batch_dims=1)
             total = tf.reduce_sum(scores)
         grads = tape.gradient(total, acts)
-        if "gradcam++" in self.methods:  # exp(S), S clipped; the clipped-off part -> epsilon
-            clipped = tf.clip_by_value(scores, -EXP_SCORE_LIMIT, EXP_SCORE_LIMIT)
-            exp_score, eps_plus = tf.exp(clipped), self.eps * tf.exp(clipped - scores)
+        # the normalisation epsilon (M, B): keras' epsilon, times the method's eps_scale where it has one
+        eps = tf.stack([self.eps * REGISTRY[m].eps_scale(scores) if REGISTRY[m].eps_scale
+                        else tf.fill(tf.shape(scores), self.eps) for m in self.methods])
         maps, zero = [], []
         for a, g, (rows, cols) in zip(acts, grads, self.resamplers, strict=True):
-            low, eps = [], []
-            for method in self.methods:
-                if method == "gradcam":
-                    low.append(_gradcam(a, g))
-                    eps.append(tf.fill(tf.shape(scores), self.eps))
-                else:
-                    low.append(_gradcam_plus_plus(a, g, exp_score))
-                    eps.append(eps_plus)
+            low = [low_resolution_map(m, a, g, scores) for m in self.methods]
             cams = tf.matmul(tf.stack(low), cols)  # (M, B, h, W): one plain matmul
             cams = tf.matmul(rows, cams)  # (M, B, H, W): (H, h) broadcast over (M, B)
-            cams, flat = _normalise(cams, tf.stack(eps))
+            cams, flat = _normalise(cams, eps)
             maps.append(cams)
             zero.append(flat)
         return maps, zero, targets, tf.nn.softmax(logits, axis=-1)
@@ -265,7 +203,7 @@ class _CamEngine:
 _ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def cam_engine(model, layers=DEFAULT_LAYERS, methods=METHODS) -> _CamEngine:
+def cam_engine(model, layers=DEFAULT_LAYERS, methods=DEFAULT_METHODS) -> _CamEngine:
     """The cached gradient sub-model + compiled step for ``model`` (built on first use only).
 
     Always float32: a model trained in mixed precision is explained through its float32 twin
@@ -285,23 +223,20 @@ def cam_engine(model, layers=DEFAULT_LAYERS, methods=METHODS) -> _CamEngine:
 
 def _check_names(layers, methods) -> tuple[tuple[str, ...], tuple[str, ...]]:
     layers = (layers,) if isinstance(layers, str) else tuple(layers)
-    methods = (methods,) if isinstance(methods, str) else tuple(methods)
     if not layers:
         raise ValueError("layers must name at least one layer")
     if len(set(layers)) != len(layers):
         raise ValueError(f"layers must be distinct, got {layers}")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods or len(set(methods)) != len(methods):
-        raise ValueError(f"methods must be distinct names from {METHODS}, got {methods}")
-    return layers, methods
+    return layers, check_cam_methods(methods, "methods")
 
 
 def compute_cams(model, images, layers: Sequence[str] = DEFAULT_LAYERS,
-                 methods: Sequence[str] = METHODS, targets=None, batch_size: int = 256,
+                 methods: Sequence[str] = DEFAULT_METHODS, targets=None, batch_size: int = 256,
                  progress: bool = True) -> CamResult:
-    """Grad-CAM / Grad-CAM++ maps of ``model`` at every layer in ``layers``, in one pass per batch.
+    """CAM maps of ``model`` at every layer in ``layers``, for every method in ``methods``, in one pass per batch.
 
-    images: float32 (N, H, W, 1) in [0, 1] (the model's input shape). targets: None (explain the
+    images: float32 (N, H, W, 1) in [0, 1] (the model's input shape). methods: registered names
+    (:data:`METHODS`; default :data:`DEFAULT_METHODS`, Grad-CAM and Grad-CAM++). targets: None (explain the
     predicted class, taken from the same forward pass), an int, or int (N,) class indices.
     Returns a :class:`CamResult`: ``{method: float32 (N, L, H, W) in [0, 1]}`` in ``methods`` order,
     L = len(layers), plus targets, probabilities and per-layer counts of all-zero maps.
@@ -337,9 +272,10 @@ def compute_cams(model, images, layers: Sequence[str] = DEFAULT_LAYERS,
 
 
 def tf_keras_vis_cams(model, images, layers: Sequence[str] = DEFAULT_LAYERS,
-                      methods: Sequence[str] = METHODS, targets=None,
+                      methods: Sequence[str] = DEFAULT_METHODS, targets=None,
                       batch_size: int = 256) -> dict[str, np.ndarray]:
-    """The reference: tf-keras-vis ``Gradcam``/``GradcamPlusPlus`` looped over layers and batches.
+    """The reference: each method's tf-keras-vis explainer (``Gradcam``, ``GradcamPlusPlus``,
+    ``Layercam``: :func:`knee_tf.core.cam_methods.reference_explainer`) looped over layers and batches.
 
     Uses ``ReplaceToLinear`` (on a clone; ``model`` is untouched), ``CategoricalScore(targets)`` and
     ``penultimate_layer=<layer>, seek_penultimate_conv_layer=False``. targets: None = predicted
@@ -348,22 +284,18 @@ def tf_keras_vis_cams(model, images, layers: Sequence[str] = DEFAULT_LAYERS,
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        from tf_keras_vis.gradcam import Gradcam  # lazy: loads TensorFlow (seconds)
-        from tf_keras_vis.gradcam_plus_plus import (
-            GradcamPlusPlus,  # lazy: loads TensorFlow (seconds)
-        )
         from tf_keras_vis.utils.model_modifiers import (
             ReplaceToLinear,  # lazy: loads TensorFlow (seconds)
         )
         from tf_keras_vis.utils.scores import CategoricalScore  # lazy: loads TensorFlow (seconds)
 
-    layers, methods = _check_names(layers, methods)
+        layers, methods = _check_names(layers, methods)
+        classes = {m: reference_explainer(m) for m in methods}
     x = check_images(images, model)
     n_classes = int(model.outputs[0].shape[-1])
     t = check_targets(targets, len(x), n_classes)
     if targets is None:
         t = predict_proba(model, x, batch_size).argmax(axis=1).astype(np.int32)
-    classes = {"gradcam": Gradcam, "gradcam++": GradcamPlusPlus}
     out = {}
     for method in methods:
         explainer = classes[method](model, model_modifier=ReplaceToLinear(), clone=True)

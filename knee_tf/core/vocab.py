@@ -10,6 +10,8 @@ this module is imported by the DICOM decoding workers and by the phantom as well
   p_relevant)`` (argmax breaks ties towards the first class), so thresholding and argmax never disagree.
 * ``check_targets``: the one check of the classes an activation map explains (used by
   :mod:`knee_tf.core.cam` and :mod:`knee_tf.core.faithfulness`).
+* ``check_cam_methods``: the one check of CAM method names (used by :mod:`knee_tf.core.cam` and
+  ``StudyConfig``): an unknown name is an error naming the registered ones, never a fallback.
 """
 
 from __future__ import annotations
@@ -44,10 +46,15 @@ MANIFEST_COHORTS: tuple[str, ...] = tuple(c for c in COHORTS if c not in DERIVED
 #: :data:`knee_tf.study.corrupt.CORRUPTIONS`, are applied to a cohort's images at a severity 1..5).
 NO_CORRUPTION = "none"
 
-#: Activation-map methods (:mod:`knee_tf.core.cam`) and their human-readable names.
-CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
-GRADCAM, GRADCAM_PP = CAM_METHODS
-METHOD_NAMES: dict[str, str] = {GRADCAM: "Grad-CAM", GRADCAM_PP: "Grad-CAM++"}
+#: The names of the registered activation-map methods, in canonical order, and their human-readable
+#: names. Each name is one entry of :data:`knee_tf.core.cam_methods.REGISTRY` (the function that makes
+#: its map); the names live here, without TensorFlow, for the config, the DICOM writer and the figures.
+CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "layercam")
+GRADCAM, GRADCAM_PP, LAYERCAM = CAM_METHODS
+METHOD_NAMES: dict[str, str] = {GRADCAM: "Grad-CAM", GRADCAM_PP: "Grad-CAM++", LAYERCAM: "LayerCAM"}
+#: The study's methods (the paper's): Model B's maps, the figures' and explorers' default. LayerCAM is
+#: registered but in none of the study's arms.
+STUDY_CAM_METHODS: tuple[str, ...] = (GRADCAM, GRADCAM_PP)
 #: Augmentation transforms (:mod:`knee_tf.core.augment`): ``image * (1 - M)`` and ``image * (1 - w * M)``.
 TRANSFORMS: tuple[str, ...] = ("inverted", "weighted")
 INVERTED, WEIGHTED = TRANSFORMS
@@ -140,3 +147,19 @@ def check_targets(targets, n: int, n_classes: int = len(CLASSES)) -> np.ndarray:
     if n and (t.min() < 0 or t.max() >= n_classes):
         raise ValueError(f"targets must lie in [0, {n_classes - 1}], got [{t.min()}, {t.max()}]")
     return t.astype(np.int32)
+
+
+def check_cam_methods(methods, what: str = "methods") -> tuple[str, ...]:
+    """CAM method names as a tuple: one name (a str) or a sequence of distinct registered names.
+
+    what: the argument or setting checked, named in the error. Raises ValueError in one line naming
+    the registered methods (:data:`CAM_METHODS`) when a name is unknown, repeated or missing.
+    """
+    names = (methods,) if isinstance(methods, str) else tuple(methods)
+    registered = ", ".join(CAM_METHODS)
+    unknown = [m for m in names if m not in CAM_METHODS]
+    if unknown:
+        raise ValueError(f"{what}: unknown CAM method {unknown[0]!r}; registered: {registered}")
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"{what} must be distinct names among {registered}, got {names}")
+    return names

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from knee_tf.core.io import atomic_write_text
-from knee_tf.core.vocab import ARM_NAMES
+from knee_tf.core.vocab import ARM_NAMES, GRADCAM, STUDY_CAM_METHODS, check_cam_methods
 from knee_tf.data.layout import DATA_MANIFEST
 from knee_tf.phantom.difficulty import Difficulty
 
@@ -79,7 +79,8 @@ class StudyConfig:
 
     # --- activation maps (knee_tf.core.cam) ---
     cam_layers: tuple[str, ...] = ("pool1", "pool2", "pool3", "pool4")  # layers notebook 03 compares
-    cam_methods: tuple[str, ...] = ("gradcam", "gradcam++")  # map methods: notebook 03 and the augmented pool
+    # registered names (knee_tf.core.vocab.CAM_METHODS); an unknown one is an error naming them
+    cam_methods: tuple[str, ...] = STUDY_CAM_METHODS  # map methods: notebook 03 and the augmented pool
     cam_batch_size: int = 256  # images per CAM forward + backward pass
     predict_batch_size: int = 256  # images per inference batch (predictions, faithfulness curves)
     n_faithfulness: int = 300  # test images scored by the deletion/insertion curves (notebook 03)
@@ -95,7 +96,7 @@ class StudyConfig:
 
     # --- evaluation (knee_tf.study.evaluate, knee_tf.study.corrupt) ---
     cohort3_weight: float = 0.9  # fixed severity of Model A's inverted-Grad-CAM test corruption
-    cohort3_method: str = "gradcam"  # map method of that corruption (cohort 3; maps at aug_layer)
+    cohort3_method: str = GRADCAM  # map method of that corruption (cohort 3; maps at aug_layer)
     n_bootstrap: int = 2000  # bootstrap resamples of each accuracy's confidence interval
     ece_bins: int = 15  # probability bins of the expected calibration error
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)  # severities of the held-out corruptions of the test images
@@ -114,6 +115,12 @@ class StudyConfig:
     subset_seed: int = 0  # seeds the order in which the learning curve takes training exams (nothing else)
     # -1 by default: one training fewer, so that `make study` stays short; the full grid has it
     transfer_seed: int = -1  # seed of the independent Model A whose maps make cam_transfer; -1: no cam_transfer
+
+    def __post_init__(self):
+        if isinstance(self.cam_methods, str):
+            raise ValueError(f"cam_methods must be a tuple of method names, e.g. ({self.cam_methods!r},)")
+        check_cam_methods(self.cam_methods, "cam_methods")
+        check_cam_methods(self.cohort3_method, "cohort3_method")
 
     @classmethod
     def smoke(cls, **overrides) -> StudyConfig:

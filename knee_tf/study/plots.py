@@ -13,12 +13,15 @@ import numpy as np
 from knee_tf.core.io import atomic_path
 from knee_tf.core.vocab import (
     CLASSES,
+    GRADCAM,
     IRRELEVANT,
+    METHOD_NAMES,
     MODEL_A,
     MODEL_B,
     PLANES,
     RELEVANT,
     SPLITS,
+    STUDY_CAM_METHODS,
     class_name,
 )
 
@@ -154,12 +157,12 @@ def overlay(ax, image, heatmap=None, alpha: float = 0.45, title: str = ""):
         ax.set_title(title, fontsize=8)
 
 
-def plot_cam_layers(images, cams, layers, row_labels, methods=("gradcam", "gradcam++")):
+def plot_cam_layers(images, cams, layers, row_labels, methods=STUDY_CAM_METHODS):
     """Figure 1: each row an image, then its map at every layer for every method.
 
-    images: float32 (R, H, W, 1); cams: {method: float32 (R, L, H, W)} (a CamResult works).
+    images: float32 (R, H, W, 1); cams: {method: float32 (R, L, H, W)} (a CamResult works);
+    methods: registered names (:data:`knee_tf.core.vocab.CAM_METHODS`), titled by their ``METHOD_NAMES``.
     """
-    names = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
     n_cols = 1 + len(layers) * len(methods)
     fig, axes = plt.subplots(len(images), n_cols, figsize=(1.35 * n_cols, 1.45 * len(images)), squeeze=False)
     for r in range(len(images)):
@@ -168,7 +171,7 @@ def plot_cam_layers(images, cams, layers, row_labels, methods=("gradcam", "gradc
         for m_i, m in enumerate(methods):
             for l_i, layer in enumerate(layers):
                 ax = axes[r, 1 + m_i * len(layers) + l_i]
-                overlay(ax, images[r], cams[m][r, l_i], title=f"{names.get(m, m)}\n{layer}" if r == 0 else "")
+                overlay(ax, images[r], cams[m][r, l_i], title=f"{METHOD_NAMES[m]}\n{layer}" if r == 0 else "")
     fig.tight_layout(pad=0.3)
     return fig
 
@@ -188,7 +191,7 @@ def _call(p_relevant: float) -> str:
     return f"{class_name(p_relevant)} ({p_relevant:.2f})"
 
 
-def plot_augmentation(images, cams, augmented, preds: dict, row_labels, cam_name: str = "Grad-CAM"):
+def plot_augmentation(images, cams, augmented, preds: dict, row_labels, cam_name: str = METHOD_NAMES[GRADCAM]):
     """Figure 2: image | map | inverted mask (1 - M) | augmented image, with each model's calls.
 
     images, augmented: float32 (R, H, W, 1); cams: float32 (R, H, W) in [0, 1];
@@ -213,7 +216,7 @@ def plot_augmentation(images, cams, augmented, preds: dict, row_labels, cam_name
     return fig
 
 
-def plot_a_wrong_b_right(images, cams_a, cams_b, rows, cam_name: str = "Grad-CAM"):
+def plot_a_wrong_b_right(images, cams_a, cams_b, rows, cam_name: str = METHOD_NAMES[GRADCAM]):
     """Figure 3: per row an image that Model A gets wrong and Model B right, with both models' maps.
 
     images: float32 (R, H, W, 1); cams_a, cams_b: float32 (R, H, W); rows: DataFrame with cohort,
@@ -262,13 +265,12 @@ def plot_cam_view(view, layer: str, method: str, fractions, scores, auc: float, 
     view: a :class:`knee_tf.teach.explore.CamView`; fractions, scores: the image's deletion curve for the
     shown map (target-class probability as the top-ranked pixels are blacked out); auc: its area.
     """
-    names = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
     explained, other = CLASSES[view.predicted], CLASSES[1 - view.predicted]
     fig, axes = plt.subplots(1, 4, figsize=(10.5, 2.7), gridspec_kw={"width_ratios": [1, 1, 1, 1.4]})
     overlay(axes[0], view.image, title=f"image ({label})" if label else "image")
-    overlay(axes[1], view.image, view.map(method, layer), title=f"{names.get(method, method)} {layer}\n"
+    overlay(axes[1], view.image, view.map(method, layer), title=f"{METHOD_NAMES[method]} {layer}\n"
                                                                  f"for {explained} (the call)")
-    overlay(axes[2], view.image, view.map(method, layer, other=True), title=f"{names.get(method, method)} {layer}\n"
+    overlay(axes[2], view.image, view.map(method, layer, other=True), title=f"{METHOD_NAMES[method]} {layer}\n"
                                                                               f"for {other}")
     ax = axes[3]
     ax.plot(fractions, scores, marker="o", ms=3)

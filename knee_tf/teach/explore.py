@@ -3,7 +3,8 @@
 The logic is pure functions of (model, image, settings), tested without a browser:
 
 * :func:`select_images` filters test images by plane, label and whether the model is right;
-* :func:`cam_view` computes one image's maps at every layer, both methods, for the predicted class
+* :func:`cam_view` computes one image's maps at every layer and method (by default the study's two;
+  any registered name, :data:`knee_tf.core.vocab.CAM_METHODS`), for the predicted class
   *and* the other class, in one forward + backward pass (:func:`knee_tf.core.cam.compute_cams` on a
   batch of two copies with the two targets) after a forward pass for the call;
 * :func:`deletion_curve` is that image's deletion curve for one map
@@ -35,11 +36,11 @@ from knee_tf.core.cam import compute_cams
 from knee_tf.core.faithfulness import faithfulness_curves
 from knee_tf.core.model import predict_proba
 from knee_tf.core.vocab import (
-    CAM_METHODS,
     CLASSES,
     GRADCAM,
     INVERTED,
     PLANES,
+    STUDY_CAM_METHODS,
     TRANSFORMS,
     WEIGHTED,
     class_name,
@@ -110,7 +111,7 @@ class CamView:
         return source[method][self.layers.index(layer)]
 
 
-def cam_view(model, image, layers, methods=CAM_METHODS) -> CamView:
+def cam_view(model, image, layers, methods=STUDY_CAM_METHODS) -> CamView:
     """Maps of one image at every layer in ``layers`` for every method, for the predicted class and
     the other class: one forward pass for the call, one compiled CAM pass for both targets. image: float32 (H, W, 1) in [0, 1]; a two-class model."""
     x = np.asarray(image, dtype=np.float32)
@@ -124,7 +125,7 @@ def cam_view(model, image, layers, methods=CAM_METHODS) -> CamView:
                    p_relevant=float(res.probabilities[0, 1]), predicted=predicted)
 
 
-def image_maps(model, image, layer: str, methods=CAM_METHODS) -> dict:
+def image_maps(model, image, layer: str, methods=STUDY_CAM_METHODS) -> dict:
     """One image's maps at one layer for the predicted class: {method: float32 (H, W) in [0, 1]}."""
     x = np.asarray(image, dtype=np.float32)
     res = compute_cams(model, x[None], layers=(layer,), methods=methods, progress=False)
@@ -237,7 +238,7 @@ def _call_text(arm: str, p: float | None, p0: float | None = None) -> str:
     return text
 
 
-def cam_explorer(model, images, index: pd.DataFrame, layers, methods=CAM_METHODS, steps: int = 10,
+def cam_explorer(model, images, index: pd.DataFrame, layers, methods=STUDY_CAM_METHODS, steps: int = 10,
                  seed: int = 0):
     """The Grad-CAM explorer (notebook 03): pick a test image by plane, label and right/wrong, a layer
     and a method; see the image, the map overlay, the other class's map and the image's deletion curve.
@@ -321,7 +322,7 @@ def pick_flippable(model, images, labels, layer: str, method: str = GRADCAM, see
     return None
 
 
-def augmentation_explorer(models: dict, images, index: pd.DataFrame, layer: str = "pool4", methods=CAM_METHODS,
+def augmentation_explorer(models: dict, images, index: pd.DataFrame, layer: str = "pool4", methods=STUDY_CAM_METHODS,
                           weight: float = 0.5, start: int = 0, flip_arm: str | None = None, maps_for=None):
     """The augmentation explorer (notebook 04): pick a test image, a method, inverted or weighted, the
     weight w and a smoothing sigma; see the mask, the augmented image and every model's probability.

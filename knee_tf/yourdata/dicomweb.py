@@ -29,7 +29,7 @@ from knee_tf.core.cam import compute_cams, upsample_align_corners
 from knee_tf.core.errors import InputError
 from knee_tf.core.io import atomic_path
 from knee_tf.core.model import load_model
-from knee_tf.core.vocab import CLASSES, MODEL_A, MODEL_B, RELEVANT, predicted_class
+from knee_tf.core.vocab import CLASSES, GRADCAM, MODEL_A, MODEL_B, RELEVANT, predicted_class
 from knee_tf.data.dicom_read import preprocess, read_dicom_image
 from knee_tf.data.ingest import ingest, read_rows
 from knee_tf.data.layout import RunLayout
@@ -202,10 +202,10 @@ def push_model(client, url: str, model_path: str | Path, manifest: str | Path, r
     size = int(model.input_shape[1])
     data = ingest(manifest, root, cache_dir=cache_dir, image_size=size, use="predict", progress=progress)
     images = read_rows(data.images, np.arange(len(data.index)))
-    cams = compute_cams(model, images, layers=(layer,), methods=("gradcam",), progress=progress)
+    cams = compute_cams(model, images, layers=(layer,), methods=(GRADCAM,), progress=progress)
     p_rel = cams.probabilities[:, CLASSES.index(RELEVANT)]
     predicted = np.asarray(CLASSES)[predicted_class(p_rel)]
-    maps = cams.select("gradcam", layer)
+    maps = cams.select(GRADCAM, layer)
     digest = model_digest(model_path)
     root = Path(root).resolve()
     files = [resolve_image_path(p, root) for p in data.index["path"]]

@@ -1,4 +1,5 @@
-"""knee_tf.core.cam: the one-pass Grad-CAM / Grad-CAM++ engine against tf-keras-vis and edge cases."""
+"""knee_tf.core.cam and cam_methods: the one-pass engine and every registered method (Grad-CAM, Grad-CAM++,
+LayerCAM) against tf-keras-vis, the registry, and edge cases."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import tensorflow as tf
 from scipy.ndimage import zoom
 
 from knee_tf.core import cam as cam_module
+from knee_tf.core import cam_methods
 from knee_tf.core.cam import (
     DEFAULT_LAYERS,
+    DEFAULT_METHODS,
     METHODS,
     CamResult,
     align_corners_matrix,
@@ -24,6 +27,14 @@ from knee_tf.core.cam import (
 )
 from knee_tf.core.model import build_lenet, predict_proba
 from knee_tf.core.precision import float32_twin, model_precision
+from knee_tf.core.vocab import (
+    CAM_METHODS,
+    GRADCAM,
+    GRADCAM_PP,
+    LAYERCAM,
+    METHOD_NAMES,
+    STUDY_CAM_METHODS,
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +44,7 @@ def test_images(toy_blob_data):
 
 @pytest.fixture(scope="module")
 def cams(tiny_trained_model, test_images):
-    return compute_cams(tiny_trained_model, test_images, batch_size=12, progress=False)
+    return compute_cams(tiny_trained_model, test_images, methods=METHODS, batch_size=12, progress=False)
 
 
 @pytest.mark.parametrize("h, w, size", [(4, 4, (64, 64)), (8, 5, (64, 40)), (1, 3, (16, 9)),
@@ -71,7 +82,7 @@ def test_result_shapes_ranges_and_metadata(cams, tiny_trained_model, test_images
     np.testing.assert_allclose(cams.probabilities, probs, atol=1e-5)
     np.testing.assert_array_equal(cams.select("gradcam++", "pool3"), cams["gradcam++"][:, 2])
     table = cams.zero_counts()
-    assert list(table.columns) == ["method", "layer", "n_zero", "n"] and len(table) == 8
+    assert list(table.columns) == ["method", "layer", "n_zero", "n"] and len(table) == 4 * len(METHODS)
 
 
 @pytest.mark.parametrize("targets", [None, "other"], ids=["predicted", "other-class"])
@@ -80,28 +91,29 @@ def test_agrees_with_tf_keras_vis(tiny_trained_model, test_images, cams, targets
         ours = cams
     else:  # explain the class the model did not predict
         targets = 1 - cams.targets
-        ours = compute_cams(tiny_trained_model, test_images, targets=targets, progress=False)
+        ours = compute_cams(tiny_trained_model, test_images, methods=METHODS, targets=targets, progress=False)
         np.testing.assert_array_equal(ours.targets, targets)
-    reference = tf_keras_vis_cams(tiny_trained_model, test_images, targets=targets, batch_size=16)
+    reference = tf_keras_vis_cams(tiny_trained_model, test_images, methods=METHODS, targets=targets, batch_size=16)
     _assert_agrees(ours, reference, len(test_images))
 
 
 def test_bf16_trained_model_is_explained_in_float32_and_agrees_with_tf_keras_vis(tiny_bf16_model, test_images):
     """Maps of a model trained in mixed_bfloat16 are the float32 maps of its weights."""
     assert model_precision(tiny_bf16_model) == "mixed_bfloat16"
-    ours = compute_cams(tiny_bf16_model, test_images, batch_size=12, progress=False)
+    ours = compute_cams(tiny_bf16_model, test_images, methods=METHODS, batch_size=12, progress=False)
     twin = float32_twin(tiny_bf16_model)
     assert model_precision(twin) == "float32" and twin is not tiny_bf16_model
     np.testing.assert_allclose(ours.probabilities, predict_proba(twin, test_images), atol=1e-5)
-    reference = tf_keras_vis_cams(twin, test_images, batch_size=16)
+    reference = tf_keras_vis_cams(twin, test_images, methods=METHODS, batch_size=16)
     _assert_agrees(ours, reference, len(test_images))
     # the twin is built once per model and shared by its engines
     assert cam_engine(tiny_bf16_model, layers=("pool4",)).twin is cam_engine(tiny_bf16_model).twin
 
 
 def _assert_agrees(ours, reference, n):
-    assert any(ours.n_zero[m].sum() < n * 4 for m in METHODS)  # not all blank
+    assert ours.methods == METHODS == tuple(reference)  # every registered method, LayerCAM included
     for method in METHODS:
+        assert ours.n_zero[method].sum() < n * 4, method  # not all blank
         for i, layer in enumerate(DEFAULT_LAYERS):
             diff = np.abs(ours[method][:, i] - reference[method][:, i])
             assert diff.max() <= 2e-3, (method, layer, diff.max())
@@ -112,7 +124,7 @@ def test_compiled_step_rounds_like_eager_execution(tiny_trained_model, test_imag
     """Grad-CAM++ is ill-conditioned where 2 + g * sum(A) ~ 0, so a graph rewrite that merely
     re-associates a product (Grappler's MinimizeBroadcasts) moves some maps by up to 1e-1; the
     compiled step must round exactly like eager execution, which is what tf-keras-vis runs."""
-    engine = cam_engine(tiny_trained_model)
+    engine = cam_engine(tiny_trained_model, methods=METHODS)
     images, targets = tf.constant(test_images), tf.constant(np.full(len(test_images), -1, np.int32))
     compiled, eager = engine.step(images, targets)[0], engine._step(images, targets)[0]
     for layer_compiled, layer_eager in zip(compiled, eager, strict=True):
@@ -138,14 +150,14 @@ def test_fused_grad_cam_plus_plus_arithmetic_is_bit_identical_to_separate_kernel
     cases.append((tf.constant(wide, tf.float32), tf.constant(10.0 ** rng.uniform(-5, 5, 8), tf.float32),
                   tf.constant(rng.standard_normal((8, 1, 1, 4)) * 100.0, tf.float32)))
     for g, scale, act_sum in cases:
-        fused = cam_module._gradcam_plus_plus_alphas(g, scale, act_sum)
-        separate = cam_module._gradcam_plus_plus_alphas.python_function(g, scale, act_sum)
+        fused = cam_methods._gradcam_plus_plus_alphas(g, scale, act_sum)
+        separate = cam_methods._gradcam_plus_plus_alphas.python_function(g, scale, act_sum)
         for f, s in zip(fused, separate, strict=True):
             np.testing.assert_array_equal(f.numpy(), s.numpy())
 
 
 def test_batching_and_explicit_targets_do_not_change_maps(tiny_trained_model, test_images, cams):
-    again = compute_cams(tiny_trained_model, test_images, targets=cams.targets, batch_size=5,
+    again = compute_cams(tiny_trained_model, test_images, methods=METHODS, targets=cams.targets, batch_size=5,
                          progress=False)
     for method in METHODS:  # equal up to float32 kernel differences between batch sizes
         diff = np.abs(again[method] - cams[method])
@@ -155,9 +167,9 @@ def test_batching_and_explicit_targets_do_not_change_maps(tiny_trained_model, te
 def test_batches_of_one_image_give_the_same_maps(tiny_trained_model, test_images, cams):
     # a one-image batch, called more than once, crashed TF 2.21's CPU kernels (segfault) before
     # compute_cams padded it; a final partial batch of one is the common way to get there
-    one = compute_cams(tiny_trained_model, test_images[:3], targets=cams.targets[:3], batch_size=1,
+    one = compute_cams(tiny_trained_model, test_images[:3], methods=METHODS, targets=cams.targets[:3], batch_size=1,
                        progress=False)
-    tail = compute_cams(tiny_trained_model, test_images[:5], targets=cams.targets[:5], batch_size=4,
+    tail = compute_cams(tiny_trained_model, test_images[:5], methods=METHODS, targets=cams.targets[:5], batch_size=4,
                         progress=False)
     for method in METHODS:
         assert np.abs(one[method] - cams[method][:3]).max() <= 1e-3, method
@@ -181,7 +193,7 @@ def test_all_zero_maps_stay_zero_and_are_counted():
     model = build_lenet((32, 32, 1), conv_filters=(2, 2, 2, 2), dense_units=(4,))
     model.set_weights([np.zeros_like(w) for w in model.get_weights()])  # every activation is 0
     images = np.random.default_rng(0).random((6, 32, 32, 1), np.float32)
-    result = compute_cams(model, images, progress=False)
+    result = compute_cams(model, images, methods=METHODS, progress=False)
     for method in METHODS:
         assert not np.isnan(result[method]).any()
         assert (result[method] == 0).all()
@@ -198,8 +210,30 @@ def test_grad_cam_plus_plus_at_the_formulas_pole_is_finite():
     grads = tf.constant([[[[-1.0], [0.5]]]])  # 2 g^2 + g^3 * 2 = 2 - 2 = 0 at the first position
     second = grads * grads
     assert float(tf.reduce_min(tf.abs(second * 2.0 + second * grads * 2.0))) == 0.0  # the pole is hit exactly
-    cam = cam_module._gradcam_plus_plus(acts, grads, tf.constant([1.0])).numpy()
+    cam = cam_methods.low_resolution_map(GRADCAM_PP, acts, grads, tf.constant([0.0])).numpy()  # exp(S) = 1
     np.testing.assert_allclose(cam, [[[0.125, 0.125]]], rtol=1e-6)
+
+
+def test_layercam_weights_each_pixel_and_grad_cam_weights_each_channel():
+    """Same one-channel layer as above, acts (1, 1), g (-1, 0.5). Grad-CAM's channel weight is the mean
+    gradient -0.25, so its map ReLU(-0.25 * A) is all zero; LayerCAM weights each pixel by ReLU(g):
+    its map is ReLU(A * (0, 0.5)) = (0, 0.5), which no channel weight can give."""
+    acts, grads, scores = tf.constant([[[[1.0], [1.0]]]]), tf.constant([[[[-1.0], [0.5]]]]), tf.constant([0.0])
+    np.testing.assert_array_equal(cam_methods.low_resolution_map(GRADCAM, acts, grads, scores).numpy(), [[[0.0, 0.0]]])
+    np.testing.assert_array_equal(cam_methods.low_resolution_map(LAYERCAM, acts, grads, scores).numpy(), [[[0.0, 0.5]]])
+    assert cam_methods.REGISTRY[GRADCAM].weights(acts, grads, scores).shape == (1, 1, 1, 1)  # per channel
+    assert cam_methods.REGISTRY[LAYERCAM].weights(acts, grads, scores).shape == (1, 1, 2, 1)  # per pixel
+
+
+def test_one_registry_names_every_method_and_an_unknown_name_is_an_error():
+    assert tuple(cam_methods.REGISTRY) == CAM_METHODS == METHODS == tuple(METHOD_NAMES)
+    assert DEFAULT_METHODS == STUDY_CAM_METHODS == (GRADCAM, GRADCAM_PP)  # LayerCAM is asked for by name
+    for method in CAM_METHODS:
+        assert cam_methods.reference_explainer(method).__name__ == cam_methods.REGISTRY[method].reference.split(".")[-1]
+    for call in (lambda: cam_methods.low_resolution_map("scorecam", None, None, None),
+                 lambda: cam_methods.reference_explainer("scorecam"), lambda: cam_engine(build_lenet((32, 32, 1)), methods="x")):
+        with pytest.raises(ValueError, match=r"unknown CAM method '\w+'; registered: gradcam, gradcam\+\+, layercam$"):
+            call()
 
 
 def test_gradient_model_is_built_once_and_released_with_the_model():
@@ -222,7 +256,9 @@ def test_gradient_model_is_built_once_and_released_with_the_model():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(layers=("pool9",)), "no layer 'pool9'"),
     (dict(layers=("dense1",)), "must be \\(B, h, w, c\\)"),
-    (dict(methods=("scorecam",)), "methods must be"),
+    (dict(methods=("scorecam",)), "methods: unknown CAM method 'scorecam'; registered: gradcam, gradcam\\+\\+, layercam"),
+    (dict(methods=(GRADCAM, GRADCAM)), "methods must be distinct"),
+    (dict(methods=()), "methods must be distinct"),
     (dict(layers=()), "at least one layer"),
     (dict(targets=[0, 1]), "targets must be an int or int \\(N,\\)"),
     (dict(targets=2), "targets must lie in \\[0, 1\\]"),
@@ -251,7 +287,7 @@ def test_batched_maps_are_the_maps_of_one_call(tiny_trained_model, test_images):
     from knee_tf.core.cam import BatchedMaps
 
     toy_model, x = tiny_trained_model, test_images[:11]
-    whole = compute_cams(toy_model, x, layers=("pool2",), batch_size=4)
+    whole = compute_cams(toy_model, x, layers=("pool2",), methods=METHODS, batch_size=4)
     lazy = BatchedMaps(toy_model, x, "pool2", METHODS, batch_size=4)
     for m in METHODS:
         ref = whole.select(m, "pool2")
