@@ -7,5 +7,6 @@
 * ``prediction_store`` every model's per-image predictions in one table
 * ``effects`` effects against a reference with two-level (seed x patient) intervals
 * ``prescription`` the per-exam-plane prescription endpoint
-* ``summary``, ``figures``, ``markdown_tables``, ``readme`` notebook 07's tables, figures, Markdown and README passages
+* ``summary``, ``figures``, ``markdown_tables`` notebook 07's tables, figures and Markdown
+* ``results_page`` README's headline table and the docs pages' tables, generated from ``results/``
 """
