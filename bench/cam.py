@@ -6,7 +6,7 @@ Without ``--model`` a LeNet of the default StudyConfig is trained briefly on a s
 (a bright disc present or absent) at --image-size (128). Times, on the same N images:
 (1) the forward pass alone (compiled, batched: ``predict_proba``); (2) tf-keras-vis ``Gradcam`` and
 ``GradcamPlusPlus`` looped over the 4 pool layers x 2 methods (``knee_tf.core.cam.tf_keras_vis_cams``);
-(3) ``compute_cams`` for all 4 layers x 2 methods. Goals (README, performance): (3) >= 15x faster
+(3) ``compute_cams`` for all 4 layers x 2 methods. Goals (docs/performance.md): (3) >= 15x faster
 than (2) and <= 4x the time of (1). Fast paths are warmed up (traced) first and timed as the median
 of --repeats interleaved runs (the ratio of the fastest runs is printed too, as the least
 contended estimate); the tf-keras-vis loop runs once.

@@ -2,7 +2,7 @@
 
     python bench/ingest.py [--manifest data/synthetic/data_manifest.csv] [--limit 2000]
 
-Uses the default synthetic dataset (generated first if missing). Goals (README, performance):
+Uses the default synthetic dataset (generated first if missing). Goals (docs/performance.md):
 >= 1.6x speed-up with 2 workers; cached re-run >= 20x faster than decoding.
 """
 

@@ -5,7 +5,7 @@
 Runs ``knee-tf study`` (synthesis included when the data is missing) and samples, every interval,
 the resident set size of the study process and each of its descendants (the papermill kernel of
 each notebook, the decoding and synthesis workers, the Dask workers of the grid). Prints the peak
-per process kind, the peak per step and the peak of the whole tree. Goal (README, performance):
+per process kind, the peak per step and the peak of the whole tree. Goal (docs/performance.md):
 peak <= 3 GB (decimal).
 
 The tree's total is the sum of every process's RSS, which counts a page shared by several

@@ -76,7 +76,7 @@ def main() -> None:
     gap, spread = abs(f32["mean"] - bf16["mean"]), max(f32["std"], bf16["std"])
     verdict = "agree" if gap <= spread else "DIFFER"
     print(f"mean difference {gap:.2f} points vs the larger seed sd {spread:.2f}: the precisions {verdict}")
-    print(f"wrote {resolve(a.out)}; README's table:\n{precision_markdown(table)}")
+    print(f"wrote {resolve(a.out)}; docs/performance.md's table (knee-tf controls --publish writes it there):\n{precision_markdown(table)}")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ ids as strings), with probabilities drawn like a trained model's (Beta(0.3, 0.3)
 float32, nearly incompressible), writes it as a published job's file
 (:func:`knee_tf.controls.publish.compact_predictions`'s format) and prints rows, bytes and bytes per row.
 Then saves an untrained default LeNet as ``train_classifier`` does (with Adam's state) and prints
-its parameter count and file size: why models are not published. Test-split sizes default to the
-README's previous default dataset (2,001 normal and 1,119 metal test slices).
+its parameter count and file size: why models are not published. Test-split sizes default to those
+of the previous default dataset (2,001 normal and 1,119 metal test slices).
 """
 
 from __future__ import annotations

@@ -197,8 +197,8 @@ def _add_controls(sub) -> None:
     p.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>-<config>-controls/)")
     p.add_argument("--publish", action="store_true",
                    help="then copy notebook 07's tables and figures to the top-level results/ and figures/ "
-                        "(the other steps' published files are kept) and rewrite README's controls tables "
-                        "(knee_tf.controls.readme)")
+                        "(the other steps' published files are kept) and rewrite the generated tables of "
+                        "README.md, docs/results.md and docs/performance.md (knee_tf.controls.results_page)")
     p.set_defaults(func=_cmd_controls)
 
 
@@ -212,15 +212,15 @@ def _cmd_controls(a) -> int:
     run = run_controls(a.config, out=a.out)
     print(f"controls study finished: {run.root}")
     if a.publish:
-        from knee_tf.controls.readme import (
-            refresh_controls,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+        from knee_tf.controls.results_page import (
+            refresh_results,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
         )
         from knee_tf.study.config import (
             REPO_ROOT,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
         )
 
         publish(run, steps=(CONTROLS_STEP,))
-        refresh_controls(REPO_ROOT)
+        refresh_results(REPO_ROOT)
     return 0
 
 

@@ -241,4 +241,4 @@ check_answer(answer, largest_gain_cohort(metrics, MODEL_A, MODEL_B), reveal=cfg.
 # * Notebooks **03** and **04** end with live explorers: any image, layer and method; any weight,
 #   and the button that finds the smallest w that flips Model A.
 # * `make study` runs the real study (513 exams, 128 × 128, the paper's LeNet) in about ten minutes;
-#   its results, with confidence intervals and significance tests, are in the README.
+#   its results, with confidence intervals and significance tests, are in docs/results.md.

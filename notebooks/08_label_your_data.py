@@ -81,7 +81,7 @@ if session is not None:
 # %% [markdown]
 # ## Next
 #
-# Split by patient, then run the study on your data (see README, "Your own data"):
+# Split by patient, then run the study on your data (see docs/yourdata.md):
 #
 # ```bash
 # knee-tf split --manifest manifest.csv --by patient --ratios 0.7,0.1,0.2 --seed 0

@@ -115,9 +115,9 @@ def test_the_one_target_check_is_used_by_cam_and_faithfulness(tiny_trained_model
             faithfulness_curves(tiny_trained_model, x, cams, targets=bad, steps=2, progress=False)
 
 
-def test_manifest_columns_documented_in_the_readme():
-    readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("| column | required | meaning |"):readme.index("```csv")]
+def test_manifest_columns_documented_in_the_docs():
+    page = (ROOT / "docs" / "yourdata.md").read_text()
+    table = page[page.index("| column | required | meaning |"):page.index("```csv")]
     for col in REQUIRED_COLUMNS + OPTIONAL_COLUMNS[:6]:
         assert f"`{col}`" in table, col
 

@@ -11,5 +11,6 @@
 * ``effects`` effects against a reference, one table row per comparison and condition
 * ``effect_stats`` their statistics: two-level (seed x patient) bootstrap, sign-flip test, Benjamini-Hochberg
 * ``prescription`` the per-exam-plane prescription endpoint
-* ``summary``, ``figures``, ``markdown_tables``, ``readme`` notebook 07's tables, figures, Markdown and README passages
+* ``summary``, ``figures``, ``markdown_tables`` notebook 07's tables, figures and Markdown
+* ``results_page`` README's headline table and the docs pages' tables, generated from ``results/``
 """

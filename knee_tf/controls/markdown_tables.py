@@ -1,4 +1,4 @@
-"""The controls study's tables as Markdown: effects with their intervals, and the rows README quotes.
+"""The controls study's tables as Markdown: effects with their intervals, one table per group of arms.
 
 The numbers come from :mod:`knee_tf.controls.effects`; this module only formats them.
 """
@@ -9,6 +9,15 @@ import pandas as pd
 
 from knee_tf.controls.effect_stats import interval_description
 from knee_tf.core.vocab import ABLATION_ARMS, CONTROL_ARMS, MODEL_B, NO_CORRUPTION
+
+
+def effect_cell(r) -> str:
+    """One effects row (:func:`knee_tf.controls.effects.effects_table`) as a table cell: ``effect [low, high]``
+    in percentage points, ``*`` when significant after Benjamini-Hochberg, ``(in dist.)`` when the
+    condition was made by the arm's own training generator."""
+    cell = f"{100 * r['effect']:+.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
+    cell += "*" if r["significant"] else ""
+    return cell + (" (in dist.)" if r["in_distribution"] else "")
 
 
 def effects_markdown(effects: pd.DataFrame, metric: str = "accuracy", conditions=None, arms=None) -> str:
@@ -47,11 +56,7 @@ def effects_markdown(effects: pd.DataFrame, metric: str = "accuracy", conditions
             if c not in d.index:
                 cells.append("—")
                 continue
-            r = d.loc[c]
-            cell = f"{100 * r['effect']:+.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
-            cell += "*" if r["significant"] else ""
-            cell += " (in dist.)" if r["in_distribution"] else ""
-            cells.append(cell)
+            cells.append(effect_cell(d.loc[c]))
         seeds = "/".join(str(int(s)) for s in sorted(d["n_seeds"].unique()))
         lines.append(f"| {arm} − {ref} | {seeds} | " + " | ".join(cells) + " |")
 
@@ -65,7 +70,7 @@ def effects_markdown(effects: pd.DataFrame, metric: str = "accuracy", conditions
 
 
 def controls_markdown(effects: pd.DataFrame, metric: str = "accuracy") -> list[str]:
-    """README's effects tables of the controls study (:func:`effects_markdown` each), in this order and
+    """The results page's effects tables of the controls study (:func:`effects_markdown` each), in this order and
     only for the arms the table has: B and the controls (each against A, and B against each control);
     the ablations of B (against A); every other compared model (the learning curve's B against its A)."""
     arms = list(dict.fromkeys(effects.loc[effects["metric"] == metric, "arm"].astype(str)))

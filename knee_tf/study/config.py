@@ -60,14 +60,14 @@ class StudyConfig:
     seed: int = 0  # training seed of the first run; further seeds are seed+1, seed+2, ...
     # "auto": bfloat16 where the CPU has AMX / AVX-512 BF16 or a GPU supports it, else float32
     # (knee_tf.core.precision). Softmax and loss stay float32; CAMs are always float32.
-    # "auto" is the default because Model A's accuracy agrees in both (results/precision.csv, README).
+    # "auto" is the default because Model A's accuracy agrees in both (results/precision.csv, docs/performance.md).
     precision: str = "auto"  # training precision: "float32" | "mixed_bfloat16" | "auto"
 
     # --- the experiment grid (knee_tf.controls.grid) ---
     scheduler: str = ""  # "tcp://HOST:PORT" of an existing Dask scheduler; "": run on this machine
     # `knee-tf grid` takes --workers instead (default -1). 0 by default: the study has one to three jobs
     # per notebook, two workers ran two trainings only 1.12x sooner on 2 cores, and every worker process
-    # holds its own TensorFlow and training arrays (the peak memory of `make study`, README). The full
+    # holds its own TensorFlow and training arrays (the peak memory of `make study`, docs/performance.md). The full
     # grid uses a LocalCluster.
     grid_workers: int = 0  # notebooks 02, 05, 07 without a scheduler: -1 one worker per CPU, N workers, 0 in-process
     # "run" trains them into the run folder and reads them there; "published" reads the jobs published

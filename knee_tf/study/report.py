@@ -125,7 +125,7 @@ def paper_comparison_markdown(
 
 
 def precision_markdown(table: pd.DataFrame) -> str:
-    """README's precision comparison from ``results/precision.csv`` (bench/precision.py): Model A's
+    """The precision comparison of docs/performance.md from ``results/precision.csv`` (bench/precision.py): Model A's
     normal-test accuracy per seed and mean ± sd per precision, the epochs kept, and training speed.
 
     table: one row per (precision, seed) with accuracy, best_epoch, train_images_per_s.

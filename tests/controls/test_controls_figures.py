@@ -90,7 +90,7 @@ def test_forest_axis_fits_the_intervals_drawn_not_the_rows_left_out(tables):
 
 def test_forest_title_and_table_caption_say_what_the_intervals_resample(tables):
     """Five seeds: seeds and patients. One seed (a one-seed `make study`): patients only, and the
-    title and README-style caption say seed variance is not in the intervals rather than promising a
+    title and the results page's caption say seed variance is not in the intervals rather than promising a
     two-level bootstrap."""
     from knee_tf.controls.markdown_tables import effects_markdown
 

@@ -1,24 +1,36 @@
-"""The committed results/ are what the code computes, and README quotes them without retyping errors."""
+"""The committed results/ are what the code computes from the committed predictions; the pages that quote
+them (README.md, docs/results.md, docs/performance.md) are what knee_tf.controls.results_page writes from
+them; and the findings the results page states in words hold in results/. The numbers the pages quote
+are compared with results/ in tests/controls/test_results_pages.py."""
 
+import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
+from markdown_pages import prose
 
+from knee_tf.controls import prediction_store as store
+from knee_tf.controls.jobs import controls_plan
+from knee_tf.controls.results_page import (
+    PAGES,
+    begin_marker,
+    end_marker,
+    fill_blocks,
+    refresh_results,
+    results_blocks,
+)
+from knee_tf.controls.summary import published_store
+from knee_tf.core.vocab import CONTROL_ARMS
+from knee_tf.data.layout import RunLayout, published_grid
+from knee_tf.study.config import get_config
 from knee_tf.study.evaluate import summarize_seeds
+from knee_tf.study.pipeline import CONTROLS_STEP
 from knee_tf.study.report import paper_comparison_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
-
-
-def _rows(text: str) -> dict[str, list[str]]:
-    """Markdown table rows keyed by their first cell (cohort)."""
-    out = {}
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("| ") and cells[0] in ("normal", "metal", "cam"):
-            out[cells[0]] = cells
-    return out
 
 
 def test_results_table_is_recomputed_from_the_committed_csvs():
@@ -29,18 +41,9 @@ def test_results_table_is_recomputed_from_the_committed_csvs():
     assert cohorts["seed"].nunique() >= 3  # committed results come from at least three seeds
 
 
-def test_readme_quotes_the_measured_cells_exactly():
-    generated = _rows((RESULTS / "results_table.md").read_text())
-    readme_text = (ROOT / "README.md").read_text()
-    quoted = _rows(readme_text[readme_text.index("## Results"):])
-    assert set(quoted) == {"normal", "metal", "cam"}
-    for cohort, cells in quoted.items():
-        assert cells[:7] == generated[cohort][:7], cohort  # paper A/B/diff, measured A/B/diff
-
-
-def test_readme_layer_claim_holds_in_the_faithfulness_table():
-    """README: pool2's Grad-CAM is the most faithful (lowest deletion, highest insertion AUC), pool4 next,
-    and pool1 and pool3 delete no better than a random map."""
+def test_layer_claim_holds_in_the_faithfulness_table():
+    """Results page: pool2's Grad-CAM is the most faithful (lowest deletion, highest insertion AUC), pool4
+    next, and pool1 and pool3 delete no better than a random map."""
     t = pd.read_csv(RESULTS / "faithfulness.csv")
     g = t[t["method"] == "gradcam"].set_index("layer")
     assert g["deletion_auc"].idxmin() == "pool2" and g["insertion_auc"].idxmax() == "pool2"
@@ -48,38 +51,21 @@ def test_readme_layer_claim_holds_in_the_faithfulness_table():
     rnd = t[t["method"] == "random"].iloc[0]
     assert g.loc["pool4", "deletion_auc"] < rnd["deletion_auc"]
     assert min(g.loc["pool1", "deletion_auc"], g.loc["pool3", "deletion_auc"]) >= rnd["deletion_auc"]
-    readme = " ".join((ROOT / "README.md").read_text().split())  # line breaks as spaces
-    d, i = g["deletion_auc"], g["insertion_auc"]
-    assert (f"pool2 is (deletion {d['pool2']:.2f}, insertion {i['pool2']:.2f}), then pool4 "
-            f"({d['pool4']:.2f}, {i['pool4']:.2f})") in readme
-    assert (f"(deletion {d['pool1']:.2f} and {d['pool3']:.2f} against {rnd['deletion_auc']:.2f}") in readme
 
 
 def test_published_record_matches_the_published_tables():
     """results/published.json (what `knee-tf study --publish` checks against) names the seeds in cohorts.csv."""
-    import json
-
     record = json.loads((RESULTS / "published.json").read_text())
     seeds = sorted(int(s) for s in pd.read_csv(RESULTS / "cohorts.csv")["seed"].unique())
     assert record["n_seeds"] == len(seeds) and record["seeds"] == seeds
 
 
-def test_controls_tables_and_readme_effects_are_recomputed_from_the_published_predictions(tmp_path):
+def test_controls_tables_and_the_pages_are_recomputed_from_the_published_predictions(tmp_path):
     """Issue 11: the per-image predictions of the published grid jobs (results/grid/, the store notebook 07
     builds from them with controls_source="published") give back results/arms.csv, effects.csv and
-    prescription.csv, and README's effects tables, exactly."""
-    import json
-
-    import pytest
-
-    from knee_tf.controls import prediction_store as store
-    from knee_tf.controls.jobs import controls_plan
-    from knee_tf.controls.markdown_tables import controls_markdown
-    from knee_tf.controls.summary import published_store
-    from knee_tf.data.layout import RunLayout, published_grid
-    from knee_tf.study.config import get_config
-    from knee_tf.study.pipeline import CONTROLS_STEP
-
+    prescription.csv exactly; and README.md, docs/results.md and docs/performance.md are what
+    `knee-tf controls --publish` writes from results/ (knee_tf.controls.results_page): rewriting them
+    changes nothing."""
     lay = RunLayout(ROOT)  # the repository's results/ mirrors a run folder's
     record = json.loads((RESULTS / "published.json").read_text())
     if not lay.effects_table.exists() or CONTROLS_STEP not in record.get("steps", {}):
@@ -94,108 +80,52 @@ def test_controls_tables_and_readme_effects_are_recomputed_from_the_published_pr
     tables = store.recompute_tables(store.read_store(built), comparisons, family=family,
                                     arm_info=info if len(info.columns) > 1 else None)
     assert store.compare_with_published(tables, {name: getattr(lay, name) for name in tables}) == []
-    readme = (ROOT / "README.md").read_text()
-    for table in controls_markdown(tables["effects_table"]):
-        assert table.strip() in readme, table.splitlines()[2]
-    # the store's size as README gives it ("(28 MB for 131 jobs"): the rebuilt file, the published jobs
-    import re
-
-    size = re.search(r"\((\d+) MB for (\d+) jobs", " ".join(readme.split()))
-    assert size, "README no longer gives the prediction store's size as '(N MB for M jobs'"
-    n_jobs = sum(1 for d in published_grid(ROOT).root.iterdir() if d.is_dir())
-    assert (int(size[1]), int(size[2])) == (round(built.stat().st_size / 1e6), n_jobs), (size[0], built.stat().st_size)
-    # README is what `knee-tf controls --publish` writes (knee_tf.controls.readme): rewriting it changes nothing
-    from knee_tf.controls.readme import controls_passages
-
-    assert controls_passages(readme, tables["effects_table"], int(size[1]), n_jobs) == readme
+    # the pages are the generator's fixed point (the store's size from the store built here)
+    blocks = results_blocks(ROOT, store_bytes=built.stat().st_size)
+    for page, names in PAGES.items():
+        text = (ROOT / page).read_text()
+        assert fill_blocks(text, {n: blocks[n] for n in names}, where=page) == text, (
+            f"{page} is not what `knee-tf controls --publish` writes from results/")
 
 
-def test_readme_effects_quoted_in_prose_are_cells_of_the_published_effects_table():
-    """Every "effect [low, high]" triple that README's Results quote (points, one decimal) is the
-    accuracy effect and interval of some comparison in results/effects.csv: no number typed by hand."""
-    import re
-
-    import pytest
-
-    from knee_tf.data.layout import RunLayout
-
-    lay = RunLayout(ROOT)
-    if not lay.effects_table.exists():
-        pytest.skip("the controls grid (issue 11) has not been published yet: no results/effects.csv")
-    t = pd.read_csv(lay.effects_table)
-    t = t[t["metric"] == "accuracy"]
-    cells = {f"{100 * r.effect:+.1f} [{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]" for r in t.itertuples()}
-    text = (ROOT / "README.md").read_text()
-    # whitespace joined: a triple that README's line wrapping splits is checked too
-    results = " ".join(text[text.index("## Results"):text.index("## Performance")].replace("−", "-").split())
-    quoted = re.findall(r"[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]", results)
-    assert len(quoted) >= 10, "README's Results quote fewer effects than expected: has the section moved?"
-    missing = sorted(set(quoted) - cells)
-    assert not missing, f"README quotes effects that results/effects.csv does not have: {missing}"
-
-
-def test_readme_counts_and_prescription_numbers_are_the_published_ones():
-    """README's prose around the controls tables quotes counts and proportions, not effects: the number of
-    published grid jobs out of the full plan, the number of comparisons and the smallest q of the FDR
-    correction, and the prescription endpoint per arm. Each is checked against results/ here."""
-    import re
-
-    import pytest
-
-    from knee_tf.controls.jobs import controls_plan
-    from knee_tf.data.layout import RunLayout
-    from knee_tf.study.config import get_config
-
-    lay = RunLayout(ROOT)
-    if not lay.effects_table.exists() or not lay.prescription_table.exists():
-        pytest.skip("the controls grid (issue 11) has not been published yet: no results/effects.csv")
-    text = " ".join((ROOT / "README.md").read_text().replace("*", "").split())
-    n_published = sum(1 for p in (RESULTS / "grid").iterdir() if p.is_dir() and not p.name.startswith("."))
-    n_planned = len(controls_plan(get_config("full")))
-    counts = re.findall(r"(\d+) (?:grid jobs published so far )?of (?:the full grid's )?(\d+)(?: jobs)?\b", text)
-    assert len(counts) >= 2, "README no longer says how much of the grid is published: has the prose moved?"
-    assert {(int(a), int(b)) for a, b in counts} == {(n_published, n_planned)}, counts
-
-    effects = pd.read_csv(lay.effects_table)
-    n_comparisons = set(re.findall(r"over all (\d+) comparisons", text))
-    assert n_comparisons == {str(len(effects))} and set(effects["n_comparisons"]) == {len(effects)}
-    assert f"the smallest q is {effects['q_bh'].min():.2f}" in text
-
-    p = pd.read_csv(lay.prescription_table)
-    p = p[(p["cohort"] == "normal") & (p["corruption"] == "none")].set_index("arm")
-    para = text[text.index("The prescription endpoint (per exam and plane"):text.index("Difficulty.")]
-    assert f"{int(p['n_exam_planes'].iloc[0])} exam-planes" in para
-    all_right, jaccard = para.split("Jaccard index", 1)
-    for column, part in (("all_right", all_right), ("jaccard", jaccard)):
-        quoted = re.findall(r"`?([A-Za-z][A-Za-z0-9_]*)`? (0\.\d{3})\b", part)
-        assert quoted, f"no {column} values quoted in README's prescription paragraph"
-        for arm, value in quoted:
-            assert value == f"{p.loc[arm, column]:.3f}", (column, arm, value)
-
-
-def test_readme_claims_in_words_hold_in_the_published_effects_table():
-    """README's Results state findings in words, beside the quoted intervals. Each is checked here against
-    results/effects.csv (accuracy, the four cohorts without corruption), so that a re-published grid
-    that changes a finding fails this test instead of leaving the sentence wrong."""
-    import pytest
-
-    from knee_tf.core.vocab import CONTROL_ARMS
-    from knee_tf.data.layout import RunLayout
-
+def test_claims_in_words_hold_in_the_published_tables():
+    """README and the results page state findings in words, beside the numbers. Each is checked here
+    against results/ (accuracy, cohorts without corruption, unless said), so that a re-published grid or
+    study that changes a finding fails this test instead of leaving the sentence wrong."""
     lay = RunLayout(ROOT)
     if not lay.effects_table.exists():
         pytest.skip("the controls grid (issue 11) has not been published yet: no results/effects.csv")
     e = pd.read_csv(lay.effects_table)
     assert e["q_bh"].min() > 0.05  # "No effect is significant after correction"
-    e = e[(e["metric"] == "accuracy") & (e["corruption"] == "none")
-          & e["cohort"].isin(["normal", "metal", "new_site", "cam"])]
+    plain = e[(e["metric"] == "accuracy") & (e["corruption"] == "none")]
+    e = plain[plain["cohort"].isin(["normal", "metal", "new_site", "cam"])]
     vs = {(r.arm, r.reference, r.cohort): r for r in e.itertuples()}
 
     def row(arm, cohort, ref="A"):
         return vs[(arm, ref, cohort)]
 
-    # "B is worse than A on normal images"
-    assert row("B", "normal").ci_high < 0
+    # "B is worse than A on normal images, and on the held-out site"; README: "loses accuracy on normal
+    # images and on the held-out site"
+    assert row("B", "normal").ci_high < 0 and row("B", "new_site").ci_high < 0
+    # README: "Model B is more accurate than A on metal-implant exams, its largest gain here"
+    gains = {c: r.effect for c, r in plain[(plain["arm"] == "B") & (plain["reference"] == "A")].set_index("cohort").iterrows()}
+    assert max(gains, key=gains.get) == "metal" and row("B", "metal").ci_low > 0, gains
+    # the 3-seed study: "Metal-implant exams are where Model A loses most"; B "better in every seed" on metal
+    # exams, worse "significantly in two seeds of three" on normal images, "significant in one seed" on the
+    # held-out site, "not significant in any seed" on cohort 3
+    acc = summarize_seeds(pd.read_csv(RESULTS / "cohorts.csv")).set_index(["model", "cohort"])["accuracy_mean"]
+    assert acc["A"].idxmin() == "metal"
+    m = pd.read_csv(RESULTS / "mcnemar.csv")
+    m = m[m["pvalue"] < 0.05]
+    assert ((m["c"] > m["b"]).groupby(m["cohort"]).sum().to_dict(), (m["b"] > m["c"]).groupby(m["cohort"]).sum().to_dict()) == (
+        {"metal": 3, "normal": 0, "new_site": 0}, {"metal": 0, "normal": 2, "new_site": 1})
+    # "the controls grid of 5–10 seeds per arm"
+    n_seeds = pd.read_csv(lay.arms_table)["n_seeds"]
+    assert (n_seeds.min(), n_seeds.max()) == (5, 10)
+    # "Random masks ... do at least as well as the Grad-CAM masks on every cohort": no interval of
+    # B - B_random lies above zero
+    vs_random = plain[(plain["arm"] == "B") & (plain["reference"] == "B_random")]
+    assert len(vs_random) >= 5 and (vs_random["ci_low"] < 0).all(), vs_random[["cohort", "ci_low"]]
     # "Plain erasing does best on metal exams" (of B and the controls, against A)
     metal = {a: row(a, "metal").effect for a in ("B", *CONTROL_ARMS) if (a, "A", "metal") in vs}
     assert max(metal, key=metal.get) == "erasing", metal
@@ -214,84 +144,88 @@ def test_readme_claims_in_words_hold_in_the_published_effects_table():
     # "No weight range, augmented share or map target makes B better than A on normal images"
     for arm in ("B_w25_50", "B_w50_75", "B_w75_100", "B_share0p25", "B_share0p5", "B_share2", "B_label_maps"):
         assert row(arm, "normal").effect < 0, arm
+    # "normal accuracy falls as the share grows, and two copies per image give the lowest of the four"
+    shares = [row(a, "normal").effect for a in ("B_share0p25", "B_share0p5", "B", "B_share2")]
+    assert shares == sorted(shares, reverse=True)
     # "B's gain on cohort 3 belongs to its own generator": above zero on cam, not on cam_transfer or cam_b
-    full = pd.read_csv(lay.effects_table)
-    full = full[(full["metric"] == "accuracy") & (full["corruption"] == "none") & (full["reference"] == "A")
-                & (full["arm"] == "B")].set_index("cohort")
+    full = plain[(plain["reference"] == "A") & (plain["arm"] == "B")].set_index("cohort")
     assert full.loc["cam", "ci_low"] > 0
     assert all(full.loc[c, "ci_low"] < 0 < full.loc[c, "ci_high"] for c in ("cam_transfer", "cam_b"))
     # "... where random masks do at least as well as B's": B - B_random below zero on both, its interval
     # reaching zero on cam_transfer and below zero on cam_b
-    cross = pd.read_csv(lay.effects_table).query("metric == 'accuracy' and corruption == 'none' and arm == 'B' "
-                                                 "and reference == 'B_random'").set_index("cohort")
+    cross = vs_random.set_index("cohort")
     assert all(cross.loc[c, "effect"] < 0 for c in ("cam_transfer", "cam_b"))
     assert cross.loc["cam_transfer", "ci_high"] >= 0 > cross.loc["cam_b", "ci_high"]
-    # README: "The cam_transfer / cam_b cohorts are in them for N published jobs"
-    import re
 
-    text = " ".join((ROOT / "README.md").read_text().split())
-    quoted = re.search(r"cohorts are in them for (?:all )?(\d+) (?:published|compared) jobs", text)
-    n_cross = sum(1 for _ in (RESULTS / "grid").glob("*/cross_predictions.parquet"))
-    assert quoted and int(quoted[1]) == n_cross
-    # "The other N jobs' cross cohorts wait for their models (...)", unless every job but the transfer
-    # Model A (whose maps make cam_transfer: it has none) has them
-    waiting = re.search(r"The other (\d+) jobs' cross cohorts wait", text)
-    n_jobs = sum(1 for d in (RESULTS / "grid").iterdir() if d.is_dir())
-    assert (int(waiting[1]) if waiting else 0) == n_jobs - 1 - n_cross
-    # README: "cam_transfer / cam_b have N seeds for A, B, A_steps, B_random and erasing, M for the
-    # ablations and K for B_untrained, B_keep and mri_aug" (the published cross cohorts' seeds per arm)
-    said = re.search(r"`cam_b` have (\d+) seeds for A, B, `A_steps`, `B_random` and `erasing`, (\d+) for the "
-                     r"ablations and (\d+) for `B_untrained`, `B_keep` and `mri_aug`", text)
-    assert said, "README no longer says how many seeds the cross cohorts have per arm"
-    arms = pd.read_csv(lay.arms_table)
-    arms = arms[(arms["cohort"] == "cam_transfer") & (arms["corruption"] == "none")]
-    seeds = dict(zip(arms["arm"], arms["n_seeds"], strict=True))
-    # the ablations: B's family, no learning-curve variant, not B itself
-    ablations = list(arms.loc[(arms["family"] == "B") & arms["variant"].isna() & (arms["arm"] != "B"), "arm"])
-    assert {seeds[a] for a in ("A", "B", "A_steps", "B_random", "erasing")} == {int(said[1])}
-    assert ablations and {seeds[a] for a in ablations} == {int(said[2])}, ablations
-    assert {seeds[a] for a in ("B_untrained", "B_keep", "mri_aug")} == {int(said[3])}
-    # "normal accuracy falls as the share grows, and two copies per image give the lowest of the four"
-    shares = [row(a, "normal").effect for a in ("B_share0p25", "B_share0p5", "B", "B_share2")]
-    assert shares == sorted(shares, reverse=True)
+    # "the share of exam-planes with every slice right is about one half for Model A, B and every
+    # control, and B's is the lowest of them"
+    p = pd.read_csv(lay.prescription_table)
+    p = p[(p["cohort"] == "normal") & (p["corruption"] == "none")].set_index("arm")["all_right"]
+    p = p[[a for a in ("A", "B", *CONTROL_ARMS) if a in p.index]]
+    assert p.idxmin() == "B" and p.between(0.4, 0.6).all(), p
+    # "both models are several times worse calibrated on metal exams than on the other cohorts; B is
+    # worse calibrated than A on normal, cam and new-site images"
+    ece = summarize_seeds(pd.read_csv(RESULTS / "cohorts.csv")).set_index(["model", "cohort"])["ece_mean"]
+    for model in ("A", "B"):
+        assert ece[(model, "metal")] >= 2 * max(ece[(model, c)] for c in ("normal", "cam", "new_site")), model
+    assert all(ece[("B", c)] > ece[("A", c)] for c in ("normal", "cam", "new_site"))
+    # "Model A is weakest on axial slices, most of all on metal exams"; "a linear classifier ... is far
+    # below Model A"
+    planes = summarize_seeds(pd.read_csv(RESULTS / "breakdown_plane.csv")).set_index(["model", "cohort", "plane"])
+    a = planes["accuracy_mean"].loc["A"]
+    assert all(a[c].idxmin() == "axial" for c in ("normal", "metal")) and a[("metal", "axial")] < a[("normal", "axial")]
+
+    linear = json.loads((RESULTS / "linear_baseline.json").read_text())["accuracy"]
+    assert linear < summarize_seeds(pd.read_csv(RESULTS / "cohorts.csv")).set_index(["model", "cohort"]).loc[
+        ("A", "normal"), "accuracy_mean"] - 0.15
 
 
-def test_readme_controls_passages_are_rewritten_from_an_effects_table():
-    """knee_tf.controls.readme (what `knee-tf controls --publish` runs): the tables block and the counts beside it
-    are replaced from the effects table; the text around them is kept; a README without the block is an error."""
-    import pytest
+def test_fill_blocks_replaces_only_what_lies_between_the_markers():
+    """knee_tf.controls.results_page.fill_blocks: each block's lines are replaced, the text around them is
+    kept, a second fill changes nothing, and a page without a block, with an unknown block, a block
+    twice or a block without its end line is a one-line error."""
+    page = (f"# Title\n\nintro, 1 MB\n{begin_marker('one')}\n| stale | 9.9 |\n{end_marker('one')}\nbetween\n\n"
+            f"{begin_marker('two')}\n{end_marker('two')}\nend\n")
+    out = fill_blocks(page, {"one": "| new | 1.0 |\n", "two": "text"})
+    assert out == (f"# Title\n\nintro, 1 MB\n{begin_marker('one')}\n\n| new | 1.0 |\n\n{end_marker('one')}\nbetween\n\n"
+                   f"{begin_marker('two')}\n\ntext\n\n{end_marker('two')}\nend\n")
+    assert fill_blocks(out, {"one": "| new | 1.0 |", "two": "text"}) == out
+    with pytest.raises(ValueError, match=r"page.md lacks the generated block\(s\) \['three'\]"):
+        fill_blocks(page, {"one": "", "two": "", "three": ""}, where="page.md")
+    with pytest.raises(ValueError, match="unknown generated block 'two'"):
+        fill_blocks(page, {"one": ""})
+    with pytest.raises(ValueError, match="appears twice"):
+        fill_blocks(page + f"{begin_marker('one')}\n{end_marker('one')}\n", {"one": "", "two": ""})
+    with pytest.raises(ValueError, match="'one' has no line"):
+        fill_blocks(page.replace(end_marker("one"), ""), {"one": "", "two": ""})
+    with pytest.raises(ValueError) as err:
+        fill_blocks("no markers\n", {"one": ""})
+    assert "\n" not in str(err.value)
 
-    from knee_tf.controls.markdown_tables import controls_markdown
-    from knee_tf.controls.readme import TABLE_CAPTION, TABLE_HEAD, controls_passages
 
-    effects = pd.read_csv(RESULTS / "effects.csv")
-    effects = effects[effects["arm"].isin(["B", "B_random"])]
-    stale = (f"intro\n\n{TABLE_HEAD} STALE |\n|---|---|\n\n{TABLE_CAPTION} (STALE caption)\n\n"
-             "Benjamini-Hochberg over all 3 comparisons; the smallest q is 0.99 (1 MB for 2 jobs).\nend\n")
-    out = controls_passages(stale, effects, 5, 7)
-    assert out.startswith("intro\n\n") and out.endswith("(5 MB for 7 jobs).\nend\n")
-    assert f"over all {effects['n_comparisons'].iloc[0]} comparisons" in out and f"smallest q is {effects['q_bh'].min():.2f}" in out
-    assert "STALE" not in out and all(t.strip() in out for t in controls_markdown(effects))
-    assert controls_passages(out, effects, 5, 7) == out
-    with pytest.raises(ValueError, match="no controls tables"):
-        controls_passages("intro only\n", effects, 5, 7)
-
-
-def test_refresh_controls_rewrites_readme_from_a_results_folder(tmp_path):
-    """knee_tf.controls.readme.refresh_controls on a repository top: reads results/effects.csv and the published
-    jobs, rewrites README.md's controls passages atomically, and says what it did."""
-    import shutil
-
-    from knee_tf.controls.readme import refresh_controls
-
-    (tmp_path / "results" / "grid").mkdir(parents=True)
-    shutil.copy(RESULTS / "effects.csv", tmp_path / "results" / "effects.csv")
+def test_refresh_results_rewrites_the_pages_of_a_results_folder(tmp_path):
+    """knee_tf.controls.results_page.refresh_results on a repository top with two published jobs: reads
+    results/, rewrites every generated block of README.md and the docs pages atomically (the store's size
+    and job count follow the jobs there), keeps every other line, and says what it did; a second run
+    changes nothing; a missing page or result is a one-line error."""
+    with pytest.raises(ValueError, match="README.md does not exist"):
+        refresh_results(tmp_path, log=lambda _: None)
+    (tmp_path / "docs").mkdir()
+    for page in PAGES:
+        shutil.copy(ROOT / page, tmp_path / page)
+    with pytest.raises(ValueError, match="cohorts.csv is missing"):
+        refresh_results(tmp_path, log=lambda _: None)
+    shutil.copytree(RESULTS, tmp_path / "results", ignore=shutil.ignore_patterns("grid"))
     for job in ("model_a_seed0", "model_b_seed0"):
         shutil.copytree(RESULTS / "grid" / job, tmp_path / "results" / "grid" / job)
-    (tmp_path / "README.md").write_text((ROOT / "README.md").read_text())
     said = []
-    refresh_controls(tmp_path, log=said.append)
-    text = " ".join((tmp_path / "README.md").read_text().split())
-    assert "MB for 2 jobs" in text and "rewritten" in said[0] and "for 2 jobs" in said[0]
-    refresh_controls(tmp_path, log=said.append)
-    assert "unchanged" in said[1]
+    refresh_results(tmp_path, log=said.append)
+    text = " ".join((tmp_path / "docs" / "results.md").read_text().split())
+    assert "MB for 2 jobs" in text and "**2 of the full grid's" in text
+    assert [s.split(":")[0] for s in said] == list(PAGES) and "rewritten" in said[1], said
+    for page in PAGES:  # every line outside the generated blocks is kept
+
+        assert prose((tmp_path / page).read_text()) == prose((ROOT / page).read_text()), page
+    said.clear()
+    refresh_results(tmp_path, log=said.append)
+    assert all("unchanged" in s for s in said), said

@@ -101,16 +101,3 @@ def test_initial_weights_depend_on_the_seed_only():
     mixed = _mixed_lenet(seed=5).get_weights()
     for a, b in zip(weights(5, 3), mixed, strict=True):  # precision does not change initial weights
         np.testing.assert_array_equal(a, b)
-
-
-
-def test_readme_quotes_the_committed_precision_comparison():
-    """README's precision table is results/precision.csv (bench/precision.py) as report.precision_markdown renders it."""
-    import pandas as pd
-
-    from knee_tf.study.config import REPO_ROOT
-    from knee_tf.study.report import precision_markdown
-
-    table = pd.read_csv(REPO_ROOT / "results" / "precision.csv")
-    assert set(table["precision"]) == {"float32", "mixed_bfloat16"} and table.groupby("precision").size().min() >= 3
-    assert precision_markdown(table) in (REPO_ROOT / "README.md").read_text()

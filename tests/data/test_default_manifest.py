@@ -1,7 +1,7 @@
 """The committed top-level data_manifest.csv is exactly what `knee-tf synth` writes with defaults.
 
 Slow (the full 513-exam default dataset is rendered, about 1-3 minutes on 2 cores), but it is the
-only check that the published manifest, the README's numbers and the generator still agree.
+only check that the published manifest, the numbers docs/ quotes about it and the generator still agree.
 """
 
 from pathlib import Path

@@ -227,7 +227,7 @@ def _pydicom_decodes(path) -> tuple[bool, str]:
     return True, ""
 
 
-#: Each documented reason a file is refused (README, "Your own data"), as the start of its message.
+#: Each documented reason a file is refused (docs/yourdata.md, "What ingest checks and refuses"), as the start of its message.
 DOCUMENTED_REASONS = (
     "colour image", "non-image DICOM object", "no PixelData element", "pixel data without",
     "pixel data is", "multi-frame file", "cannot decode pixel data", "not a DICOM file",

@@ -69,7 +69,7 @@ def test_results_equal_the_reference_from_before_the_refactor(first_run):
     both: `knee-tf study --config smoke --out runs/ref && cp runs/ref/results/cohorts.csv
     tests/data/smoke_cohorts.csv`, then `python tests/study/test_study.py --record-cpu`.
 
-    Results are bit-identical only on the same instruction set (README, Reproducibility): there the
+    Results are bit-identical only on the same instruction set (docs/reproducibility.md): there the
     file must be equal byte for byte. On another CPU kind the float kernels differ in the last bits,
     so image counts must be equal and accuracies, CIs and ECE within three images' worth (a regression that
     moves more than that still fails)."""

@@ -36,7 +36,7 @@ from knee_tf.study.pipeline import STEPS
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-#: The tour's promise (README): at most three minutes on a 2-core laptop, data generation included.
+#: The tour's promise (docs/teaching.md): at most three minutes on a 2-core laptop, data generation included.
 TOUR_BUDGET_S = 180
 
 
