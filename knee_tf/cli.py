@@ -70,7 +70,8 @@ def _cmd_ingest(a) -> int:
 
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="apply a trained model to any manifest (through the same ingest path)")
-    p.add_argument("--model", required=True, help="a .keras file written by training (a run folder's models/)")
+    p.add_argument("--model", required=True, help="published:A or published:B (the shipped models), or a .keras "
+                                                  "file written by training (runs/<run>/models/model_a_seed0/model.keras)")
     p.add_argument("--manifest", required=True)
     p.add_argument("--root", required=True)
     p.add_argument("--out", required=True, help="CSV: image_id, plane, p_relevant, predicted, label")
@@ -285,7 +286,8 @@ def _add_scan(sub) -> None:
     p = sub.add_parser("scan", help="find the knee localizer slices in a DICOM export (headers only) -> manifest")
     p.add_argument("dir", help="folder to scan (nested, DICOMDIR or loose files, any file names)")
     p.add_argument("--out", required=True, help="manifest CSV to write (scan_report.csv is written beside it)")
-    p.add_argument("--model", default=None, help="a .keras model: fill p_relevant and the predicted class")
+    p.add_argument("--model", default=None, help="fill p_relevant and the predicted class with this model: "
+                                                 "published:A, published:B or a .keras file (default: none)")
     p.add_argument("--salt", default=None, help="salt file for pseudonyms (default: pseudonym_salt.txt beside --out)")
     p.add_argument("--id-map", default=None, help="where the map back to real ids goes "
                                                   "(default: patient_id_map.csv beside --out)")
@@ -299,6 +301,13 @@ def _cmd_scan(a) -> int:
         summarise,
     )
 
+    model = None
+    if a.model:  # checked before anything is written
+        from knee_tf.yourdata.models import (
+            open_model,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+        )
+
+        model = open_model(a.model)
     res = scan_folder(a.dir, a.out, salt_file=a.salt, id_map=a.id_map)
     print(summarise(res))
     print(f"manifest: {a.out}; not taken, with reasons: {res.report_path}; "
@@ -308,7 +317,7 @@ def _cmd_scan(a) -> int:
             add_predictions,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
         )
 
-        add_predictions(a.out, a.dir, a.model, cache_dir=a.cache)
+        add_predictions(a.out, a.dir, model, cache_dir=a.cache)
         print(f"predictions of {a.model} added to {a.out} (p_relevant, predicted; label left empty)")
     return 0
 

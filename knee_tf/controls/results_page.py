@@ -78,9 +78,13 @@ HEADLINE_COHORTS: dict[str, str] = {
 _BEGIN = re.compile(r"^<!-- begin generated ([\w-]+):.*-->$", re.MULTILINE)
 
 
-def begin_marker(name: str) -> str:
-    """The line that opens generated block ``name``."""
-    return f"<!-- begin generated {name}: knee-tf controls --publish writes this block from results/ -->"
+#: The command that writes the blocks of :data:`PAGES`, as their opening lines say.
+WRITER = "knee-tf controls --publish"
+
+
+def begin_marker(name: str, by: str = WRITER) -> str:
+    """The line that opens generated block ``name``, saying which command writes it."""
+    return f"<!-- begin generated {name}: {by} writes this block from results/ -->"
 
 
 def end_marker(name: str) -> str:
@@ -88,7 +92,7 @@ def end_marker(name: str) -> str:
     return f"<!-- end generated {name} -->"
 
 
-def fill_blocks(text: str, blocks: Mapping[str, str], where: str = "the page") -> str:
+def fill_blocks(text: str, blocks: Mapping[str, str], where: str = "the page", by: str = WRITER) -> str:
     """``text`` with the lines between each block's markers replaced by ``blocks[name]`` (a blank line
     either side); every line outside the markers is kept. Every block of ``blocks`` must be in
     ``text`` once, and ``text`` may hold no other; ``where`` names the page in the one-line errors."""
@@ -103,12 +107,12 @@ def fill_blocks(text: str, blocks: Mapping[str, str], where: str = "the page") -
         nxt = _BEGIN.search(text, m.end())
         if end < 0 or (nxt is not None and nxt.start() < end):
             raise ValueError(f"{where}: generated block {name!r} has no line {end_marker(name)!r} before the next block")
-        out += [text[pos:m.start()], begin_marker(name), "\n\n", blocks[name].strip(), "\n\n"]
+        out += [text[pos:m.start()], begin_marker(name, by), "\n\n", blocks[name].strip(), "\n\n"]
         pos, seen = end + 1, seen + [name]
     missing = [n for n in blocks if n not in seen]
     if missing:
         raise ValueError(f"{where} lacks the generated block(s) {missing}: add the lines "
-                         f"{begin_marker(missing[0])!r} and {end_marker(missing[0])!r} where it goes")
+                         f"{begin_marker(missing[0], by)!r} and {end_marker(missing[0])!r} where it goes")
     return "".join(out) + text[pos:]
 
 

@@ -96,6 +96,8 @@ PUBLISHED_RECORD = "published.json"
 #: The published grid (knee_tf.controls.publish): ``<top>/results/grid/model_<name>_seed<S>/``, one folder per
 #: finished grid job, committed to the repository so that a grid advances across sessions.
 PUBLISHED_GRID = "grid"
+#: The shipped models: the weights of published grid jobs (``<top>/results/models/``), small enough for git.
+PUBLISHED_MODELS = "models"
 #: The files of one published job, by the PublishedGrid method naming each (no model: too big for git).
 PUBLISHED_JOB_FILES: dict[str, str] = {
     "predictions": "predictions.parquet",  # the job's rows in the prediction store's schema (zstd)
@@ -245,6 +247,13 @@ class PublishedGrid:
 def published_grid(top: str | Path) -> PublishedGrid:
     """The published grid of the repository (or a copy of it) at ``top``: ``top``/results/grid."""
     return PublishedGrid(Path(top) / "results" / PUBLISHED_GRID)
+
+
+def published_weights(top: str | Path, job_name: str, seed: int) -> Path:
+    """The shipped weights of the published grid job ``job_name`` (an arm) and ``seed``:
+    ``top``/results/models/model_<name>_seed<S>.weights.h5 (the job folder's name, plus Keras' suffix)."""
+    folder = RunLayout(top).model_name(job_name, seed)
+    return Path(top) / "results" / PUBLISHED_MODELS / f"{folder}.weights.h5"
 
 
 def published_record(top: str | Path) -> Path:

@@ -8,19 +8,23 @@ import numpy as np
 import pandas as pd
 
 from knee_tf.core.io import atomic_write_csv
-from knee_tf.core.model import load_model, predict_proba
+from knee_tf.core.model import predict_proba
 from knee_tf.core.vocab import CLASSES, RELEVANT, predicted_class
 from knee_tf.data.ingest import ingest
+from knee_tf.yourdata.models import open_model
 
 
-def predict_manifest(model_path: str | Path, manifest: str | Path, root: str | Path, out_csv: str | Path,
+def predict_manifest(model, manifest: str | Path, root: str | Path, out_csv: str | Path,
                      cache_dir: str | Path = "data/cache", on_error: str = "fail", workers: int | None = None,
                      batch_size: int = 256) -> pd.DataFrame:
     """Write ``out_csv`` with image_id, plane, p_relevant, predicted and (when known) label; return it.
 
-    The image size comes from the model's input, so the cache matches what the model was trained on.
+    model: a loaded Keras model or a spec of :func:`knee_tf.yourdata.models.open_model` (``published:A``,
+    a ``.keras`` file). The image size comes from the model's input, so the cache matches what the model
+    was trained on.
     """
-    model = load_model(model_path)
+    if isinstance(model, (str, Path)):
+        model = open_model(model)
     size = int(model.input_shape[1])
     data = ingest(manifest, root, cache_dir=cache_dir, image_size=size, on_error=on_error, workers=workers,
                   use="predict")

@@ -365,7 +365,7 @@ def _manifest_rows(taken: pd.DataFrame, pseudo: Pseudonymizer) -> pd.DataFrame:
     return df[list(MANIFEST_COLUMNS)].reset_index(drop=True).astype(str)
 
 
-def add_predictions(manifest: str | Path, root: str | Path, model: str | Path, cache_dir: str | Path = "data/cache",
+def add_predictions(manifest: str | Path, root: str | Path, model, cache_dir: str | Path = "data/cache",
                     workers: int | None = None) -> pd.DataFrame:
     """Add a model's ``p_relevant`` and predicted class to a scanned manifest (rewritten atomically).
 

@@ -1,0 +1,95 @@
+"""The shipped models (results/models/): published:A and published:B open on a fresh clone, reproduce the
+published predictions byte for byte, and a --model spec that is wrong says in one line what to pass."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from knee_tf.cli import main
+from knee_tf.core.model import predict_proba
+from knee_tf.core.precision import model_precision
+from knee_tf.core.vocab import CLASSES, MODEL_A, MODEL_B, NORMAL, RELEVANT, TEST
+from knee_tf.data.ingest import ingest
+from knee_tf.data.layout import published_grid, published_weights
+from knee_tf.phantom import MANIFEST_COLUMNS, plan_exams, render_exam
+from knee_tf.study.config import REPO_ROOT, StudyConfig
+from knee_tf.yourdata.models import SHIPPED, load_published, open_model, parse_published, published_record
+
+
+def test_the_shipped_weights_are_small_and_named_by_the_layout():
+    for arm, seed in SHIPPED:
+        path = published_weights(REPO_ROOT, arm, seed)
+        assert path.is_file(), f"{path} is not shipped (bench/ship_models.py writes it)"
+        assert path.stat().st_size <= 3_000_000, (path.name, path.stat().st_size)
+        assert path.name == f"model_{arm.lower()}_seed{seed}.weights.h5"
+
+
+def test_a_shipped_model_is_the_published_jobs_architecture_and_precision():
+    model = open_model("published:A")
+    record = published_record(MODEL_A, 0)
+    assert model.input_shape[1:] == (record["settings"]["image_size"],) * 2 + (1,)
+    assert model_precision(model) == record["precision"]
+    assert [layer.name for layer in model.layers if layer.name.startswith("pool")] == ["pool1", "pool2", "pool3",
+                                                                                        "pool4"]
+    b = open_model("published:B:0")
+    assert not all(np.array_equal(x, y) for x, y in zip(model.get_weights(), b.get_weights(), strict=True))
+
+
+@pytest.mark.parametrize("spec,match", [
+    ("published:", "expected published:ARM"),
+    ("published:A:x", "expected published:ARM"),
+    ("published:A:7", "its weights are not shipped"),
+    ("published:nope", "no published grid job"),
+])
+def test_a_wrong_published_spec_is_one_line(spec, match):
+    with pytest.raises(ValueError, match=match):
+        open_model(spec)
+
+
+def test_a_folder_or_a_missing_file_names_what_to_pass(tmp_path):
+    (tmp_path / "models" / "model_a_seed0").mkdir(parents=True)
+    (tmp_path / "models" / "model_a_seed0" / "model.keras").write_bytes(b"")
+    with pytest.raises(ValueError, match="model_a_seed0/model.keras"):
+        open_model(tmp_path)
+    with pytest.raises(ValueError, match="no such file"):
+        open_model(tmp_path / "nothing.keras")
+    assert parse_published("published:B") == (MODEL_B, 0)
+
+
+def test_predict_with_a_missing_model_fails_in_one_line_before_reading_data(tmp_path, capsys):
+    code = main(["predict", "--model", "published:A:7", "--manifest", str(tmp_path / "none.csv"),
+                 "--root", str(tmp_path), "--out", str(tmp_path / "p.csv")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "not shipped" in err[0]
+    assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arm", [MODEL_A, MODEL_B])
+def test_the_shipped_weights_reproduce_the_published_predictions(arm, tmp_path):
+    """The normal test cohort of the default data, made again exam by exam (the phantom is deterministic per
+    exam), ingested and predicted by the shipped model in the job's batches: every probability is the
+    published one, bit for bit."""
+    cfg = StudyConfig()
+    record = published_record(arm, 0)
+    assert record["settings"]["image_size"] == cfg.image_size and record["settings"]["train_exams"] == 0
+    plan = plan_exams(cfg.n_exams, cfg.synth_seed, cfg.metal_fraction)
+    rows = []
+    for task in plan[(plan["split"] == TEST) & (plan["cohort"] == NORMAL)].to_dict("records"):
+        rows += render_exam(dict(task, seed=cfg.synth_seed, out_dir=str(tmp_path), base_matrix=cfg.synth_matrix,
+                                 difficulty=asdict(cfg.synth_difficulty())))
+    manifest = tmp_path / "normal_test.csv"
+    pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).to_csv(manifest, index=False)
+    data = ingest(manifest, tmp_path, cache_dir=tmp_path / "cache", image_size=cfg.image_size, workers=1)
+    x, _, idx = data.split(TEST, cohort=NORMAL)
+    probs = predict_proba(load_published(arm, 0), x, batch_size=cfg.predict_batch_size)[:, CLASSES.index(RELEVANT)]
+    pub = pd.read_parquet(published_grid(REPO_ROOT).predictions(arm, 0))
+    pub = pub[(pub["cohort"] == NORMAL) & (pub["corruption"] == "none")].set_index("image_id")["p_relevant"]
+    assert len(pub) == len(idx) == len(probs)
+    expected = pub.loc[idx["image_id"].to_numpy()].to_numpy(np.float32)
+    assert probs.astype(np.float32).tobytes() == expected.tobytes(), (
+        f"{int((probs != expected).sum())} of {len(probs)} probabilities differ")
