@@ -71,7 +71,7 @@ def _cmd_ingest(a) -> int:
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="apply a trained model to any manifest (through the same ingest path)")
     p.add_argument("--model", required=True, help="published:A or published:B (the shipped models), or a .keras "
-                                                  "file written by training (runs/<run>/models/model_a_seed0/model.keras)")
+                                                  "file written by training (a run folder's models/<arm and seed>/model.keras)")
     p.add_argument("--manifest", required=True)
     p.add_argument("--root", required=True)
     p.add_argument("--out", required=True, help="CSV: image_id, plane, p_relevant, predicted, label")

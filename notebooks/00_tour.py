@@ -40,36 +40,11 @@ from IPython.display import display
 from knee_tf.core.augment import weighted_obfuscation
 from knee_tf.core.cam import compute_cams
 from knee_tf.core.faithfulness import faithfulness_curves
-from knee_tf.core.model import predict_proba, seed_everything, train_classifier
-from knee_tf.core.vocab import (
-    CLASSES,
-    GRADCAM,
-    MODEL_A,
-    MODEL_B,
-    NORMAL,
-    PLANES,
-    TEST,
-    TRAIN,
-    VAL,
-    predicted_class,
-)
-from knee_tf.data.ingest import ingest
-from knee_tf.study import evaluate, plots
-from knee_tf.study.config import resolve
-from knee_tf.study.experiment import (
-    augmentation_flips,
-    augmented_pool,
-    build_test_cohorts,
-    predict_cohorts,
-)
-from knee_tf.study.pipeline import ensure_dataset, open_run
-from knee_tf.teach.exercises import (
-    beats_majority,
-    check_answer,
-    largest_gain_cohort,
-    lowest_deletion_layer,
-    relevant_share,
-)
+from knee_tf.core.model import predict_proba, train_classifier
+from knee_tf.core.vocab import GRADCAM, MODEL_A, MODEL_B, PLANES, TEST, TRAIN, VAL, predicted_class
+from knee_tf.study import evaluate, experiment, plots
+from knee_tf.study.session import ingest_study
+from knee_tf.teach import exercises
 from knee_tf.teach.explore import pick_flippable
 
 # %% tags=["parameters"]
@@ -82,21 +57,15 @@ run_dir = ""  # empty: start a new run folder under runs/
 # normalised to [0, 1] and resized to the model input. Splits are by patient.
 
 # %%
-run = open_run(run_dir, config, create=True)
-cfg = run.config
-seed_everything(cfg.seed)
-manifest_path = ensure_dataset(cfg)
-data = ingest(manifest_path, resolve(cfg.data_root), cache_dir=resolve(cfg.cache_dir), image_size=cfg.image_size,
-              workers=cfg.n_workers)
-run.record_ingest(data, manifest_path, resolve(cfg.data_root))
-x_train, y_train, train_index = data.split(TRAIN, cohort=NORMAL)
-x_val, y_val, _ = data.split(VAL, cohort=NORMAL)
-x_test, y_test, test_index = data.split(TEST, cohort=NORMAL)
+study = ingest_study(run_dir, config)  # a new run folder, seeded; the data generated, decoded, recorded
+run, cfg, data = study.run, study.config, study.data
+x_train, y_train, train_index = study.normal(TRAIN)
+x_val, y_val, _ = study.normal(VAL)
+x_test, y_test, test_index = study.normal(TEST)
 print(f"{len(data.index)} slices: train {len(x_train)}, val {len(x_val)}, test {len(x_test)} (normal exams)")
 
 # %%
-plots.montage(data.images, data.index, rows="plane", cols="label", per_cell=3, seed=cfg.seed,
-              row_order=list(PLANES), col_order=list(CLASSES[::-1]));
+plots.plane_label_montage(data.images, data.index, per_cell=3, seed=cfg.seed);
 
 # %% [markdown]
 # **Exercise 1.** What share of the *training* slices is labelled relevant? (a number between 0 and
@@ -104,8 +73,8 @@ plots.montage(data.images, data.index, rows="plane", cols="label", per_cell=3, s
 
 # %%
 answer = None  # e.g. 0.5
-check_answer(answer, relevant_share(y_train), tolerance=0.01, reveal=cfg.reveal_answers,
-             hint="count y_train == 1 and divide by len(y_train)")
+exercises.check_answer(answer, exercises.relevant_share(y_train), tolerance=0.01, reveal=cfg.reveal_answers,
+                       hint="count y_train == 1 and divide by len(y_train)")
 
 # %% [markdown]
 # ## 2 · Model A
@@ -126,8 +95,8 @@ print(f"Model A is right on {correct.mean():.1%} of {len(x_test)} normal test sl
 
 # %%
 answer = None  # "yes" or "no"
-check_answer(answer, beats_majority(correct.mean(), y_test), reveal=cfg.reveal_answers,
-             hint="compare the accuracy with max(share relevant, 1 - share relevant) of y_test")
+exercises.check_answer(answer, exercises.beats_majority(correct.mean(), y_test), reveal=cfg.reveal_answers,
+                       hint="compare the accuracy with max(share relevant, 1 - share relevant) of y_test")
 
 # %% [markdown]
 # ## 3 · Maps: where does Model A look?
@@ -156,8 +125,8 @@ display(table.pivot_table(index="layer", columns="method", values="deletion_auc"
 
 # %%
 answer = None  # e.g. "pool1"
-check_answer(answer, lowest_deletion_layer(table, GRADCAM), reveal=cfg.reveal_answers,
-             hint="read the gradcam column of the table above: lowest is best")
+exercises.check_answer(answer, exercises.lowest_deletion_layer(table, GRADCAM), reveal=cfg.reveal_answers,
+                       hint="read the gradcam column of the table above: lowest is best")
 
 # %% [markdown]
 # ## 4 · Augmentation: darken what Model A looks at
@@ -183,8 +152,8 @@ plots.montage(darkened, pd.DataFrame({"w": labels, "row": "image"}), rows="row",
 
 # %%
 answer = None  # e.g. 0.7
-check_answer(answer, flip_w, tolerance=0.05, reveal=cfg.reveal_answers,
-             hint="the call changes between the last w with p on one side of 0.5 and the first on the other")
+exercises.check_answer(answer, flip_w, tolerance=0.05, reveal=cfg.reveal_answers,
+                       hint="the call changes between the last w with p on one side of 0.5 and the first on the other")
 
 # %% [markdown]
 # Now the training pool: one augmented copy of every training image, the four combinations of
@@ -192,9 +161,9 @@ check_answer(answer, flip_w, tolerance=0.05, reveal=cfg.reveal_answers,
 # often does each combination flip Model A's (correct) call?
 
 # %%
-pool_x, pool_y, provenance = augmented_pool(model_a, x_train, y_train, train_index["image_id"], cfg, cfg.seed,
-                                            progress=False)
-flips = augmentation_flips(model_a, x_train, y_train, pool_x, provenance, cfg.predict_batch_size)
+pool_x, pool_y, provenance = experiment.augmented_pool(model_a, x_train, y_train, train_index["image_id"], cfg,
+                                                       cfg.seed, progress=False)
+flips = experiment.augmentation_flips(model_a, x_train, y_train, pool_x, provenance, cfg.predict_batch_size)
 display(flips.groupby(["method", "transform"])["flipped"].mean().rename("share flipped").to_frame().round(3))
 
 # %% [markdown]
@@ -202,8 +171,8 @@ display(flips.groupby(["method", "transform"])["flipped"].mean().rename("share f
 
 # %%
 answer = None  # "inverted" or "weighted"
-check_answer(answer, flips.groupby("transform")["flipped"].mean().idxmax(), reveal=cfg.reveal_answers,
-             hint="inverted is w = 1, the largest weight")
+exercises.check_answer(answer, flips.groupby("transform")["flipped"].mean().idxmax(), reveal=cfg.reveal_answers,
+                       hint="inverted is w = 1, the largest weight")
 
 # %% [markdown]
 # ## 5 · Model B: train on normal + augmented images
@@ -222,8 +191,9 @@ plots.plot_history({"A": result_a.history, "B": result_b.history});
 # Accuracy with a 95% bootstrap interval over slices.
 
 # %%
-cohorts = build_test_cohorts(data, model_a, cfg, progress=False)
-predictions = predict_cohorts({MODEL_A: model_a, MODEL_B: model_b}, cohorts, cfg.seed, cfg.predict_batch_size)
+cohorts = experiment.build_test_cohorts(data, model_a, cfg, progress=False)
+predictions = experiment.predict_cohorts({MODEL_A: model_a, MODEL_B: model_b}, cohorts, cfg.seed,
+                                         cfg.predict_batch_size)
 metrics = evaluate.cohort_metrics(predictions, n_boot=cfg.n_bootstrap, ece_bins=cfg.ece_bins)
 display(metrics[["model", "cohort", "n", "accuracy", "ci_low", "ci_high"]].round(3))
 
@@ -233,8 +203,8 @@ display(metrics[["model", "cohort", "n", "accuracy", "ci_low", "ci_high"]].round
 
 # %%
 answer = None  # "normal", "metal" or "cam"
-check_answer(answer, largest_gain_cohort(metrics, MODEL_A, MODEL_B), reveal=cfg.reveal_answers,
-             hint="subtract A's accuracy from B's, cohort by cohort")
+exercises.check_answer(answer, exercises.largest_gain_cohort(metrics, MODEL_A, MODEL_B), reveal=cfg.reveal_answers,
+                       hint="subtract A's accuracy from B's, cohort by cohort")
 
 # %% [markdown]
 # ## Where next

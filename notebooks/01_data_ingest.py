@@ -37,11 +37,11 @@
 import pandas as pd
 from IPython.display import display
 
-from knee_tf.core.vocab import CLASSES, NORMAL, PLANES, RELEVANT, TEST, TRAIN
-from knee_tf.data.ingest import ingest, summary_table
+from knee_tf.core.vocab import PLANES, RELEVANT, TEST, TRAIN
+from knee_tf.data.ingest import summary_table
 from knee_tf.study import plots
-from knee_tf.study.config import resolve
-from knee_tf.study.pipeline import ensure_dataset, environment_report, open_run
+from knee_tf.study.pipeline import environment_report
+from knee_tf.study.session import ingest_study
 
 pd.DataFrame([environment_report()]).T.rename(columns={0: "version"})
 
@@ -49,26 +49,19 @@ pd.DataFrame([environment_report()]).T.rename(columns={0: "version"})
 config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (your data: set manifest, data_root)
 run_dir = ""  # empty: start a new run folder under runs/
 
-# %%
-run = open_run(run_dir, config, create=True)
-cfg = run.config
-manifest_path = ensure_dataset(cfg)  # the synthetic default dataset is generated on first use
-data_root = resolve(cfg.data_root)
-print(f"run folder: {run.root}\nmanifest:   {manifest_path}\ndata root:  {data_root}")
-
 # %% [markdown]
 # ## Validate and decode
-# Validation runs before any decoding. With `on_error="fail"` (a config field) any bad row stops the
-# study with the full list; with `"skip"` the good rows go on and the rest are listed below
-# (rows in = ingested + skipped).
+# A new run folder; the synthetic default dataset is generated on first use. Validation runs before
+# any decoding. With `on_error="fail"` (a config field) any bad row stops the study with the full
+# list; with `"skip"` the good rows go on and the rest are listed below (rows in = ingested +
+# skipped). The run records where the decoded arrays are, for notebooks 02–07. Nothing here draws
+# at random but the example montages, which are given the config's seed: the notebook is not seeded
+# and loads no TensorFlow.
 
 # %%
-data = ingest(manifest_path, data_root, cache_dir=resolve(cfg.cache_dir), image_size=cfg.image_size,
-              on_error=cfg.on_error, workers=cfg.n_workers)
-print(f"{len(data.index)} ingested, {len(data.skipped)} skipped "
-      f"({'read from cache' if data.from_cache else 'decoded'}: {data.cache_dir})")
+study = ingest_study(run_dir, config, seed=False)
+run, cfg, data = study.run, study.config, study.data
 display(data.skipped.head(20))
-run.record_ingest(data, manifest_path, data_root)
 
 # %% [markdown]
 # ## What is in the data
@@ -93,8 +86,7 @@ fraction.rename(columns={"share": f"share {RELEVANT}"}).style.format("{:.0%}")
 # scan planes on); irrelevant ones miss the joint (shaft, soft tissue only, patella/tendon alone).
 
 # %%
-fig = plots.montage(data.images, data.index, rows="plane", cols="label", per_cell=4, seed=cfg.seed,
-                    row_order=list(PLANES), col_order=list(CLASSES[::-1]))  # relevant first
+fig = plots.plane_label_montage(data.images, data.index, per_cell=4, seed=cfg.seed)  # relevant first
 run.savefig(fig, run.layout.figure_montage)
 
 # %% [markdown]
@@ -120,8 +112,8 @@ run.savefig(plots.intensity_histograms(data.images, sites, by="site"), run.layou
 # %%
 from knee_tf.study.baseline import linear_baseline  # noqa: E402
 
-xtr, ytr, itr = data.split(TRAIN, cohort=NORMAL)
-xte, yte, ite = data.split(TEST, cohort=NORMAL)
+xtr, ytr, itr = study.normal(TRAIN)
+xte, yte, ite = study.normal(TEST)
 baseline = linear_baseline(xtr, ytr, xte, yte, train_planes=itr["plane"].to_numpy(),
                            test_planes=ite["plane"].to_numpy())
 run.write_json(run.layout.linear_baseline, baseline)

@@ -39,10 +39,10 @@ from IPython.display import display
 from knee_tf.core.arrays import pick_examples, shows_anatomy
 from knee_tf.core.cam import compute_cams
 from knee_tf.core.faithfulness import faithfulness_curves
-from knee_tf.core.model import load_model, predict_proba, seed_everything
-from knee_tf.core.vocab import MODEL_A, NORMAL, TEST, predicted_class
+from knee_tf.core.model import load_model, predict_proba
+from knee_tf.core.vocab import MODEL_A, TEST, predicted_class
 from knee_tf.study import plots
-from knee_tf.study.pipeline import open_run
+from knee_tf.study.session import open_study
 from knee_tf.teach.explore import cam_explorer
 
 # %% tags=["parameters"]
@@ -50,11 +50,9 @@ config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run fold
 run_dir = ""  # empty: the newest run folder under runs/
 
 # %%
-run = open_run(run_dir, config)
-cfg = run.config
-seed_everything(cfg.seed)
-data = run.load_ingest()
-x_test, y_test, test_index = data.split(TEST, cohort=NORMAL)
+study = open_study(run_dir, config)  # the run folder, seeded, with notebook 01's images
+run, cfg, data = study.run, study.config, study.data
+x_test, y_test, test_index = study.normal(TEST)
 model_a = load_model(run.layout.model(MODEL_A, run.seeds[0]))  # the first seed's Model A
 correct = predicted_class(predict_proba(model_a, x_test, cfg.predict_batch_size)[:, 1]) == y_test
 print(f"Model A (seed {run.seeds[0]}) is right on {correct.mean():.1%} of {len(x_test)} normal test images")

@@ -33,23 +33,16 @@
 # image, a method and a weight, and watch Model A's (and, once trained, Model B's) call change.
 
 # %%
-import pandas as pd
 from IPython.display import display
 
 from knee_tf.core.arrays import pick_examples, shows_anatomy
 from knee_tf.core.augment import inverted_obfuscation
-from knee_tf.core.model import load_model, predict_proba, seed_everything
-from knee_tf.core.vocab import GRADCAM, MODEL_A, MODEL_B, NORMAL, TEST, TRAIN, predicted_class
+from knee_tf.core.model import load_model, predict_proba
+from knee_tf.core.vocab import GRADCAM, MODEL_A, MODEL_B, TEST, TRAIN, predicted_class
 from knee_tf.data.dicom_write import export_augmented_dicom
 from knee_tf.study import plots
-from knee_tf.study.experiment import (
-    augmentation_flips,
-    augmentation_maps,
-    augmented_pool,
-    load_pool,
-    save_pool,
-)
-from knee_tf.study.pipeline import open_run
+from knee_tf.study.experiment import augmentation_maps, load_pool, pools_per_seed
+from knee_tf.study.session import open_study
 from knee_tf.teach.explore import augmentation_explorer, pick_flippable
 
 # %% tags=["parameters"]
@@ -57,31 +50,21 @@ config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run fold
 run_dir = ""  # empty: the newest run folder under runs/
 
 # %%
-run = open_run(run_dir, config)
-cfg = run.config
-seed_everything(cfg.seed)
-data = run.load_ingest()
-x_train, y_train, train_index = data.split(TRAIN, cohort=NORMAL)
+study = open_study(run_dir, config)  # the run folder, seeded, with notebook 01's images
+run, cfg, data = study.run, study.config, study.data
+x_train, y_train, train_index = study.normal(TRAIN)
 print(f"{len(x_train)} training images; {cfg.aug_variants} variant(s) each; layer {cfg.aug_layer}; "
       f"weights {cfg.aug_weight_range}; seeds {run.seeds}")
 
 # %% [markdown]
 # ## The augmented pool, one per Model A seed
 # Maps explain Model A's predicted class. Each seed's pool is saved in the run folder; notebook 05
-# trains that seed's Model B on it. The loop keeps only per-seed tables (recipe and flips, with a
-# `seed` column), so every table below covers **all seeds**.
+# trains that seed's Model B on it. `pools_per_seed` holds one pool in memory at a time and keeps
+# only per-seed tables (recipe and flips, with a `seed` column), so every table below covers
+# **all seeds**.
 
 # %%
-recipe, flips = [], []
-for seed in run.seeds:
-    model_a = load_model(run.layout.model(MODEL_A, seed))
-    pool_x, _, provenance = augmented_pool(model_a, x_train, y_train, train_index["image_id"], cfg, seed)
-    save_pool(run.layout, seed, pool_x, provenance)
-    flips.append(augmentation_flips(model_a, x_train, y_train, pool_x, provenance,
-                                    cfg.predict_batch_size).assign(seed=seed))
-    recipe.append(provenance.assign(seed=seed))
-    del pool_x, provenance  # the pool is on disk; free it before the next seed
-recipe, flips = pd.concat(recipe), pd.concat(flips)
+recipe, flips = pools_per_seed(run.layout, x_train, y_train, train_index["image_id"], cfg, run.seeds)
 display(recipe.groupby(["seed", "method", "transform"]).agg(n=("aug_id", "size"), mean_weight=("weight", "mean")))
 
 # %% [markdown]
@@ -103,7 +86,7 @@ per_seed.assign(n=flips.groupby(["method", "transform"]).size()).style.format("{
 # probability of *relevant*. Notebook 06 redraws the same rows with Model B's calls.
 
 # %%
-x_test, y_test, test_index = data.split(TEST, cohort=NORMAL)
+x_test, y_test, test_index = study.normal(TEST)
 model_a = load_model(run.layout.model(MODEL_A, run.seeds[0]))
 p_test = predict_proba(model_a, x_test, cfg.predict_batch_size)[:, 1]
 rows = pick_examples(test_index, seed=cfg.seed, mask=(predicted_class(p_test) == y_test) & shows_anatomy(test_index))

@@ -34,20 +34,18 @@ import json
 
 from knee_tf.controls.grid import run_grid
 from knee_tf.controls.jobs import plan_jobs
-from knee_tf.core.model import read_training_log, seed_everything
+from knee_tf.core.model import read_training_log
 from knee_tf.core.vocab import MODEL_A, MODEL_B
 from knee_tf.study import plots
-from knee_tf.study.pipeline import open_run
+from knee_tf.study.session import open_study
 
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run folders hold one)
 run_dir = ""  # empty: the newest run folder under runs/
 
 # %%
-run = open_run(run_dir, config)
-cfg = run.config
-seed_everything(cfg.seed)
-data = run.load_ingest()
+study = open_study(run_dir, config)  # the run folder, seeded, with notebook 01's images
+run, cfg, data = study.run, study.config, study.data
 
 # %% [markdown]
 # ## Train one Model B per seed

@@ -36,8 +36,8 @@
 import pandas as pd
 from IPython.display import Markdown, display
 
-from knee_tf.core.model import load_model, predict_proba, seed_everything
-from knee_tf.core.vocab import GRADCAM, MODEL_A, MODEL_B, NORMAL, TEST
+from knee_tf.core.model import load_model, predict_proba
+from knee_tf.core.vocab import GRADCAM, MODEL_A, MODEL_B, TEST
 from knee_tf.study import evaluate, plots, report
 from knee_tf.study.experiment import (
     a_wrong_b_right,
@@ -47,18 +47,16 @@ from knee_tf.study.experiment import (
     predict_cohorts,
     predict_corruptions,
 )
-from knee_tf.study.pipeline import open_run
+from knee_tf.study.session import open_study
 
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run folders hold one)
 run_dir = ""  # empty: the newest run folder under runs/
 
 # %%
-run = open_run(run_dir, config)
-cfg = run.config
-seed_everything(cfg.seed)
-data = run.load_ingest()
-x_test, _, test_index = data.split(TEST, cohort=NORMAL)
+study = open_study(run_dir, config)  # the run folder, seeded, with notebook 01's images
+run, cfg, data = study.run, study.config, study.data
+x_test, _, test_index = study.normal(TEST)
 stats = {"n_boot": cfg.n_bootstrap, "ece_bins": cfg.ece_bins}
 
 # %% [markdown]

@@ -44,10 +44,9 @@ from IPython.display import Markdown, display
 
 from knee_tf.controls import figures, grid, markdown_tables, prediction_store, summary
 from knee_tf.controls.jobs import controls_plan
-from knee_tf.core.model import seed_everything
 from knee_tf.core.vocab import MODEL_A
 from knee_tf.study.config import REPO_ROOT
-from knee_tf.study.pipeline import open_run
+from knee_tf.study.session import open_study
 
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | "full" | path to a StudyConfig JSON (run folders hold one)
@@ -55,10 +54,8 @@ run_dir = ""  # empty: the newest run folder under runs/
 # the jobs come from the run folder, or from the published grid with --set controls_source=published
 
 # %%
-run = open_run(run_dir, config)
-cfg = run.config
-seed_everything(cfg.seed)
-data = run.load_ingest()
+study = open_study(run_dir, config)  # the run folder, seeded, with notebook 01's images
+run, cfg, data = study.run, study.config, study.data
 jobs = controls_plan(cfg)
 print(f"{len(jobs)} jobs: {', '.join(j.label for j in jobs)}")
 

@@ -61,6 +61,18 @@ def test_notebook_has_parameters_cell_and_intro(nb_path):
     assert len(params) == 1 and "config" in params[0].source and "run_dir" in params[0].source
 
 
+#: the most non-blank lines a notebook's code cell may have: longer logic belongs in a knee_tf function
+MAX_CELL_LINES = 15
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_code_cells_are_short(nb_path):
+    cells = [c for c in jupytext.read(nb_path).cells if c.cell_type == "code"]
+    sizes = [sum(1 for line in c.source.splitlines() if line.strip()) for c in cells]
+    long = [(cell.source.splitlines()[0], n) for cell, n in zip(cells, sizes, strict=True) if n > MAX_CELL_LINES]
+    assert not long, f"{nb_path.name}: code cells over {MAX_CELL_LINES} lines (first line, lines): {long}"
+
+
 def test_config_round_trip(tmp_path):
     cfg = StudyConfig.smoke(epochs=3)
     cfg.save(tmp_path / "c.json")

@@ -42,7 +42,8 @@ PROBS_LAYER = "probs"
 def seed_everything(seed: int, deterministic_ops: bool = True) -> None:
     """Seed Python, NumPy and TensorFlow/Keras; optionally make TF ops deterministic.
 
-    Called explicitly in each notebook's setup cell and by the training functions, never on import.
+    Called explicitly by each notebook's one setup call (knee_tf.study.session) and by the training
+    functions, never on import.
     """
     random.seed(seed)
     np.random.seed(seed)

@@ -6,5 +6,6 @@
 * ``baseline``, ``evaluate``, ``report`` the linear difficulty check; statistics; Markdown beside the paper
 * ``plots`` the study's figures and ``savefig``
 * ``pipeline`` notebooks 01-07 executed into a run folder, resumably; publishing
+* ``session`` a notebook's one setup call: run folder, config, seed and images as a ``Study``
 * ``html`` a run's executed notebooks as static pages
 """

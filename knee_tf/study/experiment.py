@@ -31,12 +31,13 @@ from tqdm.auto import tqdm
 from knee_tf.core.augment import build_augmented_pool
 from knee_tf.core.cam import BatchedMaps, compute_cams
 from knee_tf.core.io import atomic_save_npy, atomic_write_csv
-from knee_tf.core.model import predict_proba
+from knee_tf.core.model import load_model, predict_proba
 from knee_tf.core.vocab import (
     CAM,
     CAM_B,
     CAM_TRANSFER,
     METAL,
+    MODEL_A,
     NEW_SITE,
     NORMAL,
     TEST,
@@ -229,6 +230,27 @@ def load_pool(layout: RunLayout, seed: int, dtype=np.float32) -> tuple[np.ndarra
     if len(prov) != len(images):
         raise ValueError(f"augmented pool of seed {seed}: {len(images)} images but {len(prov)} provenance rows")
     return images, prov
+
+
+def pools_per_seed(layout: RunLayout, images: np.ndarray, labels: np.ndarray, image_ids, cfg: StudyConfig,
+                   seeds) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Notebook 04: for each training seed, that seed's Model A (read from the run) makes its
+    :func:`augmented_pool`, which is stored in the run (:func:`save_pool`) and scored for flips
+    (:func:`augmentation_flips`). One pool is in memory at a time.
+
+    images, labels, image_ids: the normal training images (float32 (N, H, W, 1) in [0, 1]), classes, ids.
+    Returns (recipe, flips): every seed's provenance rows and flip rows, each with a ``seed`` column.
+    """
+    recipe, flips = [], []
+    for seed in seeds:
+        model_a = load_model(layout.model(MODEL_A, seed))
+        pool_x, _, provenance = augmented_pool(model_a, images, labels, image_ids, cfg, seed)
+        save_pool(layout, seed, pool_x, provenance)
+        flips.append(augmentation_flips(model_a, images, labels, pool_x, provenance,
+                                        cfg.predict_batch_size).assign(seed=seed))
+        recipe.append(provenance.assign(seed=seed))
+        del pool_x, provenance  # the pool is on disk; free it before the next seed
+    return pd.concat(recipe), pd.concat(flips)
 
 
 def training_exam_subset(index: pd.DataFrame, n_exams: int, order_seed: int = 0) -> np.ndarray:

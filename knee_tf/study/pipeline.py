@@ -433,7 +433,7 @@ def run_controls(config: str | StudyConfig = "full", out: str | Path | None = No
 
 
 def environment_report() -> dict:
-    """Versions that decide whether a result can be reproduced; printed by every notebook's setup cell."""
+    """Versions that decide whether a result can be reproduced; shown by notebook 01."""
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for pkg in ("knee-tf", "tensorflow-cpu", "tensorflow", "keras", "tf-keras-vis", "numpy", "pandas", "pydicom",
                 "scipy", "statsmodels"):

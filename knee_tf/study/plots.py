@@ -81,6 +81,13 @@ def montage(images, index, rows: str = "plane", cols: str = "label", per_cell: i
     return fig
 
 
+def plane_label_montage(images, index, per_cell: int = 3, seed: int = 0):
+    """:func:`montage` of ``per_cell`` example images per plane (rows, in vocabulary order) and label
+    (columns, relevant first)."""
+    return montage(images, index, rows="plane", cols="label", per_cell=per_cell, seed=seed,
+                   row_order=list(PLANES), col_order=list(CLASSES[::-1]))
+
+
 def intensity_histograms(images, index, by: str = "site", bins: int = 50):
     """Per-group histogram of normalised intensities (the foreground, pixels > 0.05), one line per group."""
     import seaborn as sns  # lazy: slow import (about 1 s), plotting only

@@ -4,13 +4,13 @@ The repository ships the weights of the published grid's seed-0 Model A and Mode
 ``results/models/`` (:func:`knee_tf.data.layout.published_weights`; weights only, about 2 MB each), so
 that ``knee-tf predict --model published:A`` and ``knee-tf scan --model published:B`` work on a fresh
 clone without training. The architecture, input size and training precision are read from the
-published job's record (``results/grid/model_a_seed0/job.json``): the rebuilt model is the one whose
+published job's record (:meth:`knee_tf.data.layout.PublishedGrid.job_record`): the rebuilt model is the one whose
 predictions were published, and a test checks them byte for byte on the normal test cohort.
 
 Model specs (:func:`open_model`):
 
 * ``published:A``, ``published:B`` (seed 0), or ``published:A:<seed>`` where those weights are shipped;
-* a ``.keras`` file written by training (``runs/<run>/models/model_a_seed0/model.keras``);
+* a ``.keras`` file written by training (:meth:`knee_tf.data.layout.RunLayout.model`);
 * a run folder, or a model folder inside one, is refused with the file to pass instead.
 """
 

@@ -8,12 +8,17 @@ from dicom_factory import write_manifest, write_mr
 
 from knee_tf.cli import main
 from knee_tf.core.model import predict_proba
+from knee_tf.core.vocab import MODEL_A
+from knee_tf.data.layout import RunLayout
 from knee_tf.study.config import StudyConfig
 from knee_tf.study.corrupt import CORRUPTIONS, cam_corruption
 from knee_tf.study.experiment import (
     a_wrong_b_right,
     augmentation_flips,
     augmentation_maps,
+    augmented_pool,
+    load_pool,
+    pools_per_seed,
     predict_corruptions,
 )
 
@@ -39,6 +44,26 @@ def test_augmentation_flips_counts_only_correct_sources(tiny_trained_model, toy_
     flips = augmentation_flips(tiny_trained_model, x, y, x, prov)  # "augmented" = unchanged images
     right = predict_proba(tiny_trained_model, x).argmax(1) == y
     assert len(flips) == right.sum() and not flips["flipped"].any()
+
+
+def test_pools_per_seed_stores_each_seeds_pool_and_tables_it(tiny_trained_model, toy_blob_data, tmp_path):
+    x, y, _ = toy_blob_data["train"]
+    x, y, ids = x[:24], y[:24], pd.Series([f"img{i}" for i in range(24)])
+    layout = RunLayout(tmp_path / "run").create()
+    for seed in (3, 4):  # one Model A per seed, read from the run
+        layout.model(MODEL_A, seed).parent.mkdir(parents=True)
+        tiny_trained_model.save(layout.model(MODEL_A, seed))
+    cfg = StudyConfig.smoke(image_size=TOY_SIZE)
+    recipe, flips = pools_per_seed(layout, x, y, ids, cfg, [3, 4])
+    assert list(recipe["seed"].unique()) == [3, 4] and len(recipe) == 2 * 24 * cfg.aug_variants
+    for seed in (3, 4):
+        pool_x, _, provenance = augmented_pool(tiny_trained_model, x, y, ids, cfg, seed)
+        stored_x, stored = load_pool(layout, seed)
+        np.testing.assert_array_equal(stored_x, pool_x.astype(np.float16).astype(np.float32))
+        pd.testing.assert_frame_equal(recipe[recipe["seed"] == seed].drop(columns="seed"), provenance)
+        expected = augmentation_flips(tiny_trained_model, x, y, pool_x, provenance, cfg.predict_batch_size)
+        pd.testing.assert_frame_equal(flips[flips["seed"] == seed].drop(columns="seed"), expected)
+        assert list(stored["aug_id"]) == list(provenance["aug_id"])
 
 
 def test_predict_corruptions_has_clean_and_every_severity(tiny_trained_model, toy_blob_data):
