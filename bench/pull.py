@@ -69,7 +69,9 @@ def interrupted_then_resumed(pacs: PacsAuth, out: Path, workers: int, total: int
         env[PASSWORD_ENV] = pacs.password
     if pacs.ca_bundle:
         cmd += ["--ca-bundle", str(pacs.ca_bundle)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell's background job ignores SIGINT, and a Python started so never raises KeyboardInterrupt
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     while proc.poll() is None and len(list(out.rglob("*.dcm"))) < total // 2:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
@@ -147,9 +149,9 @@ def main() -> int:
             ok = d == reference
             same &= ok
             say(f"{name}: {len(d)} files, {'identical to' if ok else 'DIFFERENT from'} the sequential pull")
-        ok_resume = (resumed["skipped"] == resumed["there"] and resumed["skipped"] + resumed["fetched"] == len(df)
-                     and not resumed["temp_left"])
-        say(f"resume skipped exactly the files there and fetched the rest: {ok_resume}")
+        ok_resume = (resumed["rc"] == 130 and 0 < resumed["there"] < len(df) and not resumed["temp_left"]
+                     and resumed["skipped"] == resumed["there"] and resumed["skipped"] + resumed["fetched"] == len(df))
+        say(f"interrupted part-way, and the resumed pull skipped exactly the files there and fetched the rest: {ok_resume}")
     Path(a.log).parent.mkdir(parents=True, exist_ok=True)
     with open(a.log, "a") as f:
         f.write("\n".join(lines) + "\n\n")

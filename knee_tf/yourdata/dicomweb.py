@@ -75,13 +75,13 @@ def as_pacs(pacs: str | PacsAuth) -> PacsAuth:
     return pacs if isinstance(pacs, PacsAuth) else PacsAuth(pacs)
 
 
-def connect(pacs: str | PacsAuth, timeout: float = 30.0):
+def connect(pacs: str | PacsAuth, timeout: float = 30.0, session: requests.Session | None = None):
     """A ``DICOMwebClient`` for the DICOMweb root (e.g. https://host/dicom-web) with ``pacs``'s
-    credentials and TLS settings, on a session of its own (give each thread its own client)."""
+    credentials and TLS settings, on ``session`` (default: a new one; one per thread)."""
     from dicomweb_client.api import DICOMwebClient  # lazy: optional: only to talk to a PACS
 
     pacs = as_pacs(pacs)
-    client = DICOMwebClient(pacs.url.rstrip("/"), session=pacs.session(), timeout=timeout)
+    client = DICOMwebClient(pacs.url.rstrip("/"), session=session or pacs.session(), timeout=timeout)
     # dicomweb-client retries every failed request 5 times with exponential back-off (~30 s before a
     # refused connection is reported); 3 tries 0.5 s and 1 s apart still ride out a busy PACS
     client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=250)
@@ -120,8 +120,9 @@ class _Retriever:
     def _fetch(self, study: str, series: str, sop: str, target: Path) -> None:
         client = getattr(self._local, "client", None)
         if client is None:
-            client = self._local.client = connect(self.pacs)
-            self._sessions.append(client._session)  # list.append is atomic; closed in close()
+            session = self.pacs.session()
+            self._sessions.append(session)  # list.append is atomic; closed in close()
+            client = self._local.client = connect(self.pacs, session=session)
         with _network(self.pacs, f"retrieve instance {sop} (WADO-RS)"):
             ds = client.retrieve_instance(study, series, sop)
         with atomic_path(target) as tmp:
@@ -197,16 +198,19 @@ def pull(pacs: str | PacsAuth, out_dir: str | Path, study: str | None = None, pa
         raise InputError("pull: give exactly one of --study, --patient, --since")
     if workers < 0:
         raise InputError(f"--workers {workers}: expected 0 (one retrieval at a time) or more")
-    pacs = as_pacs(pacs)
-    client = connect(pacs)
     filters = ({"StudyInstanceUID": study} if study else {"PatientID": patient} if patient
                else {"StudyDate": _date_filter(since)})
+    pacs = as_pacs(pacs)
+    with pacs.session() as session:
+        return _retrieve_matching(connect(pacs, session=session), pacs, filters, Path(out_dir), progress, workers)
+
+
+def _retrieve_matching(client, pacs: PacsAuth, filters: dict, out: Path, progress: bool, workers: int) -> PullStats:
     with _network(pacs, "query studies (QIDO-RS)"):
         studies = [_value(s, STUDY_INSTANCE_UID) for s in client.search_for_studies(search_filters=filters,
                                                                                    get_remaining=True)]
     if not studies:
         raise InputError(f"{pacs.url}: no study matches {filters}")
-    out = Path(out_dir)
     skipped = 0
     bar = tqdm(total=len(studies), desc="pull", unit="study", disable=not progress)
     retriever = _Retriever(pacs, workers, on_study_done=lambda: bar.update(1))
@@ -230,7 +234,6 @@ def pull(pacs: str | PacsAuth, out_dir: str | Path, study: str | None = None, pa
     finally:
         retriever.close()
         bar.close()
-        client._session.close()
     return PullStats(len(studies), retriever.got, skipped)
 
 
