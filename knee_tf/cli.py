@@ -380,27 +380,55 @@ def _cmd_reslice(a) -> int:
     return 0
 
 
+def _add_pacs_options(p) -> None:
+    """Credentials and TLS of pull and push (never a password on the command line)."""
+    g = p.add_argument_group("PACS credentials and TLS")
+    g.add_argument("--user", default=None, help="HTTP basic auth user name; the password comes from "
+                   "KNEE_TF_PACS_PASSWORD, else the netrc file's entry for the host, else a prompt")
+    g.add_argument("--netrc", default=None, metavar="FILE", help="netrc file with the password of --user "
+                   "(default: ~/.netrc when it exists)")
+    g.add_argument("--token-env", default=None, metavar="VAR", help="environment variable holding a bearer token "
+                   "(default: KNEE_TF_PACS_TOKEN, when set and no --user)")
+    g.add_argument("--ca-bundle", default=None, metavar="FILE", help="PEM certificate(s) of a private certificate "
+                   "authority to trust (TLS is always verified)")
+
+
+def _pacs(a):
+    from knee_tf.yourdata.pacs_auth import (
+        PacsAuth,  # lazy: start-up time: `knee-tf --help` loads no HTTP library
+    )
+
+    pacs = PacsAuth.from_cli(a.url, user=a.user, netrc_file=a.netrc, token_env=a.token_env, ca_bundle=a.ca_bundle)
+    if pacs.warning():
+        print(pacs.warning(), file=sys.stderr)
+    return pacs
+
+
 def _add_pull(sub) -> None:
     p = sub.add_parser("pull", help="query (QIDO-RS) and retrieve (WADO-RS) studies from a DICOMweb PACS, then scan")
-    p.add_argument("--url", required=True, help="DICOMweb root, e.g. http://localhost:8042/dicom-web")
+    p.add_argument("--url", required=True, help="DICOMweb root, e.g. https://pacs.example.org/dicom-web")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--study", help="StudyInstanceUID")
     g.add_argument("--patient", help="PatientID")
     g.add_argument("--since", help="studies on or after this date (YYYY-MM-DD or YYYYMMDD)")
     p.add_argument("--out", required=True, help="folder to retrieve into (then scanned into <out>/manifest.csv)")
+    p.add_argument("--workers", type=int, default=None, help="instances retrieved at once (default 4; 0: one at a time)")
+    _add_pacs_options(p)
     p.set_defaults(func=_cmd_pull)
 
 
 def _cmd_pull(a) -> int:
-    from knee_tf.yourdata.dicomweb import (
-        pull,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+    from knee_tf.yourdata.dicomweb import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+        PULL_WORKERS,
+        pull,
     )
     from knee_tf.yourdata.scan import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
         scan_folder,
         summarise,
     )
 
-    n = pull(a.url, a.out, study=a.study, patient=a.patient, since=a.since)
+    n = pull(_pacs(a), a.out, study=a.study, patient=a.patient, since=a.since,
+             workers=PULL_WORKERS if a.workers is None else a.workers)
     print(f"retrieved {n.instances} instances of {n.studies} studies into {a.out} ({n.skipped} already there)")
     res = scan_folder(a.out, f"{a.out}/manifest.csv")
     print(summarise(res))
@@ -414,6 +442,7 @@ def _add_push(sub) -> None:
     p.add_argument("--manifest", default=None, help="images to push for (default: the run config's manifest)")
     p.add_argument("--root", default=None, help="data root of --manifest (default: the run config's data_root)")
     p.add_argument("--models", default=f"{MODEL_A},{MODEL_B}", help="which arms of the run (comma-separated), e.g. A, B or A,B")
+    _add_pacs_options(p)
     p.set_defaults(func=_cmd_push)
 
 
@@ -422,7 +451,7 @@ def _cmd_push(a) -> int:
         push_run,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
     )
 
-    for line in push_run(a.url, a.run, a.manifest, a.root, models=tuple(m.strip() for m in a.models.split(","))):
+    for line in push_run(_pacs(a), a.run, a.manifest, a.root, models=tuple(m.strip() for m in a.models.split(","))):
         print(line)
     return 0
 

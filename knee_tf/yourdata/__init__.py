@@ -5,5 +5,6 @@
 * ``reslice`` 3D volumes -> tri-plane pseudo-localizer slices
 * ``predict`` apply a trained model to any manifest
 * ``dicomweb`` pull studies from, and push results to, a DICOMweb server
+* ``pacs_auth`` reaching a PACS: credentials, TLS, redaction and one-line failures
 * ``overlay`` Grad-CAM overlays and results as derived DICOM
 """

@@ -4,64 +4,25 @@ Upload synthetic exams, pull, scan, predict, push; then query and check the deri
 there and references the right images; a retry stores nothing twice; failures are one line.
 """
 
-import json
-import socket
-import subprocess
-import time
-import urllib.request
-
+import pacs_servers
 import pandas as pd
 import pydicom
 import pytest
 from conftest import require_tool
 from dicom_factory import knee_like, write_mr
+from pacs_servers import ORTHANC_PLUGIN, free_port
 
 from knee_tf.cli import main
 from knee_tf.core.errors import InputError
 from knee_tf.core.vocab import MODEL_A
 
-PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory):
     exe = require_tool("Orthanc", why="the DICOMweb round-trip tests need a real PACS")
-    require_tool(PLUGIN, why="Orthanc's DICOMweb plugin (Debian package orthanc-dicomweb)")
-    d = tmp_path_factory.mktemp("orthanc")
-    http = free_port()
-    cfg = {"Name": "knee-tf-test", "StorageDirectory": str(d / "db"), "IndexDirectory": str(d / "db"),
-           "HttpPort": http, "DicomPort": free_port(), "RemoteAccessAllowed": False,
-           "AuthenticationEnabled": False, "Plugins": [PLUGIN],
-           "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True}}
-    (d / "orthanc.json").write_text(json.dumps(cfg))
-    log = open(d / "orthanc.log", "w")
-    proc = subprocess.Popen([exe, str(d / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{http}"
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{base}/system", timeout=1).read()
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail(f"Orthanc exited: {(d / 'orthanc.log').read_text()[-500:]}")
-                time.sleep(0.1)
-        else:
-            pytest.fail("Orthanc did not answer /system within 20 s")
-        yield f"{base}/dicom-web"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    require_tool(ORTHANC_PLUGIN, why="Orthanc's DICOMweb plugin (Debian package orthanc-dicomweb)")
+    with pacs_servers.orthanc(exe, tmp_path_factory.mktemp("orthanc")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -137,38 +98,58 @@ def test_round_trip_pull_scan_predict_push(orthanc, uploaded, tmp_path, tiny_tra
     assert after == before
 
 
-def test_partial_pull_resumes_without_duplicates(orthanc, uploaded, tmp_path, monkeypatch):
+def _fail_on_call(monkeypatch, n_fail: int):
+    """Make DICOMwebClient.retrieve_instance's ``n_fail``-th call (counted over all threads) drop the connection."""
+    import threading
+
     from dicomweb_client.api import DICOMwebClient
     from requests.exceptions import ConnectionError as RequestsConnectionError
 
-    from knee_tf.yourdata.dicomweb import pull
-
-    real = DICOMwebClient.retrieve_instance
-    calls = {"n": 0}
+    real, lock, calls = DICOMwebClient.retrieve_instance, threading.Lock(), {"n": 0}
 
     def flaky(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 4:
+        with lock:
+            calls["n"] += 1
+            n = calls["n"]
+        if n == n_fail:
             raise RequestsConnectionError("Connection reset by peer")
         return real(self, *a, **k)
 
     monkeypatch.setattr(DICOMwebClient, "retrieve_instance", flaky)
+    return lambda: monkeypatch.setattr(DICOMwebClient, "retrieve_instance", real)
+
+
+@pytest.mark.parametrize("workers", [0, 4])
+def test_partial_pull_resumes_without_duplicates(orthanc, uploaded, tmp_path, monkeypatch, workers):
+    from knee_tf.yourdata.dicomweb import pull
+
+    restore = _fail_on_call(monkeypatch, 4)
     patient = uploaded["patients"][0]
-    with pytest.raises(InputError, match="transfer stopped after 3 of") as e:
-        pull(orthanc, tmp_path / "p", patient=patient, progress=False)
-    assert len(str(e.value).splitlines()) == 1
-    monkeypatch.setattr(DICOMwebClient, "retrieve_instance", real)
-    stats = pull(orthanc, tmp_path / "p", patient=patient, progress=False)
-    assert stats.skipped == 3 and stats.instances > 0
+    with pytest.raises(InputError, match="stopped after retrieving") as e:
+        pull(orthanc, tmp_path / "p", patient=patient, progress=False, workers=workers)
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and "run the same pull again" in msg
+    got = int(msg.split("stopped after retrieving ")[1].split()[0])
+    files = list((tmp_path / "p").rglob("*.dcm"))
+    assert len(files) == got and not any(f.name.startswith(".") for f in files)  # no temporary file left
+    if workers == 0:
+        assert got == 3  # calls 1-3 landed, the 4th failed, nothing after it started
+    restore()
+    stats = pull(orthanc, tmp_path / "p", patient=patient, progress=False, workers=workers)
+    assert stats.skipped == got and stats.instances > 0
     files = list((tmp_path / "p").rglob("*.dcm"))
     assert len(files) == stats.skipped + stats.instances
     assert len({pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files}) == len(files)
+    whole = pull(orthanc, tmp_path / "whole", patient=patient, progress=False, workers=workers)
+    assert whole.instances == len(files)
+    assert {f.relative_to(tmp_path / "p"): f.read_bytes() for f in files} == {
+        f.relative_to(tmp_path / "whole"): f.read_bytes() for f in (tmp_path / "whole").rglob("*.dcm")}
 
 
 def test_network_failures_are_one_line(orthanc, tmp_path, capsys):
     closed = f"http://127.0.0.1:{free_port()}/dicom-web"
     cases = [(["--url", "ftp://nowhere", "--since", "2020-01-01"], "not a DICOMweb URL"),
-             (["--url", closed, "--since", "2020-01-01"], "connection refused"),
+             (["--url", closed, "--since", "2020-01-01"], "nothing answers at 127.0.0.1"),
              (["--url", orthanc.replace("/dicom-web", "/no-such-root"), "--since", "2020-01-01"], "HTTP 404"),
              (["--url", orthanc, "--study", "1.2.3.4.5.999"], "no study matches"),
              (["--url", orthanc, "--since", "last week"], "expected a date")]
