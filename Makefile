@@ -1,5 +1,6 @@
 # knee-tf: two commands on a fresh machine with python3 and make:
-#   make study   set up .venv if missing, then run the whole study on the default synthetic data (into runs/ only)
+#   make study   set up .venv if missing, then run the whole study on the default synthetic data (into runs/ only);
+#                notebook 07 reads the controls from the published grid, or trains them: make study CONTROLS=train
 #   make test    set up .venv if missing, then run the test suite
 #   make tour    run the classroom tour (notebooks/00_tour, about two minutes) into runs/<timestamp>-tour/
 #   make html    render the newest run's executed notebooks as static pages: runs/<run>/html/index.html
@@ -12,6 +13,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= default
 SEEDS  ?= 1
+# notebook 07's controls: read from the published grid (the default config's), or CONTROLS=train
+CONTROLS ?=
+CONTROLS_SET := $(if $(filter train,$(CONTROLS)),--set controls_source=run,$(if $(CONTROLS),--set controls_source=$(CONTROLS),))
 
 .PHONY: setup study publish smoke tour html test lint bench clean-runs
 
@@ -24,7 +28,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 study: $(STAMP)
-	$(VENV)/bin/knee-tf study --config $(CONFIG) --seeds $(SEEDS)
+	$(VENV)/bin/knee-tf study --config $(CONFIG) --seeds $(SEEDS) $(CONTROLS_SET)
 
 publish: $(STAMP)
 	$(VENV)/bin/knee-tf study $(if $(RUN),--out $(RUN),--config $(CONFIG) --seeds $(SEEDS)) --publish

@@ -16,11 +16,11 @@
 # %% [markdown]
 # # 07 · Can B's gain be attributed? Controls at the same budget, ablations, the prescription endpoint
 #
-# Notebook 06 shows that Model B beats Model A by a little. It cannot say *why*: B trains on twice
-# as many images per epoch (so up to twice the optimisation steps), most of its extra images are
-# near-copies, and any occlusion might help as much as one placed by an activation map. This
-# notebook trains the controls that separate those explanations, each at B's budget (the arm
-# registry, `knee_tf.controls.arms`, says which budget each matches), and the ablations of B:
+# Notebook 06 compares Model B with Model A. Whatever the difference, it cannot say *why*: B trains
+# on twice as many images per epoch (so up to twice the optimisation steps), most of its extra images
+# are near-copies, and any occlusion might help as much as one placed by an activation map. This
+# notebook compares B with the controls that separate those explanations, each at B's budget (the arm
+# registry, `knee_tf.controls.arms`, says which budget each matches), and with the ablations of B:
 #
 # * `A_steps`: normal images twice per epoch, B's optimisation steps;
 # * `B_random`: B's masks at a random position (same shape and area, no saliency);
@@ -30,8 +30,11 @@
 # * ablations of B (layer, method, weight range, share, label maps) and a learning curve, when the
 #   config asks for them (`StudyConfig.full()`).
 #
-# Every model is a job of the experiment grid (`knee_tf.controls.grid`); finished jobs (A and B of notebooks
-# 02 and 05) are skipped. Effects are arm − A on the same images, with 95% intervals from a
+# Every model is a job of the experiment grid (`knee_tf.controls.grid`). By default (`make study`) the
+# controls are read from the published grid (`results/grid/`, 10 seeds of the main arms), and this
+# run's own A and B are checked against the published jobs of the same seeds, byte for byte. With
+# `make study CONTROLS=train` (`--set controls_source=run`) they are trained into the run folder
+# instead; finished jobs (A and B of notebooks 02 and 05) are skipped. Effects are arm − A on the same images, with 95% intervals from a
 # two-level bootstrap (seeds and patients), a sign-flip test across seeds and Benjamini–Hochberg
 # over the whole table (`knee_tf.controls.effects`). Cohorts `cam`, `cam_transfer` and `cam_b` are made by B's
 # own training transform, so they are flagged *in distribution* for B in every table.
@@ -51,7 +54,7 @@ from knee_tf.study.session import open_study
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | "full" | path to a StudyConfig JSON (run folders hold one)
 run_dir = ""  # empty: the newest run folder under runs/
-# the jobs come from the run folder, or from the published grid with --set controls_source=published
+# the controls come from the published grid, or from the run folder with --set controls_source=run
 
 # %%
 study = open_study(run_dir, config)  # the run folder, seeded, with notebook 01's images
@@ -60,12 +63,16 @@ jobs = controls_plan(cfg)
 print(f"{len(jobs)} jobs: {', '.join(j.label for j in jobs)}")
 
 # %% [markdown]
-# ## Train every arm (finished jobs are skipped)
+# ## Train every arm, or read the published grid
 
 # %%
 if cfg.controls_source == "run":
+    print("controls: trained in this run folder (finished jobs skipped)")
     grid.run_grid(jobs, cfg, run.root, data.cache_dir, scheduler=cfg.scheduler,
                   workers=cfg.grid_workers).raise_failed()
+else:
+    print(f"controls: read from the published grid, {REPO_ROOT / 'results' / 'grid'} "
+          "(train them instead: make study CONTROLS=train)")
 
 # %% [markdown]
 # ## The prediction store
@@ -83,6 +90,8 @@ store = prediction_store.read_store(run.layout.prediction_store)
 print(f"{len(store):,} predictions of {store.groupby(['arm', 'seed'], observed=True).ngroups} models")
 print(summary.grid_status_line(store, jobs))
 print(summary.cross_status_line(store, jobs))
+if cfg.controls_source == "published":  # this run's own A and B against the published jobs
+    print("\n".join(summary.reproduction_lines(run.root, jobs, cfg, data, REPO_ROOT)))
 
 # %% [markdown]
 # ## Arms, effects and the prescription endpoint

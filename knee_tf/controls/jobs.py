@@ -24,6 +24,9 @@ from knee_tf.core.vocab import CONTROL_ARMS, MAIN_ARMS, MODEL_A, MODEL_B
 from knee_tf.data.layout import RunLayout
 from knee_tf.study.config import StudyConfig
 
+#: The ``controls_source`` a training job's settings hold, whatever the run reads its controls from.
+JOB_CONTROLS_SOURCE = "run"
+
 
 @dataclass(frozen=True)
 class Job:
@@ -58,9 +61,14 @@ class Job:
         return {k: _thaw(v) for k, v in self.overrides}
 
     def settings(self, base: StudyConfig) -> StudyConfig:
-        """``base`` with this job's overrides applied (ValueError naming the job on an unknown field)."""
+        """``base`` with this job's overrides applied (ValueError naming the job on an unknown field).
+
+        Where notebook 07 reads its controls from (``controls_source``) is no setting of a training:
+        a job's settings always hold :data:`JOB_CONTROLS_SOURCE`, the value every published job
+        recorded, so that a job trained by ``make study`` (which reads the published controls) has
+        the settings digest of the published job it reproduces."""
         try:
-            return base.replace(**self.override_values)
+            return base.replace(**self.override_values, controls_source=JOB_CONTROLS_SOURCE)
         except TypeError as e:
             raise ValueError(f"job {self.label}: bad override ({e})") from None
 

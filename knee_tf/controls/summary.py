@@ -15,6 +15,7 @@ that a run folder and the published grid (:mod:`knee_tf.controls.publish`) give 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import pandas as pd
 
@@ -27,10 +28,17 @@ from knee_tf.controls.jobs import (
     learning_curve_variant,
 )
 from knee_tf.controls.prediction_store import recompute_tables, store_frame
-from knee_tf.controls.publish import completeness, read_published
+from knee_tf.controls.publish import (
+    check_retrained,
+    completeness,
+    data_digest,
+    provenance,
+    published_status,
+    read_published,
+)
 from knee_tf.controls.training_job import read_predictions
 from knee_tf.core.vocab import CAM_B, CAM_TRANSFER, MODEL_A, MODEL_B
-from knee_tf.data.layout import published_grid
+from knee_tf.data.layout import RunLayout, published_grid
 from knee_tf.study.config import StudyConfig
 
 
@@ -68,7 +76,52 @@ def controls_store(cfg: StudyConfig, run_dir, jobs: Iterable, data, top) -> pd.D
         raise ValueError(f"controls_source {cfg.controls_source!r}: expected one of {CONTROLS_SOURCES}")
     if cfg.controls_source == "run":
         return run_store(run_dir, jobs, cfg, data)
-    return published_store(published_grid(top), jobs)
+    pub = published_grid(top)
+    check_published(pub, jobs, cfg, data.cache_dir)
+    return published_store(pub, jobs)
+
+
+def _expected(jobs: Iterable, cfg: StudyConfig, cache_dir) -> dict:
+    """{job: the provenance its published record must carry to be this run's job}."""
+    data = data_digest(cache_dir)
+    return {j: provenance(j.settings(cfg), data, Path(cache_dir).name, "") for j in jobs}
+
+
+def check_published(pub, jobs: Iterable, cfg: StudyConfig, cache_dir) -> None:
+    """Refuse, in one line, to read published jobs trained with other settings or on other data than
+    this run's (a study on your own data, or changed settings): their tables would not be this study's."""
+    expected = _expected(study_jobs(jobs), cfg, cache_dir)
+    differ = {j: what for j, exp in expected.items() for published, what in [published_status(pub, j, exp)]
+              if published and what}
+    if differ:
+        job, what = next(iter(differ.items()))
+        raise ValueError(f"controls_source=published: the published job {job.label} was trained with other "
+                         f"{what}{f' (and {len(differ) - 1} more)' if len(differ) > 1 else ''}; train the "
+                         "controls in the run instead: make study CONTROLS=train (--set controls_source=run)")
+
+
+def reproduction_lines(run_dir, jobs: Iterable, cfg: StudyConfig, data, top) -> list[str]:
+    """One line per job of the run folder that the published grid also has (this run's own A and B in
+    ``make study``): whether its per-image predictions and training log are the published job's, byte
+    for byte (:func:`knee_tf.controls.publish.check_retrained`, which names the first differing row)."""
+    layout, pub = RunLayout(run_dir), published_grid(top)
+    done = [j for j in study_jobs(jobs) if layout.job_record(j.name, j.seed).exists()
+            and pub.job_record(j.name, j.seed).exists()]
+    lines = []
+    for job, exp in _expected(done, cfg, data.cache_dir).items():
+        _, what = published_status(pub, job, exp)
+        if what:
+            lines.append(f"this run's {job.label}: not comparable with the published job (other {what})")
+            continue
+        try:
+            check_retrained(pub, layout, job, data.index)
+            same_log = layout.training_log(job.name, job.seed).read_bytes() == \
+                pub.training_log(job.name, job.seed).read_bytes()
+            lines.append(f"this run's {job.label} reproduces the published job byte for byte: predictions "
+                         f"identical, training log {'identical' if same_log else 'DIFFERS'}")
+        except RuntimeError as e:
+            lines.append(f"this run's {job.label} does NOT reproduce the published job: {e}")
+    return lines
 
 
 def study_tables(store: pd.DataFrame, jobs: Iterable, cfg: StudyConfig) -> dict[str, pd.DataFrame]:

@@ -73,7 +73,9 @@ class StudyConfig:
     # "run" trains them into the run folder and reads them there; "published" reads the jobs published
     # to results/grid/ (`knee-tf grid --publish`), a partial grid reported as partial, with
     # cam_transfer / cam_b rows where they are published beside a job
-    controls_source: str = "run"  # where notebook 07 takes its jobs from: "run" | "published"
+    # "published" (the default, make study): the published grid's jobs, with this run's own A and B
+    # checked against them byte for byte; "run" (make study CONTROLS=train) trains them into the run
+    controls_source: str = "published"  # where notebook 07 takes its jobs from: "published" | "run"
     # Results are bit-identical between runs with the same thread count: set 1 for identity across machines.
     job_threads: int = 0  # TensorFlow threads per training job; 0 = TensorFlow's default (all cores)
 
@@ -141,6 +143,7 @@ class StudyConfig:
             n_bootstrap=200,
             precision="float32",  # fast and exact on any CPU
             grid_workers=0,  # in-process (also the default): no cluster start-up in tests and CI
+            controls_source="run",  # nothing is published for the smoke settings: notebook 07 trains
         )
         base.update(overrides)
         return cls(**base)
@@ -167,6 +170,7 @@ class StudyConfig:
             n_faithfulness=100,
             n_bootstrap=200,
             severities=(1, 3, 5),
+            controls_source="run",
         )
         base.update(overrides)
         return cls(**base)
