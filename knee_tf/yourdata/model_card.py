@@ -5,8 +5,8 @@ Computed from the published per-image predictions of the shipped grid jobs
 test shows the shipped weights reproduce. Accuracy is a ratio of per-patient sums, with a 95 %
 percentile interval from resampling patients (slices of one exam are correlated; one seed, so no
 seed variance). The table sits between the generated-block markers of the page
-(:func:`knee_tf.controls.results_page.fill_blocks`): ``knee-tf model-card`` rewrites it and a test
-checks that the committed page is what it would write.
+(:func:`knee_tf.controls.results_page.fill_blocks`): ``python -m knee_tf.yourdata.model_card`` rewrites it
+and a test checks that the committed page is what it would write.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ import pandas as pd
 from knee_tf.controls.effect_stats import percentile_interval, two_level_bootstrap
 from knee_tf.controls.results_page import fill_blocks
 from knee_tf.core.io import atomic_write_text
-from knee_tf.core.vocab import NO_CORRUPTION, PLANES, predicted_class
+from knee_tf.core.vocab import COHORTS, NO_CORRUPTION, PLANES, predicted_class
 from knee_tf.data.layout import published_grid
 
 #: The page, and its generated block.
 MODEL_CARD = "docs/model_card.md"
 BLOCK = "model-card-accuracy"
 #: The command that rewrites the block.
-WRITER = "knee-tf model-card"
+WRITER = "python -m knee_tf.yourdata.model_card"
 #: Resamples of each interval.
 N_BOOT = 2000
 
@@ -52,7 +52,8 @@ def accuracy_table(top: str | Path, shipped) -> pd.DataFrame:
     for arm, seed in shipped:
         pred = pd.read_parquet(pub.predictions(arm, seed))
         pred = pred[pred["corruption"].astype(str) == NO_CORRUPTION]
-        for cohort in dict.fromkeys(pred["cohort"].astype(str)):
+        present = set(pred["cohort"].astype(str))
+        for cohort in [c for c in COHORTS if c in present] + sorted(present - set(COHORTS)):
             rows = pred[pred["cohort"].astype(str) == cohort]
             for plane in ("all", *PLANES):
                 sel = rows if plane == "all" else rows[rows["plane"].astype(str) == plane]
@@ -91,3 +92,12 @@ def write_model_card(top: str | Path, shipped, log: Callable[[str], object] = pr
         atomic_write_text(page, new)
         log(f"rewrote the accuracy table of {MODEL_CARD}")
     return page
+
+
+if __name__ == "__main__":
+    from knee_tf.study.config import REPO_ROOT  # lazy: only the command needs the repository's root
+    from knee_tf.yourdata.models import (
+        SHIPPED,  # lazy: loads TensorFlow, which the table does not need
+    )
+
+    write_model_card(REPO_ROOT, SHIPPED)
