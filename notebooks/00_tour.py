@@ -55,11 +55,11 @@ from knee_tf.core.vocab import (
 )
 from knee_tf.data.ingest import ingest
 from knee_tf.study import evaluate, plots
+from knee_tf.study.cohorts import build_test_cohorts
 from knee_tf.study.config import resolve
 from knee_tf.study.experiment import (
     augmentation_flips,
     augmented_pool,
-    build_test_cohorts,
     predict_cohorts,
 )
 from knee_tf.study.pipeline import ensure_dataset, open_run

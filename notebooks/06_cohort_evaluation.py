@@ -39,10 +39,10 @@ from IPython.display import Markdown, display
 from knee_tf.core.model import load_model, predict_proba, seed_everything
 from knee_tf.core.vocab import GRADCAM, MODEL_A, MODEL_B, NORMAL, TEST
 from knee_tf.study import evaluate, plots, report
+from knee_tf.study.cohorts import build_test_cohorts
 from knee_tf.study.experiment import (
     a_wrong_b_right,
     augmentation_maps,
-    build_test_cohorts,
     cohort_images,
     predict_cohorts,
     predict_corruptions,

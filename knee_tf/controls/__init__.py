@@ -1,6 +1,6 @@
 """What B's gain is compared with: control arms at the same budget, the grid that trains them, and effects.
 
-* ``arms`` the registry of arms: how each builds its training set
+* ``arms`` the one table of arms: how each builds its training set, its role, reference, seeds and panel
 * ``control_masks`` the control arms' masks and pools (random placement, untrained maps, erasing, keep)
 * ``grid`` jobs of (arm, seed, settings), in this process or on Dask
 * ``publish`` finished jobs into ``results/grid/`` as they come

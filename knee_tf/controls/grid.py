@@ -37,9 +37,9 @@ column          dtype      meaning
 ==============  =========  ================================================================
 model           str        the job's name: the arm (``"A"``, ``"B"``), or ``<arm>_<variant>``
 seed            int64      training seed
-cohort          str        :data:`knee_tf.core.vocab.COHORTS`: ``normal``, ``metal`` (if the data
-                           has metal-implant exams), ``cam`` (normal test images corrupted
-                           with Model A's own Grad-CAM at the job's settings)
+cohort          str        :data:`knee_tf.study.cohorts.COHORTS` a job builds itself: ``normal``,
+                           ``metal``, ``new_site`` (if the data has them), ``cam`` (normal test
+                           images corrupted with Model A's own Grad-CAM at the job's settings)
 image_id        str        manifest image id (the same id in normal and cam: the same slice)
 plane           str        :data:`knee_tf.core.vocab.PLANES`
 site            str        acquisition site (manifest ``site``; ``<NA>`` when absent)
@@ -84,15 +84,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from knee_tf.controls import publish as gp
-from knee_tf.controls.arms import get_arm
+from knee_tf.controls.arms import CONTROL, arm_names, get_arm
 from knee_tf.core.io import atomic_dir
 from knee_tf.core.model import load_model, seed_everything, train_classifier
 from knee_tf.core.precision import resolve_precision
 from knee_tf.core.vocab import (
-    CAM_B,
-    CAM_TRANSFER,
-    CONTROL_ARMS,
-    MAIN_ARMS,
     MODEL_A,
     MODEL_B,
     NO_CORRUPTION,
@@ -101,13 +97,16 @@ from knee_tf.core.vocab import (
 )
 from knee_tf.data.ingest import open_cache
 from knee_tf.data.layout import MODEL_FILES, PublishedGrid, RunLayout
-from knee_tf.study.config import StudyConfig
-from knee_tf.study.experiment import (
+from knee_tf.study.cohorts import (
+    COHORTS,
+    OTHER_MODEL_A,
+    SEEDS_MODEL_B,
     build_test_cohorts,
+    cross_cohort_names,
     cross_cohorts,
-    predict_cohorts,
-    predict_corruptions,
 )
+from knee_tf.study.config import StudyConfig
+from knee_tf.study.experiment import predict_cohorts, predict_corruptions
 
 #: Columns :func:`run_job` adds to :func:`knee_tf.study.evaluate.prediction_frame`'s (schema: module docstring).
 JOB_COLUMNS: tuple[str, ...] = ("arm", "variant", "exam_id", "patient_id")
@@ -285,7 +284,7 @@ class GridResult:
     skipped_published: list[str] = field(default_factory=list)
     published: list[str] = field(default_factory=list)
     retrained: list[str] = field(default_factory=list)
-    # published jobs whose cross cohorts (cam_transfer, cam_b) this run added to their folders
+    # published jobs whose cross cohorts (knee_tf.study.cohorts.cross_cohort_names) this run added to their folders
     cross_published: list[str] = field(default_factory=list)
 
     @property
@@ -470,11 +469,9 @@ class _Publisher:
         Only seeds whose B (and transfer Model A) are in ``jobs``; what is still missing is logged."""
         jobs = list(jobs)
         plan, cfg = set(jobs), self.config
-        transfer = Job(MODEL_A, cfg.transfer_seed, (), TRANSFER_VARIANT) if cfg.transfer_seed >= 0 else None
+        cross = " / ".join(cross_cohort_names())
         for seed in sorted({j.seed for j in jobs if j.variant != TRANSFER_VARIANT}):
-            sources = {CAM_B: Job(MODEL_B, seed)}
-            if transfer is not None:
-                sources[CAM_TRANSFER] = transfer
+            sources = cross_cohort_makers(cfg, seed)
             if not set(sources.values()) <= plan or not all(self.provenance[x] for x in sources.values()):
                 continue
             maps = {c: [x.label, self.provenance[x]["settings_digest"], self.provenance[x]["data_digest"]]
@@ -487,7 +484,7 @@ class _Publisher:
             missing = tuple(x.label for x in dict.fromkeys([*sources.values(), *pending]) if not here(x))
             if missing and self.waiting.get(seed) != missing:
                 self.waiting[seed] = missing
-                self.log(f"grid: cam_transfer / cam_b of seed {seed} wait for {len(missing)} model(s) not in "
+                self.log(f"grid: {cross} of seed {seed} wait for {len(missing)} model(s) not in "
                          f"the run folder: {', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}")
             ready = [j for j in pending if here(j)]
             if not ready or not all(here(x) for x in sources.values()):
@@ -498,7 +495,7 @@ class _Publisher:
             for j in ready:
                 self.gp.publish_cross(self.pub, j, pred[pred["model"] == j.name], self.index, maps)
                 result.cross_published.append(j.label)
-            self.log(f"grid: cam_transfer / cam_b of seed {seed} published for {len(ready)} job(s)")
+            self.log(f"grid: {cross} of seed {seed} published for {len(ready)} job(s)")
 
 
 def _provenance(jobs, config: StudyConfig, cache_dir) -> dict:
@@ -627,18 +624,20 @@ def learning_curve_variant(n_exams: int) -> str:
 
 
 def controls_plan(cfg: StudyConfig) -> list[Job]:
-    """Every job of the controls study (notebook 07) for ``cfg``: each arm of ``cfg.grid_arms`` with
-    ``cfg.n_seeds`` seeds (arms in :data:`knee_tf.core.vocab.MAIN_ARMS`) or ``cfg.n_seeds_other`` (the
-    others; 0: n_seeds); A and B on each of ``cfg.learning_curve_exams`` training exams (variants
-    ``n<N>``, other seeds' count); the A jobs they depend on; and the Model A of ``cfg.transfer_seed``
+    """Every job of the controls study (notebook 07) for ``cfg``: each arm of ``cfg.grid_arms`` (empty:
+    every arm of :data:`knee_tf.controls.arms.ARMS`) with ``cfg.n_seeds`` seeds (arms with
+    ``main_seeds``) or ``cfg.n_seeds_other`` (the others; 0: n_seeds); the arms with a
+    ``learning_curve`` on each of ``cfg.learning_curve_exams`` training exams (variants ``n<N>``,
+    other seeds' count); the A jobs they depend on; and the Model A of ``cfg.transfer_seed``
     (variant ``transfer``; only when ``cfg.transfer_seed >= 0``) whose maps make ``cam_transfer``.
     A jobs first."""
     main = range(cfg.seed, cfg.seed + max(1, cfg.n_seeds))
     other = range(cfg.seed, cfg.seed + max(1, cfg.n_seeds_other or cfg.n_seeds))
-    jobs = [Job(arm, s) for arm in cfg.grid_arms for s in (main if arm in MAIN_ARMS else other)]
+    jobs = [Job(arm, s) for arm in cfg.grid_arms or arm_names()
+            for s in (main if get_arm(arm).main_seeds else other)]
+    curve = [a for a in arm_names() if get_arm(a).learning_curve]
     for n in cfg.learning_curve_exams:
-        jobs += [Job(arm, s, (("train_exams", int(n)),), learning_curve_variant(n)) for arm in (MODEL_A, MODEL_B)
-                 for s in other]
+        jobs += [Job(arm, s, (("train_exams", int(n)),), learning_curve_variant(n)) for arm in curve for s in other]
     if cfg.transfer_seed >= 0:
         jobs.append(Job(MODEL_A, cfg.transfer_seed, (), TRANSFER_VARIANT))
     needed = [j.model_a() for j in jobs if j.model_a() is not None]
@@ -646,20 +645,31 @@ def controls_plan(cfg: StudyConfig) -> list[Job]:
 
 
 def controls_comparisons(jobs: Iterable[Job]) -> list[tuple[str, str]]:
-    """The effects the controls study reports, as (model, reference) names: every arm against A; B
-    against each control (what is left of B's gain beyond it); the learning curve's B against its A."""
+    """The effects the controls study reports, as (model, reference) names: every arm against its
+    reference (A); B against each control (what is left of B's gain beyond it); each learning-curve
+    model against its reference's of the same size."""
     jobs = list(jobs)
     plain = list(dict.fromkeys(j.name for j in jobs if not j.variant))
-    out = [(n, MODEL_A) for n in plain if n != MODEL_A]
-    out += [(MODEL_B, c) for c in CONTROL_ARMS if c in plain and MODEL_B in plain]
-    out += [(j.name, Job(MODEL_A, j.seed, j.overrides, j.variant).name) for j in jobs
-            if j.arm == MODEL_B and j.variant]
+    out = [(n, get_arm(n).reference) for n in plain if get_arm(n).reference]
+    out += [(MODEL_B, c) for c in arm_names(CONTROL) if c in plain and MODEL_B in plain]
+    out += [(j.name, Job(get_arm(j.arm).reference, j.seed, j.overrides, j.variant).name) for j in jobs
+            if j.variant and j.variant != TRANSFER_VARIANT and get_arm(j.arm).reference]
     return list(dict.fromkeys(out))
+
+
+def cross_cohort_makers(cfg: StudyConfig, seed: int) -> dict[str, Job]:
+    """{cross cohort: the job whose model's maps make it} for the jobs of ``seed``
+    (:func:`knee_tf.study.cohorts.cross_cohort_names`): the seed's plain B, and the transfer Model A
+    when ``cfg.transfer_seed >= 0`` (else that cohort is left out)."""
+    makers = {SEEDS_MODEL_B: Job(MODEL_B, seed)}
+    if cfg.transfer_seed >= 0:
+        makers[OTHER_MODEL_A] = Job(MODEL_A, cfg.transfer_seed, (), TRANSFER_VARIANT)
+    return {c: makers[COHORTS[c].maps_of] for c in cross_cohort_names() if COHORTS[c].maps_of in makers}
 
 
 def cross_cohort_predictions(run_dir, jobs: Iterable[Job], config: StudyConfig, cache_dir,
                              progress: bool = True):
-    """Predictions of every finished job on ``cam_transfer`` and ``cam_b`` (:func:`knee_tf.study.experiment.cross_cohorts`).
+    """Predictions of every finished job on ``cam_transfer`` and ``cam_b`` (:func:`knee_tf.study.cohorts.cross_cohorts`).
 
     ``cam_transfer``: the normal test images with the maps of the transfer Model A (one set of images
     for every job; left out when ``config.transfer_seed < 0``); ``cam_b``: with the maps of the plain B of the job's seed (when the grid has it).
@@ -674,7 +684,7 @@ def cross_cohort_predictions(run_dir, jobs: Iterable[Job], config: StudyConfig, 
                                            config.transfer_seed))
     frames = []
 
-    for seed in tqdm(sorted({j.seed for j in jobs}), desc="cam_transfer / cam_b", disable=not progress):
+    for seed in tqdm(sorted({j.seed for j in jobs}), desc=" / ".join(cross_cohort_names()), disable=not progress):
         b = layout.model(MODEL_B, seed)
         cohorts = cross_cohorts(data, transfer, load_model(b) if b.exists() else None, config, progress=False)
         ids = pd.concat([idx for _, idx in cohorts.values()], ignore_index=True)

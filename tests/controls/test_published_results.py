@@ -179,7 +179,7 @@ def test_readme_claims_in_words_hold_in_the_published_effects_table():
     that changes a finding fails this test instead of leaving the sentence wrong."""
     import pytest
 
-    from knee_tf.core.vocab import CONTROL_ARMS
+    from knee_tf.controls.arms import CONTROL, arm_names
     from knee_tf.data.layout import RunLayout
 
     lay = RunLayout(ROOT)
@@ -197,7 +197,7 @@ def test_readme_claims_in_words_hold_in_the_published_effects_table():
     # "B is worse than A on normal images"
     assert row("B", "normal").ci_high < 0
     # "Plain erasing does best on metal exams" (of B and the controls, against A)
-    metal = {a: row(a, "metal").effect for a in ("B", *CONTROL_ARMS) if (a, "A", "metal") in vs}
+    metal = {a: row(a, "metal").effect for a in ("B", *arm_names(CONTROL)) if (a, "A", "metal") in vs}
     assert max(metal, key=metal.get) == "erasing", metal
     # "Training longer explains nothing: A_steps - A lies within one point of zero on every cohort"
     assert all(abs(row("A_steps", c).effect) < 0.01 for c in ("normal", "metal", "new_site", "cam"))
