@@ -50,6 +50,8 @@ INVERTED, WEIGHTED = TRANSFORMS
 #: (normal images) and Model B (normal + augmented); the controls of the controls study (issue 11),
 #: whose masks :mod:`knee_tf.controls.control_masks` makes.
 MODEL_A, MODEL_B = "A", "B"
+#: The paper study's two models, which notebooks 02 and 05 train into every study run.
+STUDY_MODELS: tuple[str, ...] = (MODEL_A, MODEL_B)
 A_STEPS, B_RANDOM, B_UNTRAINED, ERASING, B_KEEP, MRI_AUG = (
     "A_steps", "B_random", "B_untrained", "erasing", "B_keep", "mri_aug")
 

@@ -28,6 +28,7 @@ from knee_tf.core.vocab import (
     MODEL_B,
     MRI_AUG,
     NORMAL,
+    STUDY_MODELS,
     TRAIN,
 )
 from knee_tf.study.config import StudyConfig, get_config
@@ -58,7 +59,7 @@ def setup():
 
 
 def test_every_arm_is_registered_with_its_role_budget_family_and_panel():
-    assert arm_names()[:2] == (MODEL_A, MODEL_B) and arm_names(STUDY) == (MODEL_A, MODEL_B)
+    assert arm_names()[:2] == STUDY_MODELS and arm_names(STUDY) == STUDY_MODELS  # the paper study's two models
     assert set(arm_names()) == set(arm_names(STUDY) + arm_names(CONTROL) + arm_names(ABLATION))
     assert get_arm(MODEL_A).reference == "" and all(get_arm(a).reference == MODEL_A for a in arm_names()[1:])
     for name in arm_names(CONTROL):
