@@ -66,11 +66,11 @@ def main() -> None:
     from knee_tf.controls.jobs import Job
     from knee_tf.controls.training_job import run_job
     from knee_tf.core import model
-    from knee_tf.study import experiment
+    from knee_tf.study import cohorts, experiment
     from knee_tf.study.config import get_config
 
     _mark(model, "train_classifier", "training")
-    _mark(experiment, "build_test_cohorts", "test cohorts (cam maps)")
+    _mark(cohorts, "build_test_cohorts", "test cohorts (cam maps)")
     _mark(experiment, "predict_cohorts", "predict cohorts")
     _mark(experiment, "predict_corruptions", "held-out corruptions")
     cfg = get_config(a.config).replace(epochs=a.epochs)

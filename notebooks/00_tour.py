@@ -43,6 +43,7 @@ from knee_tf.core.faithfulness import faithfulness_curves
 from knee_tf.core.model import predict_proba, train_classifier
 from knee_tf.core.vocab import GRADCAM, MODEL_A, MODEL_B, PLANES, TEST, TRAIN, VAL, predicted_class
 from knee_tf.study import evaluate, experiment, plots
+from knee_tf.study.cohorts import build_test_cohorts
 from knee_tf.study.session import ingest_study
 from knee_tf.teach import exercises
 from knee_tf.teach.explore import pick_flippable
@@ -191,7 +192,7 @@ plots.plot_history({"A": result_a.history, "B": result_b.history});
 # Accuracy with a 95% bootstrap interval over slices.
 
 # %%
-cohorts = experiment.build_test_cohorts(data, model_a, cfg, progress=False)
+cohorts = build_test_cohorts(data, model_a, cfg, progress=False)
 predictions = experiment.predict_cohorts({MODEL_A: model_a, MODEL_B: model_b}, cohorts, cfg.seed,
                                          cfg.predict_batch_size)
 metrics = evaluate.cohort_metrics(predictions, n_boot=cfg.n_bootstrap, ece_bins=cfg.ece_bins)

@@ -37,12 +37,12 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from knee_tf.core.model import load_model, predict_proba
-from knee_tf.core.vocab import GRADCAM, MODEL_A, MODEL_B, TEST
+from knee_tf.core.vocab import GRADCAM, MODEL_A, MODEL_B, STUDY_MODELS, TEST
 from knee_tf.study import evaluate, plots, report
+from knee_tf.study.cohorts import build_test_cohorts
 from knee_tf.study.experiment import (
     a_wrong_b_right,
     augmentation_maps,
-    build_test_cohorts,
     cohort_images,
     predict_cohorts,
     predict_corruptions,
@@ -65,7 +65,7 @@ stats = {"n_boot": cfg.n_bootstrap, "ece_bins": cfg.ece_bins}
 # %%
 predictions, corrupted, cohorts = [], [], {}
 for seed in run.seeds:
-    models = {arm: load_model(run.layout.model(arm, seed)) for arm in (MODEL_A, MODEL_B)}
+    models = {arm: load_model(run.layout.model(arm, seed)) for arm in STUDY_MODELS}
     cohorts[seed] = build_test_cohorts(data, models[MODEL_A], cfg)
     predictions.append(predict_cohorts(models, cohorts[seed], seed, cfg.predict_batch_size))
     corrupted.append(predict_corruptions(models, x_test, test_index, cfg, seed))
@@ -121,7 +121,7 @@ run.savefig(plots.plot_severity(severity), run.layout.figure_severity)
 
 # %%
 seed = run.seeds[0]
-models = {arm: load_model(run.layout.model(arm, seed)) for arm in (MODEL_A, MODEL_B)}
+models = {arm: load_model(run.layout.model(arm, seed)) for arm in STUDY_MODELS}
 rows = a_wrong_b_right(predictions, seed, per_cohort=cfg.n_figure3_per_cohort, rng_seed=cfg.seed)
 images = cohort_images(cohorts[seed], rows)
 cams = {m: augmentation_maps(models[m], images, cfg, methods=(GRADCAM,))[GRADCAM] for m in models}

@@ -91,6 +91,74 @@ def test_config_rejects_an_unknown_cam_method_in_one_line_naming_the_registered_
     assert StudyConfig.smoke(cam_methods=CAM_METHODS, cohort3_method=CAM_METHODS[-1]).cam_methods == CAM_METHODS
 
 
+#: The modules that own arm and cohort names: the vocabulary's constants and the two tables.
+NAME_OWNERS = ("knee_tf/core/vocab.py", "knee_tf/controls/arms.py", "knee_tf/study/cohorts.py")
+#: Sequences of arm names that are a setting's value, not a list of the table: (file, source) -> why.
+CHOSEN_ARMS = {("knee_tf/study/config.py", "(MODEL_A, MODEL_B, A_STEPS, B_RANDOM)"):
+               "StudyConfig.grid_arms' default: the arms `make study` trains, named as `--arms` names them",
+               ("knee_tf/controls/results_page.py", "(MODEL_A, B_RANDOM)"):
+               "the headline table's two references of B: Model A and the random-placement control"}
+
+
+def _arm_and_cohort_names() -> tuple[list[set[str]], list[set[str]]]:
+    """The registered arm names and cohort names, and for each kind the identifiers of the constants that
+    hold one: ([arm names, cohort names], [arm constants, cohort constants])."""
+    import knee_tf.core.vocab as vocab
+    from knee_tf.controls.arms import ARMS
+    from knee_tf.study import cohorts
+
+    kinds = [set(ARMS), set(cohorts.COHORTS)]
+    consts = [{k for m in (vocab, cohorts) for k, v in vars(m).items() if k.isupper() and isinstance(v, str) and v in names}
+              for names in kinds]
+    return kinds, consts
+
+
+def _names_spelled(path: Path, kinds: list[set[str]], consts: list[set[str]]) -> list[str]:
+    """``line: source`` of every tuple, list or set display in ``path`` holding two or more arm names, or two
+    or more cohort names (string literals or the constants that hold them; one arm beside one cohort is a
+    table key, not a list), and of every string literal that is an arm or cohort name with an underscore
+    (``"B_random"``, ``"cam_b"``: identifiers, never ordinary words)."""
+    import ast
+
+    def is_name(e, names, held) -> bool:
+        return ((isinstance(e, ast.Constant) and e.value in names) or (isinstance(e, ast.Name) and e.id in held)
+                or (isinstance(e, ast.Attribute) and e.attr in held))
+
+    names = set().union(*kinds)
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)) and any(
+                sum(is_name(e, n, c) for e in node.elts) >= 2 for n, c in zip(kinds, consts, strict=True)):
+            out.append(f"{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.Constant) and node.value in names and "_" in node.value:
+            out.append(f"{node.lineno}: {node.value!r}")
+    return out
+
+
+def test_no_list_of_arm_or_cohort_names_outside_their_tables():
+    """Arms (knee_tf.controls.arms.ARMS) and cohorts (knee_tf.study.cohorts.COHORTS) are listed, grouped and
+    ordered by their tables alone: no other module or notebook spells a sequence of their names. (A dict
+    keyed by names, such as a builder's dispatch or a plot's colour per model, says something about each
+    name and is not a list.)"""
+    names, consts = _arm_and_cohort_names()
+    sources = [p for p in sorted((ROOT / "knee_tf").rglob("*.py")) if str(p.relative_to(ROOT)) not in NAME_OWNERS]
+    sources += sorted((ROOT / "notebooks").glob("*.py"))
+    hits = [f"{p.relative_to(ROOT)}:{hit}" for p in sources for hit in _names_spelled(p, names, consts)
+            if (str(p.relative_to(ROOT)), hit.split(": ", 1)[1]) not in CHOSEN_ARMS]
+    assert not hits, "\n".join(hits)
+
+
+def test_the_name_list_test_catches_a_list(tmp_path):
+    names, consts = _arm_and_cohort_names()
+    assert {"MODEL_A", "B_RANDOM"} <= consts[0] and {"NORMAL", "CAM_B"} <= consts[1]
+    assert "B_share2" in names[0] and "new_site" in names[1]
+    bad = tmp_path / "m.py"
+    bad.write_text("CONTROLS = (A_STEPS, vocab.B_RANDOM)\nfor c in [NORMAL, 'metal']:\n    pass\n"
+                   "one = {MODEL_A: 1, MODEL_B: 2}\nif arm == 'B_share2':\n    pass\nkey = (MODEL_A, NORMAL)\n")
+    assert _names_spelled(bad, names, consts) == ["1: (A_STEPS, vocab.B_RANDOM)", "2: [NORMAL, 'metal']",
+                                                  "5: 'B_share2'"]
+
+
 def test_decision_rule_ties_go_to_irrelevant_like_argmax():
     p = np.array([0.0, 0.49, 0.5, 0.5000001, 1.0])
     np.testing.assert_array_equal(predicted_class(p), [0, 0, 0, 1, 1])

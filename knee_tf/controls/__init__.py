@@ -1,6 +1,6 @@
 """What B's gain is compared with: control arms at the same budget, the grid that trains them, and effects.
 
-* ``arms`` the registry of arms: how each builds its training set
+* ``arms`` the one table of arms: how each builds its training set, its role, reference, seeds and panel
 * ``control_masks`` the control arms' masks and pools (random placement, untrained maps, erasing, keep)
 * ``jobs`` what one job of (arm, seed, settings) is, and the jobs a study plans
 * ``training_job`` one job: train one model, score it, its files in the run folder

@@ -1,9 +1,12 @@
-"""The arms of the study: how each one builds its training set. One registry entry per arm.
+"""The arms of the study, in one table: :data:`ARMS`, one :func:`register` entry per arm.
 
 An arm is a way of making the training set of one model; everything else is the same for every
 arm (architecture, settings, validation set = the normal validation split, seed protocol, test
-cohorts), so arms differ only in what they train on. :data:`ARMS` maps an arm name
-(:mod:`knee_tf.core.vocab`) to an :class:`Arm`:
+cohorts), so arms differ only in what they train on. :data:`ARMS` maps an arm name to an
+:class:`Arm`, in the order tables show them, and every list of arms derives from it: the arms of a
+role (:func:`arm_names`), the full grid's plan and seeds (:func:`knee_tf.controls.grid.controls_plan`),
+the comparisons (:func:`knee_tf.controls.grid.controls_comparisons`), the learning curves, the
+ablation figure's panels (:func:`figure_panels`) and the order of every table's rows.
 
 * ``training_set(data, model_a, cfg, seed) -> TrainingSet``: data is the run's
   :class:`knee_tf.data.ingest.IngestResult`; model_a the trained Model A of the same seed (and the same
@@ -11,15 +14,17 @@ cohorts), so arms differ only in what they train on. :data:`ARMS` maps an arm na
 * ``needs_model_a``: whether the training set is made from Model A. The grid
   (:mod:`knee_tf.controls.grid`) then trains the A job of that seed first and hands its model over.
 
-Registered: ``A`` (normal training images) and ``B`` (normal + the augmented pool made from
-Model A's Grad-CAM and Grad-CAM++ maps at ``cfg.aug_layer``, inverted and weighted;
-:func:`knee_tf.study.experiment.augmented_pool`). A control is one more entry, e.g.::
+Registered: the paper's ``A`` (normal training images) and ``B`` (normal + the augmented pool made
+from Model A's Grad-CAM and Grad-CAM++ maps at ``cfg.aug_layer``, inverted and weighted;
+:func:`knee_tf.study.experiment.augmented_pool`), the controls of B at its budget and the ablations of
+B. A further arm is one more entry and the code that makes its training set, e.g.::
 
-    register(Arm("B_random", needs_model_a=False, training_set=random_mask_training_set,
-                 description="normal + images masked with random maps of the same area"))
+    register(Arm("B_blur", blurred_training_set, needs_model_a=True, role=CONTROL, budget=SHARE,
+                 description="normal + images blurred where B's masks are"))
 
-with its name added to :data:`knee_tf.core.vocab.ARM_NAMES` and its mask function next to the others
-(:mod:`knee_tf.core.augment`).
+It is then planned by the full grid, compared with its reference (and, as a control, with B), and
+shown in every table in its place. Arm names that other modules need are constants in
+:mod:`knee_tf.core.vocab`.
 """
 
 from __future__ import annotations
@@ -29,11 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from knee_tf.controls.control_masks import control_pool
+from knee_tf.controls.control_masks import MRI_AUG_CORRUPTIONS, control_pool
 from knee_tf.core.arrays import PooledImages
 from knee_tf.core.vocab import (
     A_STEPS,
-    ARM_NAMES,
     B_KEEP,
     B_RANDOM,
     B_UNTRAINED,
@@ -61,33 +65,73 @@ class TrainingSet:
     n_augmented: int = 0
 
 
+#: An arm's role (:attr:`Arm.role`): one of the paper's two arms, a control of B at B's budget, or
+#: an ablation of B (one setting changed).
+STUDY, CONTROL, ABLATION = "study", "control", "ablation"
+ROLES: tuple[str, ...] = (STUDY, CONTROL, ABLATION)
+
+
+@dataclass(frozen=True)
+class PanelPoint:
+    """Where an arm is drawn in the ablation figure: in ``panel`` at ``position`` (0: leftmost), its
+    setting written ``label`` below it."""
+
+    panel: str
+    position: int
+    label: str
+
+
 @dataclass(frozen=True)
 class Arm:
-    """One arm: its name, how its training set is built, and whether that needs Model A.
+    """One arm: its name, how its training set is built, and how the study uses it.
 
-    budget: what the arm matches B in (``"same augmentation share"``: as many extra images per
-    image as B, the same epoch budget; ``"same optimisation steps"``: as many steps per epoch as B);
-    family: the arm whose kind of training images it shares (an ablation of B: ``"B"``), for the
-    in-distribution flags (:func:`knee_tf.controls.effects.in_distribution`).
+    role: :data:`STUDY`, :data:`CONTROL` or :data:`ABLATION` (tables group arms by it; B is compared
+    with each control); reference: the arm it is compared with (effect = arm − reference), ``""``
+    for the reference itself (A); budget: what the arm matches B in (``"same augmentation share"``: as
+    many extra images per image as B, the same epoch budget; ``"same optimisation steps"``: as many
+    steps per epoch as B); family: the arm whose kind of training images it shares (an ablation of B:
+    ``"B"``; ``""``: itself), for the in-distribution flags (:func:`knee_tf.controls.effects.in_distribution`);
+    trains_on: the held-out corruptions (:data:`knee_tf.study.corrupt.CORRUPTIONS`) its training
+    generator applies, which are then in distribution for it; main_seeds: planned with
+    ``cfg.n_seeds`` seeds (the arms the issue asks at least 10 of), else ``cfg.n_seeds_other`` (at
+    least 5); learning_curve: also trained on ``cfg.learning_curve_exams`` training exams (variants
+    ``n<N>``, each compared with its reference's); panels: where the ablation figure draws it.
     """
 
     name: str
     training_set: Callable[..., TrainingSet]  # (data, model_a, cfg, seed) -> TrainingSet
     needs_model_a: bool
     description: str
+    role: str
+    reference: str = MODEL_A
     budget: str = ""
     family: str = ""
+    trains_on: tuple[str, ...] = ()
+    main_seeds: bool = False
+    learning_curve: bool = False
+    panels: tuple[PanelPoint, ...] = ()
 
 
 ARMS: dict[str, Arm] = {}
 
 
 def register(arm: Arm) -> Arm:
-    """Add ``arm`` to :data:`ARMS` (a name is registered once, and must be in :data:`knee_tf.core.vocab.ARM_NAMES`)."""
-    if arm.name not in ARM_NAMES:
-        raise ValueError(f"arm {arm.name!r} is not in knee_tf.core.vocab.ARM_NAMES; add its name there first")
+    """Add ``arm`` to :data:`ARMS` (ValueError in one line naming the arm and what is wrong)."""
+    if not arm.name or not arm.name.replace("_", "").isalnum():
+        raise ValueError(f"arm {arm.name!r}: a name is letters, digits and '_'")
     if arm.name in ARMS:
         raise ValueError(f"arm {arm.name!r} is already registered")
+    if arm.role not in ROLES:
+        raise ValueError(f"arm {arm.name!r}: role {arm.role!r} is not one of {ROLES}")
+    if arm.reference and arm.reference not in ARMS:
+        raise ValueError(f"arm {arm.name!r}: its reference {arm.reference!r} is not registered (register it first)")
+    if arm.family not in ("", arm.name, *ARMS):
+        raise ValueError(f"arm {arm.name!r}: its family {arm.family!r} is not registered (register it first)")
+    taken = {(p.panel, p.position): name for name, a in ARMS.items() for p in a.panels}
+    for p in arm.panels:
+        if (p.panel, p.position) in taken:
+            raise ValueError(f"arm {arm.name!r}: position {p.position} of panel {p.panel!r} is "
+                             f"{taken[p.panel, p.position]!r}'s")
     ARMS[arm.name] = arm
     return arm
 
@@ -98,6 +142,21 @@ def get_arm(name: str) -> Arm:
         return ARMS[name]
     except KeyError:
         raise ValueError(f"unknown arm {name!r}; known arms: {', '.join(ARMS)}") from None
+
+
+def arm_names(*roles: str) -> tuple[str, ...]:
+    """The registered arms (of these roles; none given: every one), in the order tables show them."""
+    return tuple(name for name, a in ARMS.items() if not roles or a.role in roles)
+
+
+def figure_panels() -> dict[str, list[tuple[str, str]]]:
+    """The ablation figure's panels: {panel title: [(arm, setting label), ...] by position}, panels in the
+    order the table first names them."""
+    points: dict[str, list[tuple[int, str, str]]] = {}
+    for name, a in ARMS.items():
+        for p in a.panels:
+            points.setdefault(p.panel, []).append((p.position, name, p.label))
+    return {panel: [(name, label) for _, name, label in sorted(pts)] for panel, pts in points.items()}
 
 
 def training_split(data, cfg):
@@ -189,45 +248,48 @@ def ablation_training_set(settings: dict, share: float = 1.0, label_maps: bool =
 
 
 SHARE, STEPS = "same augmentation share", "same optimisation steps"
+#: The ablation figure's panels: the setting of B that each changes.
+LAYER, METHOD, WEIGHT_RANGE, AUGMENTED_SHARE, MAPS_OF = "layer", "method", "weight range", "augmented share", "maps of"
 
-register(Arm(MODEL_A, normal_training_set, needs_model_a=False,
-             description="Model A: normal training images", budget="the reference", family=MODEL_A))
-register(Arm(MODEL_B, augmented_training_set, needs_model_a=True,
+register(Arm(MODEL_A, normal_training_set, needs_model_a=False, role=STUDY, reference="",
+             description="Model A: normal training images", budget="the reference", family=MODEL_A,
+             main_seeds=True, learning_curve=True))
+register(Arm(MODEL_B, augmented_training_set, needs_model_a=True, role=STUDY,
              description="Model B: normal + Grad-CAM/Grad-CAM++ (pool4) inverted and weighted copies",
-             budget="the paper's arm", family=MODEL_B))
-register(Arm(A_STEPS, steps_training_set, needs_model_a=False, budget=STEPS, family=A_STEPS,
-             description="normal images, each twice per epoch: B's steps per epoch"))
-for _name, _needs_a, _what in (
-        (B_RANDOM, True, "B's masks rotated/flipped and shifted to a random position (same area, no saliency)"),
-        (B_UNTRAINED, False, "masks from the Grad-CAM of the untrained LeNet (Model A's initial weights)"),
-        (ERASING, True, "one rectangle per image with the pixel count of B's mask's mass"),
-        (B_KEEP, True, "B's masks placed off the salient region (top 20% of the map), which is never touched"),
-        (MRI_AUG, False, "bias field, coil dropout or Rician noise (no longer held out for this arm)")):
-    register(Arm(_name, control_training_set(_name), needs_model_a=_needs_a, budget=SHARE, family=_name,
-                 description=_what))
-for _name, _settings, _share, _labels, _what in (
-        ("B_pool1", {"aug_layer": "pool1"}, 1.0, False, "maps at pool1"),
-        ("B_pool2", {"aug_layer": "pool2"}, 1.0, False, "maps at pool2"),
-        ("B_pool3", {"aug_layer": "pool3"}, 1.0, False, "maps at pool3"),
-        ("B_gradcam", {"cam_methods": (GRADCAM,)}, 1.0, False, f"{METHOD_NAMES[GRADCAM]} maps only"),
-        ("B_gradcampp", {"cam_methods": (GRADCAM_PP,)}, 1.0, False, f"{METHOD_NAMES[GRADCAM_PP]} maps only"),
-        ("B_w25_50", {"aug_weight_range": (0.25, 0.5)}, 1.0, False, "weights w in [0.25, 0.5]"),
-        ("B_w50_75", {"aug_weight_range": (0.5, 0.75)}, 1.0, False, "weights w in [0.5, 0.75]"),
-        ("B_w75_100", {"aug_weight_range": (0.75, 1.0)}, 1.0, False, "weights w in [0.75, 1.0]"),
-        ("B_share0p25", {}, 0.25, False, "one copy for a quarter of the images"),
-        ("B_share0p5", {}, 0.5, False, "one copy for half of the images"),
-        ("B_share2", {"aug_variants": 2}, 1.0, False, "two copies per image"),
-        ("B_label_maps", {}, 1.0, True, "maps of the label instead of Model A's predicted class")):
-    register(Arm(_name, ablation_training_set(_settings, _share, _labels), needs_model_a=True, family=MODEL_B,
-                 budget="B with one setting changed", description=f"ablation of B: {_what}"))
-
-
-#: notebook 07's ablation panels: {panel title: [(arm, setting label), ...]}, B's own setting among them.
-ABLATION_PANELS: dict[str, list[tuple[str, str]]] = {
-    "layer": [("B_pool1", "pool1"), ("B_pool2", "pool2"), ("B_pool3", "pool3"), (MODEL_B, "pool4")],
-    "method": [("B_gradcam", METHOD_NAMES[GRADCAM]), ("B_gradcampp", METHOD_NAMES[GRADCAM_PP]), (MODEL_B, "both")],
-    "weight range": [("B_w25_50", "0.25-0.5"), ("B_w50_75", "0.5-0.75"), ("B_w75_100", "0.75-1"),
-                     (MODEL_B, "0.5-1")],
-    "augmented share": [("B_share0p25", "0.25"), ("B_share0p5", "0.5"), (MODEL_B, "1"), ("B_share2", "2")],
-    "maps of": [("B_label_maps", "label"), (MODEL_B, "prediction")],
-}
+             budget="the paper's arm", family=MODEL_B, main_seeds=True, learning_curve=True,
+             panels=(PanelPoint(LAYER, 3, "pool4"), PanelPoint(METHOD, 2, "both"),
+                     PanelPoint(WEIGHT_RANGE, 3, "0.5-1"), PanelPoint(AUGMENTED_SHARE, 2, "1"),
+                     PanelPoint(MAPS_OF, 1, "prediction"))))
+register(Arm(A_STEPS, steps_training_set, needs_model_a=False, role=CONTROL, budget=STEPS, family=A_STEPS,
+             main_seeds=True, description="normal images, each twice per epoch: B's steps per epoch"))
+for _name, _needs_a, _main, _trains_on, _what in (
+        (B_RANDOM, True, True, (), "B's masks rotated/flipped and shifted to a random position (same area, no saliency)"),
+        (B_UNTRAINED, False, False, (), "masks from the Grad-CAM of the untrained LeNet (Model A's initial weights)"),
+        (ERASING, True, True, (), "one rectangle per image with the pixel count of B's mask's mass"),
+        (B_KEEP, True, False, (), "B's masks placed off the salient region (top 20% of the map), which is never touched"),
+        (MRI_AUG, False, False, MRI_AUG_CORRUPTIONS,
+         "bias field, coil dropout or Rician noise (no longer held out for this arm)")):
+    register(Arm(_name, control_training_set(_name), needs_model_a=_needs_a, role=CONTROL, budget=SHARE,
+                 family=_name, trains_on=_trains_on, main_seeds=_main, description=_what))
+for _name, _settings, _share, _labels, _panel, _what in (
+        ("B_pool1", {"aug_layer": "pool1"}, 1.0, False, PanelPoint(LAYER, 0, "pool1"), "maps at pool1"),
+        ("B_pool2", {"aug_layer": "pool2"}, 1.0, False, PanelPoint(LAYER, 1, "pool2"), "maps at pool2"),
+        ("B_pool3", {"aug_layer": "pool3"}, 1.0, False, PanelPoint(LAYER, 2, "pool3"), "maps at pool3"),
+        ("B_gradcam", {"cam_methods": (GRADCAM,)}, 1.0, False, PanelPoint(METHOD, 0, METHOD_NAMES[GRADCAM]),
+         f"{METHOD_NAMES[GRADCAM]} maps only"),
+        ("B_gradcampp", {"cam_methods": (GRADCAM_PP,)}, 1.0, False, PanelPoint(METHOD, 1, METHOD_NAMES[GRADCAM_PP]),
+         f"{METHOD_NAMES[GRADCAM_PP]} maps only"),
+        ("B_w25_50", {"aug_weight_range": (0.25, 0.5)}, 1.0, False, PanelPoint(WEIGHT_RANGE, 0, "0.25-0.5"),
+         "weights w in [0.25, 0.5]"),
+        ("B_w50_75", {"aug_weight_range": (0.5, 0.75)}, 1.0, False, PanelPoint(WEIGHT_RANGE, 1, "0.5-0.75"),
+         "weights w in [0.5, 0.75]"),
+        ("B_w75_100", {"aug_weight_range": (0.75, 1.0)}, 1.0, False, PanelPoint(WEIGHT_RANGE, 2, "0.75-1"),
+         "weights w in [0.75, 1.0]"),
+        ("B_share0p25", {}, 0.25, False, PanelPoint(AUGMENTED_SHARE, 0, "0.25"), "one copy for a quarter of the images"),
+        ("B_share0p5", {}, 0.5, False, PanelPoint(AUGMENTED_SHARE, 1, "0.5"), "one copy for half of the images"),
+        ("B_share2", {"aug_variants": 2}, 1.0, False, PanelPoint(AUGMENTED_SHARE, 3, "2"), "two copies per image"),
+        ("B_label_maps", {}, 1.0, True, PanelPoint(MAPS_OF, 0, "label"),
+         "maps of the label instead of Model A's predicted class")):
+    register(Arm(_name, ablation_training_set(_settings, _share, _labels), needs_model_a=True, role=ABLATION,
+                 family=MODEL_B, budget="B with one setting changed", panels=(_panel,),
+                 description=f"ablation of B: {_what}"))

@@ -377,10 +377,10 @@ def control_pool(arm: str, model_a, images: np.ndarray, labels: np.ndarray, imag
     rng = np.random.default_rng([int(seed), zlib.crc32(arm.encode())])
     if arm == MRI_AUG:
         return mri_augment(images, labels, image_ids, rng, severities=cfg.severities)
-    if arm not in (*MASK_ARMS, B_UNTRAINED):
-        raise ValueError(f"unknown control arm {arm!r}; expected one of {sorted([*MASK_ARMS, B_UNTRAINED, MRI_AUG])}")
     if arm == B_UNTRAINED:
         source = untrained_network(images.shape[1:], cfg.conv_filters, cfg.dense_units, seed)
+    elif arm not in _MASKS:
+        raise ValueError(f"unknown control arm {arm!r}; expected {MRI_AUG!r}, {B_UNTRAINED!r} or one of {list(MASK_ARMS)}")
     elif model_a is None:
         raise ValueError(f"arm {arm!r} makes its masks from Model A's maps: model_a is required")
     else:

@@ -1,7 +1,7 @@
 """Predictions on the cohorts that need other jobs' models: ``cam_transfer`` and ``cam_b``.
 
 A job scores its own model on every cohort it can make alone (:mod:`knee_tf.controls.training_job`).
-Two cohorts need the models of other jobs (:func:`knee_tf.study.experiment.cross_cohorts`):
+Two cohorts need the models of other jobs (:func:`knee_tf.study.cohorts.cross_cohorts`):
 ``cam_transfer``, the normal test images with the maps of the independently trained Model A
 (:data:`knee_tf.controls.jobs.TRANSFER_VARIANT`), and ``cam_b``, with the maps of the plain B of the
 job's seed. :func:`cross_cohort_predictions` scores every finished job on them from the run folder,
@@ -21,13 +21,14 @@ from knee_tf.core.model import load_model
 from knee_tf.core.vocab import MODEL_A, MODEL_B, NO_CORRUPTION
 from knee_tf.data.ingest import open_cache
 from knee_tf.data.layout import RunLayout
+from knee_tf.study.cohorts import cross_cohort_names, cross_cohorts
 from knee_tf.study.config import StudyConfig
-from knee_tf.study.experiment import cross_cohorts, predict_cohorts
+from knee_tf.study.experiment import predict_cohorts
 
 
 def cross_cohort_predictions(run_dir, jobs: Iterable[Job], config: StudyConfig, cache_dir,
                              progress: bool = True):
-    """Predictions of every finished job on ``cam_transfer`` and ``cam_b`` (:func:`knee_tf.study.experiment.cross_cohorts`).
+    """Predictions of every finished job on ``cam_transfer`` and ``cam_b`` (:func:`knee_tf.study.cohorts.cross_cohorts`).
 
     ``cam_transfer``: the normal test images with the maps of the transfer Model A (one set of images
     for every job; left out when ``config.transfer_seed < 0``); ``cam_b``: with the maps of the plain B of the job's seed (when the grid has it).
@@ -42,7 +43,7 @@ def cross_cohort_predictions(run_dir, jobs: Iterable[Job], config: StudyConfig, 
                                            config.transfer_seed))
     frames = []
 
-    for seed in tqdm(sorted({j.seed for j in jobs}), desc="cam_transfer / cam_b", disable=not progress):
+    for seed in tqdm(sorted({j.seed for j in jobs}), desc=" / ".join(cross_cohort_names()), disable=not progress):
         b = layout.model(MODEL_B, seed)
         cohorts = cross_cohorts(data, transfer, load_model(b) if b.exists() else None, config, progress=False)
         ids = pd.concat([idx for _, idx in cohorts.values()], ignore_index=True)

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from knee_tf.controls.control_masks import MRI_AUG_CORRUPTIONS
+from knee_tf.controls.arms import ARMS, arm_names
 from knee_tf.controls.effect_stats import (
     RESAMPLE_LEVELS,
     benjamini_hochberg,
@@ -35,16 +35,8 @@ from knee_tf.controls.effect_stats import (
     sign_flip_test,
     two_level_bootstrap,
 )
-from knee_tf.core.vocab import (
-    ARM_NAMES,
-    COHORTS,
-    DERIVED_COHORTS,
-    IN_DISTRIBUTION_FOR,
-    MODEL_A,
-    MRI_AUG,
-    NO_CORRUPTION,
-    predicted_class,
-)
+from knee_tf.core.vocab import MODEL_A, NO_CORRUPTION, predicted_class
+from knee_tf.study.cohorts import COHORTS, cohort_order
 from knee_tf.study.evaluate import grouped_calibration_errors
 
 #: The columns that name one test condition, where present: a cohort, and optionally a held-out
@@ -71,21 +63,21 @@ def in_distribution(arm: str, cohort: str, corruption: str | None = None,
     """Whether an arm's training generator made this condition's images (a gain there is by construction).
 
     family: {arm: the arm whose training images it shares in kind} for ablations (e.g. B's layer
-    ablation -> ``"B"``); an arm not in it is its own family. True for the CAM cohorts and the B
-    family (:data:`knee_tf.core.vocab.IN_DISTRIBUTION_FOR`) and for ``mri_aug`` on the corruptions it trains
-    on (:data:`knee_tf.controls.control_masks.MRI_AUG_CORRUPTIONS`).
+    ablation -> ``"B"``); an arm not in it is its own family. True on a cohort made for the family
+    (:attr:`knee_tf.study.cohorts.Cohort.in_distribution_for`: the CAM cohorts for B's) and on the held-out
+    corruptions the family's arm trains on (:attr:`knee_tf.controls.arms.Arm.trains_on`: ``mri_aug``'s).
     """
     base = (family or {}).get(arm, arm)
-    if base in IN_DISTRIBUTION_FOR.get(str(cohort), ()):
+    if str(cohort) in COHORTS and base in COHORTS[str(cohort)].in_distribution_for:
         return True
-    return base == MRI_AUG and corruption is not None and str(corruption) in MRI_AUG_CORRUPTIONS
+    return base in ARMS and corruption is not None and str(corruption) in ARMS[base].trains_on
 
 
 def condition_order(condition: Mapping) -> tuple:
-    """Sort key of a condition ({cohort, corruption?, severity?}): the paper's cohorts first
-    (:data:`knee_tf.core.vocab.COHORTS`), then the derived ones (:data:`knee_tf.core.vocab.DERIVED_COHORTS`),
-    then any other by name; within a cohort its own images first, then each corruption by severity."""
-    cohorts = list(dict.fromkeys(COHORTS + DERIVED_COHORTS))
+    """Sort key of a condition ({cohort, corruption?, severity?}): the registered cohorts in
+    :func:`knee_tf.study.cohorts.cohort_order`, then any other by name; within a cohort its own images
+    first, then each corruption by severity."""
+    cohorts = list(cohort_order())
     c = str(condition["cohort"])
     corruption = str(condition.get("corruption", NO_CORRUPTION))
     severity = condition.get("severity", 0)
@@ -124,7 +116,7 @@ class _Sums:
 
     def __init__(self, df: pd.DataFrame, keys: list[str]):
         arm_code, arms = pd.factorize(df["arm"].astype(str), sort=False)
-        known = list(ARM_NAMES)  # the study's arms in their order, then any other (ablations) by name
+        known = list(arm_names())  # the registered arms in their order, then any other (variants) by name
         order = sorted(range(len(arms)), key=lambda k: (known.index(arms[k]) if arms[k] in known else len(known),
                                                         arms[k]))
         rank = np.empty(len(order), dtype=np.int64)

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from knee_tf.controls.effect_stats import interval_description
-from knee_tf.core.vocab import NO_CORRUPTION
+from knee_tf.core.vocab import NO_CORRUPTION, NORMAL
 
 _IN_DIST_COLOR, _OUT_DIST_COLOR = "#dd8452", "#4c72b0"
 
@@ -109,7 +109,7 @@ def plot_ablations(effects, ablations: dict, metric: str = "accuracy", condition
     return fig
 
 
-def plot_learning_curve(arms_table, curves: dict, condition: str = "normal"):
+def plot_learning_curve(arms_table, curves: dict, condition: str = NORMAL):
     """Accuracy against the number of training exams, per arm family, with two-level intervals.
 
     arms_table: :func:`knee_tf.controls.effects.arms_table` output; curves: {label: [(arm, n_training_exams), ...]}

@@ -59,7 +59,7 @@ class GridResult:
     skipped_published: list[str] = field(default_factory=list)
     published: list[str] = field(default_factory=list)
     retrained: list[str] = field(default_factory=list)
-    # published jobs whose cross cohorts (cam_transfer, cam_b) this run added to their folders
+    # published jobs whose cross cohorts (knee_tf.study.cohorts.cross_cohort_names) this run added to their folders
     cross_published: list[str] = field(default_factory=list)
 
     @property

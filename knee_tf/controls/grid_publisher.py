@@ -17,11 +17,11 @@ import json
 
 from knee_tf.controls import publish as gp
 from knee_tf.controls.cross import cross_cohort_predictions
-from knee_tf.controls.jobs import TRANSFER_VARIANT, Job, job_done
+from knee_tf.controls.jobs import TRANSFER_VARIANT, Job, cross_cohort_makers, job_done
 from knee_tf.controls.training_job import commit_job
-from knee_tf.core.vocab import CAM_B, CAM_TRANSFER, MODEL_A, MODEL_B
 from knee_tf.data.ingest import open_cache
 from knee_tf.data.layout import PublishedGrid
+from knee_tf.study.cohorts import cross_cohort_names
 
 
 class GridPublisher:
@@ -97,11 +97,9 @@ class GridPublisher:
         Only seeds whose B (and transfer Model A) are in ``jobs``; what is still missing is logged."""
         jobs = list(jobs)
         plan, cfg = set(jobs), self.config
-        transfer = Job(MODEL_A, cfg.transfer_seed, (), TRANSFER_VARIANT) if cfg.transfer_seed >= 0 else None
+        cross = " / ".join(cross_cohort_names())
         for seed in sorted({j.seed for j in jobs if j.variant != TRANSFER_VARIANT}):
-            sources = {CAM_B: Job(MODEL_B, seed)}
-            if transfer is not None:
-                sources[CAM_TRANSFER] = transfer
+            sources = cross_cohort_makers(cfg, seed)
             if not set(sources.values()) <= plan or not all(self.provenance[x] for x in sources.values()):
                 continue
             maps = {c: [x.label, self.provenance[x]["settings_digest"], self.provenance[x]["data_digest"]]
@@ -114,7 +112,7 @@ class GridPublisher:
             missing = tuple(x.label for x in dict.fromkeys([*sources.values(), *pending]) if not here(x))
             if missing and self.waiting.get(seed) != missing:
                 self.waiting[seed] = missing
-                self.log(f"grid: cam_transfer / cam_b of seed {seed} wait for {len(missing)} model(s) not in "
+                self.log(f"grid: {cross} of seed {seed} wait for {len(missing)} model(s) not in "
                          f"the run folder: {', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}")
             ready = [j for j in pending if here(j)]
             if not ready or not all(here(x) for x in sources.values()):
@@ -125,4 +123,4 @@ class GridPublisher:
             for j in ready:
                 self.gp.publish_cross(self.pub, j, pred[pred["model"] == j.name], self.index, maps)
                 result.cross_published.append(j.label)
-            self.log(f"grid: cam_transfer / cam_b of seed {seed} published for {len(ready)} job(s)")
+            self.log(f"grid: {cross} of seed {seed} published for {len(ready)} job(s)")

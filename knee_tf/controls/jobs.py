@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from knee_tf.controls.arms import get_arm
-from knee_tf.core.vocab import CONTROL_ARMS, MAIN_ARMS, MODEL_A, MODEL_B
+from knee_tf.controls.arms import CONTROL, arm_names, get_arm
+from knee_tf.core.vocab import MODEL_A, MODEL_B
 from knee_tf.data.layout import RunLayout
+from knee_tf.study.cohorts import COHORTS, OTHER_MODEL_A, SEEDS_MODEL_B, cross_cohort_names
 from knee_tf.study.config import StudyConfig
 
 #: The ``controls_source`` a training job's settings hold, whatever the run reads its controls from.
@@ -111,18 +112,20 @@ def learning_curve_variant(n_exams: int) -> str:
 
 
 def controls_plan(cfg: StudyConfig) -> list[Job]:
-    """Every job of the controls study (notebook 07) for ``cfg``: each arm of ``cfg.grid_arms`` with
-    ``cfg.n_seeds`` seeds (arms in :data:`knee_tf.core.vocab.MAIN_ARMS`) or ``cfg.n_seeds_other`` (the
-    others; 0: n_seeds); A and B on each of ``cfg.learning_curve_exams`` training exams (variants
-    ``n<N>``, other seeds' count); the A jobs they depend on; and the Model A of ``cfg.transfer_seed``
+    """Every job of the controls study (notebook 07) for ``cfg``: each arm of ``cfg.grid_arms`` (empty:
+    every arm of :data:`knee_tf.controls.arms.ARMS`) with ``cfg.n_seeds`` seeds (arms with
+    ``main_seeds``) or ``cfg.n_seeds_other`` (the others; 0: n_seeds); the arms with a
+    ``learning_curve`` on each of ``cfg.learning_curve_exams`` training exams (variants ``n<N>``,
+    other seeds' count); the A jobs they depend on; and the Model A of ``cfg.transfer_seed``
     (variant ``transfer``; only when ``cfg.transfer_seed >= 0``) whose maps make ``cam_transfer``.
     A jobs first."""
     main = range(cfg.seed, cfg.seed + max(1, cfg.n_seeds))
     other = range(cfg.seed, cfg.seed + max(1, cfg.n_seeds_other or cfg.n_seeds))
-    jobs = [Job(arm, s) for arm in cfg.grid_arms for s in (main if arm in MAIN_ARMS else other)]
+    jobs = [Job(arm, s) for arm in cfg.grid_arms or arm_names()
+            for s in (main if get_arm(arm).main_seeds else other)]
+    curve = [a for a in arm_names() if get_arm(a).learning_curve]
     for n in cfg.learning_curve_exams:
-        jobs += [Job(arm, s, (("train_exams", int(n)),), learning_curve_variant(n)) for arm in (MODEL_A, MODEL_B)
-                 for s in other]
+        jobs += [Job(arm, s, (("train_exams", int(n)),), learning_curve_variant(n)) for arm in curve for s in other]
     if cfg.transfer_seed >= 0:
         jobs.append(Job(MODEL_A, cfg.transfer_seed, (), TRANSFER_VARIANT))
     needed = [j.model_a() for j in jobs if j.model_a() is not None]
@@ -130,15 +133,26 @@ def controls_plan(cfg: StudyConfig) -> list[Job]:
 
 
 def controls_comparisons(jobs: Iterable[Job]) -> list[tuple[str, str]]:
-    """The effects the controls study reports, as (model, reference) names: every arm against A; B
-    against each control (what is left of B's gain beyond it); the learning curve's B against its A."""
+    """The effects the controls study reports, as (model, reference) names: every arm against its
+    reference (A); B against each control (what is left of B's gain beyond it); each learning-curve
+    model against its reference's of the same size."""
     jobs = list(jobs)
     plain = list(dict.fromkeys(j.name for j in jobs if not j.variant))
-    out = [(n, MODEL_A) for n in plain if n != MODEL_A]
-    out += [(MODEL_B, c) for c in CONTROL_ARMS if c in plain and MODEL_B in plain]
-    out += [(j.name, Job(MODEL_A, j.seed, j.overrides, j.variant).name) for j in jobs
-            if j.arm == MODEL_B and j.variant]
+    out = [(n, get_arm(n).reference) for n in plain if get_arm(n).reference]
+    out += [(MODEL_B, c) for c in arm_names(CONTROL) if c in plain and MODEL_B in plain]
+    out += [(j.name, Job(get_arm(j.arm).reference, j.seed, j.overrides, j.variant).name) for j in jobs
+            if j.variant and j.variant != TRANSFER_VARIANT and get_arm(j.arm).reference]
     return list(dict.fromkeys(out))
+
+
+def cross_cohort_makers(cfg: StudyConfig, seed: int) -> dict[str, Job]:
+    """{cross cohort: the job whose model's maps make it} for the jobs of ``seed``
+    (:func:`knee_tf.study.cohorts.cross_cohort_names`): the seed's plain B, and the transfer Model A
+    when ``cfg.transfer_seed >= 0`` (else that cohort is left out)."""
+    makers = {SEEDS_MODEL_B: Job(MODEL_B, seed)}
+    if cfg.transfer_seed >= 0:
+        makers[OTHER_MODEL_A] = Job(MODEL_A, cfg.transfer_seed, (), TRANSFER_VARIANT)
+    return {c: makers[COHORTS[c].maps_of] for c in cross_cohort_names() if COHORTS[c].maps_of in makers}
 
 
 def arm_info(jobs: Iterable[Job]):

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from knee_tf.controls.arms import ABLATION, CONTROL, STUDY, arm_names
 from knee_tf.controls.effect_stats import interval_description
-from knee_tf.core.vocab import ABLATION_ARMS, CONTROL_ARMS, MODEL_B, NO_CORRUPTION
+from knee_tf.core.vocab import NO_CORRUPTION
 
 
 def effect_cell(r) -> str:
@@ -71,10 +72,11 @@ def effects_markdown(effects: pd.DataFrame, metric: str = "accuracy", conditions
 
 def controls_markdown(effects: pd.DataFrame, metric: str = "accuracy") -> list[str]:
     """The results page's effects tables of the controls study (:func:`effects_markdown` each), in this order and
-    only for the arms the table has: B and the controls (each against A, and B against each control);
-    the ablations of B (against A); every other compared model (the learning curve's B against its A)."""
+    only for the arms the table has, each group in the order of :data:`knee_tf.controls.arms.ARMS`: B and the
+    controls (each against A, and B against each control); the ablations of B (against A); every other
+    compared model (the learning curve's B against its A)."""
     arms = list(dict.fromkeys(effects.loc[effects["metric"] == metric, "arm"].astype(str)))
-    main = [a for a in (MODEL_B,) + CONTROL_ARMS if a in arms]
-    ablations = [a for a in ABLATION_ARMS if a in arms]
+    main = [a for a in arm_names(STUDY, CONTROL) if a in arms]
+    ablations = [a for a in arm_names(ABLATION) if a in arms]
     rest = [a for a in arms if a not in main and a not in ablations]
     return [effects_markdown(effects, metric, arms=group) for group in (main, ablations, rest) if group]

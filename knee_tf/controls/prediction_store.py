@@ -8,10 +8,10 @@ function of this table, so publishing it (``RunLayout.prediction_store``, copied
 One row per (arm, seed, cohort, corruption, severity, image), columns :data:`STORE_COLUMNS`:
 
 =============  ======================================================================
-arm            the model's name: the arm (:data:`knee_tf.core.vocab.ARM_NAMES`, an ablation), or a grid
+arm            the model's name: the arm (:data:`knee_tf.controls.arms.ARMS`), or a grid
                job's ``<arm>_<variant>``
 seed           training seed (int16)
-cohort         test cohort (:data:`knee_tf.core.vocab.COHORTS`, ``cam_transfer``, ``cam_b``, ...)
+cohort         test cohort (:data:`knee_tf.study.cohorts.COHORTS`)
 corruption     held-out corruption applied to the cohort's images, ``"none"`` when none
 severity       its severity 1..5 (0 with no corruption) (int8)
 image_id       the source image (the same id under every arm and seed)

@@ -27,9 +27,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from knee_tf.controls.arms import arm_names
 from knee_tf.controls.effect_stats import RESAMPLE_LEVELS, percentile_interval, two_level_bootstrap
 from knee_tf.controls.effects import condition_keys, condition_order, row_rng
-from knee_tf.core.vocab import ARM_NAMES, predicted_class
+from knee_tf.core.vocab import predicted_class
 
 #: Index columns that order the slices of one exam-plane, in order of preference.
 SLICE_ORDER_COLUMNS: tuple[str, ...] = ("slice_index", "slice_location_mm", "instance_number")
@@ -161,7 +162,7 @@ def prescription_table(predictions: pd.DataFrame, ranks: pd.Series | None = None
         rows.append(row)
     cols = ["arm", *cond, "n_seeds", "n_exam_planes", "slice_accuracy"]
     cols += [f"{e}{s}" for e in ENDPOINTS for s in ("", "_low", "_high", "_sd")]
-    known = list(ARM_NAMES)
+    known = list(arm_names())
     rows.sort(key=lambda r: (known.index(r["arm"]) if r["arm"] in known else len(known), str(r["arm"]),
                              condition_order(r)))  # the effects tables' order
     return pd.DataFrame(rows, columns=cols)

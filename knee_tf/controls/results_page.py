@@ -23,16 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from knee_tf.controls.arms import CONTROL, STUDY, arm_names
 from knee_tf.controls.jobs import controls_plan
 from knee_tf.controls.markdown_tables import controls_markdown, effect_cell
 from knee_tf.controls.publish import rebuild_store
 from knee_tf.core.io import atomic_write_text
 from knee_tf.core.vocab import (
     B_RANDOM,
-    CAM,
-    CAM_B,
-    CAM_TRANSFER,
-    CONTROL_ARMS,
     METAL,
     METHOD_NAMES,
     MODEL_A,
@@ -41,12 +38,14 @@ from knee_tf.core.vocab import (
     NO_CORRUPTION,
     NORMAL,
     PLANES,
+    STUDY_MODELS,
 )
 from knee_tf.data.layout import RESULTS, RunLayout, published_grid, published_record
+from knee_tf.study.cohorts import CAM, CAM_B, CAM_TRANSFER, COHORTS
 from knee_tf.study.config import get_config
 from knee_tf.study.evaluate import summarize_seeds
 from knee_tf.study.pipeline import CONTROLS_STEP
-from knee_tf.study.report import PAPER_ACCURACY, paper_comparison_markdown, precision_markdown
+from knee_tf.study.report import paper_comparison_markdown, precision_markdown
 
 #: The pages with generated blocks (paths relative to the repository's top) and each page's blocks.
 PAGES: dict[str, tuple[str, ...]] = {
@@ -144,9 +143,10 @@ def headline_markdown(summary: pd.DataFrame, effects: pd.DataFrame) -> str:
     lines = ["| test cohort | paper: A → B | this study: A → B, " + study_seeds + " seeds | " + " | ".join(heads) + " |",
              "|---" * (3 + len(refs)) + "|"]
     for cohort in HEADLINE_COHORTS:
-        paper = " → ".join(_pct(a) for a in PAPER_ACCURACY[cohort]) if cohort in PAPER_ACCURACY else "—"
-        have = [(m, cohort) in acc.index for m in (MODEL_A, MODEL_B)]
-        study = " → ".join(_pct(acc[(m, cohort)]) for m in (MODEL_A, MODEL_B)) if all(have) else "—"
+        paper_accuracy = COHORTS[cohort].paper_accuracy
+        paper = " → ".join(_pct(a) for a in paper_accuracy) if paper_accuracy else "—"
+        have = [(m, cohort) in acc.index for m in STUDY_MODELS]
+        study = " → ".join(_pct(acc[(m, cohort)]) for m in STUDY_MODELS) if all(have) else "—"
         cells = [effect_cell(e.loc[(ref, cohort)]) if (ref, cohort) in e.index else "—" for ref in refs]
         lines.append(f"| {HEADLINE_COHORTS[cohort]} (`{cohort}`) | {paper} | {study} | " + " | ".join(cells) + " |")
     lines += ["", "Accuracy; effects in points, mean over seeds paired on the same images [95% two-level bootstrap "
@@ -170,7 +170,7 @@ def calibration_markdown(summary: pd.DataFrame) -> str:
     lines = ["| cohort | ECE, Model A | ECE, Model B |", "|---|---|---|"]
     for cohort in dict.fromkeys(summary["cohort"]):
         cells = [f"{100 * s.loc[(m, cohort), 'ece_mean']:.1f}% ± {100 * s.loc[(m, cohort), 'ece_sd']:.1f}"
-                 if (m, cohort) in s.index else "—" for m in (MODEL_A, MODEL_B)]
+                 if (m, cohort) in s.index else "—" for m in STUDY_MODELS]
         lines.append(f"| {cohort} | " + " | ".join(cells) + " |")
     lines += ["", f"Expected calibration error of the top-label confidence in `StudyConfig.ece_bins` equal-width bins; "
               f"mean ± sd over {_seeds(summary['n_seeds'])} seeds."]
@@ -220,7 +220,7 @@ def grid_markdown(arms: pd.DataFrame, effects: pd.DataFrame, n_planned: int, n_j
 def prescription_markdown(prescription: pd.DataFrame) -> str:
     """The prescription endpoint of A, B and the controls on normal test exams (``RunLayout.prescription_table``)."""
     p = _plain(prescription[prescription["cohort"] == NORMAL]).set_index("arm")
-    arms = [a for a in (MODEL_A, MODEL_B, *CONTROL_ARMS) if a in p.index]
+    arms = [a for a in arm_names(STUDY, CONTROL) if a in p.index]
     lines = ["| arm | seeds | slice accuracy | every slice right | Jaccard index | both ends within one slice |",
              "|---|---|---|---|---|---|"]
     for arm in arms:

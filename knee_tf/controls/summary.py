@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from knee_tf.controls.arms import ABLATION_PANELS, training_split
+from knee_tf.controls.arms import arm_names, figure_panels, get_arm, training_split
 from knee_tf.controls.cross import cross_cohort_predictions
 from knee_tf.controls.jobs import (
     TRANSFER_VARIANT,
@@ -37,8 +37,8 @@ from knee_tf.controls.publish import (
     read_published,
 )
 from knee_tf.controls.training_job import read_predictions
-from knee_tf.core.vocab import CAM_B, CAM_TRANSFER, MODEL_A, MODEL_B
 from knee_tf.data.layout import RunLayout, published_grid
+from knee_tf.study.cohorts import cross_cohort_names
 from knee_tf.study.config import StudyConfig
 
 
@@ -148,23 +148,24 @@ def plan_order(jobs: Iterable, table: pd.DataFrame) -> list[str]:
 
 
 def ablation_panels(store: pd.DataFrame) -> dict[str, list[tuple[str, str]]]:
-    """The panels of :data:`knee_tf.controls.arms.ABLATION_PANELS` restricted to the arms the store has; panels
+    """The panels of :func:`knee_tf.controls.arms.figure_panels` restricted to the arms the store has; panels
     with fewer than two such arms are left out. {panel: [(arm, label), ...]}."""
     trained = set(store["arm"].astype(str))
-    panels = {name: [(a, label) for a, label in panel if a in trained] for name, panel in ABLATION_PANELS.items()}
+    panels = {name: [(a, label) for a, label in panel if a in trained] for name, panel in figure_panels().items()}
     return {name: panel for name, panel in panels.items() if len(panel) > 1}
 
 
 def learning_curves(data, cfg: StudyConfig, store: pd.DataFrame | None = None) -> dict[str, list[tuple[str, int]]]:
-    """The learning curve's points per arm (A and B): [(model name, training exams), ...], the
-    ``n<N>`` variants of ``cfg.learning_curve_exams`` and then the plain arm on every training exam.
+    """The learning curve's points per arm with a ``learning_curve`` (:data:`knee_tf.controls.arms.ARMS`: A and
+    B): [(model name, training exams), ...], the ``n<N>`` variants of ``cfg.learning_curve_exams`` and then
+    the plain arm on every training exam.
     Empty when the config trains no learning curve. store: keep only the points whose model it
     holds (a partial grid), and only the arms left with at least two points."""
     if not cfg.learning_curve_exams:
         return {}
     n_all = training_split(data, cfg.replace(train_exams=0))[2]["exam_id"].nunique()
     curves = {arm: [(f"{arm}_{learning_curve_variant(n)}", int(n)) for n in cfg.learning_curve_exams] + [(arm, n_all)]
-              for arm in (MODEL_A, MODEL_B)}
+              for arm in arm_names() if get_arm(arm).learning_curve}
     if store is None:
         return curves
     have = set(store["arm"].astype(str))
@@ -184,12 +185,13 @@ def grid_status_line(store: pd.DataFrame, jobs: Iterable) -> str:
 
 
 def cross_status_line(store: pd.DataFrame, jobs: Iterable) -> str:
-    """One line: for how many of the planned jobs the store holds the cross cohorts (``cam_transfer``,
-    ``cam_b``), which need other jobs' models (published beside a job once those models are at hand)."""
+    """One line: for how many of the planned jobs the store holds the cross cohorts
+    (:func:`knee_tf.study.cohorts.cross_cohort_names`: ``cam_transfer``, ``cam_b``), which need other jobs'
+    models (published beside a job once those models are at hand)."""
     planned = {(j.name, j.seed) for j in study_jobs(jobs)}
     rows = store[["arm", "seed", "cohort"]].astype({"arm": str, "cohort": str, "seed": int}).drop_duplicates()
     counts = []
-    for cohort in (CAM_TRANSFER, CAM_B):
+    for cohort in cross_cohort_names():
         have = rows[rows["cohort"] == cohort]
         counts.append(f"{cohort} {len(planned & set(zip(have['arm'], have['seed'], strict=True)))}")
     return f"cross cohorts: {', '.join(counts)} of {len(planned)} planned jobs"

@@ -26,9 +26,9 @@ column          dtype      meaning
 ==============  =========  ================================================================
 model           str        the job's name: the arm (``"A"``, ``"B"``), or ``<arm>_<variant>``
 seed            int64      training seed
-cohort          str        :data:`knee_tf.core.vocab.COHORTS`: ``normal``, ``metal`` (if the data
-                           has metal-implant exams), ``cam`` (normal test images corrupted
-                           with Model A's own Grad-CAM at the job's settings)
+cohort          str        :data:`knee_tf.study.cohorts.COHORTS` a job builds itself: ``normal``,
+                           ``metal``, ``new_site`` (if the data has them), ``cam`` (normal test
+                           images corrupted with Model A's own Grad-CAM at the job's settings)
 image_id        str        manifest image id (the same id in normal and cam: the same slice)
 plane           str        :data:`knee_tf.core.vocab.PLANES`
 site            str        acquisition site (manifest ``site``; ``<NA>`` when absent)
@@ -70,8 +70,9 @@ from knee_tf.core.precision import resolve_precision
 from knee_tf.core.vocab import MODEL_A, NO_CORRUPTION, NORMAL, VAL
 from knee_tf.data.ingest import open_cache
 from knee_tf.data.layout import MODEL_FILES, RunLayout
+from knee_tf.study.cohorts import build_test_cohorts
 from knee_tf.study.config import StudyConfig
-from knee_tf.study.experiment import build_test_cohorts, predict_cohorts, predict_corruptions
+from knee_tf.study.experiment import predict_cohorts, predict_corruptions
 
 #: Columns :func:`run_job` adds to :func:`knee_tf.study.evaluate.prediction_frame`'s (schema: module docstring).
 JOB_COLUMNS: tuple[str, ...] = ("arm", "variant", "exam_id", "patient_id")

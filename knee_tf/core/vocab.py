@@ -1,4 +1,4 @@
-"""The study's vocabulary: class, plane, split, cohort, method and column names, and the decision rule.
+"""The study's vocabulary: class, plane, split, cohort, arm, method and column names, and the decision rule.
 
 Every other module imports these names; none spells them out again. No TensorFlow, no pandas:
 this module is imported by the DICOM decoding workers and by the phantom as well.
@@ -27,20 +27,12 @@ AXIAL, SAGITTAL, CORONAL = PLANES
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 TRAIN, VAL, TEST = SPLITS
 
-#: Test cohorts, in the paper's order: (1) normal images, (2) metal-implant exams, (3) images
-#: corrupted with Model A's own maps; then (4) ``new_site``: normal exams of a site (scanner and
-#: coil) that never appears in train or val. ``normal``, ``metal`` and ``new_site`` come from the
-#: manifest's ``cohort`` column; ``cam`` is made by the study (:data:`DERIVED_COHORTS`), never read
-#: from a manifest.
-COHORTS: tuple[str, ...] = ("normal", "metal", "cam", "new_site")
-NORMAL, METAL, CAM, NEW_SITE = COHORTS
-#: Further derived cohorts of the controls study (issue 11): the normal test images corrupted with
-#: the maps of an *independently trained* Model A (another seed: does B's gain on ``cam`` need its
-#: own Model A's maps?) and with Model B's own maps (can B be attacked the way A was?).
-CAM_TRANSFER, CAM_B = "cam_transfer", "cam_b"
-DERIVED_COHORTS: tuple[str, ...] = (CAM, CAM_TRANSFER, CAM_B)
-#: The values a manifest's ``cohort`` column may hold.
-MANIFEST_COHORTS: tuple[str, ...] = tuple(c for c in COHORTS if c not in DERIVED_COHORTS)
+#: The cohorts a manifest's ``cohort`` column may hold (the data contract): ``normal`` exams, exams
+#: with a ``metal`` implant, and ``new_site``: normal exams of a site (scanner and coil) that never
+#: appears in train or val. What each test cohort is, the ones the study makes from a model's maps
+#: among them, and the order tables show them in: :data:`knee_tf.study.cohorts.COHORTS`.
+NORMAL, METAL, NEW_SITE = "normal", "metal", "new_site"
+MANIFEST_COHORTS: tuple[str, ...] = (NORMAL, METAL, NEW_SITE)
 
 #: The ``corruption`` of a cohort's own images in prediction tables (held-out corruptions,
 #: :data:`knee_tf.study.corrupt.CORRUPTIONS`, are applied to a cohort's images at a severity 1..5).
@@ -59,37 +51,16 @@ STUDY_CAM_METHODS: tuple[str, ...] = (GRADCAM, GRADCAM_PP)
 TRANSFORMS: tuple[str, ...] = ("inverted", "weighted")
 INVERTED, WEIGHTED = TRANSFORMS
 
-#: The two arms of the paper: Model A (normal images) and Model B (normal + augmented). Arms are
-#: plain strings; a further arm (a control, an ablation) adds its name here and one entry to
-#: :data:`knee_tf.controls.arms.ARMS` (which accepts only names listed in ARM_NAMES).
+#: Arm names, as constants for the modules that build or choose those arms. Which arms there are,
+#: in which order tables show them, their role, reference, seeds and figure panels:
+#: :data:`knee_tf.controls.arms.ARMS`, the one table of arms. The two arms of the paper: Model A
+#: (normal images) and Model B (normal + augmented); the controls of the controls study (issue 11),
+#: whose masks :mod:`knee_tf.controls.control_masks` makes.
 MODEL_A, MODEL_B = "A", "B"
-#: The arms of the controls study (issue 11); every arm trains the same architecture with the same
-#: hyper-parameters, validation set and seeds. A: normal images; A_steps: normal images for as many
-#: optimisation steps as B; B: normal + Model A's CAM-obfuscated images (the paper); B_random: B's
-#: masks at a random position; B_untrained: masks from an untrained network's maps; erasing:
-#: rectangles with the area of B's masks; B_keep: B's masks placed to avoid the salient region
-#: (KeepAugment's opposite hypothesis); mri_aug: physics corruptions at training time
-#: (:mod:`knee_tf.controls.control_masks` holds the mask functions).
+#: The paper study's two models, which notebooks 02 and 05 train into every study run.
+STUDY_MODELS: tuple[str, ...] = (MODEL_A, MODEL_B)
 A_STEPS, B_RANDOM, B_UNTRAINED, ERASING, B_KEEP, MRI_AUG = (
     "A_steps", "B_random", "B_untrained", "erasing", "B_keep", "mri_aug")
-#: The controls at B's budget, in the order tables show them.
-CONTROL_ARMS: tuple[str, ...] = (A_STEPS, B_RANDOM, B_UNTRAINED, ERASING, B_KEEP, MRI_AUG)
-#: Ablations of B (one setting changed each; :data:`knee_tf.controls.arms.ARMS` says which): the map's layer,
-#: the map method, the weight range of the weighted transform, the augmented share (copies per
-#: image) and maps of the label instead of the predicted class.
-ABLATION_ARMS: tuple[str, ...] = (
-    "B_pool1", "B_pool2", "B_pool3", "B_gradcam", "B_gradcampp", "B_w25_50", "B_w50_75", "B_w75_100",
-    "B_share0p25", "B_share0p5", "B_share2", "B_label_maps")
-#: Every arm name, in the order tables show them (knee_tf.controls.arms registers only these).
-ARM_NAMES: tuple[str, ...] = (MODEL_A, MODEL_B) + CONTROL_ARMS + ABLATION_ARMS
-#: The arms the issue asks at least 10 seeds of (every other arm: at least 5).
-MAIN_ARMS: tuple[str, ...] = (MODEL_A, A_STEPS, MODEL_B, B_RANDOM, ERASING)
-#: Cohorts made by the very generator an arm trains on: the arm has seen their kind of image, so a
-#: gain there is expected by construction and every table flags it (column ``in_distribution``).
-#: All three CAM cohorts apply ``image * (1 - w * M)`` with the Grad-CAM of a trained LeNet, which
-#: is B's training transform; only whose maps differ. (Which held-out corruptions ``mri_aug`` trains
-#: on is :data:`knee_tf.controls.control_masks.MRI_AUG_CORRUPTIONS`.)
-IN_DISTRIBUTION_FOR: dict[str, tuple[str, ...]] = {CAM: (MODEL_B,), CAM_TRANSFER: (MODEL_B,), CAM_B: (MODEL_B,)}
 
 #: Manifest columns every row must fill (:mod:`knee_tf.data.manifest` checks them).
 REQUIRED_COLUMNS: tuple[str, ...] = ("image_id", "patient_id", "exam_id", "path", "plane", "label", "split")

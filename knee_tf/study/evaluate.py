@@ -33,14 +33,13 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, bootstrap
 
-from knee_tf.core.vocab import COHORTS, MODEL_A, MODEL_B, encode_labels, predicted_class
+from knee_tf.core.vocab import MODEL_A, MODEL_B, encode_labels, predicted_class
+from knee_tf.study.cohorts import cohort_order
 
 PREDICTION_COLUMNS: tuple[str, ...] = (
     "model", "seed", "cohort", "image_id", "plane", "site", "y_true", "p_relevant", "y_pred",
 )
 METRIC_COLUMNS: tuple[str, ...] = ("accuracy", "ci_low", "ci_high", "n", "ece")
-#: The paper's cohort order (:data:`knee_tf.core.vocab.COHORTS`); other cohorts follow in order of appearance.
-COHORT_ORDER: tuple[str, ...] = COHORTS
 
 
 # ----------------------------------------------------------------------------- single statistics
@@ -274,7 +273,8 @@ def _group_metrics(df: pd.DataFrame, keys: list[str], n_boot: int, confidence: f
 
 
 def _sorted(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows in a stable, readable order: paper cohorts first, then by the key columns."""
+    """Rows in a stable, readable order: cohorts in :func:`knee_tf.study.cohorts.cohort_order` (unknown ones
+    after them, by name), then by the key columns."""
     order = [c for c in ("model", "cohort", "corruption", "severity", "plane", "site", "seed")
              if c in df.columns]
     if not order or df.empty:
@@ -282,7 +282,7 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
 
     def key(col: pd.Series) -> pd.Series:
         if col.name == "cohort":
-            rank = {c: i for i, c in enumerate(COHORT_ORDER)}
+            rank = {c: i for i, c in enumerate(cohort_order())}
             return col.map(lambda v: (rank.get(v, len(rank)), str(v))).map(lambda t: f"{t[0]:03d}{t[1]}")
         return col
 

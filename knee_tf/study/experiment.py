@@ -1,18 +1,9 @@
-"""The study's experiment: Model A's maps -> augmented pool; test cohorts; predictions of A and B.
+"""The study's experiment: Model A's maps -> augmented pool; predictions of A and B on the cohorts.
 
 Everything a notebook would otherwise loop over by hand lives here, so notebooks 04-06 stay short
 and the same code serves the CLI, the tests and the notebooks.
 
-Cohorts (``cohort`` column of the predictions):
-
-* ``normal`` — the normal test split (the paper's cohort 1);
-* ``metal`` — every test exam with a metal implant (cohort 2; absent from training);
-* ``new_site`` — the normal exams of a site (scanner and coil) that never appears in train or val
-  (the manifest's ``cohort`` column; not in the paper: a site-shift check);
-* ``cam`` — the normal test images corrupted with Model A's own maps, ``image * (1 - w * M)`` at the
-  fixed weight ``cfg.cohort3_weight`` with ``cfg.cohort3_method`` at ``cfg.aug_layer`` (cohort 3).
-  Fresh maps of the test images, never the training pool. Each training seed has its own Model A
-  and therefore its own cohort 3.
+The test cohorts, and how each is made: :mod:`knee_tf.study.cohorts`.
 
 Held-out corruptions (no model trains on them): every type in :data:`knee_tf.study.corrupt.CORRUPTIONS` at
 every severity in ``cfg.severities``, applied to the normal test images with one fixed seed, so
@@ -32,20 +23,10 @@ from knee_tf.core.augment import build_augmented_pool
 from knee_tf.core.cam import BatchedMaps, compute_cams
 from knee_tf.core.io import atomic_save_npy, atomic_write_csv
 from knee_tf.core.model import load_model, predict_proba
-from knee_tf.core.vocab import (
-    CAM,
-    CAM_B,
-    CAM_TRANSFER,
-    METAL,
-    MODEL_A,
-    NEW_SITE,
-    NORMAL,
-    TEST,
-    predicted_class,
-)
+from knee_tf.core.vocab import MODEL_A, predicted_class
 from knee_tf.data.layout import RunLayout
 from knee_tf.study.config import StudyConfig
-from knee_tf.study.corrupt import CORRUPTIONS, cam_corruption, corrupt_batch
+from knee_tf.study.corrupt import CORRUPTIONS, corrupt_batch
 from knee_tf.study.evaluate import paired_predictions, prediction_frame
 
 
@@ -82,56 +63,6 @@ def augmented_pool(model_a, images: np.ndarray, labels: np.ndarray, image_ids, c
     return build_augmented_pool(images, labels, image_ids, maps, variants=cfg.aug_variants,
                                 weight_range=cfg.aug_weight_range, layer=cfg.aug_layer, seed=seed,
                                 smooth_sigma=cfg.aug_smooth_sigma, threshold=cfg.aug_threshold, dtype=dtype)
-
-
-def build_test_cohorts(data, model_a, cfg: StudyConfig, progress: bool = True) -> dict[str, tuple]:
-    """{cohort: (images float32 (n, H, W, 1), rows DataFrame)} for normal, metal and new_site (each
-    if the manifest has it) and cam."""
-    x, _, idx = data.split(TEST, cohort=NORMAL)
-    out = {NORMAL: (x, idx)}
-    if "cohort" in data.index:
-        for cohort in (METAL, NEW_SITE):
-            xm, _, im = data.split(TEST, cohort=cohort)
-            if len(xm):
-                out[cohort] = (xm, im)
-    out[CAM] = (cam_cohort_images(model_a, x, cfg, progress=progress), idx)
-    return out
-
-
-def cross_cohorts(data, transfer_model, model_b, cfg: StudyConfig, progress: bool = True) -> dict[str, tuple]:
-    """The CAM cohorts made from another model's maps: {cohort: (images float32 (n, H, W, 1), rows)}.
-
-    ``cam_transfer``: the normal test images corrupted with the maps of ``transfer_model``, a Model A
-    trained independently (another seed), the same images for every arm and seed; ``cam_b``: with the
-    maps of ``model_b``, the Model B of the seed being evaluated. Either model may be None (cohort
-    left out). Every arm of a seed is scored on the same images, so effects stay paired.
-    """
-    x, _, idx = data.split(TEST, cohort=NORMAL)
-    out = {}
-    for cohort, model in ((CAM_TRANSFER, transfer_model), (CAM_B, model_b)):
-        if model is not None:
-            out[cohort] = (cam_cohort_images(model, x, cfg, progress=progress), idx)
-    return out
-
-
-def cam_cohort_images(model, images: np.ndarray, cfg: StudyConfig, progress: bool = True) -> np.ndarray:
-    """Cohort 3's corruption with any model's maps: ``images * (1 - w * M)``, M the model's
-    ``cfg.cohort3_method`` map at ``cfg.aug_layer``, w = ``cfg.cohort3_weight``.
-
-    Model A's own maps give ``cam``; an independently trained Model A's give ``cam_transfer``; Model
-    B's give ``cam_b`` (:data:`knee_tf.core.vocab.DERIVED_COHORTS`). images: float32 (N, H, W, 1) in [0, 1].
-    Returns float32 (N, H, W, 1) in [0, 1]. Made one CAM batch at a time (the maps of a batch, then its
-    images: :class:`knee_tf.core.cam.BatchedMaps`), each image exactly as on all N at once.
-    """
-    images = np.asarray(images, dtype=np.float32)
-    maps = BatchedMaps(model, images, cfg.aug_layer, (cfg.cohort3_method,), None, cfg.cam_batch_size)
-    maps = maps[cfg.cohort3_method]
-    out = np.empty_like(images)
-    step = cfg.cam_batch_size
-    for a in tqdm(range(0, len(images), step), desc="cam cohort", unit="batch", disable=not progress):
-        out[a:a + step] = cam_corruption(images[a:a + step], maps[a:a + step], cfg.cohort3_weight,
-                                         cfg.aug_smooth_sigma, cfg.aug_threshold)
-    return out
 
 
 def predict_cohorts(models: dict, cohorts: dict, seed: int, batch_size: int = 256) -> pd.DataFrame:
@@ -188,7 +119,8 @@ def a_wrong_b_right(pred: pd.DataFrame, seed: int, per_cohort: int = 2, rng_seed
 
 
 def cohort_images(cohorts: dict, rows: pd.DataFrame) -> np.ndarray:
-    """The images named by ``rows`` (columns cohort, image_id) from :func:`build_test_cohorts` output.
+    """The images named by ``rows`` (columns cohort, image_id) from the output of
+    :func:`knee_tf.study.cohorts.build_test_cohorts`.
 
     Returns float32 (len(rows), H, W, 1), in row order (empty with the cohorts' image shape).
     """

@@ -1,7 +1,8 @@
 """Reporting: the measured results as Markdown, beside the paper's numbers.
 
 The statistics come from :mod:`knee_tf.study.evaluate`; this module only formats them. The paper's
-accuracies (:data:`PAPER_ACCURACY`) are quoted for side-by-side tables, never used in a computation.
+accuracies (:attr:`knee_tf.study.cohorts.Cohort.paper_accuracy`) are quoted for side-by-side tables, never used
+in a computation.
 """
 
 from __future__ import annotations
@@ -9,21 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from knee_tf.core.vocab import (
-    CAM,
-    METAL,
-    MODEL_A,
-    MODEL_B,
-    NORMAL,
-)
-from knee_tf.study.evaluate import COHORT_ORDER
-
-#: The paper's reported accuracies of (Model A, Model B) per test cohort (ISMRM 2021, abstract 0811).
-PAPER_ACCURACY: dict[str, tuple[float, float]] = {
-    NORMAL: (0.831, 0.866),
-    METAL: (0.706, 0.803),
-    CAM: (0.675, 0.855),
-}
+from knee_tf.core.vocab import MODEL_A, MODEL_B
+from knee_tf.study.cohorts import COHORTS, cohort_order
 
 
 def _pct(x: float) -> str:
@@ -85,7 +73,8 @@ def paper_comparison_markdown(
         raise ValueError(f"summary lacks column(s) {missing} (use summarize_seeds(cohort_metrics))")
     if {"plane", "site"} & set(summary.columns):
         raise ValueError("summary has a plane/site breakdown; pass the per-cohort summary")
-    cohorts = list(COHORT_ORDER) + [c for c in summary["cohort"].unique() if c not in COHORT_ORDER]
+    own = cohort_order(own_only=True)  # the paper study's cohorts, each listed even when not run
+    cohorts = list(own) + [c for c in summary["cohort"].unique() if c not in own]
     lines = [
         "| cohort | paper A | paper B | paper B−A | measured A | measured B | measured B−A "
         "| B beat A? | significant? |",
@@ -95,12 +84,13 @@ def paper_comparison_markdown(
     for cohort in cohorts:
         sa = summary[(summary["cohort"] == cohort) & (summary["model"] == model_a)]
         sb = summary[(summary["cohort"] == cohort) & (summary["model"] == model_b)]
-        if cohort in PAPER_ACCURACY:
-            pa, pb = PAPER_ACCURACY[cohort]
+        paper_accuracy = COHORTS[cohort].paper_accuracy if cohort in COHORTS else None
+        if paper_accuracy:
+            pa, pb = paper_accuracy
             paper = [_pct(pa), _pct(pb), f"{100 * (pb - pa):+.1f} pts"]
         else:
             paper = ["—", "—", "—"]
-        if sa.empty and sb.empty and cohort in PAPER_ACCURACY:
+        if sa.empty and sb.empty and paper_accuracy:
             lines.append(f"| {cohort} | " + " | ".join(paper) + " | not run | not run | — | — | — |")
             continue
         cells = [_measured_cell(s.iloc[0]) if not s.empty else "not run" for s in (sa, sb)]

@@ -33,7 +33,7 @@ from knee_tf.core.cam import compute_cams, upsample_align_corners
 from knee_tf.core.errors import InputError
 from knee_tf.core.io import atomic_path
 from knee_tf.core.model import load_model
-from knee_tf.core.vocab import CLASSES, GRADCAM, MODEL_A, MODEL_B, RELEVANT, predicted_class
+from knee_tf.core.vocab import CLASSES, GRADCAM, RELEVANT, STUDY_MODELS, predicted_class
 from knee_tf.data.dicom_read import preprocess, read_dicom_image
 from knee_tf.data.ingest import ingest, read_rows
 from knee_tf.data.layout import RunLayout
@@ -319,7 +319,7 @@ def push_model(client, pacs: PacsAuth, model_path: str | Path, manifest: str | P
 
 
 def push_run(pacs: str | PacsAuth, run_dir: str | Path, manifest: str | Path | None = None, root: str | Path | None = None,
-             models: tuple[str, ...] = (MODEL_A, MODEL_B), progress: bool = True) -> list[str]:
+             models: tuple[str, ...] = STUDY_MODELS, progress: bool = True) -> list[str]:
     """Push every (model, seed) of a study run: the run's config names the manifest and data root
     unless ``manifest``/``root`` are given. Models are found through the run folder's layout."""
     run_dir = Path(run_dir)

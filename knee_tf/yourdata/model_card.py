@@ -21,8 +21,9 @@ import pandas as pd
 from knee_tf.controls.effect_stats import percentile_interval, two_level_bootstrap
 from knee_tf.controls.results_page import fill_blocks
 from knee_tf.core.io import atomic_write_text
-from knee_tf.core.vocab import COHORTS, NO_CORRUPTION, PLANES, predicted_class
+from knee_tf.core.vocab import NO_CORRUPTION, PLANES, predicted_class
 from knee_tf.data.layout import published_grid
+from knee_tf.study.cohorts import cohort_order
 
 #: The page, and its generated block.
 MODEL_CARD = "docs/model_card.md"
@@ -53,7 +54,8 @@ def accuracy_table(top: str | Path, shipped) -> pd.DataFrame:
         pred = pd.read_parquet(pub.predictions(arm, seed))
         pred = pred[pred["corruption"].astype(str) == NO_CORRUPTION]
         present = set(pred["cohort"].astype(str))
-        for cohort in [c for c in COHORTS if c in present] + sorted(present - set(COHORTS)):
+        order = cohort_order()
+        for cohort in [c for c in order if c in present] + sorted(present - set(order)):
             rows = pred[pred["cohort"].astype(str) == cohort]
             for plane in ("all", *PLANES):
                 sel = rows if plane == "all" else rows[rows["plane"].astype(str) == plane]

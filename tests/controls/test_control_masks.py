@@ -272,9 +272,9 @@ def test_label_maps_and_a_smaller_augmented_share():
 def test_cross_cohorts_corrupt_the_normal_test_images_with_another_models_maps():
     import pandas as pd
 
-    from knee_tf.core.vocab import CAM_B, CAM_TRANSFER, NORMAL, TEST, TRAIN
+    from knee_tf.core.vocab import NORMAL, TEST, TRAIN
+    from knee_tf.study.cohorts import CAM_B, CAM_TRANSFER, cam_cohort_images, cross_cohorts
     from knee_tf.study.config import StudyConfig
-    from knee_tf.study.experiment import cam_cohort_images, cross_cohorts
 
     class Data:  # the part of knee_tf.data.ingest.IngestResult the cohorts use
         def __init__(self):
@@ -332,9 +332,10 @@ def test_masks_made_as_read_check_the_maps_of_each_block():
 def test_cam_cohort_made_batch_by_batch_is_the_whole_array_corruption():
     """cam_cohort_images makes the maps and images one CAM batch at a time (memory); each image must be
     what corrupting all N at once with all N maps gives, bit for bit, with a batch that does not divide N."""
+    from knee_tf.study.cohorts import cam_cohort_images
     from knee_tf.study.config import StudyConfig
     from knee_tf.study.corrupt import cam_corruption
-    from knee_tf.study.experiment import augmentation_maps, cam_cohort_images
+    from knee_tf.study.experiment import augmentation_maps
 
     cfg = StudyConfig.smoke(image_size=32, conv_filters=(4, 4, 4, 4), dense_units=(8,), cam_batch_size=4,
                             aug_smooth_sigma=1.5, aug_threshold=0.1)

@@ -17,8 +17,9 @@ from test_effects import simulate_predictions  # noqa: E402
 from knee_tf.controls import figures  # noqa: E402
 from knee_tf.controls.effects import arms_table, effects_table  # noqa: E402
 from knee_tf.controls.prescription import prescription_table  # noqa: E402
-from knee_tf.core.vocab import A_STEPS, B_RANDOM, CAM, METAL, MODEL_A, MODEL_B, NORMAL  # noqa: E402
+from knee_tf.core.vocab import A_STEPS, B_RANDOM, METAL, MODEL_A, MODEL_B, NORMAL  # noqa: E402
 from knee_tf.study import plots  # noqa: E402
+from knee_tf.study.cohorts import CAM  # noqa: E402
 
 DELTAS = {MODEL_A: 0.0, MODEL_B: 0.6, A_STEPS: 0.1, B_RANDOM: 0.5, "B_layer_pool1": -0.2, "B_layer_pool2": 0.2,
           "A_n25": -1.0, "B_n25": -0.6}

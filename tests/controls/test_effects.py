@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from knee_tf.controls import effect_stats, effects
-from knee_tf.core.vocab import A_STEPS, CAM, MODEL_A, MODEL_B, MRI_AUG, NORMAL
+from knee_tf.core.vocab import A_STEPS, MODEL_A, MODEL_B, MRI_AUG, NORMAL
+from knee_tf.study.cohorts import CAM
 
 
 def simulate_counts(rng, n_seeds=10, n_patients=40, slices=6, seed_sd=0.3, delta=0.0):
@@ -263,7 +264,8 @@ def test_arms_are_paired_on_the_seeds_both_have(predictions):
 
 
 def test_conditions_come_in_the_studys_reading_order(predictions):
-    from knee_tf.core.vocab import CAM_B, METAL
+    from knee_tf.core.vocab import METAL
+    from knee_tf.study.cohorts import CAM_B
 
     conds = [{"cohort": CAM_B}, {"cohort": NORMAL, "corruption": "rician_noise", "severity": 2},
              {"cohort": "zz_site"}, {"cohort": CAM}, {"cohort": NORMAL, "corruption": "none", "severity": 0},
@@ -278,7 +280,30 @@ def test_conditions_come_in_the_studys_reading_order(predictions):
                                                                    (CAM, "none")]
 
 
-def test_arms_come_in_the_vocabularys_order_then_by_name(predictions):
+def test_arms_come_in_the_arm_tables_order_then_by_name(predictions):
     df = pd.concat([predictions.replace({"arm": {A_STEPS: "B_pool2"}}), predictions[predictions["arm"] == A_STEPS]])
     t = effects.arms_table(df.sort_values("arm", ascending=False), n_boot=10)
     assert list(dict.fromkeys(t["arm"])) == [MODEL_A, MODEL_B, A_STEPS, MRI_AUG, "B_pool2"]
+
+
+def test_a_registered_cohort_is_ordered_and_flagged_from_its_entry():
+    """A cohort's place in the tables and its in-distribution flags come from its one entry in
+    knee_tf.study.cohorts.COHORTS (registered here for this test and removed afterwards)."""
+    from knee_tf.study.cohorts import (
+        CAM_B,
+        COHORTS,
+        OWN_MODEL_A,
+        Cohort,
+        maps_cohort,
+        register_cohort,
+    )
+
+    register_cohort(Cohort("cam_pp", maps_cohort, OWN_MODEL_A, "Grad-CAM++ maps", in_distribution_for=(MODEL_B,)))
+    try:
+        assert effects.in_distribution("B_pool1", "cam_pp", family={"B_pool1": MODEL_B})
+        assert not effects.in_distribution(A_STEPS, "cam_pp")
+        conds = [{"cohort": "zz_site"}, {"cohort": "cam_pp"}, {"cohort": CAM_B}, {"cohort": NORMAL}]
+        assert [c["cohort"] for c in sorted(conds, key=effects.condition_order)] == [NORMAL, CAM_B, "cam_pp", "zz_site"]
+    finally:
+        COHORTS.pop("cam_pp")
+    assert not effects.in_distribution(MODEL_B, "cam_pp")

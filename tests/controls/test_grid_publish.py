@@ -86,7 +86,7 @@ def test_the_cross_cohorts_are_published_once_a_seeds_models_are_together(publis
     """cam_b needs B's model, so it is published beside each job once B of the seed has finished: the
     same rows notebook 07 scores from the run folder, with a record naming the maps' job and digests."""
     from knee_tf.controls.summary import run_store
-    from knee_tf.core.vocab import CAM_B
+    from knee_tf.study.cohorts import CAM_B
 
     pub, cache = published["pub"], published["cache"]
     assert sorted(published["res"].cross_published) == sorted(j.label for j in JOBS)
@@ -286,7 +286,7 @@ def test_notebook_07s_assembly_from_a_run_folder(published):
         run_store,
         study_tables,
     )
-    from knee_tf.core.vocab import CAM_B
+    from knee_tf.study.cohorts import CAM_B
 
     data = open_cache(published["cache"])
     store = run_store(published["tmp"] / "run1", JOBS, published["cfg"], data)

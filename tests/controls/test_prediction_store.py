@@ -9,8 +9,9 @@ import pytest
 from knee_tf.controls import prediction_store as store
 from knee_tf.core.errors import InputError
 from knee_tf.core.io import atomic_write_csv
-from knee_tf.core.vocab import CAM, CLASSES, MODEL_A, MODEL_B, NORMAL, PLANES
+from knee_tf.core.vocab import CLASSES, MODEL_A, MODEL_B, NORMAL, PLANES
 from knee_tf.data.layout import RunLayout
+from knee_tf.study.cohorts import CAM
 from knee_tf.study.evaluate import prediction_frame
 
 

@@ -12,6 +12,7 @@ import pytest
 from markdown_pages import prose
 
 from knee_tf.controls import prediction_store as store
+from knee_tf.controls.arms import CONTROL, arm_names
 from knee_tf.controls.jobs import controls_plan
 from knee_tf.controls.results_page import (
     PAGES,
@@ -22,7 +23,6 @@ from knee_tf.controls.results_page import (
     results_blocks,
 )
 from knee_tf.controls.summary import published_store
-from knee_tf.core.vocab import CONTROL_ARMS
 from knee_tf.data.layout import RunLayout, published_grid
 from knee_tf.study.config import get_config
 from knee_tf.study.evaluate import summarize_seeds
@@ -127,7 +127,7 @@ def test_claims_in_words_hold_in_the_published_tables():
     vs_random = plain[(plain["arm"] == "B") & (plain["reference"] == "B_random")]
     assert len(vs_random) >= 5 and (vs_random["ci_low"] < 0).all(), vs_random[["cohort", "ci_low"]]
     # "Plain erasing does best on metal exams" (of B and the controls, against A)
-    metal = {a: row(a, "metal").effect for a in ("B", *CONTROL_ARMS) if (a, "A", "metal") in vs}
+    metal = {a: row(a, "metal").effect for a in ("B", *arm_names(CONTROL)) if (a, "A", "metal") in vs}
     assert max(metal, key=metal.get) == "erasing", metal
     # "Training longer explains nothing: A_steps - A lies within one point of zero on every cohort"
     assert all(abs(row("A_steps", c).effect) < 0.01 for c in ("normal", "metal", "new_site", "cam"))
@@ -161,7 +161,7 @@ def test_claims_in_words_hold_in_the_published_tables():
     # control, and B's is the lowest of them"
     p = pd.read_csv(lay.prescription_table)
     p = p[(p["cohort"] == "normal") & (p["corruption"] == "none")].set_index("arm")["all_right"]
-    p = p[[a for a in ("A", "B", *CONTROL_ARMS) if a in p.index]]
+    p = p[[a for a in ("A", "B", *arm_names(CONTROL)) if a in p.index]]
     assert p.idxmin() == "B" and p.between(0.4, 0.6).all(), p
     # "both models are several times worse calibrated on metal exams than on the other cohorts; B is
     # worse calibrated than A on normal, cam and new-site images"

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from knee_tf.study import evaluate as ev
-from knee_tf.study.report import PAPER_ACCURACY, paper_comparison_markdown
+from knee_tf.study.cohorts import COHORTS
+from knee_tf.study.report import paper_comparison_markdown
 
 # ----------------------------------------------------------------------------- accuracy CI
 
@@ -213,7 +214,7 @@ def test_paper_comparison_reports_measured_numbers_honestly():
                          "accuracy_b": 0.8, "b": 15, "c": 5, "statistic": 5, "pvalue": 0.04}])
     md = paper_comparison_markdown(summary, mcn)
     normal = next(line for line in md.splitlines() if line.startswith("| normal"))
-    pa, pb = PAPER_ACCURACY["normal"]
+    pa, pb = COHORTS["normal"].paper_accuracy
     assert f"{100 * pa:.1f}%" in normal and f"{100 * pb:.1f}%" in normal
     assert "90.0% [85.0, 95.0]" in normal and "80.0% [75.0, 85.0]" in normal
     assert "-10.0 pts" in normal and "| no |" in normal and "B worse" in normal
