@@ -1,6 +1,8 @@
 # knee-tf: two commands on a fresh machine with python3 and make:
 #   make study   set up .venv if missing, then run the whole study on the default synthetic data (into runs/ only)
 #   make test    set up .venv if missing, then run the test suite
+#   make test-fast  the same without the slow integration tests (pytest -m "not slow": notebooks, studies,
+#                grids, the tour, Orthanc, Chromium)
 #   make tour    run the classroom tour (notebooks/00_tour, about two minutes) into runs/<timestamp>-tour/
 #   make html    render the newest run's executed notebooks as static pages: runs/<run>/html/index.html
 #                (or a given run: make html RUN=runs/<folder>)
@@ -13,7 +15,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= default
 SEEDS  ?= 1
 
-.PHONY: setup study publish smoke tour html test lint bench clean-runs
+.PHONY: setup study publish smoke tour html test test-fast lint bench clean-runs
 
 setup: $(STAMP)
 
@@ -40,6 +42,9 @@ html: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check knee_tf tests bench

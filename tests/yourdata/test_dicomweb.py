@@ -20,6 +20,7 @@ from knee_tf.cli import main
 from knee_tf.core.errors import InputError
 from knee_tf.core.vocab import MODEL_A
 
+pytestmark = pytest.mark.slow  # starts Orthanc
 PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
 
