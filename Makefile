@@ -2,6 +2,8 @@
 #   make study   set up .venv if missing, then run the whole study on the default synthetic data (into runs/ only);
 #                notebook 07 reads the controls from the published grid, or trains them: make study CONTROLS=train
 #   make test    set up .venv if missing, then run the test suite
+#   make test-fast  the same without the slow integration tests (pytest -m "not slow": notebooks, studies,
+#                grids, the tour, Orthanc, Chromium)
 #   make tour    run the classroom tour (notebooks/00_tour, about two minutes) into runs/<timestamp>-tour/
 #   make html    render the newest run's executed notebooks as static pages: runs/<run>/html/index.html
 #                (or a given run: make html RUN=runs/<folder>)
@@ -17,7 +19,7 @@ SEEDS  ?= 1
 CONTROLS ?=
 CONTROLS_SET := $(if $(filter train,$(CONTROLS)),--set controls_source=run,$(if $(CONTROLS),--set controls_source=$(CONTROLS),))
 
-.PHONY: setup study publish smoke tour html test lint bench clean-runs
+.PHONY: setup study publish smoke tour html test test-fast lint bench clean-runs
 
 setup: $(STAMP)
 
@@ -44,6 +46,9 @@ html: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check knee_tf tests bench

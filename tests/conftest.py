@@ -14,6 +14,8 @@ import shutil
 import numpy as np
 import pytest
 
+from knee_tf.core.vocab import MODEL_A, MODEL_B
+
 
 def require_tool(*names: str, why: str) -> str:
     """The path of the first of ``names`` found on PATH (or as an absolute path).
@@ -110,13 +112,50 @@ def smoke_config(tmp_path_factory):
 def first_run(smoke_config, tmp_path_factory):
     """One smoke study (every notebook executed), shared by the session: (run folder, runner log).
 
-    tests/study/test_study.py deletes and recomputes parts of it; each of its tests leaves it complete."""
+    tests/study/test_study.py deletes and recomputes parts of it, or of a copy (its recomputed_run: the
+    study's second computation); each of its tests leaves it complete."""
     from knee_tf.study.pipeline import run_study
 
     out = tmp_path_factory.mktemp("run1")
     log = []
     run_study(str(smoke_config), out=out, log=log.append)
     return out, log
+
+
+# ----------------------------------------------------------------------------- one small grid per session
+
+#: The small grid's arms and seeds (tests/controls/test_grid.py, test_grid_publish.py).
+GRID_ARMS, GRID_SEEDS = (MODEL_A, MODEL_B), (0, 1)
+
+
+@pytest.fixture(scope="session")
+def small_grid(tmp_path_factory):
+    """One small grid shared by the session: the smoke config at 32 x 32 (phantom matrix 64), its data and
+    ingest cache in a temporary folder, and the jobs of :data:`GRID_ARMS` x :data:`GRID_SEEDS` run
+    in-process through the CLI (a fresh process, as `knee-tf grid --workers 0`; it synthesizes and
+    ingests the data) into ``tmp / "in_process"``. tests/controls/test_grid.py compares a cluster run
+    with it; tests/controls/test_grid_publish.py publishes from its data and from its run folder.
+
+    Returns {"tmp", "cfg", "cache"}."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from knee_tf.data.layout import RunLayout
+    from knee_tf.study.config import StudyConfig
+
+    tmp = tmp_path_factory.mktemp("grid")
+    cfg = StudyConfig.smoke(data_root=str(tmp / "data"), cache_dir=str(tmp / "cache"), image_size=32,
+                            synth_matrix=64)
+    cfg.save(tmp / "smoke.json")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    cli = subprocess.run([sys.executable, "-m", "knee_tf", "grid", "--config", str(tmp / "smoke.json"),
+                          "--arms", ",".join(GRID_ARMS), "--seeds", str(len(GRID_SEEDS)), "--workers", "0",
+                          "--out", str(tmp / "in_process")], capture_output=True, text=True, env=env, timeout=600)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    cache = Path(json.loads(RunLayout(tmp / "in_process").ingest_record.read_text())["cache_dir"])
+    return {"tmp": tmp, "cfg": cfg, "cache": cache}
 
 
 #: Where browser tests leave their screenshots (gitignored): tests/output/browser/.

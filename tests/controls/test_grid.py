@@ -1,21 +1,21 @@
 """knee_tf.controls.grid: the same jobs in-process and on a 2-worker LocalCluster give byte-identical predictions;
 resuming recomputes nothing; failures are reported by name; no half-written model folder.
 
-One smoke grid (2 arms x 2 seeds, 32 x 32 images) is run twice for the whole module: in-process through
-the CLI (a fresh process, as `knee-tf grid --workers 0`), and on a LocalCluster of two worker processes
-on loopback from this process, with one deliberately failing job and its dependent added.
+One smoke grid (2 arms x 2 seeds, 32 x 32 images) is run twice: in-process through the CLI (a fresh
+process, as `knee-tf grid --workers 0`: the session's small_grid, tests/conftest.py), and, once for the
+module, on a LocalCluster of two worker processes on loopback from this process, with one deliberately
+failing job and its dependent added.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import GRID_ARMS, GRID_SEEDS
 
 from knee_tf.controls.grid import run_grid
 from knee_tf.controls.jobs import Job, plan_jobs
@@ -26,35 +26,27 @@ from knee_tf.study.cohorts import cohort_order
 from knee_tf.study.config import StudyConfig
 
 pytestmark = pytest.mark.slow
-ARMS, SEEDS = (MODEL_A, MODEL_B), (0, 1)
+ARMS, SEEDS = GRID_ARMS, GRID_SEEDS  # the session's small grid (tests/conftest.py)
 BAD = {"precision": "float16"}  # an invalid setting: the A job fails when it starts training
 
 
 @pytest.fixture(scope="module")
-def grids(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("grid")
-    cfg = StudyConfig.smoke(data_root=str(tmp / "data"), cache_dir=str(tmp / "cache"), image_size=32,
-                            synth_matrix=64)
-    cfg.save(tmp / "smoke.json")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    cli = subprocess.run([sys.executable, "-m", "knee_tf", "grid", "--config", str(tmp / "smoke.json"),
-                          "--arms", ",".join(ARMS), "--seeds", str(len(SEEDS)), "--workers", "0",
-                          "--out", str(tmp / "in_process")], capture_output=True, text=True, env=env, timeout=600)
-    assert cli.returncode == 0, cli.stderr[-3000:]
-    cache = Path(json.loads(RunLayout(tmp / "in_process").ingest_record.read_text())["cache_dir"])
+def grids(small_grid, tmp_path_factory):
+    tmp, cfg, cache = small_grid["tmp"], small_grid["cfg"], small_grid["cache"]
     jobs = plan_jobs(ARMS, SEEDS)
     bad = plan_jobs([MODEL_B], [0], overrides=BAD, variant="bad")  # A_bad fails, B_bad depends on it
     log = []
-    cluster = run_grid(jobs + bad, cfg, tmp / "cluster", cache, workers=2, progress=False, log=log.append)
-    return {"tmp": tmp, "cfg": cfg, "cache": cache, "jobs": jobs, "bad": bad, "cli": cli, "cluster": cluster,
-            "log": log}
+    cluster_dir = tmp_path_factory.mktemp("grid_cluster") / "cluster"
+    cluster = run_grid(jobs + bad, cfg, cluster_dir, cache, workers=2, progress=False, log=log.append)
+    return {"tmp": tmp, "cfg": cfg, "cache": cache, "jobs": jobs, "bad": bad, "cluster": cluster,
+            "cluster_dir": cluster_dir, "log": log}
 
 
 def test_cluster_and_in_process_give_byte_identical_predictions(grids):
     assert sorted(grids["cluster"].ran) == sorted(j.label for j in grids["jobs"])
     assert any("LocalCluster of 2 worker(s) at tcp://127.0.0.1:" in line for line in grids["log"])
     for job in grids["jobs"]:
-        ours = RunLayout(grids["tmp"] / "cluster").grid_predictions(job.name, job.seed).read_bytes()
+        ours = RunLayout(grids["cluster_dir"]).grid_predictions(job.name, job.seed).read_bytes()
         assert ours == RunLayout(grids["tmp"] / "in_process").grid_predictions(job.name, job.seed).read_bytes(), job
 
 
@@ -79,12 +71,12 @@ def test_failed_job_is_reported_by_name_and_its_dependent_is_not_run(grids):
     assert "\n" not in failed["A_bad seed 0"]
     assert failed["B_bad seed 0"] == "not run: A_bad seed 0 failed"
     assert any(line.startswith("grid: FAILED A_bad seed 0: ValueError") for line in grids["log"])
-    layout = RunLayout(grids["tmp"] / "cluster")
+    layout = RunLayout(grids["cluster_dir"])
     assert not layout.model_dir("A_bad", 0).exists() and not list(layout.models.glob(".*"))
 
 
 def test_resumed_grid_recomputes_nothing(grids):
-    layout = RunLayout(grids["tmp"] / "cluster")
+    layout = RunLayout(grids["cluster_dir"])
     before = {p: p.stat().st_mtime_ns for p in layout.models.rglob("*")}
     log = []
     res = run_grid(grids["jobs"], grids["cfg"], layout.root, grids["cache"], workers=2, progress=False, log=log.append)

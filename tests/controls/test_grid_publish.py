@@ -2,8 +2,9 @@
 and trains nothing, a retrained Model A must reproduce its published predictions, published jobs of
 other settings or data are refused in one line, and the prediction store is rebuilt from the published jobs.
 
-One smoke grid (A and B, seed 0, 32 x 32 images, in-process) is published once for the module; the
-other tests copy the published folder and work on the copy.
+One smoke grid (A and B, seed 0, 32 x 32 images, in-process, on the data of the session's small_grid in
+tests/conftest.py) is published once for the module; the other tests copy the published folder and work
+on the copy.
 """
 
 from __future__ import annotations
@@ -20,28 +21,23 @@ from knee_tf.controls.grid import run_grid
 from knee_tf.controls.jobs import plan_jobs
 from knee_tf.controls.prediction_store import STORE_COLUMNS, read_store, store_frame, write_store
 from knee_tf.core.vocab import MODEL_A, MODEL_B, NO_CORRUPTION
-from knee_tf.data.ingest import ingest, open_cache
+from knee_tf.data.ingest import open_cache
 from knee_tf.data.layout import PUBLISHED_CROSS_FILES, PUBLISHED_JOB_FILES, PublishedGrid, RunLayout
-from knee_tf.study.config import StudyConfig
-from knee_tf.study.pipeline import ensure_dataset
 
 pytestmark = pytest.mark.slow
 JOBS = plan_jobs([MODEL_B], [0])  # A seed 0, B seed 0
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory):
+def published(small_grid, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gridpub")
-    cfg = StudyConfig.smoke(data_root=str(tmp / "data"), cache_dir=str(tmp / "cache"), image_size=32,
-                            synth_matrix=64)
-    data = ingest(ensure_dataset(cfg, progress=False), cfg.data_root, cache_dir=cfg.cache_dir,
-                  image_size=cfg.image_size, progress=False)
+    cfg, cache = small_grid["cfg"], small_grid["cache"]
     pub = PublishedGrid(tmp / "results" / "grid")
     log = []
-    res = run_grid(JOBS, cfg, tmp / "run1", data.cache_dir, workers=0, progress=False, log=log.append, publish=pub)
+    res = run_grid(JOBS, cfg, tmp / "run1", cache, workers=0, progress=False, log=log.append, publish=pub)
     assert res.ok, res.failed
-    return {"tmp": tmp, "cfg": cfg, "cache": data.cache_dir, "pub": pub, "res": res, "log": log,
-            "index": open_cache(data.cache_dir).index}
+    return {"tmp": tmp, "cfg": cfg, "cache": cache, "pub": pub, "res": res, "log": log,
+            "index": open_cache(cache).index, "unpublished_run": small_grid["tmp"] / "in_process"}
 
 
 def _copy(pub: PublishedGrid, dst) -> PublishedGrid:
@@ -177,10 +173,12 @@ def test_a_later_session_skips_every_published_job_and_trains_nothing(published,
 
 
 def test_a_run_made_without_publishing_is_published_afterwards_without_training(published, tmp_path, monkeypatch):
-    # a study's run (notebook 05 runs its jobs without --publish): every job record carries its provenance
+    # a run made without --publish (as notebook 05 runs its jobs): the session's small grid, trained in
+    # another process; every job record carries its provenance
     run = tmp_path / "study_run"
+    shutil.copytree(published["unpublished_run"], run)
     res = run_grid(JOBS, published["cfg"], run, published["cache"], workers=0, progress=False, log=lambda m: None)
-    assert res.ok and res.published == []
+    assert res.ok and res.published == [] and sorted(res.skipped) == sorted(j.label for j in JOBS)
     record = json.loads(RunLayout(run).job_record(MODEL_A, 0).read_text())
     assert record["settings_digest"] == gp.digest(record["settings"])
     assert record["data_digest"] == gp.data_digest(published["cache"])

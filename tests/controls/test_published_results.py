@@ -60,6 +60,7 @@ def test_published_record_matches_the_published_tables():
     assert record["n_seeds"] == len(seeds) and record["seeds"] == seeds
 
 
+@pytest.mark.slow  # notebook 07's tables recomputed from every published job's predictions
 def test_controls_tables_and_the_pages_are_recomputed_from_the_published_predictions(tmp_path):
     """Issue 11: the per-image predictions of the published grid jobs (results/grid/, the store notebook 07
     builds from them with controls_source="published") give back results/arms.csv, effects.csv and

@@ -169,6 +169,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # two trainings in a fresh TensorFlow process
 def test_mirrored_strategy_on_two_logical_cpus_matches_one_device():
     proc = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(TESTS_DIR)],
                           capture_output=True, text=True, timeout=300, cwd=TESTS_DIR.parent)

@@ -45,6 +45,7 @@ def test_tensorflow_import_prints_nothing_but_warnings_pass_in_a_terminal():
     assert proc.stderr.strip().splitlines() == ["<string>:3: UserWarning: knee-tf test warning"], proc.stderr
 
 
+@pytest.mark.slow  # executes a notebook in a kernel
 def test_executed_notebook_has_no_start_up_noise_and_keeps_package_warnings(tmp_path):
     """A notebook executed as papermill does (a kernel, TF_CPP_MIN_LOG_LEVEL unset): the cell that
     loads TensorFlow has no stderr output; a warning raised by a knee_tf module still shows."""

@@ -68,6 +68,7 @@ def test_snapshot_draws_widgets_from_their_stored_state():
 # ----------------------------------------------------------------------------- the session's smoke run
 
 
+@pytest.mark.slow  # the session's smoke study
 def test_executed_notebooks_are_clean_and_small(first_run):
     """Every executed notebook of the smoke run: no TensorFlow start-up line in any stderr output,
     one line per epoch (no carriage-return progress), embedded figures at the inline resolution,
@@ -97,6 +98,7 @@ def test_executed_notebooks_are_clean_and_small(first_run):
     assert max(sizes.values()) < MAX_NOTEBOOK_BYTES, sizes
 
 
+@pytest.mark.slow  # the session's smoke study
 @pytest.mark.parametrize("stem", ["03_gradcam_layers", "04_augmentations"])
 def test_executed_explorers_store_their_last_state(first_run, stem):
     out, _ = first_run

@@ -92,12 +92,31 @@ if __name__ == "__main__" and sys.argv[1:] == ["--record-cpu"]:
     (ROOT / "tests" / "data" / "smoke_cohorts_cpu.json").write_text(json.dumps({"kernel_isa": _kernel_isa()}) + "\n")
 
 
-def test_same_seed_gives_identical_results(first_run, smoke_config, tmp_path):
+@pytest.fixture(scope="module")
+def recomputed_run(first_run, smoke_config, tmp_path_factory):
+    """A copy of the first run with the raw DICOM and every output of steps 02-07 deleted, run again:
+    the second computation of the study (same seed) that test_same_seed_gives_identical_results and
+    test_steps_02_to_06_need_only_the_ingest_cache compare with the first. (run folder, runner log)."""
     out, _ = first_run
-    run_study(str(smoke_config), out=tmp_path / "run2", log=lambda m: None)
+    again = tmp_path_factory.mktemp("run2") / "run2"
+    shutil.copytree(out, again)
+    cfg = StudyConfig.load(smoke_config)
+    shutil.rmtree(cfg.data_root)
+    run = Run(again, cfg)
+    for step in STEPS[1:]:
+        for path in run.expected_outputs(step):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    log = []
+    run_study(str(smoke_config), out=again, log=log.append)
+    return again, log
+
+
+def test_same_seed_gives_identical_results(first_run, recomputed_run):
+    out, _ = first_run
+    again, _ = recomputed_run
     for name in ("cohorts", "mcnemar", "severity_table", "predictions"):
         a = getattr(RunLayout(out), name).read_text()
-        assert a == getattr(RunLayout(tmp_path / "run2"), name).read_text(), name
+        assert a == getattr(RunLayout(again), name).read_text(), name
 
 
 def test_rerun_recomputes_only_the_missing_step_and_what_follows(first_run, smoke_config):
@@ -116,23 +135,15 @@ def test_rerun_recomputes_only_the_missing_step_and_what_follows(first_run, smok
     assert layout.cohorts.read_text() == before  # same seed, same numbers
 
 
-def test_steps_02_to_06_need_only_the_ingest_cache(first_run, smoke_config):
+def test_steps_02_to_06_need_only_the_ingest_cache(first_run, smoke_config, recomputed_run):
     """The cache is the hand-off: delete the raw DICOM and every output of steps 02-06, run again."""
     out, _ = first_run
-    layout = RunLayout(out)
-    before = {name: getattr(layout, name).read_text() for name in ("cohorts", "mcnemar", "severity_table")}
-    cfg = StudyConfig.load(smoke_config)
-    shutil.rmtree(cfg.data_root)
-    run = Run(out, cfg)
-    for step in STEPS[1:]:
-        for path in run.expected_outputs(step):
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-    log = []
-    run_study(str(smoke_config), out=out, log=log.append)
+    again, log = recomputed_run
     assert f"[{STEPS[0].name}] done earlier, skipped" in log
-    assert not Path(cfg.data_root).exists()  # nothing regenerated or read the raw data
-    for name, text in before.items():
-        assert getattr(layout, name).read_text() == text, name
+    assert all(any(f"[{s.name}] finished" in line for line in log) for s in STEPS[1:])
+    assert not Path(StudyConfig.load(smoke_config).data_root).exists()  # nothing regenerated or read the raw data
+    for name in ("cohorts", "mcnemar", "severity_table"):
+        assert getattr(RunLayout(again), name).read_text() == getattr(RunLayout(out), name).read_text(), name
 
 
 def test_publish_refuses_fewer_seeds_and_smoke_runs(first_run, smoke_config, tmp_path):

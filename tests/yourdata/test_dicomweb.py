@@ -16,6 +16,8 @@ from knee_tf.cli import main
 from knee_tf.core.errors import InputError
 from knee_tf.core.vocab import MODEL_A
 
+pytestmark = pytest.mark.slow  # starts Orthanc
+
 
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory):

@@ -90,6 +90,7 @@ def test_needs_columns(tmp_path):
         LabelSession(tmp_path / "m.csv")
 
 
+@pytest.mark.slow  # executes notebook 08
 @pytest.mark.parametrize("with_manifest", [True, False])
 def test_notebook_08_headless_writes_nothing_and_says_so(tmp_path, with_manifest):
     import papermill
