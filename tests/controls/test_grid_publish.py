@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -315,10 +316,14 @@ def test_notebook_07_takes_its_store_from_the_configured_source(published):
     from knee_tf.controls.summary import controls_store
 
     cfg = published["cfg"]
-    store = controls_store(cfg.replace(controls_source="published"), None, JOBS, None, published["tmp"])
+    data = SimpleNamespace(cache_dir=published["cache"])  # what notebook 07 hands over: the run's ingest
+    store = controls_store(cfg.replace(controls_source="published"), None, JOBS, data, published["tmp"])
     pd.testing.assert_frame_equal(store, gp.read_published(published["pub"], JOBS))
     with pytest.raises(ValueError, match="controls_source 'both'"):
-        controls_store(cfg.replace(controls_source="both"), None, JOBS, None, published["tmp"])
+        controls_store(cfg.replace(controls_source="both"), None, JOBS, data, published["tmp"])
+    # published jobs trained with other settings are refused in one line, naming how to train them instead
+    with pytest.raises(ValueError, match="trained with other settings .*make study CONTROLS=train"):
+        controls_store(cfg.replace(controls_source="published", learning_rate=0.5), None, JOBS, data, published["tmp"])
 
 
 def test_plan_order_puts_the_learning_curve_in_exam_order_not_name_order():
