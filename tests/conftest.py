@@ -112,8 +112,7 @@ def smoke_config(tmp_path_factory):
 def first_run(smoke_config, tmp_path_factory):
     """One smoke study (every notebook executed), shared by the session: (run folder, runner log).
 
-    tests/study/test_study.py deletes and recomputes parts of it, or of a copy (its recomputed_run: the
-    study's second computation); each of its tests leaves it complete."""
+    No test changes it: tests/study/test_study.py deletes and recomputes parts of copies of it."""
     from knee_tf.study.pipeline import run_study
 
     out = tmp_path_factory.mktemp("run1")

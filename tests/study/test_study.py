@@ -119,8 +119,9 @@ def test_same_seed_gives_identical_results(first_run, recomputed_run):
         assert a == getattr(RunLayout(again), name).read_text(), name
 
 
-def test_rerun_recomputes_only_the_missing_step_and_what_follows(first_run, smoke_config):
-    out, _ = first_run
+def test_rerun_recomputes_only_the_missing_step_and_what_follows(first_run, smoke_config, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(first_run[0], out)  # the session's run stays as it was made (its executed notebooks)
     layout = RunLayout(out)
     layout.figure_learning_curves_a_vs_b.unlink()  # one output of step 05, not its model
     before = layout.cohorts.read_text()
