@@ -14,6 +14,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= default
+# test processes (pytest-xdist): tests sharing the smoke study or the small grid stay on one, files stay whole
+TEST_WORKERS ?= 2
+PARALLEL := $(if $(filter 0 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 SEEDS  ?= 1
 # notebook 07's controls: read from the published grid (the default config's), or CONTROLS=train
 CONTROLS ?=
@@ -45,10 +48,10 @@ html: $(STAMP)
 	$(VENV)/bin/knee-tf html $(if $(RUN),--run $(RUN),)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(PARALLEL) tests
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q $(PARALLEL) -m "not slow" tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check knee_tf tests bench

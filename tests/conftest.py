@@ -33,6 +33,26 @@ def require_tool(*names: str, why: str) -> str:
     pytest.skip(msg)
 
 
+# ----------------------------------------------------------------------------- parallel runs (make test: pytest-xdist)
+
+#: Session fixtures too expensive to compute once per worker: every test that uses one runs on one worker.
+SHARED_SESSION_FIXTURES = ("first_run", "small_grid")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under ``pytest -n N --dist loadgroup`` (make test), keep work shared by tests on one worker.
+
+    A test that uses a :data:`SHARED_SESSION_FIXTURES` fixture joins that fixture's group, so the smoke
+    study and the small grid are each computed once per run, not once per worker; every other test
+    stays with its file, so module fixtures are not computed twice either. Without xdist the marks
+    do nothing."""
+    for item in items:
+        used = [name for name in SHARED_SESSION_FIXTURES if name in getattr(item, "fixturenames", ())]
+        group = used[0] if used else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 #: Toy image side; divisible by 16 for four max-pool blocks (pool4 is 4 x 4).
 TOY_SIZE = 64
 
