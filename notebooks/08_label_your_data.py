@@ -36,6 +36,7 @@
 # Run headlessly (papermill, nbmake) nobody presses a key, so the manifest is read and never written.
 
 # %%
+from pathlib import Path
 
 from IPython.display import display
 
@@ -43,18 +44,24 @@ from knee_tf.study.config import get_config, resolve
 from knee_tf.yourdata.label import LabelSession, label_widget
 
 # %% tags=["parameters"]
-config = "default"  # a StudyConfig JSON whose `manifest` is the CSV `knee-tf scan` wrote, `data_root` the scanned folder
+manifest = ""  # the CSV `knee-tf scan` wrote; `knee-tf label MANIFEST` sets it (empty: the config's manifest)
+root = ""  # the folder it scanned (empty: the manifest's folder, or the config's data_root with `config`)
+config = "default"  # used only when `manifest` is empty: a StudyConfig JSON naming `manifest` and `data_root`
 run_dir = ""  # not used: labelling comes before a study run
 
 # %%
-cfg = get_config(config)
-session = None
-if not cfg.manifest_path.exists():
-    print(f"No manifest at {cfg.manifest_path}: nothing to label. Give a config whose `manifest` and `data_root` "
-          "name what `knee-tf scan` wrote and the folder it scanned.")
+if manifest:
+    manifest_path = Path(manifest)
+    data_root = Path(root) if root else manifest_path.parent
 else:
-    data_root = resolve(cfg.data_root)
-    session = LabelSession(cfg.manifest_path)
+    cfg = get_config(config)
+    manifest_path, data_root = cfg.manifest_path, Path(root) if root else resolve(cfg.data_root)
+session = None
+if not manifest_path.exists():
+    print(f"No manifest at {manifest_path}: nothing to label. Open it with `knee-tf label MANIFEST --root FOLDER` "
+          "(the CSV `knee-tf scan` wrote and the folder it scanned), or set `manifest` and `root` above.")
+else:
+    session = LabelSession(manifest_path)
     print(f"{len(session.order)} slices in {session.path}; images under {data_root}.\n"
           "The manifest is written only when a key changes a label: a headless run writes nothing.")
 
