@@ -33,6 +33,18 @@ def require_tool(*names: str, why: str) -> str:
     pytest.skip(msg)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory):
+    """The user cache folder (knee_tf.data.ingest.default_cache_dir) of every test and the processes it
+    starts: a temporary folder, never the person's ~/.cache/knee-tf."""
+    from knee_tf.data.ingest import CACHE_ENV
+
+    path = tmp_path_factory.mktemp("user_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(path))
+        yield path
+
+
 #: Toy image side; divisible by 16 for four max-pool blocks (pool4 is 4 x 4).
 TOY_SIZE = 64
 
@@ -150,8 +162,8 @@ def small_grid(tmp_path_factory):
     cfg.save(tmp / "smoke.json")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     cli = subprocess.run([sys.executable, "-m", "knee_tf", "grid", "--config", str(tmp / "smoke.json"),
-                          "--arms", ",".join(GRID_ARMS), "--seeds", str(len(GRID_SEEDS)), "--workers", "0",
-                          "--out", str(tmp / "in_process")], capture_output=True, text=True, env=env, timeout=600)
+                          "--arms", ",".join(GRID_ARMS), "--seeds", str(len(GRID_SEEDS)), "--workers", "1",
+                          "--run", str(tmp / "in_process")], capture_output=True, text=True, env=env, timeout=600)
     assert cli.returncode == 0, cli.stderr[-3000:]
     cache = Path(json.loads(RunLayout(tmp / "in_process").ingest_record.read_text())["cache_dir"])
     return {"tmp": tmp, "cfg": cfg, "cache": cache}

@@ -121,7 +121,8 @@ def _folder_hint(path: Path) -> str:
         if m.parent.parent.parent == path and parsed:
             arm, seed = parsed
             specs.append(f"{path}:{arm.upper() if len(arm) == 1 else arm}:{seed}")
-    return f"pass {' or '.join(specs)}" if specs else f"pass the model file, e.g. {models[0]}"
+    return (f"pass {' or '.join(specs)}, or the model file, e.g. {models[0]}" if specs
+            else f"pass the model file, e.g. {models[0]}")
 
 
 def open_model(spec: str | Path, top: str | Path | None = None):
