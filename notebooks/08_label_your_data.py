@@ -36,7 +36,6 @@
 # Run headlessly (papermill, nbmake) nobody presses a key, so the manifest is read and never written.
 
 # %%
-from pathlib import Path
 
 from IPython.display import display
 
@@ -44,24 +43,19 @@ from knee_tf.study.config import get_config, resolve
 from knee_tf.yourdata.label import LabelSession, label_widget
 
 # %% tags=["parameters"]
-manifest = ""  # the CSV `knee-tf scan` wrote; `knee-tf label MANIFEST` sets it (empty: the config's manifest)
-root = ""  # the folder it scanned (empty: the manifest's folder, or the config's data_root with `config`)
-config = "default"  # used only when `manifest` is empty: a StudyConfig JSON naming `manifest` and `data_root`
+config = "default"  # a StudyConfig JSON whose `manifest` is the CSV `knee-tf scan` wrote, `data_root` the scanned folder
+# (`knee-tf label MANIFEST --root FOLDER` writes one and opens this notebook with it)
 run_dir = ""  # not used: labelling comes before a study run
 
 # %%
-if manifest:
-    manifest_path = Path(manifest)
-    data_root = Path(root) if root else manifest_path.parent
-else:
-    cfg = get_config(config)
-    manifest_path, data_root = cfg.manifest_path, Path(root) if root else resolve(cfg.data_root)
+cfg = get_config(config)
 session = None
-if not manifest_path.exists():
-    print(f"No manifest at {manifest_path}: nothing to label. Open it with `knee-tf label MANIFEST --root FOLDER` "
-          "(the CSV `knee-tf scan` wrote and the folder it scanned), or set `manifest` and `root` above.")
+if not cfg.manifest_path.exists():
+    print(f"No manifest at {cfg.manifest_path}: nothing to label. Run `knee-tf label MANIFEST --root FOLDER` (the CSV "
+          "`knee-tf scan` wrote and the folder it scanned), or give a config whose `manifest` and `data_root` name them.")
 else:
-    session = LabelSession(manifest_path)
+    data_root = resolve(cfg.data_root)
+    session = LabelSession(cfg.manifest_path)
     print(f"{len(session.order)} slices in {session.path}; images under {data_root}.\n"
           "The manifest is written only when a key changes a label: a headless run writes nothing.")
 

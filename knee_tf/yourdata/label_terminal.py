@@ -24,6 +24,7 @@ import numpy as np
 from knee_tf.core.errors import InputError
 from knee_tf.core.io import atomic_write_text
 from knee_tf.data.dicom_read import DicomError, preprocess, read_dicom_image
+from knee_tf.study.config import StudyConfig
 from knee_tf.yourdata.label import KEYS, LabelSession
 
 QUIT = "q"
@@ -82,7 +83,7 @@ def label_in_terminal(session: LabelSession, root: str | Path, keys: Iterable[st
                       picture: bool = True) -> dict[str, int]:
     """Show each slice and apply keys until every slice is visited, ``q``, or the keys run out.
 
-    Returns how many keys did what ('relevant', 'irrelevant', 'skip', 'undo', 'ignored')."""
+    Returns how many keys did what: per value of :data:`~knee_tf.yourdata.label.KEYS`, and 'ignored'."""
     root = Path(root)
     counts = {what: 0 for what in (*KEYS.values(), "ignored")}
     if not session.done:
@@ -112,7 +113,12 @@ def lab_available() -> bool:
 
 
 def prepare_notebook(manifest: str | Path, root: str | Path, dest: str | Path, source: Path = NOTEBOOK) -> Path:
-    """Write notebook 08 with ``manifest`` and ``root`` set (a cell after its parameters cell), to ``dest``."""
+    """Write notebook 08 to ``dest`` (``.ipynb``) set to label ``manifest`` under ``root``: a StudyConfig
+    naming them beside it (``dest`` with ``.json``), and a cell after the parameters cell that sets
+    ``config`` to that file (the notebook's one parameter, as papermill would inject it)."""
+    dest = Path(dest)
+    config = dest.with_suffix(".json")
+    StudyConfig(name="label", manifest=str(Path(manifest).resolve()), data_root=str(Path(root).resolve())).save(config)
     nb = json.loads(Path(source).read_text())
     cells = nb["cells"]
     at = next((k for k, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])), None)
@@ -120,10 +126,9 @@ def prepare_notebook(manifest: str | Path, root: str | Path, dest: str | Path, s
         raise InputError(f"{source}: no cell tagged 'parameters'")
     cells.insert(at + 1, {"cell_type": "code", "execution_count": None, "id": "knee-tf-label-parameters",
                           "metadata": {"tags": ["injected-parameters"]}, "outputs": [],
-                          "source": [f"manifest = {str(Path(manifest).resolve())!r}\n",
-                                     f"root = {str(Path(root).resolve())!r}\n"]})
+                          "source": [f"config = {str(config.resolve())!r}\n"]})
     atomic_write_text(dest, json.dumps(nb, indent=1) + "\n")
-    return Path(dest)
+    return dest
 
 
 def open_in_lab(notebook: Path) -> int:

@@ -5,6 +5,7 @@ import pytest
 from dicom_factory import write_mr
 
 from knee_tf.core.errors import InputError
+from knee_tf.study.config import get_config, resolve
 from knee_tf.yourdata.label import LabelSession, label_widget
 
 
@@ -159,7 +160,10 @@ def test_label_opens_notebook_08_on_the_manifest_where_jupyterlab_is(tmp_path, m
     assert opened == [tmp_path / "label_manifest.ipynb"]
     cells = json.loads(opened[0].read_text())["cells"]
     k = next(i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", []))
-    assert "".join(cells[k + 1]["source"]) == f"manifest = {str(path.resolve())!r}\nroot = {str(tmp_path.resolve())!r}\n"
+    config = tmp_path / "label_manifest.json"
+    assert "".join(cells[k + 1]["source"]) == f"config = {str(config.resolve())!r}\n"
+    cfg = get_config(str(config))
+    assert (cfg.manifest_path, resolve(cfg.data_root)) == (path.resolve(), tmp_path.resolve())
     assert on_disk(path) == {k: "" for k in on_disk(path)}  # opening writes nothing
 
 
