@@ -138,3 +138,22 @@ def test_negative_workers_are_refused(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["synth", "--out", "x", "--workers", "-1"])
     assert WORKERS_MEANING in capsys.readouterr().err
+
+
+def test_tour_and_controls_pass_set_to_their_config(tmp_path, monkeypatch, capsys):
+    import json
+
+    import knee_tf.study.pipeline as pipeline
+    import knee_tf.teach.tour as tour
+
+    executed = []
+    monkeypatch.setattr(tour, "execute_notebook", lambda src, dst, params: executed.append(params))
+    assert main(["tour", "--run", str(tmp_path / "t"), "--set", "epochs=2", "--set", "reveal_answers=true"]) == 0
+    saved = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert (saved["epochs"], saved["reveal_answers"]) == (2, True) and executed[0]["run_dir"] == str(tmp_path / "t")
+    seen = {}
+    monkeypatch.setattr(pipeline, "run_study", lambda cfg, out, steps, log: seen.update(cfg=cfg, out=out) or
+                        pipeline.Run(out, cfg))
+    assert main(["controls", "--run", str(tmp_path / "c"), "--set", "n_bootstrap=50"]) == 0
+    assert seen["cfg"].n_bootstrap == 50 and seen["cfg"].controls_source == "published" and seen["out"] == tmp_path / "c"
+    assert "controls study finished" in capsys.readouterr().out
