@@ -143,7 +143,7 @@ GRID_ARMS, GRID_SEEDS = (MODEL_A, MODEL_B), (0, 1)
 def small_grid(tmp_path_factory):
     """One small grid shared by the session: the smoke config at 32 x 32 (phantom matrix 64), its data and
     ingest cache in a temporary folder, and the jobs of :data:`GRID_ARMS` x :data:`GRID_SEEDS` run
-    in-process through the CLI (a fresh process, as `knee-tf grid --workers 0`; it synthesizes and
+    in-process through the CLI (a fresh process, as `knee-tf grid --workers 1`; it synthesizes and
     ingests the data) into ``tmp / "in_process"``. tests/controls/test_grid.py compares a cluster run
     with it; tests/controls/test_grid_publish.py publishes from its data and from its run folder.
 

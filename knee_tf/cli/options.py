@@ -91,8 +91,25 @@ def workers(text: str) -> int:
     return n
 
 
-def add_workers(p, what: str = "processes", default: int = 0) -> None:
-    p.add_argument("--workers", type=workers, default=default, metavar="N", help=f"{what}: {WORKERS_MEANING}")
+class ZeroMeantOtherwise(argparse.Action):
+    """``--workers`` where 0 meant something else before (``old_zero``): warns in one line, for one release,
+    when 0 (or the old -1) is given; stores the value (at least 0)."""
+
+    def __init__(self, option_strings, dest, old_zero: str = "", **kw):
+        self.old_zero = old_zero
+        super().__init__(option_strings, dest, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values in (0, -1):
+            print(f"warning: {parser.prog} --workers {values}: 0 now means one per CPU core (before, 0 meant "
+                  f"{self.old_zero}); use --workers 1 for one at a time in this process", file=sys.stderr)
+        setattr(namespace, self.dest, max(0, values))
+
+
+def add_workers(p, what: str = "processes", default: int | None = 0, old_zero: str = "", default_text: str = "") -> None:
+    """``--workers N`` (:data:`WORKERS_MEANING`); ``old_zero``: what 0 meant before in this command (warned)."""
+    kw = dict(action=ZeroMeantOtherwise, old_zero=old_zero, type=int) if old_zero else dict(type=workers)
+    p.add_argument("--workers", default=default, metavar="N", help=f"{what}: {WORKERS_MEANING}{default_text}", **kw)
 
 
 def cpu_workers(n: int) -> int:

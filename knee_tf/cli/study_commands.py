@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 
 from knee_tf.cli.options import (
-    WORKERS_MEANING,
     add_cache,
     add_manifest,
     add_model,
@@ -136,16 +133,6 @@ def _cmd_study(a) -> int:
     return 0
 
 
-class _GridWorkers(argparse.Action):
-    """grid's ``--workers``: warns for one release where the old meaning differs (0 was "in this process")."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        if values in (0, -1):
-            print(f"warning: {parser.prog} --workers {values}: 0 now means one per CPU core (before, 0 meant in this "
-                  "process and -1 one per core); use --workers 1 for in this process", file=sys.stderr)
-        setattr(namespace, self.dest, max(0, values))
-
-
 def add_grid(sub) -> None:
     p = add_parser(sub, "grid", "train (arm, seed) jobs on Dask: a LocalCluster, an existing cluster, or in-process")
     p.add_argument("--config", default="default", help="default | smoke | path to a StudyConfig JSON")
@@ -154,8 +141,7 @@ def add_grid(sub) -> None:
                                               "the transfer Model A)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per arm, from the config's seed (default: n_seeds)")
     p.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of a Dask scheduler (default: the config's)")
-    p.add_argument("--workers", type=int, default=0, action=_GridWorkers, metavar="N",
-                   help=f"worker processes of a LocalCluster on this machine: {WORKERS_MEANING}")
+    add_workers(p, "worker processes of a LocalCluster on this machine", old_zero="in this process, and -1 one per core")
     add_set(p, "override a StudyConfig field for the whole grid (repeatable)")
     add_run(p, "run folder to create or continue (default: runs/<timestamp>-<config>-grid/); a run of "
                "`knee-tf study` works too: its ingest is reused", old_out=True)

@@ -12,9 +12,9 @@ from knee_tf.cli.options import (
     add_parser,
     add_root,
     add_run,
+    add_workers,
     cpu_workers,
     deprecated,
-    workers,
 )
 from knee_tf.core.errors import InputError
 from knee_tf.core.io import atomic_write_csv
@@ -25,6 +25,7 @@ from knee_tf.data.manifest import read_manifest
 from knee_tf.study.config import StudyConfig
 
 _DEFAULT = StudyConfig()
+PULL_WORKERS_TEXT = "4"  # knee_tf.yourdata.dicomweb.PULL_WORKERS, not imported: `knee-tf --help` loads no HTTP library
 
 
 def add_scan(sub) -> None:
@@ -175,8 +176,8 @@ def add_pull(sub) -> None:
                                    "--patient, --since is required)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help=f"folder to retrieve into (then scanned into <out>/{DATA_MANIFEST})")
-    p.add_argument("--workers", type=workers, default=None, metavar="N",
-                   help="retrievals at once (threads): 0 = one per CPU core, 1 = in this thread (default: 4)")
+    add_workers(p, "retrievals at once (threads)", default=None, old_zero="one at a time",
+                default_text=f" (default: {PULL_WORKERS_TEXT})")
     add_pacs_options(p)
     p.set_defaults(func=_cmd_pull)
 

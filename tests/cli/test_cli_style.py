@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from knee_tf.cli import build_parser, main, options_table, subcommands
-from knee_tf.cli.options import WORKERS_MEANING, Deprecated, HelpFormatter, workers
+from knee_tf.cli.options import WORKERS_MEANING, Deprecated, HelpFormatter, ZeroMeantOtherwise, workers
 from knee_tf.cli.study_commands import _grid_workers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +73,7 @@ def test_workers_means_the_same_everywhere(name):
     if w is None:
         return
     assert w.metavar == "N" and ("0 = one per CPU core, 1 = in this" in w.help), f"{name} --workers: {w.help}"
-    assert w.type is workers or (name == "grid" and w.type is int)
+    assert w.type is workers or (name in ("grid", "pull") and isinstance(w, ZeroMeantOtherwise))
 
 
 def test_set_wherever_a_config_is_read():
@@ -132,6 +132,18 @@ def test_grid_workers_new_meaning_and_warning(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--workers 1" in err[0]
     assert build_parser().parse_args(["grid"]).workers == 0 and capsys.readouterr().err == ""
+
+
+def test_pull_workers_new_meaning_and_warning(capsys):
+    from knee_tf.cli.yourdata_commands import PULL_WORKERS_TEXT
+    from knee_tf.yourdata.dicomweb import PULL_WORKERS
+
+    assert PULL_WORKERS_TEXT == str(PULL_WORKERS)  # the help's default is the function's
+    base = ["pull", "--url", "http://x", "--since", "2000-01-01", "--out", "o"]
+    assert build_parser().parse_args(base).workers is None and capsys.readouterr().err == ""
+    assert build_parser().parse_args([*base, "--workers", "0"]).workers == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "meant one at a time" in err[0]
 
 
 def test_negative_workers_are_refused(capsys):
