@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from knee_tf.cli import build_parser, main, options_table, subcommands
-from knee_tf.cli.options import WORKERS_MEANING, Deprecated, HelpFormatter, ZeroMeantOtherwise, workers
+from knee_tf.cli.options import (
+    WORKERS_MEANING,
+    Deprecated,
+    HelpFormatter,
+    ZeroMeantOtherwise,
+    workers,
+)
 from knee_tf.cli.study_commands import _grid_workers
 
 ROOT = Path(__file__).resolve().parents[2]
