@@ -36,7 +36,7 @@ study: $(STAMP)
 	$(VENV)/bin/knee-tf study --config $(CONFIG) --seeds $(SEEDS) $(CONTROLS_SET)
 
 publish: $(STAMP)
-	$(VENV)/bin/knee-tf study $(if $(RUN),--out $(RUN),--config $(CONFIG) --seeds $(SEEDS)) --publish
+	$(VENV)/bin/knee-tf study $(if $(RUN),--run $(RUN),--config $(CONFIG) --seeds $(SEEDS)) --publish
 
 smoke: $(STAMP)
 	$(VENV)/bin/knee-tf study --config smoke

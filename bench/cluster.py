@@ -3,7 +3,7 @@
     python bench/cluster.py [--config default] [--arms A,B] [--seeds 2] [--set epochs=2 ...] [--out DIR]
 
 Runs the same jobs three times into three run folders under --out (default: a temporary folder):
-(1) ``--workers 0`` in one process; (2) a LocalCluster of 2 single-threaded workers; (3) a cluster
+(1) ``--workers 1`` in one process; (2) a LocalCluster of 2 single-threaded workers; (3) a cluster
 started here as separate processes, ``dask scheduler`` and two ``dask worker --nthreads 1``
 processes on 127.0.0.1, the grid sent to it by address (``--scheduler tcp://127.0.0.1:PORT``),
 as on a real cluster. Each is a fresh ``knee-tf grid`` process (the timing includes its start-up
@@ -30,7 +30,7 @@ from knee_tf.study.config import get_config
 
 def grid(args, out: Path, extra: list[str]) -> float:
     cmd = [sys.executable, "-m", "knee_tf", "grid", "--config", args.config, "--arms", args.arms,
-           "--seeds", str(args.seeds), "--out", str(out)] + [f"--set={s}" for s in args.settings] + extra
+           "--seeds", str(args.seeds), "--run", str(out)] + [f"--set={s}" for s in args.settings] + extra
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
@@ -84,7 +84,7 @@ def main() -> None:
            on_error=cfg.on_error, workers=cfg.n_workers)
     jobs = plan_jobs([s.strip() for s in a.arms.split(",")], range(cfg.seed, cfg.seed + a.seeds))
 
-    seconds = {"in-process (--workers 0)": grid(a, out / "in_process", ["--workers", "0"]),
+    seconds = {"in-process (--workers 0)": grid(a, out / "in_process", ["--workers", "1"]),
                "LocalCluster, 2 workers": grid(a, out / "local_cluster", ["--workers", "2"])}
     address, procs = start_cluster(out)
     try:

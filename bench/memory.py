@@ -65,7 +65,7 @@ def main() -> None:
                     help="passed to knee-tf study (e.g. --set grid_workers=2)")
     ap.add_argument("--interval", type=float, default=0.5)
     a = ap.parse_args()
-    cmd = [sys.executable, "-m", "knee_tf", "study", "--config", a.config] + (["--out", a.out] if a.out else [])
+    cmd = [sys.executable, "-m", "knee_tf", "study", "--config", a.config] + (["--run", a.out] if a.out else [])
     cmd += [f"--set={s}" for s in a.settings]
     print(f"command: knee-tf {' '.join(cmd[3:])}", flush=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")  # step lines must arrive when printed

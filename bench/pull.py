@@ -62,7 +62,7 @@ def interrupted_then_resumed(pacs: PacsAuth, out: Path, workers: int, total: int
     """SIGINT a CLI pull at about half the files, then pull again; what each got."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "knee_tf", "pull", "--url", pacs.url, "--since", SINCE, "--out", str(out),
-           "--workers", str(workers)]
+           "--workers", str(workers or 1)]  # the CLI's 1 is pull()'s 0: one at a time, in this thread
     env = dict(os.environ)
     if pacs.user is not None:
         cmd += ["--user", pacs.user]

@@ -44,14 +44,15 @@ from knee_tf.yourdata.label import LabelSession, label_widget
 
 # %% tags=["parameters"]
 config = "default"  # a StudyConfig JSON whose `manifest` is the CSV `knee-tf scan` wrote, `data_root` the scanned folder
+# (`knee-tf label MANIFEST --root FOLDER` writes one and opens this notebook with it)
 run_dir = ""  # not used: labelling comes before a study run
 
 # %%
 cfg = get_config(config)
 session = None
 if not cfg.manifest_path.exists():
-    print(f"No manifest at {cfg.manifest_path}: nothing to label. Give a config whose `manifest` and `data_root` "
-          "name what `knee-tf scan` wrote and the folder it scanned.")
+    print(f"No manifest at {cfg.manifest_path}: nothing to label. Run `knee-tf label MANIFEST --root FOLDER` (the CSV "
+          "`knee-tf scan` wrote and the folder it scanned), or give a config whose `manifest` and `data_root` name them.")
 else:
     data_root = resolve(cfg.data_root)
     session = LabelSession(cfg.manifest_path)

@@ -53,6 +53,18 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group(group))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory):
+    """The user cache folder (knee_tf.data.ingest.default_cache_dir) of every test and the processes it
+    starts: a temporary folder, never the person's ~/.cache/knee-tf."""
+    from knee_tf.data.ingest import CACHE_ENV
+
+    path = tmp_path_factory.mktemp("user_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(path))
+        yield path
+
+
 #: Toy image side; divisible by 16 for four max-pool blocks (pool4 is 4 x 4).
 TOY_SIZE = 64
 
@@ -151,7 +163,7 @@ GRID_ARMS, GRID_SEEDS = (MODEL_A, MODEL_B), (0, 1)
 def small_grid(tmp_path_factory):
     """One small grid shared by the session: the smoke config at 32 x 32 (phantom matrix 64), its data and
     ingest cache in a temporary folder, and the jobs of :data:`GRID_ARMS` x :data:`GRID_SEEDS` run
-    in-process through the CLI (a fresh process, as `knee-tf grid --workers 0`; it synthesizes and
+    in-process through the CLI (a fresh process, as `knee-tf grid --workers 1`; it synthesizes and
     ingests the data) into ``tmp / "in_process"``. tests/controls/test_grid.py compares a cluster run
     with it; tests/controls/test_grid_publish.py publishes from its data and from its run folder.
 
@@ -170,8 +182,8 @@ def small_grid(tmp_path_factory):
     cfg.save(tmp / "smoke.json")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     cli = subprocess.run([sys.executable, "-m", "knee_tf", "grid", "--config", str(tmp / "smoke.json"),
-                          "--arms", ",".join(GRID_ARMS), "--seeds", str(len(GRID_SEEDS)), "--workers", "0",
-                          "--out", str(tmp / "in_process")], capture_output=True, text=True, env=env, timeout=600)
+                          "--arms", ",".join(GRID_ARMS), "--seeds", str(len(GRID_SEEDS)), "--workers", "1",
+                          "--run", str(tmp / "in_process")], capture_output=True, text=True, env=env, timeout=600)
     assert cli.returncode == 0, cli.stderr[-3000:]
     cache = Path(json.loads(RunLayout(tmp / "in_process").ingest_record.read_text())["cache_dir"])
     return {"tmp": tmp, "cfg": cfg, "cache": cache}

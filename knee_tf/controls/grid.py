@@ -163,7 +163,7 @@ def run_grid(jobs: Iterable[Job], config: StudyConfig, run_dir, cache_dir, sched
 def _provenance(jobs, config: StudyConfig, cache_dir) -> dict:
     """{job: what its record carries to be compared later} (:func:`knee_tf.controls.publish.provenance`):
     written into every job's ``job.json``, published or not, so a finished run (a study's) can be
-    published afterwards (``knee-tf grid --publish --out RUN``) without training anything again."""
+    published afterwards (``knee-tf grid --publish --run RUN``) without training anything again."""
     try:
         data = gp.data_digest(cache_dir)
     except FileNotFoundError:  # the cache is only on the workers: records without digests (not publishable)

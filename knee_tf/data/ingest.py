@@ -46,6 +46,17 @@ ON_ERROR = ("fail", "skip")
 #: The cache files whose bytes are the ingested data (images and index rows): what
 #: :func:`knee_tf.controls.publish.data_digest` hashes.
 CONTENT_FILES: tuple[str, ...] = ("images.npy", "index.csv")
+#: The environment variable naming the user cache folder (:func:`default_cache_dir`).
+CACHE_ENV = "KNEE_TF_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """Where an ingest cache goes when no run folder or ``--cache`` names one: ``$KNEE_TF_CACHE``, else
+    ``$XDG_CACHE_HOME/knee-tf``, else ``~/.cache/knee-tf``; never the current folder (docs/cli.md)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "knee-tf"
 
 
 @dataclass
@@ -172,7 +183,7 @@ def _raise_if_failing(problems: list[str], n_rows: int) -> None:
                                            "(use --on-error skip to ingest the good rows)")
 
 
-def ingest(manifest: str | Path, root: str | Path, cache_dir: str | Path = "data/cache", image_size: int = 128,
+def ingest(manifest: str | Path, root: str | Path, cache_dir: str | Path | None = None, image_size: int = 128,
            on_error: str = "fail", workers: int | None = None, progress: bool = True,
            use: str = "train") -> IngestResult:
     """Validate, decode and cache every row of ``manifest`` (paths relative to ``root``).
@@ -181,6 +192,7 @@ def ingest(manifest: str | Path, root: str | Path, cache_dir: str | Path = "data
     on_error='skip' ingests the good rows and records the others in ``skipped.csv``.
     workers: decoding processes (None or 0 = all cores; 1 = in this process).
     use: what the manifest is for (:data:`knee_tf.data.manifest.USES`; ``predict`` needs no label/split).
+    cache_dir None: :func:`default_cache_dir`.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -191,7 +203,7 @@ def ingest(manifest: str | Path, root: str | Path, cache_dir: str | Path = "data
     key = cache_key(manifest.read_bytes(), root, df, image_size)
     if use != "train":  # validation differs per use, and so may the skipped rows
         key = f"{key}-{use}"
-    final = Path(cache_dir).resolve() / key
+    final = Path(cache_dir if cache_dir is not None else default_cache_dir()).resolve() / key
     if (final / "meta.json").exists():
         res = _load_cache(final)
         if on_error == "fail" and len(res.skipped):

@@ -180,6 +180,14 @@ class RunLayout:
             raise ValueError(f"arm must be a non-empty name of letters, digits and '_'; got {arm!r}")
         return f"model_{arm.lower()}_seed{int(seed)}"
 
+    @staticmethod
+    def parse_model_name(name: str) -> tuple[str, int] | None:
+        """``model_<arm>_seed<S>`` -> (arm as lower-cased in the name, S); None for any other name."""
+        if not name.startswith("model_") or "_seed" not in name:
+            return None
+        arm, seed = name[len("model_"):].rsplit("_seed", 1)
+        return (arm, int(seed)) if arm and seed.isdigit() else None
+
     def model_dir(self, arm: str, seed: int) -> Path:
         """The folder of one (arm, seed): a grid job moves it into place whole (see :data:`MODEL_FILES`)."""
         return self.models / self.model_name(arm, seed)

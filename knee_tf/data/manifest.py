@@ -157,10 +157,13 @@ def validate_manifest(df: pd.DataFrame, root: str | Path, manifest_name: str = D
                 add(i, f"patient {pid!r} appears in more than one split ({', '.join(splits)}): leakage")
 
     if check_files:
-        for i, p in df["path"].items():
-            if p.strip() == "":
-                continue
-            msg = file_problem(p, root)
+        files = {i: file_problem(p, root) for i, p in df["path"].items() if p.strip() != ""}
+        if len(files) > 1 and all(m == FILE_NOT_FOUND for m in files.values()):
+            first = df.at[next(iter(files)), "path"]
+            return [Problem(manifest_name, None, None, None,
+                            f"none of its {len(files)} paths exists under the data root {root} (first: {first}); "
+                            "is --root the folder the manifest's paths are relative to?")]
+        for i, msg in files.items():
             if msg:
                 add(i, msg)
 
@@ -168,6 +171,9 @@ def validate_manifest(df: pd.DataFrame, root: str | Path, manifest_name: str = D
         Problem(manifest_name, i, df.at[i, "image_id"] or None, df.at[i, "path"] or None, m)
         for i in sorted(per_row) for m in per_row[i]
     ]
+
+
+FILE_NOT_FOUND = "file not found"
 
 
 def resolve_image_path(path: str, root: Path) -> Path:
@@ -182,7 +188,7 @@ def file_problem(path: str, root: Path) -> str | None:
     if not full.is_relative_to(root):
         return f"path resolves outside the data root {root}"
     if not full.exists():
-        return "file not found"
+        return FILE_NOT_FOUND
     if full.is_dir():
         return "path is a directory, expected a DICOM file"
     return None

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from knee_tf.core.errors import InputError
-from knee_tf.core.vocab import SPLITS
+from knee_tf.core.vocab import CLASSES, SPLITS
 
 
 def parse_ratios(text: str) -> tuple[float, float, float]:
@@ -71,3 +71,32 @@ def split_summary(df: pd.DataFrame, stratify: str | None = "site") -> pd.DataFra
     keys = ["split"] + ([stratify] if stratify and stratify in df.columns else [])
     g = df.groupby(keys, sort=True)
     return pd.DataFrame({"patients": g["patient_id"].nunique(), "rows": g.size()})
+
+
+def split_problems(df: pd.DataFrame, ratios=(0.7, 0.1, 0.2)) -> list[str]:
+    """What makes a split of ``df`` (with ``split`` set) unusable for training, as sentences: a split
+    with a share above 0 that got no patient, or (over the labelled rows, when any row has a label)
+    a split without a class. Empty when all is well."""
+    problems = []
+    labelled = df[df["label"].astype(str) != ""] if "label" in df.columns else df.iloc[:0]
+    for name, share in zip(SPLITS, ratios, strict=True):
+        rows = df[df["split"] == name]
+        if share > 0 and rows.empty:
+            problems.append(f"{name} is empty")
+            continue
+        if len(labelled):
+            have = set(labelled.loc[labelled["split"] == name, "label"])
+            missing = [c for c in CLASSES if c not in have]
+            if share > 0 and missing:
+                problems.append(f"{name} has no {' or '.join(missing)} slice")
+    return problems
+
+
+def split_counts(df: pd.DataFrame) -> str:
+    """'train 4 patients/120 rows, val 0/0, test 1/30': the counts a refusal quotes."""
+    parts = []
+    for i, name in enumerate(SPLITS):
+        rows = df[df["split"] == name]
+        unit = (" patients", " rows") if i == 0 else ("", "")
+        parts.append(f"{name} {rows['patient_id'].nunique()}{unit[0]}/{len(rows)}{unit[1]}")
+    return ", ".join(parts)

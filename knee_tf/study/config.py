@@ -73,7 +73,7 @@ class StudyConfig:
 
     # --- the experiment grid (knee_tf.controls.grid) ---
     scheduler: str = ""  # "tcp://HOST:PORT" of an existing Dask scheduler; "": run on this machine
-    # `knee-tf grid` takes --workers instead (default -1). 0 by default: the study has one to three jobs
+    # `knee-tf grid` takes --workers N instead (0 = one per CPU core, 1 = in this process: docs/cli.md). 0 by default: the study has one to three jobs
     # per notebook, two workers ran two trainings only 1.12x sooner on 2 cores, and every worker process
     # holds its own TensorFlow and training arrays (the peak memory of `make study`, docs/performance.md). The full
     # grid uses a LocalCluster.

@@ -251,7 +251,7 @@ def start_run(root: Path, cfg: StudyConfig) -> Run:
     if layout.config.exists():
         saved = StudyConfig.load(layout.config)
         if saved.replace(**{f: getattr(cfg, f) for f in RESUMABLE_FIELDS}) != cfg:
-            raise InputError(f"{root}: holds a run with a different config; choose another --out")
+            raise InputError(f"{root}: holds a run with a different config; choose another --run")
     root.mkdir(parents=True, exist_ok=True)
     cfg.save(layout.config)
     return Run(root, cfg)
@@ -421,12 +421,13 @@ def publish(run: Run, force: bool = False, top: Path = REPO_ROOT, log=print, ste
     return written + [record]
 
 
-def run_controls(config: str | StudyConfig = "full", out: str | Path | None = None, log=print) -> Run:
+def run_controls(config: str | StudyConfig = "full", out: str | Path | None = None, log=print, settings=()) -> Run:
     """Notebook 07 from the published grid (``results/grid/``, :mod:`knee_tf.controls.publish`), training
     nothing: step 01 (the ingest it needs) and step 07 with ``controls_source="published"`` into a run
     folder (default ``runs/<timestamp>-<config>-controls/``). Its tables say how much of the
-    config's planned grid is published (``n_seeds`` beside ``n_seeds_planned``). ``knee-tf controls``."""
-    cfg = get_config(config).replace(controls_source="published")
+    config's planned grid is published (``n_seeds`` beside ``n_seeds_planned``). ``knee-tf controls``.
+    settings: ``["field=value", ...]`` overrides (:meth:`StudyConfig.with_settings`)."""
+    cfg = get_config(config).with_settings(settings).replace(controls_source="published")
     root = resolve(out) if out else RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}-controls"
     RunLayout(root).step_marker(CONTROLS_STEP).unlink(missing_ok=True)  # the published grid may have grown
     return run_study(cfg, out=root, steps=(STEPS[0].name, CONTROLS_STEP), log=log)

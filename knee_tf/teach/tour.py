@@ -21,10 +21,11 @@ from knee_tf.study.pipeline import NOTEBOOK_DIR, RUNS_DIR, execute_notebook
 TOUR = "00_tour"
 
 
-def run_tour(config: str | StudyConfig = "tour", out: str | Path | None = None, log=print) -> Path:
+def run_tour(config: str | StudyConfig = "tour", out: str | Path | None = None, log=print, settings=()) -> Path:
     """Execute ``notebooks/00_tour.ipynb`` into a run folder (default ``runs/<timestamp>-tour``);
-    return the folder. The tour generates its data when missing, like ``knee-tf study``."""
-    cfg = get_config(config)
+    return the folder. The tour generates its data when missing, like ``knee-tf study``.
+    settings: ``["field=value", ...]`` overrides (:meth:`StudyConfig.with_settings`)."""
+    cfg = get_config(config).with_settings(settings)
     root = resolve(out) if out else RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
     layout = RunLayout(root).create()
     cfg.save(layout.config)

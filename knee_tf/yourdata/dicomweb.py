@@ -4,8 +4,8 @@
   retrieves every instance with WADO-RS into ``out/<study>/<series>/<instance>.dcm`` (atomically;
   files already there are not fetched again, so an interrupted pull resumes), a few at a time from
   a small pool of threads, with a progress bar over studies;
-- :func:`push_model` predicts with one model, computes its Grad-CAM maps, and stores with STOW-RS,
-  per source study, one new Secondary Capture series (the map blended over each slice, each
+- :func:`push_run` predicts with each model of a run, computes its Grad-CAM maps
+  (:mod:`knee_tf.yourdata.run_overlays`), and stores with STOW-RS, per source study, one new Secondary Capture series (the map blended over each slice, each
   referencing its source image, the relevance in the series description and per image) plus a Key
   Object Selection listing the slices called relevant. UIDs are deterministic and instances already
   in the PACS are skipped, so a retry never stores anything twice.
@@ -17,41 +17,23 @@ becomes one :class:`~knee_tf.core.errors.InputError` line naming the URL and wha
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pydicom
 import requests
 from tqdm.auto import tqdm
 
-from knee_tf.core.cam import compute_cams, upsample_align_corners
 from knee_tf.core.errors import InputError
 from knee_tf.core.io import atomic_path
-from knee_tf.core.model import load_model
-from knee_tf.core.vocab import CLASSES, GRADCAM, RELEVANT, STUDY_MODELS, predicted_class
-from knee_tf.data.dicom_read import preprocess, read_dicom_image
-from knee_tf.data.ingest import ingest, read_rows
-from knee_tf.data.layout import RunLayout
-from knee_tf.data.manifest import resolve_image_path
-from knee_tf.study.config import resolve
-from knee_tf.study.pipeline import open_run
-from knee_tf.yourdata.overlay import (
-    blend,
-    derived_uid,
-    overlay_secondary_capture,
-    relevant_slices_kos,
-)
+from knee_tf.core.vocab import STUDY_MODELS
 from knee_tf.yourdata.pacs_auth import PacsAuth
+from knee_tf.yourdata.run_overlays import open_study_run, run_inputs, run_models, study_objects
 
 SOP_INSTANCE_UID, SERIES_INSTANCE_UID, STUDY_INSTANCE_UID = "00080018", "0020000E", "0020000D"
 STOW_BATCH = 16  # instances per STOW-RS request
-SC_SERIES_NUMBER = 9900  # overlay series numbers: 9900 + model index (after the source series)
-KOS_SERIES_OFFSET = 100  # its KOS: 10000 + model index
 PULL_WORKERS = 4  # WADO-RS retrievals at once: a few overlap the round trips without crowding a PACS
 IN_FLIGHT_PER_WORKER = 4  # retrievals queued per worker, so a failure stops the pull soon
 
@@ -268,81 +250,24 @@ def store_new(client, pacs: PacsAuth, study: str, datasets: list) -> tuple[int, 
     return stored, there
 
 
-def model_digest(path: str | Path) -> str:
-    """First 16 hex digits of the model file's SHA-256: a retrained model gets new series UIDs."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
-def push_model(client, pacs: PacsAuth, model_path: str | Path, manifest: str | Path, root: str | Path, name: str,
-               series_number: int = SC_SERIES_NUMBER, layer: str = "pool4", cache_dir: str | Path = "data/cache",
-               progress: bool = True) -> list[str]:
-    """Predict the manifest's images with one model and push overlays + a KOS per source study.
-
-    The Grad-CAM (``layer``) explains the predicted class. The overlay shows the slice as the model
-    saw it (intensity-normalised, padded to a square) at the source's resolution (at least 256
-    pixels), with the map upsampled onto it. Returns one summary line per study.
-    """
-    model = load_model(model_path)
-    size = int(model.input_shape[1])
-    data = ingest(manifest, root, cache_dir=cache_dir, image_size=size, use="predict", progress=progress)
-    images = read_rows(data.images, np.arange(len(data.index)))
-    cams = compute_cams(model, images, layers=(layer,), methods=(GRADCAM,), progress=progress)
-    p_rel = cams.probabilities[:, CLASSES.index(RELEVANT)]
-    predicted = np.asarray(CLASSES)[predicted_class(p_rel)]
-    maps = cams.select(GRADCAM, layer)
-    digest = model_digest(model_path)
-    root = Path(root).resolve()
-    files = [resolve_image_path(p, root) for p in data.index["path"]]
-    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-
-    def overlay(i: int) -> np.ndarray:
-        src = read_dicom_image(files[i])
-        n = max(256, *src.pixels.shape)
-        return blend(preprocess(src.pixels, n, src.pixel_spacing), upsample_align_corners(maps[i][None], (n, n))[0])
-
-    lines = []
-    for study in sorted({str(h.StudyInstanceUID) for h in headers}):
-        rows = [i for i, h in enumerate(headers) if str(h.StudyInstanceUID) == study]
-        n_rel = int(sum(predicted[i] == RELEVANT for i in rows))
-        series = derived_uid("overlay", study, digest)
-        desc = f"{name} Grad-CAM: {n_rel}/{len(rows)} relevant"
-        objs = [overlay_secondary_capture(headers[i], overlay(i), series, series_number, desc,
-                                          float(p_rel[i]), str(predicted[i]), name) for i in rows]
-        if n_rel:
-            objs.append(relevant_slices_kos([headers[i] for i in rows], [predicted[i] == RELEVANT for i in rows],
-                                            derived_uid("kos", study, digest), series_number + KOS_SERIES_OFFSET,
-                                            name))
-        stored, there = store_new(client, pacs, study, objs)
-        lines.append(f"{name}: study {study}: {len(rows)} overlays{' + KOS' if n_rel else ''}, "
-                     f"{n_rel} relevant; stored {stored} new, {there} already there")
-    return lines
-
-
 def push_run(pacs: str | PacsAuth, run_dir: str | Path, manifest: str | Path | None = None, root: str | Path | None = None,
-             models: tuple[str, ...] = STUDY_MODELS, progress: bool = True) -> list[str]:
-    """Push every (model, seed) of a study run: the run's config names the manifest and data root
-    unless ``manifest``/``root`` are given. Models are found through the run folder's layout."""
-    run_dir = Path(run_dir)
-    if not RunLayout(run_dir).config.exists():
-        raise InputError(f"{run_dir}: not a run folder (no {RunLayout(run_dir).config.name}); give the folder `knee-tf study` wrote")
-    run = open_run(run_dir)
-    manifest = Path(manifest) if manifest else run.config.manifest_path
-    root = Path(root) if root else resolve(run.config.data_root)
+             models: tuple[str, ...] = STUDY_MODELS, progress: bool = True, cache_dir: str | Path | None = None) -> list[str]:
+    """Push every (arm, seed) model of a study run (``models``: its arms): per source study, the
+    overlays and KOS of :func:`knee_tf.yourdata.run_overlays.study_objects`. The run's config names the
+    manifest, data root and ingest cache unless given. The run's models are checked, and the PACS
+    asked once, before any prediction or Grad-CAM is computed. Returns one line per model and study."""
+    run = open_study_run(run_dir)
+    todo = run_models(run, models)
+    manifest, root, cache_dir = run_inputs(run, manifest, root, cache_dir)
     pacs = as_pacs(pacs)
     client = connect(pacs)
     with _network(pacs, "query studies (QIDO-RS)"):  # a wrong URL or password fails now, not after the predictions
         client.search_for_studies(limit=1)
-    lines, k = [], 0
-    for which in models:
-        for seed in run.seeds:
-            try:
-                path = run.layout.model(which, seed)
-            except ValueError as e:
-                raise InputError(f"--models {which!r}: {e}") from None
-            if not path.exists():
-                raise InputError(f"{path}: model missing from the run; finish `knee-tf study` first")
-            lines += push_model(client, pacs, path, manifest, root, f"Model {which} seed {seed}",
-                                series_number=SC_SERIES_NUMBER + k, layer=run.config.aug_layer,
-                                cache_dir=resolve(run.config.cache_dir), progress=progress)
-            k += 1
+    lines = []
+    for model in todo:
+        for group in study_objects(model, manifest, root, cache_dir, layer=run.config.aug_layer, progress=progress):
+            stored, there = store_new(client, pacs, group.study, group.objects)
+            lines.append(f"{model.name}: study {group.study}: {group.n_images} overlays"
+                         f"{' + KOS' if group.n_relevant else ''}, {group.n_relevant} relevant; "
+                         f"stored {stored} new, {there} already there")
     return lines

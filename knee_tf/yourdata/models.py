@@ -11,7 +11,9 @@ Model specs (:func:`open_model`):
 
 * ``published:A``, ``published:B`` (seed 0), or ``published:A:<seed>`` where those weights are shipped;
 * a ``.keras`` file written by training (:meth:`knee_tf.data.layout.RunLayout.model`);
-* a run folder, or a model folder inside one, is refused with the file to pass instead.
+* ``RUN:ARM`` or ``RUN:ARM:SEED``: the model of (arm, seed) in the run folder RUN (seed: the run
+  config's first seed, else 0), e.g. ``runs/20260101-mydata:A:0``;
+* a run folder alone, or a model folder inside one, is refused with what to pass instead.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from knee_tf.core.io import atomic_path
 from knee_tf.core.model import build_lenet, load_model
 from knee_tf.core.precision import training_precision
 from knee_tf.core.vocab import MODEL_A, MODEL_B
-from knee_tf.data.layout import RunLayout, published_grid, published_weights
+from knee_tf.data.layout import MODEL_FILES, RunLayout, published_grid, published_weights
 
 #: The prefix of a shipped model's spec, and the (arm, seed) pairs the repository ships.
 PUBLISHED = "published:"
@@ -82,18 +84,61 @@ def export_weights(model, arm: str, seed: int, top: str | Path | None = None) ->
     return path
 
 
+def _first_seed(run: Path) -> int:
+    config = RunLayout(run).config
+    try:
+        return int(json.loads(config.read_text()).get("seed", 0)) if config.is_file() else 0
+    except (ValueError, OSError):
+        return 0
+
+
+def run_model_path(text: str) -> Path | None:
+    """The model file a ``RUN:ARM[:SEED]`` spec names, or None when ``text`` is not one (no such folder)."""
+    parts = text.split(":")
+    for n_tail in (2, 1):
+        if len(parts) <= n_tail:
+            continue
+        run, tail = Path(":".join(parts[:-n_tail])), parts[-n_tail:]
+        if not run.is_dir() or not tail[0] or (n_tail == 2 and not tail[1].isdigit()):
+            continue
+        try:
+            return RunLayout(run).model(tail[0], int(tail[1]) if n_tail == 2 else _first_seed(run))
+        except ValueError as e:
+            raise ValueError(f"--model {text}: {e}") from None
+    return None
+
+
+def _folder_hint(path: Path) -> str:
+    """What to pass instead of a folder: its run's RUN:ARM:SEED specs, or the model file inside it."""
+    if (path / MODEL_FILES["model"]).is_file():
+        return f"pass the model file {path / MODEL_FILES['model']}"
+    models = sorted(path.glob(f"**/{MODEL_FILES['model']}"))
+    if not models:
+        return "it holds no model; pass a .keras file, RUN:ARM:SEED or published:A"
+    specs = []
+    for m in models[:4]:
+        parsed = RunLayout.parse_model_name(m.parent.name)
+        if m.parent.parent.parent == path and parsed:
+            arm, seed = parsed
+            specs.append(f"{path}:{arm.upper() if len(arm) == 1 else arm}:{seed}")
+    return (f"pass {' or '.join(specs)}, or the model file, e.g. {models[0]}" if specs
+            else f"pass the model file, e.g. {models[0]}")
+
+
 def open_model(spec: str | Path, top: str | Path | None = None):
     """The Keras model a ``--model`` spec names (module docstring); a one-line ValueError saying what to pass."""
     text = str(spec)
     if text.startswith(PUBLISHED):
         return load_published(*parse_published(text), top=top)
     path = Path(text)
+    if not path.exists() and (found := run_model_path(text)) is not None:
+        if not found.is_file():
+            raise ValueError(f"--model {text}: no model {found} in that run folder ({_folder_hint(found.parents[2])})")
+        path = found
     if path.is_dir():
-        models = sorted(path.glob(f"**/{RunLayout(path).model('a', 0).name}"))
-        hint = f"; for example {models[0]}" if models else ""
-        raise ValueError(f"--model {text}: a folder; pass the model file inside it{hint}, or published:A")
+        raise ValueError(f"--model {text}: a folder; {_folder_hint(path)}")
     if not path.exists():
-        raise ValueError(f"--model {text}: no such file (pass a .keras file, or published:A / published:B)")
+        raise ValueError(f"--model {text}: no such file (pass a .keras file, RUN:ARM:SEED, or published:A / published:B)")
     return load_model(path)
 
 

@@ -2,7 +2,7 @@
 resuming recomputes nothing; failures are reported by name; no half-written model folder.
 
 One smoke grid (2 arms x 2 seeds, 32 x 32 images) is run twice: in-process through the CLI (a fresh
-process, as `knee-tf grid --workers 0`: the session's small_grid, tests/conftest.py), and, once for the
+process, as `knee-tf grid --workers 1`: the session's small_grid, tests/conftest.py), and, once for the
 module, on a LocalCluster of two worker processes on loopback from this process, with one deliberately
 failing job and its dependent added.
 """

@@ -181,3 +181,31 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("on_error", ["fail", "skip"])
+def test_a_wrong_root_is_one_line_not_one_per_row(study, tmp_path, capsys, on_error):
+    wrong = tmp_path / "elsewhere"
+    wrong.mkdir()
+    code = main(["ingest", "--manifest", str(study / "data_manifest.csv"), "--root", str(wrong),
+                 "--cache", str(tmp_path / "c"), "--on-error", on_error, "--workers", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert f"none of its 12 paths exists under the data root {wrong}" in err[0] and "--root" in err[0]
+    assert not (tmp_path / "c").exists()
+
+
+def test_the_cache_goes_to_the_user_cache_folder_never_the_current_one(study, tmp_path, monkeypatch, capsys):
+    from knee_tf.data.ingest import CACHE_ENV, default_cache_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "user"))
+    assert main(["ingest", "--manifest", str(study / "data_manifest.csv"), "--root", str(study), "--workers", "1"]) == 0
+    assert f"decoded: {tmp_path / 'user'}" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root", "user"]  # no data/cache here
+    monkeypatch.delenv(CACHE_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "knee-tf"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "knee-tf"

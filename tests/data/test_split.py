@@ -6,7 +6,7 @@ import pytest
 
 from knee_tf.cli import main
 from knee_tf.core.errors import InputError
-from knee_tf.data.split import parse_ratios, split_by_patient
+from knee_tf.data.split import parse_ratios, split_by_patient, split_problems
 
 
 def manifest(n_patients=60, seed=0):
@@ -59,7 +59,7 @@ def test_bad_ratios(text, msg):
 
 def test_cli_split_rewrites_manifest_and_bad_rows_are_named(tmp_path, capsys):
     path = tmp_path / "m.csv"
-    manifest(9).to_csv(path, index=False)
+    manifest(30).to_csv(path, index=False)
     assert main(["split", "--manifest", str(path), "--by", "patient", "--ratios", "0.7,0.1,0.2", "--seed", "5"]) == 0
     got = pd.read_csv(path, dtype=str, keep_default_na=False)
     assert got["split"].ne("").all() and (got.groupby("patient_id")["split"].nunique() == 1).all()
@@ -69,3 +69,30 @@ def test_cli_split_rewrites_manifest_and_bad_rows_are_named(tmp_path, capsys):
     assert main(["split", "--manifest", str(path), "--seed", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "line(s) 4: empty patient_id" in err[0]
+
+
+def test_split_problems_name_an_empty_split_and_a_missing_class():
+    five = manifest(5)  # five patients at three sites: test (0.2) rounds to nobody at every site
+    out = split_by_patient(five, (0.7, 0.1, 0.2), seed=0)
+    assert split_problems(out, (0.7, 0.1, 0.2)) == ["test is empty"]
+    assert split_problems(split_by_patient(manifest(60), seed=0)) == []  # enough patients: nothing to say
+    assert split_problems(split_by_patient(five, (0.6, 0.4, 0.0), seed=0), (0.6, 0.4, 0.0)) == []  # asked for none
+    labelled = manifest(60)
+    labelled["label"] = "relevant"  # no irrelevant slice anywhere
+    labelled.loc[labelled["patient_id"] == "P000", "label"] = "irrelevant"
+    problems = split_problems(split_by_patient(labelled, seed=0))
+    assert sum("has no irrelevant slice" in p for p in problems) == 2  # P000 is in one split only
+
+
+def test_cli_split_refuses_an_empty_split_in_one_line_with_the_counts(tmp_path, capsys):
+    path = tmp_path / "m.csv"
+    manifest(5).to_csv(path, index=False)
+    before = path.read_bytes()
+    assert main(["split", "--manifest", str(path), "--seed", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "test is empty" in err[0] and "train 3 patients/24 rows, val 2/7, test 0/0" in err[0] and "--force" in err[0]
+    assert path.read_bytes() == before  # nothing written
+    assert main(["split", "--manifest", str(path), "--seed", "0", "--force"]) == 0
+    printed = capsys.readouterr()
+    assert printed.err.startswith("warning: ") and "test is empty" in printed.err and "wrote" in printed.out
+    assert pd.read_csv(path, dtype=str, keep_default_na=False)["split"].ne("").all()

@@ -128,12 +128,12 @@ def test_an_unknown_preset_is_one_line_naming_the_presets():
 
 def test_docs_page_is_the_generated_listing(tmp_path, capsys):
     page = config_listing(fmt="markdown")
-    assert (ROOT / DOCS_PAGE).read_text() == page, f"regenerate: knee-tf config --format markdown --write {DOCS_PAGE}"
+    assert (ROOT / DOCS_PAGE).read_text() == page, f"regenerate: knee-tf config --format markdown --out {DOCS_PAGE}"
     for name in FIELDS:
         assert f"| `{name}` | " in page, name
     assert "&lt;data\\_root>" in page  # Markdown in a meaning is shown as typed
     out = tmp_path / "docs" / "config.md"
-    assert main(["config", "--format", "markdown", "--write", str(out)]) == 0
+    assert main(["config", "--format", "markdown", "--out", str(out)]) == 0
     assert out.read_text() == page and capsys.readouterr().out == f"wrote {out}\n"
     assert [p.name for p in out.parent.iterdir()] == ["config.md"]  # no temporary file left beside it
 

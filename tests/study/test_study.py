@@ -215,7 +215,7 @@ def test_cli_study_rejects_a_run_folder_of_another_config(first_run, tmp_path):
     out, _ = first_run
     other = tmp_path / "other.json"
     StudyConfig.smoke(epochs=2).save(other)
-    proc = subprocess.run([sys.executable, "-m", "knee_tf", "study", "--config", str(other), "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "knee_tf", "study", "--config", str(other), "--run", str(out)],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "holds a run with a different config" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -61,14 +61,14 @@ def test_round_trip_pull_scan_predict_push(orthanc, uploaded, tmp_path, tiny_tra
     out = capsys.readouterr().out
     assert f"retrieved {uploaded['n_files']} instances of 2 studies" in out
     assert f"{len(uploaded['df'])} localizer slices taken, 18 reported" in out  # the diagnostic series
-    manifest = pulled / "manifest.csv"
+    manifest = pulled / "data_manifest.csv"
 
     run = Run(tmp_path / "run", StudyConfig.smoke(name="mydata", manifest=str(manifest), data_root=str(pulled),
                                                   image_size=64, cache_dir=str(tmp_path / "cache")))
     run.config.save(run.layout.config)
     run.layout.model(MODEL_A, 0).parent.mkdir(parents=True)
     tiny_trained_model.save(run.layout.model(MODEL_A, 0))
-    assert main(["push", "--url", orthanc, "--run", str(run.root), "--models", MODEL_A]) == 0
+    assert main(["push", "--url", orthanc, "--run", str(run.root), "--arms", MODEL_A]) == 0
     first = capsys.readouterr().out
     assert first.count("Model A seed 0: study") == 2 and "0 already there" in first
 
@@ -93,7 +93,7 @@ def test_round_trip_pull_scan_predict_push(orthanc, uploaded, tmp_path, tiny_tra
         assert n_ko == kos
         before[study] = len(client.search_for_instances(study_instance_uid=study))
 
-    assert main(["push", "--url", orthanc, "--run", str(run.root), "--models", MODEL_A]) == 0  # a retry
+    assert main(["push", "--url", orthanc, "--run", str(run.root), "--arms", MODEL_A]) == 0  # a retry
     again = capsys.readouterr().out
     assert again.count("stored 0 new") == 2
     after = {s: len(client.search_for_instances(study_instance_uid=s)) for s in before}

@@ -5,6 +5,7 @@ import pytest
 from dicom_factory import write_mr
 
 from knee_tf.core.errors import InputError
+from knee_tf.study.config import get_config, resolve
 from knee_tf.yourdata.label import LabelSession, label_widget
 
 
@@ -111,3 +112,64 @@ def test_notebook_08_headless_writes_nothing_and_says_so(tmp_path, with_manifest
     text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert path.read_bytes() == before
     assert ("a headless run writes nothing" in text) if with_manifest else ("nothing to label" in text)
+
+
+def test_label_in_the_terminal_from_keys_on_stdin(tmp_path, monkeypatch, capsys):
+    """`knee-tf label MANIFEST --terminal` with the keys a person would type, one per line on stdin."""
+    import io
+
+    from knee_tf.cli import main
+
+    path = scanned_manifest(tmp_path)
+    monkeypatch.setattr("sys.stdin", io.StringIO("r\ni\nx\nbackspace\ns\nr\nq\nr\n"))
+    assert main(["label", str(path), "--terminal"]) == 0  # root: the manifest's folder
+    out = capsys.readouterr().out
+    # axial1 r, axial0 i, x ignored, undo axial0, s skips it, sagittal2 r, q stops (the last r is never read)
+    assert on_disk(path) == {"axial1": "relevant", "axial0": "", "sagittal2": "relevant", "sagittal1": "",
+                             "sagittal0": ""}
+    assert "[1/5] axial · axial1 · label now: - · model suggests relevant" in out
+    assert "key 'x' ignored" in out and "saved: " in out
+    picture = out.split("[1/5]")[0].splitlines()[-24:]  # the slice as 24 lines of 48 characters
+    assert len(picture) == 24 and all(len(line) == 48 for line in picture) and len(set("".join(picture))) > 2
+
+
+def test_label_in_the_terminal_to_the_end_and_without_pictures(tmp_path, monkeypatch, capsys):
+    import io
+
+    from knee_tf.cli import main
+
+    path = scanned_manifest(tmp_path)
+    monkeypatch.setattr("sys.stdin", io.StringIO("i\n" * 5))
+    assert main(["label", str(path), "--root", str(tmp_path), "--terminal", "--no-picture"]) == 0
+    out = capsys.readouterr().out
+    assert set(on_disk(path).values()) == {"irrelevant"} and "all 5 slices visited" in out
+    assert "." * 10 not in out  # no picture drawn
+
+
+def test_label_opens_notebook_08_on_the_manifest_where_jupyterlab_is(tmp_path, monkeypatch, capsys):
+    import json
+
+    import knee_tf.yourdata.label_terminal as lt
+    from knee_tf.cli import main
+
+    path = scanned_manifest(tmp_path)
+    opened = []
+    monkeypatch.setattr(lt, "lab_available", lambda: True)
+    monkeypatch.setattr(lt, "open_in_lab", lambda nb: opened.append(nb) or 0)
+    assert main(["label", str(path), "--root", str(tmp_path)]) == 0
+    assert opened == [tmp_path / "label_manifest.ipynb"]
+    cells = json.loads(opened[0].read_text())["cells"]
+    k = next(i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", []))
+    config = tmp_path / "label_manifest.json"
+    assert "".join(cells[k + 1]["source"]) == f"config = {str(config.resolve())!r}\n"
+    cfg = get_config(str(config))
+    assert (cfg.manifest_path, resolve(cfg.data_root)) == (path.resolve(), tmp_path.resolve())
+    assert on_disk(path) == {k: "" for k in on_disk(path)}  # opening writes nothing
+
+
+def test_label_a_missing_manifest_is_one_line(tmp_path, capsys):
+    from knee_tf.cli import main
+
+    assert main(["label", str(tmp_path / "none.csv"), "--terminal"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "manifest not found" in err[0]

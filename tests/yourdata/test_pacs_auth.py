@@ -202,12 +202,12 @@ def test_authenticated_pull_and_push(secured, tmp_path, tiny_trained_model, monk
     assert main(["pull", "--url", url, "--user", USER, "--since", "2000-01-01", "--out", str(out)]) == 0
     assert f"retrieved {len(secured['df'])} instances of 2 studies" in capsys.readouterr().out
 
-    run = Run(tmp_path / "run", StudyConfig.smoke(name="mydata", manifest=str(out / "manifest.csv"), data_root=str(out),
+    run = Run(tmp_path / "run", StudyConfig.smoke(name="mydata", manifest=str(out / "data_manifest.csv"), data_root=str(out),
                                                   image_size=64, cache_dir=str(tmp_path / "cache")))
     run.config.save(run.layout.config)
     run.layout.model(MODEL_A, 0).parent.mkdir(parents=True)
     tiny_trained_model.save(run.layout.model(MODEL_A, 0))
-    push = ["push", "--url", url, "--user", USER, "--run", str(run.root), "--models", MODEL_A]
+    push = ["push", "--url", url, "--user", USER, "--run", str(run.root), "--arms", MODEL_A]
     assert main(push) == 0
     assert capsys.readouterr().out.count("Model A seed 0: study") == 2
 
@@ -251,7 +251,7 @@ def test_no_credential_in_anything_an_authenticated_pull_prints_logs_or_writes(s
     texts = {"stdout": printed.out, "stderr": printed.err, "log records": caplog.text,
              "nginx access log": secured["access_log"].read_text()}
     texts |= {str(f): f.read_bytes().decode("latin-1") for f in out.rglob("*") if f.is_file()}
-    assert "manifest.csv" in " ".join(texts) and "credentials do not go in --url" in printed.err
+    assert "data_manifest.csv" in " ".join(texts) and "credentials do not go in --url" in printed.err
     assert "GET /dicom-web/" in texts["nginx access log"] and "/studies" in texts["log records"]
     for secret in (PASSWORD, WRONG, base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()):
         leaks = [name for name, text in texts.items() if secret in text]

@@ -105,3 +105,23 @@ def test_scan_with_model_adds_predictions_never_labels(export, tmp_path, tiny_tr
     assert p.between(0, 1).all() and set(df["predicted"]) <= {"relevant", "irrelevant"}
     assert ((p > 0.5) == (df["predicted"] == "relevant")).all()
     assert "predictions of" in capsys.readouterr().out
+
+
+def test_scan_checks_the_model_before_writing_and_caches_outside_the_current_folder(export, tmp_path, monkeypatch,
+                                                                                    tiny_trained_model, capsys):
+    from knee_tf.data.ingest import CACHE_ENV
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    run = tmp_path / "run"
+    (run / "models" / "model_a_seed0").mkdir(parents=True)
+    tiny_trained_model.save(run / "models" / "model_a_seed0" / "model.keras")
+    assert main(["scan", str(export[0]), "--out", "m.csv", "--model", str(run)]) == 2  # a folder: refused first
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"pass {run}:A:0" in err[0]
+    assert not any(work.iterdir())  # no manifest, report, salt or id map written
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "user_cache"))
+    assert main(["scan", str(export[0]), "--out", "m.csv", "--model", f"{run}:A:0"]) == 0
+    assert "predictions of" in capsys.readouterr().out
+    assert not (work / "data").exists() and any((tmp_path / "user_cache").iterdir())

@@ -3,6 +3,7 @@ published predictions byte for byte, and a --model spec that is wrong says in on
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 
 import numpy as np
@@ -14,7 +15,7 @@ from knee_tf.core.model import predict_proba
 from knee_tf.core.precision import model_precision
 from knee_tf.core.vocab import CLASSES, MODEL_A, MODEL_B, NORMAL, RELEVANT, TEST
 from knee_tf.data.ingest import ingest
-from knee_tf.data.layout import published_grid, published_weights
+from knee_tf.data.layout import RunLayout, published_grid, published_weights
 from knee_tf.phantom import MANIFEST_COLUMNS, plan_exams, render_exam
 from knee_tf.study.config import REPO_ROOT, StudyConfig
 from knee_tf.yourdata.models import (
@@ -23,6 +24,7 @@ from knee_tf.yourdata.models import (
     open_model,
     parse_published,
     published_record,
+    run_model_path,
 )
 
 #: Not shipped until a run on the published grid's machine kind reproduces the jobs (docs/model_card.md)
@@ -95,6 +97,23 @@ def test_a_folder_or_a_missing_file_names_what_to_pass(tmp_path):
     with pytest.raises(ValueError, match="no such file"):
         open_model(tmp_path / "nothing.keras")
     assert parse_published("published:B") == (MODEL_B, 0)
+
+
+def test_a_run_folder_with_arm_and_seed_names_its_model(tmp_path, tiny_trained_model):
+    run = tmp_path / "run"
+    RunLayout(run).model(MODEL_A, 0).parent.mkdir(parents=True)
+    tiny_trained_model.save(RunLayout(run).model(MODEL_A, 0))
+    assert run_model_path(f"{run}:A:0") == RunLayout(run).model(MODEL_A, 0)
+    assert run_model_path(f"{run}:A") == RunLayout(run).model(MODEL_A, 0)  # no config: seed 0
+    assert run_model_path(str(tmp_path / "nothing:A:0")) is None  # not a folder: not this kind of spec
+    model = open_model(f"{run}:A:0")
+    assert model.input_shape == tiny_trained_model.input_shape
+    with pytest.raises(ValueError, match=rf"no model .*model_b_seed0.*pass {re.escape(str(run))}:A:0"):
+        open_model(f"{run}:B:0")
+    with pytest.raises(ValueError, match=rf"a folder; pass {re.escape(str(run))}:A:0"):
+        open_model(run)
+    with pytest.raises(ValueError, match="a folder; pass the model file .*model_a_seed0/model.keras"):
+        open_model(RunLayout(run).model_dir(MODEL_A, 0))
 
 
 def test_predict_with_a_missing_model_fails_in_one_line_before_reading_data(tmp_path, capsys):
