@@ -1,4 +1,4 @@
-"""``knee-tf`` command line: synth, ingest, predict, study, grid, controls, tour, html, config; scan, split, reslice, pull, push. Also ``python -m knee_tf``.
+"""``knee-tf`` command line: synth, ingest, predict, study, grid, controls, tour, html, config; scan, split, reslice, pull, push, prescribe. Also ``python -m knee_tf``.
 
 Bad input ends with one line per problem on stderr and exit code 2, never a traceback.
 """
@@ -15,7 +15,7 @@ from knee_tf.core.errors import InputError, StepFailed
 #: Each subcommand's parser builder, in the order ``knee-tf --help`` lists them.
 STUDY_COMMANDS = (st.add_synth, st.add_ingest, st.add_predict, st.add_study, st.add_grid, st.add_controls, st.add_tour,
                   st.add_html, st.add_config)
-YOURDATA_COMMANDS = (yd.add_scan, yd.add_split, yd.add_reslice, yd.add_pull, yd.add_push)
+YOURDATA_COMMANDS = (yd.add_scan, yd.add_split, yd.add_reslice, yd.add_pull, yd.add_push, yd.add_prescribe)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""The your-own-data commands of ``knee-tf``: scan, split, reslice, pull, push (with the PACS options)."""
+"""The your-own-data commands of ``knee-tf``: scan, split, reslice, pull, push (with the PACS options), prescribe."""
 
 from __future__ import annotations
 
@@ -184,4 +184,45 @@ def _cmd_push(a) -> int:
 
     for line in push_run(_pacs(a), a.run, a.manifest, a.root, models=tuple(m.strip() for m in a.models.split(","))):
         print(line)
+    return 0
+
+
+def add_prescribe(sub) -> None:
+    p = sub.add_parser("prescribe", help="first and last relevant slice of each exam and plane (CSV + a PNG per "
+                                         "exam), from a DICOM folder or a manifest")
+    p.add_argument("source", help="a DICOM folder (scanned as `knee-tf scan` does) or a manifest CSV")
+    p.add_argument("--model", default="published:A", help="published:A or published:B (the shipped models), or a "
+                   ".keras file written by training (a run folder's models/<arm and seed>/model.keras) "
+                   "(default: %(default)s)")
+    p.add_argument("--out", required=True, help="output folder: prescription.csv, slices.csv, predictions.csv, "
+                                                "exams/<exam_id>.png (and from a folder manifest.csv, "
+                                                "scan_report.csv)")
+    p.add_argument("--root", default=None, help="data root of a manifest's paths (default: the manifest's folder)")
+    p.add_argument("--workers", type=int, default=0, help="decoding processes; 0 = all cores (default: %(default)s)")
+    p.add_argument("--cache", default=_DEFAULT.cache_dir, help="ingest cache folder (default: %(default)s)")
+    p.add_argument("--salt", default=None, help="from a folder: salt file for pseudonyms "
+                                                "(default: pseudonym_salt.txt in --out)")
+    p.add_argument("--id-map", default=None, help="from a folder: where the map back to real ids goes "
+                                                  "(default: patient_id_map.csv in --out)")
+    p.add_argument("--no-figures", action="store_true", help="write the CSVs only (default: a PNG per exam too)")
+    p.set_defaults(func=_cmd_prescribe)
+
+
+def _cmd_prescribe(a) -> int:
+    from knee_tf.yourdata.models import (
+        open_model,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+    )
+    from knee_tf.yourdata.prescribe import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+        prescribe,
+        summarise,
+    )
+
+    model = open_model(a.model)  # checked before anything is written
+    res = prescribe(a.source, a.out, model, root=a.root, cache_dir=a.cache, workers=a.workers or None,
+                    salt_file=a.salt, id_map=a.id_map, figures=not a.no_figures)
+    print(summarise(res))
+    print(f"prescription: {res.csv}" + (f"; figures: {len(res.figures)} in {res.figures[0].parent}"
+                                        if res.figures else ""))
+    if res.scan is not None:
+        print(f"pseudonym map (keep private): {res.scan.id_map_path}")
     return 0
