@@ -21,6 +21,7 @@ from knee_tf.yourdata.prescribe import (
     PRESCRIPTION_CSV,
     SLICE_COLUMNS,
     SLICES_CSV,
+    compare_ranges,
     edge_direction,
     prescribe,
     prescription,
@@ -149,6 +150,23 @@ def test_true_range_on_the_phantom_follows_the_geometric_rule(from_manifest):
             assert list(st["index"]) == list(range(len(st))) and st["pos_mm"].is_monotonic_increasing
             edge = row.first_index == 0 or row.last_index == len(st) - 1
             assert bool(row.edge_warning) == edge
+
+
+def test_compare_ranges_within_one_slice_at_both_ends(from_manifest):
+    res, _ = from_manifest
+    truth = prescription(res.slices, truth=True)
+    same = compare_ranges(truth, truth)
+    assert same["match"].all() and same["exact"].all() and len(same) == len(truth)
+    pred = truth.copy()
+    found = pred.index[pred["status"] == FOUND]
+    pred.loc[found[0], "first_index"] += 1  # one end off by one: still a match, not exact
+    pred.loc[found[1], "last_index"] -= 2  # off by two: no match
+    pred.loc[found[2], ["first_index", "last_index"]] = pd.NA  # nothing found where the truth has a range
+    cmp = compare_ranges(pred, truth)
+    assert cmp["match"].tolist() == [i not in (found[1], found[2]) for i in range(len(truth))]
+    assert (~cmp["exact"]).sum() == 3 and cmp.loc[found[1], "d_last"] == -2
+    with pytest.raises(ValueError, match="not the same slices"):
+        compare_ranges(pred.iloc[1:], truth)
 
 
 def test_csv_schema_and_one_png_per_exam(from_folder, export):

@@ -1,0 +1,131 @@
+"""How often does ``knee-tf prescribe`` find the true relevant range, within one slice at both ends, per plane?
+
+    python bench/prescribe.py RUN [--arm A --seed 0] [--split test] [--log bench/logs/prescribe.txt]
+    python bench/prescribe.py --model FILE_OR_SPEC --manifest CSV --root DIR [--split test]
+
+The model is the run folder's ``--arm``/``--seed`` model (or ``--model``); the manifest and its data root are
+the run config's (or ``--manifest``/``--root``). Only the rows of ``--split`` (default test: exams the model
+never saw; ``all`` for every row) are prescribed, through :func:`knee_tf.yourdata.prescribe.prescribe`, into
+``--out``. The true range of each exam and plane is the range of its ``label`` column (the annotators' labels,
+which the model learns and is scored on) and, where the manifest has one, of the geometric rule label
+(:mod:`knee_tf.phantom.labels`). A stack matches when both ends lie within one slice of the true ends, or
+when neither has a relevant slice (:func:`knee_tf.yourdata.prescribe.compare_ranges`). Printed and appended to
+``--log``: per truth, plane (and cohort) the matches, the exact matches and the mean absolute end offset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _summary(cmp, by: list[str]):
+    """Per group: stacks, matches within one slice (count, share), exact matches, mean |end offset| (slices)."""
+    import pandas as pd
+
+    rows = []
+    for key, g in cmp.groupby(by, sort=False):
+        offsets = pd.concat([g["d_first"], g["d_last"]]).dropna().abs()
+        rows.append(dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True), stacks=len(g),
+                         within_1=int(g["match"].sum()), within_1_pct=round(100 * g["match"].mean(), 1),
+                         exact=int(g["exact"].sum()), exact_pct=round(100 * g["exact"].mean(), 1),
+                         mean_abs_offset=round(float(offsets.mean()), 3) if len(offsets) else float("nan")))
+    return pd.DataFrame(rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", nargs="?", type=Path, help="run folder with the trained model and its config")
+    ap.add_argument("--arm", default="A", help="arm of the run's model (default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the run's model (default: %(default)s)")
+    ap.add_argument("--model", default=None, help="a .keras file or published:A instead of the run's model")
+    ap.add_argument("--manifest", type=Path, default=None, help="default: the run config's manifest")
+    ap.add_argument("--root", type=Path, default=None, help="data root of --manifest (default: the run config's)")
+    ap.add_argument("--cache", type=Path, default=None, help="ingest cache (default: the run config's)")
+    ap.add_argument("--split", default="test", help="rows to prescribe: train, val, test or all (default: %(default)s)")
+    ap.add_argument("--out", type=Path, default=None, help="prescription folder (default: <run>/prescribe_bench)")
+    ap.add_argument("--figures", type=int, default=3, help="exam PNGs to draw (default: %(default)s)")
+    ap.add_argument("--log", type=Path, default=ROOT / "bench" / "logs" / "prescribe.txt")
+    a = ap.parse_args()
+
+    from knee_tf.core.vocab import RULE_LABEL_COLUMN
+    from knee_tf.data.layout import RunLayout
+    from knee_tf.data.manifest import read_manifest
+    from knee_tf.study.config import StudyConfig, resolve
+    from knee_tf.yourdata.prescribe import FOUND, compare_ranges, prescribe, prescription
+    from knee_tf.yourdata.prescribe_plot import plot_exam
+
+    cfg = None
+    if a.run is not None:
+        layout = RunLayout(a.run)
+        if not layout.config.is_file():
+            sys.exit(f"{a.run}: not a run folder (no {layout.relative(layout.config)})")
+        cfg = StudyConfig.load(layout.config)
+    if a.model is None and a.run is None:
+        sys.exit("pass a run folder or --model")
+    model = a.model or str(RunLayout(a.run).model(a.arm, a.seed))
+    manifest = a.manifest or (cfg.manifest_path if cfg else None)
+    root = a.root or (resolve(cfg.data_root) if cfg else None)
+    if manifest is None or root is None:
+        sys.exit("pass --manifest and --root (or a run folder, whose config names them)")
+    cache = a.cache or (resolve(cfg.cache_dir) if cfg else ROOT / "data" / "cache")
+    out = a.out or (a.run / "prescribe_bench" if a.run else Path("prescribe_bench"))
+    out.mkdir(parents=True, exist_ok=True)
+
+    df = read_manifest(manifest)
+    if a.split != "all":
+        df = df[df["split"] == a.split]
+    subset = out / f"manifest_{a.split}.csv"
+    df.to_csv(subset, index=False)
+    t0 = time.perf_counter()
+    res = prescribe(subset, out, model, root=root, cache_dir=cache, figures=False, progress=True)
+    seconds = time.perf_counter() - t0
+    slices = res.slices
+    truths = {"label": prescription(slices, truth=True)}
+    if RULE_LABEL_COLUMN in df:
+        rule = slices.drop(columns="label").merge(df[["image_id", RULE_LABEL_COLUMN]], on="image_id")
+        truths[RULE_LABEL_COLUMN] = prescription(rule.rename(columns={RULE_LABEL_COLUMN: "label"}), truth=True)
+    cohorts = df.drop_duplicates("exam_id").set_index("exam_id")["cohort"] if "cohort" in df else None
+
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    lines = [f"## python bench/prescribe.py {' '.join(sys.argv[1:])}",
+             f"# at {commit}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {platform.processor() or platform.machine()}, "
+             f"{os.cpu_count()} cores, shared; load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}",
+             f"model {model}; manifest {manifest} rows of split {a.split}: {len(df)} slices, "
+             f"{df['exam_id'].nunique()} exams, {len(res.table)} plane stacks; prescribe took {seconds:.0f} s"]
+    for name, truth in truths.items():
+        cmp = compare_ranges(res.table, truth)
+        cmp.to_csv(out / f"compare_{name}.csv", index=False)
+        lines.append(f"\ntruth = ranges of the {name!r} column; match = both ends within one slice "
+                     "(or no relevant slice in either)")
+        lines.append(_summary(cmp, ["plane"]).to_string(index=False))
+        if cohorts is not None:
+            lines.append(_summary(cmp.assign(cohort=cmp["exam_id"].map(cohorts)), ["cohort", "plane"])
+                         .to_string(index=False))
+    t = res.table
+    lines.append(f"\npredicted stacks with gaps: {int((t['n_gaps'] > 0).sum())} of {len(t)}; reaching an edge: "
+                 f"{int((t['edge_warning'] != '').sum())}; without a relevant slice: "
+                 f"{int((t['status'] != FOUND).sum())}")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    a.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(a.log, "a") as f:
+        f.write(text + "\n")
+    for exam in sorted(slices["exam_id"].unique())[:a.figures]:
+        print("figure:", plot_exam(slices[slices["exam_id"] == exam], t[t["exam_id"] == exam], root,
+                                   out / "exams" / f"{exam}.png"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
