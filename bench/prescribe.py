@@ -8,9 +8,11 @@ the run config's (or ``--manifest``/``--root``). Only the rows of ``--split`` (d
 never saw; ``all`` for every row) are prescribed, through :func:`knee_tf.yourdata.prescribe.prescribe`, into
 ``--out``. The true range of each exam and plane is the range of its ``label`` column (the annotators' labels,
 which the model learns and is scored on) and, where the manifest has one, of the geometric rule label
-(:mod:`knee_tf.phantom.labels`). A stack matches when both ends lie within one slice of the true ends, or
-when neither has a relevant slice (:func:`knee_tf.yourdata.prescribe.compare_ranges`). Printed and appended to
-``--log``: per truth, plane (and cohort) the matches, the exact matches and the mean absolute end offset.
+(:mod:`knee_tf.phantom.labels`). An exam-plane matches when both ends of the predicted range lie within one
+slice of the true ends, or when neither has a relevant slice: the study's endpoint ``range_within_one``
+(:func:`knee_tf.controls.prescription.per_exam_plane`), with the slices in prescribe's order along the normal.
+Printed and appended to ``--log``: per truth, plane (and cohort) the matches, the share of exam-planes with
+every slice right, the Jaccard index and the mean absolute end error.
 """
 
 from __future__ import annotations
@@ -28,17 +30,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _summary(cmp, by: list[str]):
-    """Per group: stacks, matches within one slice (count, share), exact matches, mean |end offset| (slices)."""
+def _summary(per, by: list[str]):
+    """Per group: exam-planes, range within one slice at both ends (count, share), every slice right, mean
+    Jaccard index, mean |end error| (slices, where both ranges exist)."""
     import pandas as pd
 
     rows = []
-    for key, g in cmp.groupby(by, sort=False):
-        offsets = pd.concat([g["d_first"], g["d_last"]]).dropna().abs()
-        rows.append(dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True), stacks=len(g),
-                         within_1=int(g["match"].sum()), within_1_pct=round(100 * g["match"].mean(), 1),
-                         exact=int(g["exact"].sum()), exact_pct=round(100 * g["exact"].mean(), 1),
-                         mean_abs_offset=round(float(offsets.mean()), 3) if len(offsets) else float("nan")))
+    for key, g in per.groupby(by, sort=False):
+        errors = pd.concat([g["first_error"], g["last_error"]]).dropna().abs()
+        rows.append(dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True), exam_planes=len(g),
+                         within_1=int(g["range_within_one"].sum()),
+                         within_1_pct=round(100 * g["range_within_one"].mean(), 1),
+                         all_right_pct=round(100 * g["all_right"].mean(), 1),
+                         jaccard=round(float(g["jaccard"].mean()), 3),
+                         mean_abs_end_error=round(float(errors.mean()), 3) if len(errors) else float("nan")))
     return pd.DataFrame(rows)
 
 
@@ -57,11 +62,12 @@ def main() -> int:
     ap.add_argument("--log", type=Path, default=ROOT / "bench" / "logs" / "prescribe.txt")
     a = ap.parse_args()
 
-    from knee_tf.core.vocab import RULE_LABEL_COLUMN
+    from knee_tf.controls.prescription import per_exam_plane
+    from knee_tf.core.vocab import NORMAL, RELEVANT, RULE_LABEL_COLUMN
     from knee_tf.data.layout import RunLayout
     from knee_tf.data.manifest import read_manifest
     from knee_tf.study.config import StudyConfig, resolve
-    from knee_tf.yourdata.prescribe import FOUND, compare_ranges, prescribe, prescription
+    from knee_tf.yourdata.prescribe import FOUND, prescribe
     from knee_tf.yourdata.prescribe_plot import plot_exam
 
     cfg = None
@@ -90,11 +96,12 @@ def main() -> int:
     res = prescribe(subset, out, model, root=root, cache_dir=cache, figures=False, progress=True)
     seconds = time.perf_counter() - t0
     slices = res.slices
-    truths = {"label": prescription(slices, truth=True)}
-    if RULE_LABEL_COLUMN in df:
-        rule = slices.drop(columns="label").merge(df[["image_id", RULE_LABEL_COLUMN]], on="image_id")
-        truths[RULE_LABEL_COLUMN] = prescription(rule.rename(columns={RULE_LABEL_COLUMN: "label"}), truth=True)
-    cohorts = df.drop_duplicates("exam_id").set_index("exam_id")["cohort"] if "cohort" in df else None
+    truths = ["label"] + ([RULE_LABEL_COLUMN] if RULE_LABEL_COLUMN in df else [])
+    extra = [c for c in (RULE_LABEL_COLUMN, "cohort") if c in df]
+    rows = slices.drop(columns=[c for c in extra if c in slices]).merge(df[["image_id", *extra]], on="image_id")
+    if "cohort" not in rows:
+        rows["cohort"] = NORMAL
+    rows = rows.assign(arm=a.arm if a.model is None else "model", seed=a.seed, slice_rank=rows["index"])
 
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
@@ -103,15 +110,14 @@ def main() -> int:
              f"{os.cpu_count()} cores, shared; load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}",
              f"model {model}; manifest {manifest} rows of split {a.split}: {len(df)} slices, "
              f"{df['exam_id'].nunique()} exams, {len(res.table)} plane stacks; prescribe took {seconds:.0f} s"]
-    for name, truth in truths.items():
-        cmp = compare_ranges(res.table, truth)
-        cmp.to_csv(out / f"compare_{name}.csv", index=False)
-        lines.append(f"\ntruth = ranges of the {name!r} column; match = both ends within one slice "
-                     "(or no relevant slice in either)")
-        lines.append(_summary(cmp, ["plane"]).to_string(index=False))
-        if cohorts is not None:
-            lines.append(_summary(cmp.assign(cohort=cmp["exam_id"].map(cohorts)), ["cohort", "plane"])
-                         .to_string(index=False))
+    for name in truths:
+        per = per_exam_plane(rows.assign(y_true=(rows[name] == RELEVANT).astype(int)))
+        per.to_csv(out / f"per_exam_plane_{name}.csv", index=False)
+        lines.append(f"\ntruth = the {name!r} column; within_1 = both ends of the predicted range within one "
+                     "slice of the true ends (or no relevant slice in either)")
+        lines.append(_summary(per, ["plane"]).to_string(index=False))
+        if rows["cohort"].nunique() > 1:
+            lines.append(_summary(per, ["cohort", "plane"]).to_string(index=False))
     t = res.table
     lines.append(f"\npredicted stacks with gaps: {int((t['n_gaps'] > 0).sum())} of {len(t)}; reaching an edge: "
                  f"{int((t['edge_warning'] != '').sum())}; without a relevant slice: "

@@ -204,28 +204,6 @@ def prescription(slices: pd.DataFrame, truth: bool = False) -> pd.DataFrame:
     return out
 
 
-def compare_ranges(predicted: pd.DataFrame, truth: pd.DataFrame, tolerance: int = 1) -> pd.DataFrame:
-    """Per stack (exam_id, series_uid, plane): does the predicted range match the true one?
-
-    Both tables are :func:`prescription` outputs of the same slices. A stack matches when both ends differ
-    by at most ``tolerance`` slices, or when neither table finds a relevant slice. Returns exam_id,
-    series_uid, plane, match (bool), exact (bool: both ends equal, or both empty), d_first and d_last
-    (predicted minus true index; <NA> unless both found)."""
-    key = ["exam_id", "series_uid", "plane"]
-    both = predicted[key + ["first_index", "last_index"]].merge(
-        truth[key + ["first_index", "last_index"]], on=key, suffixes=("", "_true"), validate="one_to_one")
-    if len(both) != len(predicted) or len(both) != len(truth):
-        raise ValueError(f"compare_ranges: {len(predicted)} predicted and {len(truth)} true stacks, "
-                         f"{len(both)} in common: not the same slices")
-    both["d_first"] = both["first_index"] - both["first_index_true"]
-    both["d_last"] = both["last_index"] - both["last_index_true"]
-    empty = both["first_index"].isna() & both["first_index_true"].isna()
-    close = (both["d_first"].abs() <= tolerance) & (both["d_last"].abs() <= tolerance)
-    both["match"] = empty | close.fillna(False).astype(bool)
-    both["exact"] = empty | ((both["d_first"] == 0) & (both["d_last"] == 0)).fillna(False).astype(bool)
-    return both[key + ["match", "exact", "d_first", "d_last"]]
-
-
 @dataclass
 class Prescribed:
     """What :func:`prescribe` wrote: the prescription table, the slice table, the paths and, from a

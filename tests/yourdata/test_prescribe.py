@@ -12,7 +12,7 @@ from mixed_export import make_mixed_export
 
 from knee_tf.cli import main
 from knee_tf.core.errors import InputError
-from knee_tf.core.vocab import AXIAL, CORONAL, PLANES, RULE_LABEL_COLUMN, SAGITTAL
+from knee_tf.core.vocab import AXIAL, CORONAL, NORMAL, PLANES, RELEVANT, RULE_LABEL_COLUMN, SAGITTAL
 from knee_tf.yourdata.prescribe import (
     EXAM_FIGURES,
     FOUND,
@@ -21,7 +21,6 @@ from knee_tf.yourdata.prescribe import (
     PRESCRIPTION_CSV,
     SLICE_COLUMNS,
     SLICES_CSV,
-    compare_ranges,
     edge_direction,
     prescribe,
     prescription,
@@ -152,21 +151,33 @@ def test_true_range_on_the_phantom_follows_the_geometric_rule(from_manifest):
             assert bool(row.edge_warning) == edge
 
 
-def test_compare_ranges_within_one_slice_at_both_ends(from_manifest):
-    res, _ = from_manifest
-    truth = prescription(res.slices, truth=True)
-    same = compare_ranges(truth, truth)
-    assert same["match"].all() and same["exact"].all() and len(same) == len(truth)
-    pred = truth.copy()
-    found = pred.index[pred["status"] == FOUND]
-    pred.loc[found[0], "first_index"] += 1  # one end off by one: still a match, not exact
-    pred.loc[found[1], "last_index"] -= 2  # off by two: no match
-    pred.loc[found[2], ["first_index", "last_index"]] = pd.NA  # nothing found where the truth has a range
-    cmp = compare_ranges(pred, truth)
-    assert cmp["match"].tolist() == [i not in (found[1], found[2]) for i in range(len(truth))]
-    assert (~cmp["exact"]).sum() == 3 and cmp.loc[found[1], "d_last"] == -2
-    with pytest.raises(ValueError, match="not the same slices"):
-        compare_ranges(pred.iloc[1:], truth)
+def test_ranges_agree_with_the_study_prescription_endpoint(from_manifest):
+    """The range ends of prescribe (order along the normal) give the same end errors and range_within_one
+    as the study's endpoint (knee_tf.controls.prescription, order by slice_index), which bench/prescribe.py uses."""
+    from knee_tf.controls.prescription import per_exam_plane
+
+    res, synth = from_manifest
+    s = res.slices.merge(synth[["image_id", "slice_index"]], on="image_id")
+    pred, truth = prescription(s), prescription(s, truth=True)
+    ours = pred.merge(truth, on=["exam_id", "plane"], suffixes=("", "_true"))
+    ours["d_first"] = ours["first_index"] - ours["first_index_true"]
+    ours["d_last"] = ours["last_index"] - ours["last_index_true"]
+    rows = s.assign(arm="A", seed=0, cohort=NORMAL, y_true=(s["label"] == RELEVANT).astype(int))
+    reversed_order = {k: bool(g.sort_values("index")["slice_index"].astype(int).is_monotonic_decreasing)
+                      for k, g in s.groupby(["exam_id", "plane"])}
+    assert any(reversed_order.values()) and not all(reversed_order.values())
+    for order in ("index", "slice_index"):
+        per = per_exam_plane(rows.assign(slice_rank=rows[order].astype(int))).merge(ours, on=["exam_id", "plane"])
+        assert len(per) == len(pred) == 9
+        # the phantom numbers some planes' slices against the normal: there the ends swap and the errors change sign
+        flip = per.set_index(["exam_id", "plane"]).index.map(reversed_order).to_numpy() & (order == "slice_index")
+        first = per["first_error"].where(~flip, -per["last_error"])
+        last = per["last_error"].where(~flip, -per["first_error"])
+        np.testing.assert_array_equal(first.fillna(99), per["d_first"].astype(float).fillna(99))
+        np.testing.assert_array_equal(last.fillna(99), per["d_last"].astype(float).fillna(99))
+        both_empty = per["first_index"].isna() & per["first_index_true"].isna()
+        within = both_empty | ((per["d_first"].abs() <= 1) & (per["d_last"].abs() <= 1)).fillna(False)
+        assert per["range_within_one"].tolist() == within.tolist()
 
 
 def test_csv_schema_and_one_png_per_exam(from_folder, export):
