@@ -7,6 +7,7 @@ import sys
 from knee_tf.core.errors import InputError
 from knee_tf.core.io import atomic_write_csv
 from knee_tf.core.vocab import MODEL_A, MODEL_B, PLANES
+from knee_tf.data.layout import PRESCRIBE_FILES
 from knee_tf.data.manifest import read_manifest
 from knee_tf.study.config import StudyConfig
 
@@ -194,9 +195,8 @@ def add_prescribe(sub) -> None:
     p.add_argument("--model", default="published:A", help="published:A or published:B (the shipped models), or a "
                    ".keras file written by training (a run folder's models/<arm and seed>/model.keras) "
                    "(default: %(default)s)")
-    p.add_argument("--out", required=True, help="output folder: prescription.csv, slices.csv, predictions.csv, "
-                                                "exams/<exam_id>.png (and from a folder manifest.csv, "
-                                                "scan_report.csv)")
+    p.add_argument("--out", required=True, help="output folder: {ranges}, {slices}, {predictions}, "
+                   "{figures}/<exam_id>.png (and from a folder {manifest}, scan_report.csv)".format(**PRESCRIBE_FILES))
     p.add_argument("--root", default=None, help="data root of a manifest's paths (default: the manifest's folder)")
     p.add_argument("--workers", type=int, default=0, help="decoding processes; 0 = all cores (default: %(default)s)")
     p.add_argument("--cache", default=_DEFAULT.cache_dir, help="ingest cache folder (default: %(default)s)")

@@ -4,12 +4,14 @@
 manifest, predicts every slice through the ingest path (:func:`knee_tf.yourdata.predict.predict_manifest`),
 reads each slice's geometry from its DICOM header and writes, in ``out_dir``:
 
-* ``prescription.csv`` (:data:`PRESCRIPTION_COLUMNS`): one row per exam, localizer series and plane;
-* ``predictions.csv``: every slice's p_relevant (as ``knee-tf predict`` writes it);
-* ``slices.csv`` (:data:`SLICE_COLUMNS`): every slice in prescription order, with its position and p_relevant;
-* ``exams/<exam_id>.png``: the three planes of each exam, the other planes' ranges drawn as lines
+* the ranges (:data:`PRESCRIPTION_COLUMNS`): one row per exam, localizer series and plane;
+* every slice's p_relevant, as ``knee-tf predict`` writes it;
+* the slices (:data:`SLICE_COLUMNS`) in range order, with their positions and p_relevant;
+* a PNG per exam: the three planes, the other planes' ranges drawn as lines
   (:mod:`knee_tf.yourdata.prescribe_plot`);
-* from a folder also ``manifest.csv`` and ``scan_report.csv`` (every file not taken, with its reason).
+* from a folder also the scanned manifest and ``scan_report.csv`` (every file not taken, with its reason).
+
+Their names: :data:`knee_tf.data.layout.PRESCRIBE_FILES`.
 
 Slice order and positions. A slice's position is ``ImagePositionPatient . n`` in mm, where ``n`` is the unit
 normal ``row x column`` of its ImageOrientationPatient (DICOM LPS patient coordinates: +x left, +y posterior,
@@ -44,13 +46,14 @@ import pydicom
 from knee_tf.core.errors import InputError
 from knee_tf.core.io import atomic_write_csv
 from knee_tf.core.vocab import PLANES, RELEVANT, predicted_class
+from knee_tf.data.layout import PRESCRIBE_FILES
 from knee_tf.data.manifest import read_manifest, resolve_image_path
 from knee_tf.yourdata.predict import predict_manifest
 from knee_tf.yourdata.scan import scan_folder
 
-#: The files prescribe writes in its output folder.
+#: The files prescribe writes in its output folder (named in knee_tf.data.layout).
 PRESCRIPTION_CSV, SLICES_CSV, PREDICTIONS_CSV, SCANNED_MANIFEST, EXAM_FIGURES = (
-    "prescription.csv", "slices.csv", "predictions.csv", "manifest.csv", "exams")
+    PRESCRIBE_FILES[k] for k in ("ranges", "slices", "predictions", "manifest", "figures"))
 #: status of a prescription row
 FOUND, NOT_FOUND = "range", "no relevant slice"
 
