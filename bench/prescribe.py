@@ -47,6 +47,39 @@ def _summary(per, by: list[str]):
     return pd.DataFrame(rows)
 
 
+def _against_the_grid(a, rows, slices, df) -> list[str]:
+    """With a run's model: its own grid predictions (knee-tf grid's evaluation of the same images) against
+    prescribe's p_relevant, and the published job of the same arm and seed scored the same way."""
+    import pandas as pd
+
+    from knee_tf.controls.prescription import per_exam_plane
+    from knee_tf.core.vocab import NORMAL
+    from knee_tf.data.layout import RunLayout, published_grid
+
+    if a.run is None or a.model is not None:
+        return []
+    lines = []
+    own = RunLayout(a.run).grid_predictions(a.arm, a.seed)
+    if own.is_file():
+        g = pd.read_parquet(own)
+        cohorts = set(df["cohort"]) if "cohort" in df else {NORMAL}  # not the cohorts made from other images
+        g = g[(g["corruption"] == "none") & g["cohort"].isin(cohorts) & g["image_id"].isin(slices["image_id"])]
+        m = g.merge(slices[["image_id", "p_relevant"]], on="image_id", suffixes=("", "_prescribe"))
+        lines.append(f"\nthe run's own grid predictions of these images ({len(m)} of {len(slices)} found): max "
+                     f"|p_relevant difference| {(m['p_relevant'] - m['p_relevant_prescribe']).abs().max():.2g}, "
+                     f"decisions that differ {int(((m['p_relevant'] > 0.5) != (m['p_relevant_prescribe'] > 0.5)).sum())}")
+    pub = published_grid(ROOT).predictions(a.arm, a.seed)
+    if pub.is_file():
+        p = pd.read_parquet(pub)
+        p = p[(p["corruption"] == "none") & (p["cohort"] == NORMAL)].drop(columns="slice_rank", errors="ignore")
+        p = p.merge(rows[["image_id", "slice_rank"]], on="image_id")
+        per = per_exam_plane(p.assign(y_true=p["y_true"].astype(int)))
+        lines.append(f"the published grid job {a.arm} seed {a.seed} (results/grid; trained elsewhere), same "
+                     f"scoring, cohort {NORMAL}, truth 'label':")
+        lines.append(_summary(per, ["plane"]).to_string(index=False))
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", nargs="?", type=Path, help="run folder with the trained model and its config")
@@ -58,7 +91,8 @@ def main() -> int:
     ap.add_argument("--cache", type=Path, default=None, help="ingest cache (default: the run config's)")
     ap.add_argument("--split", default="test", help="rows to prescribe: train, val, test or all (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=None, help="prescription folder (default: <run>/prescribe_bench)")
-    ap.add_argument("--figures", type=int, default=3, help="exam PNGs to draw (default: %(default)s)")
+    ap.add_argument("--figures", type=int, default=3, help="exam PNGs to draw, the first exams (default: %(default)s)")
+    ap.add_argument("--figure-exams", default="", help="comma-separated exam_ids to draw as well (default: none)")
     ap.add_argument("--log", type=Path, default=ROOT / "bench" / "logs" / "prescribe.txt")
     a = ap.parse_args()
 
@@ -118,6 +152,7 @@ def main() -> int:
         lines.append(_summary(per, ["plane"]).to_string(index=False))
         if rows["cohort"].nunique() > 1:
             lines.append(_summary(per, ["cohort", "plane"]).to_string(index=False))
+    lines += _against_the_grid(a, rows, slices, df)
     t = res.table
     lines.append(f"\npredicted stacks with gaps: {int((t['n_gaps'] > 0).sum())} of {len(t)}; reaching an edge: "
                  f"{int((t['edge_warning'] != '').sum())}; without a relevant slice: "
@@ -127,7 +162,8 @@ def main() -> int:
     a.log.parent.mkdir(parents=True, exist_ok=True)
     with open(a.log, "a") as f:
         f.write(text + "\n")
-    for exam in sorted(slices["exam_id"].unique())[:a.figures]:
+    extra = [e for e in a.figure_exams.split(",") if e]
+    for exam in sorted(slices["exam_id"].unique())[:a.figures] + extra:
         print("figure:", plot_exam(slices[slices["exam_id"] == exam], t[t["exam_id"] == exam], root,
                                    out / "exams" / f"{exam}.png"))
     return 0
