@@ -101,7 +101,7 @@ def main() -> int:
     from knee_tf.data.layout import RunLayout
     from knee_tf.data.manifest import read_manifest
     from knee_tf.study.config import StudyConfig, resolve
-    from knee_tf.yourdata.prescribe import FOUND, prescribe
+    from knee_tf.yourdata.prescribe import FOUND, prescribe, prescription
     from knee_tf.yourdata.prescribe_plot import plot_exam
 
     cfg = None
@@ -154,8 +154,10 @@ def main() -> int:
             lines.append(_summary(per, ["cohort", "plane"]).to_string(index=False))
     lines += _against_the_grid(a, rows, slices, df)
     t = res.table
+    true_edge = prescription(slices, truth=True)["edge_warning"] != ""  # same stack order as t
     lines.append(f"\npredicted stacks with gaps: {int((t['n_gaps'] > 0).sum())} of {len(t)}; reaching an edge: "
-                 f"{int((t['edge_warning'] != '').sum())}; without a relevant slice: "
+                 f"{int((t['edge_warning'] != '').sum())} (true ranges reaching an edge: {int(true_edge.sum())}, "
+                 f"both: {int((true_edge & (t['edge_warning'] != '')).sum())}); without a relevant slice: "
                  f"{int((t['status'] != FOUND).sum())}")
     text = "\n".join(lines) + "\n"
     print(text)
