@@ -228,6 +228,8 @@ def prescribe(source: str | Path, out_dir: str | Path, model, root: str | Path |
     source, out_dir = Path(source), Path(out_dir)
     if not source.exists():
         raise InputError(f"{source}: no such folder or manifest (pass a DICOM folder or a manifest CSV)")
+    if source.is_dir() and root is not None:
+        raise InputError(f"--root {root}: only for a manifest; {source} is a folder (its own root)")
     if isinstance(model, (str, Path)):
         from knee_tf.yourdata.models import open_model  # lazy: only a spec needs loading
 
@@ -235,8 +237,6 @@ def prescribe(source: str | Path, out_dir: str | Path, model, root: str | Path |
     out_dir.mkdir(parents=True, exist_ok=True)
     scanned = None
     if source.is_dir():
-        if root is not None:
-            raise InputError(f"--root {root}: only for a manifest; {source} is a folder (its own root)")
         scanned = scan_folder(source, out_dir / SCANNED_MANIFEST, salt_file=salt_file, id_map=id_map,
                               progress=progress)
         if len(scanned.manifest) == 0:

@@ -258,6 +258,7 @@ def test_bad_input_is_one_line(tmp_path, model_file, export, capsys):
     assert any("no_ipp.csv line 4" in e and "ImagePositionPatient" in e for e in err)
     with pytest.raises(InputError, match="only for a manifest"):
         prescribe(export[0], tmp_path / "o3", model_file, root=tmp_path)
+    assert not (tmp_path / "o3").exists()  # refused before anything is written
 
 
 def test_a_missing_shipped_model_says_what_to_pass(tmp_path):
