@@ -18,12 +18,12 @@ from knee_tf.core.errors import InputError, StepFailed
 STUDY_COMMANDS = (st.add_synth, st.add_ingest, st.add_predict, st.add_study, st.add_grid, st.add_controls, st.add_tour,
                   st.add_html, st.add_config)
 YOURDATA_COMMANDS = (yd.add_scan, yd.add_label, yd.add_split, yd.add_reslice, yd.add_pull, yd.add_push,
-                     yd.add_overlays)
+                     yd.add_overlays, yd.add_prescribe)
 #: The top-level help (plain text: no reST markup).
 DESCRIPTION = ("knee-tf: activation-map-based augmentation for knee MRI localizers. Study: synth, ingest, predict, "
                "study, grid, controls, tour, html, config. Your own data: scan, label, split, reslice, pull, push, "
-               "overlays. Options mean the same in every subcommand (docs/cli.md); `knee-tf COMMAND --help` "
-               "shows each one with its default.")
+               "overlays, prescribe. Options mean the same in every subcommand (docs/cli.md); "
+               "`knee-tf COMMAND --help` shows each one with its default.")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""The your-own-data commands of ``knee-tf``: scan, label, split, reslice, pull, push (with the PACS options), overlays."""
+"""The your-own-data commands of ``knee-tf``: scan, label, split, reslice, pull, push (with the PACS options), overlays,
+prescribe."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from knee_tf.core.errors import InputError
 from knee_tf.core.io import atomic_write_csv
 from knee_tf.core.vocab import MODEL_A, MODEL_B, PLANES
 from knee_tf.data.ingest import default_cache_dir
-from knee_tf.data.layout import DATA_MANIFEST
+from knee_tf.data.layout import DATA_MANIFEST, PRESCRIBE_FILES
 from knee_tf.data.manifest import read_manifest
 from knee_tf.study.config import StudyConfig
 
@@ -290,4 +291,42 @@ def _cmd_label(a) -> int:
         return open_in_lab(nb)
     print(f"{len(session.order)} slices in {manifest}; images under {root}")
     label_in_terminal(session, root, read_keys(sys.stdin), picture=not a.no_picture)
+    return 0
+
+
+def add_prescribe(sub) -> None:
+    p = add_parser(sub, "prescribe", "first and last relevant slice of each exam and plane (CSV + a PNG per exam), "
+                                     "from a DICOM folder or a manifest")
+    p.add_argument("source", metavar="SOURCE", help="a DICOM folder (scanned as `knee-tf scan` does) or a manifest CSV")
+    add_model(p, required=False, extra=" (default: published:A)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder: {ranges}, {slices}, {predictions}, "
+                   "{figures}/<exam_id>.png (and from a folder {manifest}, scan_report.csv)".format(**PRESCRIBE_FILES))
+    add_root(p, "data root of a manifest's paths (default: the manifest's folder)", required=False)
+    add_workers(p, "decoding processes")
+    add_cache(p)
+    p.add_argument("--salt", default=None, metavar="FILE", help="from a folder: salt file for pseudonyms "
+                                                                "(default: pseudonym_salt.txt in --out)")
+    p.add_argument("--id-map", default=None, metavar="CSV", help="from a folder: where the map back to real ids goes "
+                                                                 "(default: patient_id_map.csv in --out)")
+    p.add_argument("--no-figures", action="store_true", help="write the CSVs only (default: a PNG per exam too)")
+    p.set_defaults(func=_cmd_prescribe)
+
+
+def _cmd_prescribe(a) -> int:
+    from knee_tf.yourdata.models import (
+        open_model,  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+    )
+    from knee_tf.yourdata.prescribe import (  # lazy: start-up time: `knee-tf --help` loads no TensorFlow
+        prescribe,
+        summarise,
+    )
+
+    model = open_model(a.model or "published:A")  # checked before anything is written
+    res = prescribe(a.source, a.out, model, root=a.root, cache_dir=a.cache or default_cache_dir(),
+                    workers=cpu_workers(a.workers), salt_file=a.salt, id_map=a.id_map, figures=not a.no_figures)
+    print(summarise(res))
+    print(f"prescription: {res.csv}" + (f"; figures: {len(res.figures)} in {res.figures[0].parent}"
+                                        if res.figures else ""))
+    if res.scan is not None:
+        print(f"pseudonym map (keep private): {res.scan.id_map_path}")
     return 0

@@ -112,6 +112,16 @@ PUBLISHED_CROSS_FILES: dict[str, str] = {
 }
 
 
+#: The files of a ``knee-tf prescribe`` output folder (knee_tf.yourdata.prescribe), by what each holds.
+PRESCRIBE_FILES: dict[str, str] = {
+    "ranges": "slice_ranges.csv",  # one row per exam, series and plane: the relevant range
+    "slices": "slices.csv",  # every slice in range order, its position along the normal and p_relevant
+    "predictions": "slice_predictions.csv",  # as `knee-tf predict` writes them
+    "manifest": "manifest.csv",  # from a folder: what scan took (scan_report.csv beside it)
+    "figures": "exams",  # <exam_id>.png
+}
+
+
 class RunLayout:
     """Every path of one run folder. Creating a layout touches nothing; :meth:`create` makes the folders.
 

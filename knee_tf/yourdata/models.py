@@ -67,8 +67,10 @@ def load_published(arm: str, seed: int = 0, top: str | Path | None = None):
     record = published_record(arm, seed, top)
     weights = published_weights(top, arm, seed)
     if not weights.is_file():
+        example = RunLayout(Path("runs") / "RUN").model(arm, seed)
         raise ValueError(f"published:{arm}:{seed}: its weights are not shipped ({weights.name} missing from "
-                         f"{weights.parent}); shipped: {', '.join(f'published:{a}' for a, _ in SHIPPED)}")
+                         f"{weights.parent}); pass --model a .keras file of your own training (e.g. {example}), "
+                         "or ship the weights with `python bench/ship_models.py RUN`")
     model = build_published(record)
     model.load_weights(weights)
     return model
