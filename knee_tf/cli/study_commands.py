@@ -25,7 +25,7 @@ def add_synth(sub) -> None:
     p.add_argument("--metal-fraction", type=float, default=_DEFAULT.metal_fraction)
     p.add_argument("--workers", type=int, default=0, help="processes (0 = all cores)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="a StudyConfig synth_* difficulty field, e.g. synth_texture=0.5 (repeatable)")
+                   help="a StudyConfig synth_* field, e.g. synth_texture=0.5 or synth_appearance=v3 (repeatable)")
     p.set_defaults(func=_cmd_synth)
 
 
@@ -33,7 +33,7 @@ def _cmd_synth(a) -> int:
     cfg = _DEFAULT.with_settings(a.set)
     df = synthesize(a.out, n_exams=a.exams, seed=a.seed, matrix=a.matrix,
                     metal_fraction=a.metal_fraction, workers=a.workers or None,
-                    difficulty=cfg.synth_difficulty())
+                    difficulty=cfg.synth_difficulty(), appearance=cfg.synth_appearance)
     print(f"wrote {len(df)} images from {df['exam_id'].nunique()} exams to {a.out}")
     return 0
 
