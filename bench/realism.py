@@ -16,6 +16,7 @@ of slices for ``second_obj_10pct``); "inside" means q25 <= value <= q75 of the r
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ import pydicom
 from tqdm.auto import tqdm
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # the bench helpers, then this tree's knee_tf
 import realism_stats as rs  # noqa: E402  (the bench's own helper module, beside this file)
 
 REAL_CSV = HERE.parent.parent / "shared" / "real_localizer_stats.csv"
@@ -64,16 +65,18 @@ def measure_file(path: Path) -> tuple[dict, bool]:
     return {k: v for k, v in st.items() if k not in rs.GRAIN_STATS}, False
 
 
-def measure(data: Path, progress: bool = True) -> pd.DataFrame:
-    """One row per sampled slice: plane, native, then every statistic (NaN where not measured)."""
+def measure(data: Path, progress: bool = True, workers: int = 2) -> pd.DataFrame:
+    """One row per sampled slice: plane, native, then every statistic (NaN where not measured).
+    The slices are measured in ``workers`` processes, in sample order."""
     manifest = pd.read_csv(data / "data_manifest.csv")
-    rows = []
     picked = sample(manifest)
-    for plane, rel in tqdm(list(zip(picked.plane, picked.path, strict=True)), desc="realism slices",
-                           unit="slice", disable=not progress):
-        st, native = measure_file(data / rel)
-        rows.append({"plane": plane, "native": native, **st})
-    return pd.DataFrame(rows)
+    paths = [data / rel for rel in picked.path]
+    with mp.get_context("spawn").Pool(max(1, workers)) as pool:
+        results = list(tqdm(pool.imap(measure_file, paths, chunksize=4), total=len(paths),
+                            desc="realism slices", unit="slice", disable=not progress))
+    return pd.DataFrame([{"plane": plane, "image_id": iid, "native": native, **st}
+                         for plane, iid, (st, native) in zip(picked.plane, picked.image_id, results,
+                                                             strict=True)])
 
 
 def summarise(per_slice: pd.DataFrame, real: pd.DataFrame) -> pd.DataFrame:
@@ -143,16 +146,42 @@ def write_doc(doc: Path, labelled: list[tuple[str, pd.DataFrame]]) -> None:
     doc.write_text(head + BEGIN + "\n" + doc_table(labelled) + "\n" + END + tail)
 
 
+def compare(base: pd.DataFrame, new: pd.DataFrame) -> str:
+    """Lines for bench/logs/realism.txt: inside counts per plane of both, then every (plane,
+    statistic) that entered or left the real quartiles or moved at least a fifth of its distance to
+    the real median (closer "+", further "-")."""
+    lines = []
+    for plane in PLANES:
+        b, n = base[base.plane == plane], new[new.plane == plane]
+        lines.append(f"  {plane}: {int(b.inside.sum())} -> {int(n.inside.sum())} inside")
+    lines.append(f"  all: {int(base.inside.sum())} -> {int(new.inside.sum())} inside of {len(base)}")
+    for (_, b), (_, n) in zip(base.iterrows(), new.iterrows(), strict=True):
+        before, after = abs(b.value - b.real_median), abs(n.value - n.real_median)
+        flag = ("IN " if n.inside and not b.inside else "OUT" if b.inside and not n.inside else
+                "+  " if after < before - 0.2 * before else "-  " if after > before + 0.2 * max(before, 1e-9)
+                else None)
+        if flag and np.isfinite(before) and np.isfinite(after):
+            lines.append(f"    {flag} {b.plane:<8} {b.statistic:<24} {b.value:.4g} -> {n.value:.4g} "
+                         f"(real {b.real_median:.4g} [{b.real_q25:.4g}, {b.real_q75:.4g}])")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, help="a data folder with data_manifest.csv")
     p.add_argument("--out", type=Path, help="write the per-plane values here (CSV)")
     p.add_argument("--slices-out", type=Path, help="also write the per-slice values here (CSV)")
+    p.add_argument("--workers", type=int, default=2, help="processes measuring slices")
     p.add_argument("--real", type=Path, default=REAL_CSV, help="the real localizer's statistics (CSV)")
     p.add_argument("--doc", type=Path, help="rewrite the table block of this markdown file")
     p.add_argument("--csv", action="append", default=[], metavar="LABEL=CSV",
                    help="with --doc: a labelled summary CSV (repeatable; the first is the baseline)")
+    p.add_argument("--compare", type=Path, nargs=2, metavar=("BASE_CSV", "NEW_CSV"),
+                   help="print which statistics moved between two summary CSVs")
     a = p.parse_args(argv)
+    if a.compare:
+        print(compare(pd.read_csv(a.compare[0]), pd.read_csv(a.compare[1])))
+        return 0
     if a.doc:
         pairs = [item.split("=", 1) for item in a.csv]
         if not pairs or any(len(x) != 2 for x in pairs):
@@ -165,7 +194,7 @@ def main(argv=None) -> int:
     if not (a.data / "data_manifest.csv").exists():
         raise SystemExit(f"{a.data}: no data_manifest.csv")
     t0 = time.perf_counter()
-    per_slice = measure(a.data)
+    per_slice = measure(a.data, workers=a.workers)
     summary = summarise(per_slice, real_table(a.real))
     print_table(summary)
     print(f"measured {len(per_slice)} slices of {a.data} in {time.perf_counter() - t0:.0f} s")

@@ -21,8 +21,15 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # the bench helpers, then this tree's knee_tf
 import realism  # noqa: E402  (the bench beside this file)
+
+
+def _enable(changes) -> None:
+    """Pool initializer: switch v3's changes (knee_tf.phantom.appearance.CHANGES) in this worker."""
+    from knee_tf.phantom import appearance as look  # lazy: worker processes import it themselves
+    if changes is not None:
+        look.ENABLED = frozenset(changes)
 
 
 def _render(args) -> int:
@@ -55,6 +62,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--changes", default=None, help="with synth_appearance=v3: only these of v3's "
+                   "changes, comma-separated (default all; '' none)")
     a = p.parse_args(argv)
     cfg = StudyConfig().with_settings(a.set)
     manifest = pd.read_csv(a.like / "data_manifest.csv")
@@ -69,7 +78,8 @@ def main(argv=None) -> int:
         jobs.append((task, sorted(int(i.rsplit("_", 1)[1]) for i in g.image_id)))
     a.out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(picked), desc="sampled slices", unit="slice")
-    with mp.get_context("spawn").Pool(a.workers) as pool:
+    changes = None if a.changes is None else [c for c in a.changes.split(",") if c]
+    with mp.get_context("spawn").Pool(a.workers, initializer=_enable, initargs=(changes,)) as pool:
         for k in pool.imap_unordered(_render, jobs):
             bar.update(k)
     bar.close()

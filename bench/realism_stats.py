@@ -250,6 +250,8 @@ def model_input_stats(raw: np.ndarray, size: int = 128) -> dict:
     if limb.sum() < 50:
         return {}
     inner = ndimage.binary_erosion(limb, iterations=3)
+    if inner.sum() < 20:
+        return {"mv_mean_in_fg": x[limb].mean()}
     p50 = np.percentile(x[limb], 50)
     g, _ = sobel_per_px(x)
     g = g / max(p50, 1e-12)

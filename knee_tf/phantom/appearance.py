@@ -34,8 +34,11 @@ from knee_tf.phantom import texture as tx
 from knee_tf.phantom.acquisition import element_sensitivities_3d, sum_of_squares
 from knee_tf.phantom.metal import field_map_hz, susceptibility_artifact
 from knee_tf.phantom.render import (
+    LOBULE_SEPTUM,
     RF_BANDWIDTH_HZ,
+    SEPTUM_FAT,
     SUBPLANE_OFFSETS,
+    TRABECULAR_AMPLITUDE,
     SliceGeometry,
     _upsample2,
     paint,
@@ -46,6 +49,10 @@ from knee_tf.phantom.sites import FAT_T1_MS, TEXTURE_CHANNELS, TISSUES, fat_phas
 
 V2, V3 = "v2", "v3"
 APPEARANCES = (V2, V3)  # V2: the published default; a new version is added, never edited
+#: v3's changes, each switchable for bench/realism_render.py (which measures them one at a time);
+#: v3 is all of them
+CHANGES = ("flip", "marrow", "coverage", "other_leg", "kspace_noise", "phase_direction", "fat", "septa")
+ENABLED: frozenset = frozenset(CHANGES)
 
 LOCALIZER_FLIP_DEG = 30.0  # the measured GE localizer's FlipAngle (REAL_LOCALIZER_FACTS.md)
 TRABECULAR_BONE_FRACTION = 0.15  # share of a marrow voxel that is bone (no signal)
@@ -68,7 +75,7 @@ def check(appearance: str) -> str:
 
 def site_protocol(site):
     """The site as v3 scans it: the localizer's flip angle."""
-    return replace(site, flip_deg=LOCALIZER_FLIP_DEG)
+    return replace(site, flip_deg=LOCALIZER_FLIP_DEG) if "flip" in ENABLED else site
 
 
 def tissue_channels(site) -> dict[str, tuple[float, ...]]:
@@ -87,7 +94,7 @@ def tissue_channels(site) -> dict[str, tuple[float, ...]]:
     for name, (pd, ff, t1_15, t1_3, t2s) in TISSUES.items():
         t1 = t1_15 if b0 < 2 else t1_3
         fat_t2s = FAT_T2S_MS
-        if name == "marrow":
+        if name == "marrow" and "marrow" in ENABLED:
             pd = pd * (1 - TRABECULAR_BONE_FRACTION)
             t2s = fat_t2s = MARROW_T2S_MS[1.5 if b0 < 2 else 3.0]
         water = pd * (1 - ff) * spgr(t1, t2s) * {"artery": 2.6, "vein": 1.5}.get(name, 1.0)
@@ -99,7 +106,7 @@ def tissue_channels(site) -> dict[str, tuple[float, ...]]:
 def fat_mm(v2_fat_mm: float) -> float:
     """v3's subcutaneous fat from v2's draw (uniform 3-20 mm): 3-10 mm, skewed thin (3 + 7 u^2)."""
     u = (v2_fat_mm - 3.0) / 17.0
-    return 3.0 + 7.0 * u * u
+    return 3.0 + 7.0 * u * u if "fat" in ENABLED else v2_fat_mm
 
 
 def other_leg_mm(pose, coil) -> float:
@@ -107,12 +114,12 @@ def other_leg_mm(pose, coil) -> float:
     ring = float(np.max(np.hypot(coil.elements[:, 0], coil.elements[:, 1])))
     clear = (ring + HOUSING_MM + LEG_HALF_WIDTH_MM * pose.scale * pose.other_leg_scale
              + abs(pose.offset_mm[0]))
-    return max(pose.other_leg_mm, clear)
+    return max(pose.other_leg_mm, clear) if "other_leg" in ENABLED else pose.other_leg_mm
 
 
 def phase_axis(plane: str) -> int:
     """Image axis of phase encoding in v3: 0 (along columns) in axial, 1 (along rows) otherwise."""
-    return 0 if plane == AXIAL else 1
+    return 0 if plane == AXIAL or "phase_direction" not in ENABLED else 1
 
 
 def phase_direction(plane: str) -> str:
@@ -142,7 +149,7 @@ def coil_map(geom: SliceGeometry, acq, row_start: int, n_rows: int) -> np.ndarra
     if acq.site.b1_inhomogeneity > 0:
         r = np.hypot(pts[..., 0] - acq.coil_centre[0], pts[..., 1] - acq.coil_centre[1]) / 120.0
         sens = sens * (1.0 + 0.5 * acq.site.b1_inhomogeneity * np.cos(np.pi * r + acq.b1_phase))
-    if acq.coil.kind == "tr_knee":
+    if acq.coil.kind == "tr_knee" and "coverage" in ENABLED:
         ring = float(np.max(np.hypot(acq.coil.elements[:, 0], acq.coil.elements[:, 1])))
         sens = sens * volume_coil_coverage(pts, acq.coil_centre, ring)
     return _upsample2(_upsample2(_upsample2(sens.astype(np.float32))))[:n_rows, : geom.matrix]
@@ -157,11 +164,13 @@ def texture(ch: np.ndarray, plane: str, strength: float, fat_level: float, rng: 
     fatt = np.clip(fat / np.float32(max(fat_level, 1e-12)), 0, 1) * (1 - mar)
     shape = water.shape
     septa = tx.crop("fascicle_cross" if plane == AXIAL else "fascicle_long", shape, rng)
-    s = np.float32(SEPTUM_FAT_V3 * strength) * mus * septa
+    sf, tb, lb = ((SEPTUM_FAT_V3, TRABECULAR_V3, LOBULE_SEPTUM_V3) if "septa" in ENABLED
+                  else (SEPTUM_FAT, TRABECULAR_AMPLITUDE, LOBULE_SEPTUM))
+    s = np.float32(sf * strength) * mus * septa
     water = water * (1 - s)
     fat = fat + s * np.float32(fat_level)
-    trab = 1 + np.float32(TRABECULAR_V3 * strength) * mar * tx.crop("trabecular", shape, rng)
-    lob = 1 - np.float32(LOBULE_SEPTUM_V3 * strength) * fatt * tx.crop("lobule", shape, rng)
+    trab = 1 + np.float32(tb * strength) * mar * tx.crop("trabecular", shape, rng)
+    lob = 1 - np.float32(lb * strength) * fatt * tx.crop("lobule", shape, rng)
     m = trab * lob
     return water * m, fat * m
 
@@ -187,10 +196,13 @@ def kspace_with_noise(img: np.ndarray, series, vessels, sigma: float, rng: np.ra
     keep = np.abs(k) <= series.phase_resolution * n / 2
     if series.partial_fourier < 1.0:
         keep &= k >= -(2 * series.partial_fourier - 1) * series.phase_resolution * n / 2
+    in_k = "kspace_noise" in ENABLED
     filt = (keep * fermi(n, series.phase_resolution * n / 2))[:, None] * fermi(m, m / 2)[None, :]
+    if not in_k:  # v2's way: truncation only, white noise added to the image afterwards
+        filt = np.broadcast_to(keep[:, None], (n, m)).astype(np.float64)
     noise = (rng.standard_normal((n, m), dtype=np.float32)
              + 1j * rng.standard_normal((n, m), dtype=np.float32))
-    noise *= np.float32(sigma / np.sqrt(np.mean(filt ** 2)))  # sigma per component, as v2
+    noise *= np.float32(sigma / np.sqrt(np.mean(filt ** 2)) if in_k else 0.0)  # sigma per component
     f = np.fft.fft(x + noise, axis=0)  # white noise in the image = white noise in k-space
     if series.ghost_px > 0:
         order = np.argsort(np.argsort(k))
@@ -200,8 +212,11 @@ def kspace_with_noise(img: np.ndarray, series, vessels, sigma: float, rng: np.ra
         jitter = rng.uniform(-np.pi, np.pi, n) * series.pulsation
         f += np.fft.fft(v, axis=0) * (np.exp(1j * jitter) - 1).astype(np.complex64)[:, None]
     f = np.fft.fft(f, axis=1) * filt.astype(np.float32)
-    out = np.abs(np.fft.ifft2(f)).astype(np.float32)
-    return np.moveaxis(out, 0, axis)
+    out = np.fft.ifft2(f)
+    if not in_k:
+        out = out + np.float32(sigma) * (rng.standard_normal((n, m), dtype=np.float32)
+                                         + 1j * rng.standard_normal((n, m), dtype=np.float32))
+    return np.moveaxis(np.abs(out).astype(np.float32), 0, axis)
 
 
 def _fold(a: np.ndarray, pad: int, axis: int) -> np.ndarray:
