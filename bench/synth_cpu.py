@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's knee_tf, not the installed one
 
 
 def main(argv=None) -> int:
