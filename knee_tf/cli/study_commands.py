@@ -37,7 +37,7 @@ def add_synth(sub) -> None:
     p.add_argument("--metal-fraction", type=float, default=_DEFAULT.metal_fraction,
                    help="share of exams with a metal susceptibility artefact")
     add_workers(p)
-    add_set(p, "a StudyConfig synth_* difficulty field, e.g. synth_texture=0.5 (repeatable)")
+    add_set(p, "a StudyConfig synth_* field, e.g. synth_texture=0.5 or synth_appearance=v3 (repeatable)")
     p.set_defaults(func=_cmd_synth)
 
 
@@ -45,7 +45,7 @@ def _cmd_synth(a) -> int:
     cfg = _DEFAULT.with_settings(a.settings)
     df = synthesize(a.out, n_exams=a.exams, seed=a.seed, matrix=a.matrix,
                     metal_fraction=a.metal_fraction, workers=a.workers or None,
-                    difficulty=cfg.synth_difficulty())
+                    difficulty=cfg.synth_difficulty(), appearance=cfg.synth_appearance)
     print(f"wrote {len(df)} images from {df['exam_id'].nunique()} exams to {a.out}")
     return 0
 

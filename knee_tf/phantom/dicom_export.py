@@ -112,10 +112,11 @@ def _exam_encoder(hdr: ExamHeader, geom: SliceGeometry) -> SeriesEncoder:
 
 
 def write_slice(path: str | Path, pixels: np.ndarray, hdr: ExamHeader, geom: SliceGeometry,
-                instance_number: int) -> None:
+                instance_number: int, phase_direction: str | None = None) -> None:
     """Write ``pixels`` (uint16 (rows, cols)) as one DICOM file at ``path`` (atomically; the
     bytes :func:`knee_tf.data.dicom_write.write_image` writes, through a per-exam
-    :class:`~knee_tf.data.dicom_write.SeriesEncoder`)."""
+    :class:`~knee_tf.data.dicom_write.SeriesEncoder`). ``phase_direction`` ("ROW" / "COL"):
+    the slice's InPlanePhaseEncodingDirection where it differs per plane (None: the exam's "COL")."""
     if pixels.dtype != np.uint16 or pixels.ndim != 2:
         raise ValueError(f"pixels must be uint16 2D, got {pixels.dtype} {pixels.shape}")
     encoder = _exam_encoder(hdr, geom)
@@ -131,4 +132,6 @@ def write_slice(path: str | Path, pixels: np.ndarray, hdr: ExamHeader, geom: Sli
         "WindowCenter": str(max(hi // 2, 1)),
         "WindowWidth": str(max(hi, 2)),
     }
+    if phase_direction is not None:
+        own["InPlanePhaseEncodingDirection"] = phase_direction
     encoder.write(path, own, pixels)

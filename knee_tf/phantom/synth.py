@@ -34,6 +34,7 @@ from knee_tf.core.vocab import (
     SAGITTAL,
 )
 from knee_tf.data.layout import DATA_MANIFEST, SYNTH_RECORD
+from knee_tf.phantom import appearance as look
 from knee_tf.phantom.acquisition import element_sensitivities_3d, sum_of_squares
 from knee_tf.phantom.anatomy import Ellipsoid, Structure, build_knee, sample_pose
 from knee_tf.phantom.dicom_export import ExamHeader, write_slice
@@ -162,6 +163,9 @@ def prepare_exam(task: dict) -> dict:
                    plateau_scale=float(body.uniform(0.9, 1.1)), fibula_height=float(body.uniform(-7, 7)),
                    patella_scale=float(body.uniform(0.85, 1.15)),
                    tibial_slope_deg=float(body.uniform(0.0, 12.0)))
+    v3 = task.get("appearance", look.V2) == look.V3
+    if v3:  # thin subcutaneous fat (the same draw, mapped)
+        pose = replace(pose, fat_mm=look.fat_mm(pose.fat_mm))
     hard = bool(r_hard.random() < diff.hard_share)
     hard_draws = (r_hard.uniform(125, 160), r_hard.uniform(1.0, 1.25), r_hard.integers(2),
                   r_hard.choice([-1.0, 1.0]), r_hard.uniform(35, 55))
@@ -170,9 +174,16 @@ def prepare_exam(task: dict) -> dict:
         off[int(hard_draws[2])] = float(hard_draws[3] * hard_draws[4])
         pose = replace(pose, other_leg_mm=float(hard_draws[0]),
                        other_leg_scale=float(hard_draws[1]), offset_mm=tuple(off))
-    knee = build_knee(pose)
     site = next(s for s in SITES if s.code == task["site"])
-    coil = COILS[choose(r_acq, site.coils)]
+    if v3:  # the coil first (r_acq's first draw either way): a knee coil's other leg is outside it
+        coil = COILS[choose(r_acq, site.coils)]
+        site = look.site_protocol(site)
+        if coil.kind == "tr_knee":
+            pose = replace(pose, other_leg_mm=look.other_leg_mm(pose, coil))
+        knee = build_knee(pose)
+    else:
+        knee = build_knee(pose)
+        coil = COILS[choose(r_acq, site.coils)]
     implant = sample_implant(knee, r_acq) if task["cohort"] == METAL else None
 
     if coil.kind == "tr_knee":
@@ -183,7 +194,7 @@ def prepare_exam(task: dict) -> dict:
         loose = float(r_acq.uniform(0, coil.looseness_mm))
     structures = (_pads(coil, coil_centre, knee.centre) + list(knee)
                   + (implant.structures() if implant is not None else []))
-    signals = tissue_channels(site)
+    signals = look.tissue_channels(site) if v3 else tissue_channels(site)
     sens_knee = float(_sensitivity_at(coil, coil_centre, rot, loose, knee.centre))
     acq = Acquisition(site, coil, signals, coil_centre, rot, loose,
                       float(r_acq.uniform(0, 2 * np.pi)),
@@ -238,7 +249,7 @@ def prepare_exam(task: dict) -> dict:
     return dict(task=task, knee=knee, pose=pose, site=site, coil=coil, implant=implant,
                 structures=structures, acq=acq, header=header, slices=slices, fov=fov,
                 matrix=matrix, thickness=thickness, r_noise=r_noise, hard=hard,
-                annotator=annotator)
+                annotator=annotator, appearance=look.V3 if v3 else look.V2)
 
 
 def render_exam(task: dict) -> list[dict]:
@@ -250,10 +261,15 @@ def render_exam(task: dict) -> list[dict]:
     rows = []
     for instance, sl in enumerate(ex["slices"], start=1):
         plane, k, s_axis, geom, series = sl["plane"], sl["k"], sl["s_axis"], sl["geom"], sl["series"]
-        pixels = render_slice(ex["structures"], ex["acq"], geom, ex["r_noise"], series=series,
-                              implant=implant)
         rel = f"dicom/{task['site']}/{task['exam_id']}/IM{instance:04d}.dcm"
-        write_slice(out_dir / rel, pixels, ex["header"], geom, instance)
+        if ex["appearance"] == look.V3:
+            pixels = look.render_slice(ex["structures"], ex["acq"], geom, ex["r_noise"], series, implant)
+            write_slice(out_dir / rel, pixels, ex["header"], geom, instance,
+                        phase_direction=look.phase_direction(plane))
+        else:
+            pixels = render_slice(ex["structures"], ex["acq"], geom, ex["r_noise"], series=series,
+                                  implant=implant)
+            write_slice(out_dir / rel, pixels, ex["header"], geom, instance)
         rows.append({
             "image_id": f"{task['exam_id']}_{instance:02d}",
             "patient_id": task["patient_id"], "exam_id": task["exam_id"], "path": rel,
@@ -284,13 +300,15 @@ def _sensitivity_at(coil, centre, rot_deg, loose, point) -> float:
 
 def synthesize(out_dir, n_exams: int = 513, seed: int = 0, matrix: int = 256,
                metal_fraction: float = 0.10, workers: int | None = None,
-               progress: bool = True, *, difficulty: Difficulty) -> pd.DataFrame:
+               progress: bool = True, *, difficulty: Difficulty,
+               appearance: str = look.V2) -> pd.DataFrame:
     """Generate the default dataset: DICOM files under ``out_dir`` and ``out_dir/data_manifest.csv``.
 
     n_exams >= 1; matrix: base acquisition matrix (>= 32; some sites use 0.75x or 2x);
     metal_fraction in [0, 1]; workers: processes (None or 0 = all cores); difficulty: the
     :class:`~knee_tf.phantom.difficulty.Difficulty` knobs (the study's calibrated ones are
-    ``StudyConfig.synth_difficulty()``: the phantom takes them as an argument). Returns the manifest
+    ``StudyConfig.synth_difficulty()``: the phantom takes them as an argument); appearance: one of
+    :data:`knee_tf.phantom.appearance.APPEARANCES` (v2, the published default). Returns the manifest
     (one row per 2D image, columns :data:`MANIFEST_COLUMNS`). Byte-identical for any ``workers``.
     """
     if int(n_exams) < 1:
@@ -301,11 +319,13 @@ def synthesize(out_dir, n_exams: int = 513, seed: int = 0, matrix: int = 256,
         raise ValueError(f"metal_fraction must be in [0, 1], got {metal_fraction}")
     if workers is not None and int(workers) < 0:
         raise ValueError(f"workers must be >= 0 or None, got {workers}")
+    look.check(appearance)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plan = plan_exams(int(n_exams), int(seed), float(metal_fraction))
     tasks = [dict(row, seed=int(seed), out_dir=str(out), base_matrix=int(matrix),
-                  difficulty=asdict(difficulty)) for row in plan.to_dict("records")]
+                  difficulty=asdict(difficulty), appearance=appearance)
+             for row in plan.to_dict("records")]
     n_workers = int(workers) if workers else (os.cpu_count() or 1)
     n_workers = max(1, min(n_workers, len(tasks)))
 
@@ -324,7 +344,7 @@ def synthesize(out_dir, n_exams: int = 513, seed: int = 0, matrix: int = 256,
     manifest = pd.DataFrame([row for rows in results for row in rows],
                             columns=list(MANIFEST_COLUMNS))
     atomic_write_csv(out / DATA_MANIFEST, manifest, index=False, lineterminator="\n")
-    record = synth_record(n_exams, seed, matrix, metal_fraction, difficulty)
+    record = synth_record(n_exams, seed, matrix, metal_fraction, difficulty, appearance)
     atomic_write_text(out / SYNTH_RECORD, json.dumps(record, indent=1, sort_keys=True) + "\n")
     return manifest
 
@@ -335,7 +355,7 @@ _SYNTH_SOURCES = ("phantom/*.py", "core/io.py", "core/vocab.py")
 
 
 def synth_record(n_exams: int, seed: int, matrix: int, metal_fraction: float,
-                 difficulty: Difficulty) -> dict:
+                 difficulty: Difficulty, appearance: str = look.V2) -> dict:
     """What a synthetic data folder is made of: the arguments of :func:`synthesize`, the difficulty
     knobs and a digest of the phantom's source code. Written to ``SYNTH_RECORD`` after the manifest;
     :func:`knee_tf.study.pipeline.ensure_dataset` generates a folder again when its record differs."""
@@ -346,4 +366,5 @@ def synth_record(n_exams: int, seed: int, matrix: int, metal_fraction: float,
             h.update(f"{path.relative_to(pkg).as_posix()}\n".encode() + path.read_bytes())
     return {"n_exams": int(n_exams), "seed": int(seed), "matrix": int(matrix),
             "metal_fraction": float(metal_fraction), "difficulty": asdict(difficulty),
+            "appearance": appearance,
             "phantom_code": h.hexdigest()[:16]}

@@ -24,6 +24,7 @@ from knee_tf.core.vocab import (
     check_cam_methods,
 )
 from knee_tf.data.layout import DATA_MANIFEST
+from knee_tf.phantom.appearance import check as check_appearance
 from knee_tf.phantom.difficulty import Difficulty
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +51,7 @@ class StudyConfig:
     synth_annotator_spread: float = 0.35  # annotators' boundary offsets: uniform in +- spread x slice spacing
     synth_quality_shift_mm: float = 2.0  # how far a poor-quality series pulls an annotator's boundary inwards (mm)
     synth_ghost_probability: float = 0.3  # share of series planes with motion / pulsation ghosts
+    synth_appearance: str = "v2"  # how the phantom looks (knee_tf.phantom.appearance): v2 the published default, v3 the candidate of issue 28; labels never depend on it
 
     # --- ingest (knee_tf.data.ingest) ---
     manifest: str = ""  # the data manifest CSV; empty: <data_root>/data_manifest.csv
@@ -132,6 +134,7 @@ class StudyConfig:
             raise ValueError(f"cam_methods must be a tuple of method names, e.g. ({self.cam_methods!r},)")
         check_cam_methods(self.cam_methods, "cam_methods")
         check_cam_methods(self.cohort3_method, "cohort3_method")
+        check_appearance(self.synth_appearance)
 
     @classmethod
     def smoke(cls, **overrides) -> StudyConfig:

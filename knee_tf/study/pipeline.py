@@ -205,7 +205,7 @@ def ensure_dataset(cfg: StudyConfig, progress: bool = True, log: Callable[[str],
     old_files: set[str] = set()
     if manifest.exists():
         want = synth_record(cfg.n_exams, cfg.synth_seed, cfg.synth_matrix, cfg.metal_fraction,
-                            cfg.synth_difficulty())
+                            cfg.synth_difficulty(), cfg.synth_appearance)
         record_path = root / SYNTH_RECORD
         have = json.loads(record_path.read_text()) if record_path.exists() else None
         if have == want:
@@ -218,7 +218,7 @@ def ensure_dataset(cfg: StudyConfig, progress: bool = True, log: Callable[[str],
 
     synthesize(root, n_exams=cfg.n_exams, seed=cfg.synth_seed, matrix=cfg.synth_matrix,
                metal_fraction=cfg.metal_fraction, workers=cfg.n_workers, progress=progress,
-               difficulty=cfg.synth_difficulty())
+               difficulty=cfg.synth_difficulty(), appearance=cfg.synth_appearance)
     stale = sorted(old_files - _manifest_paths(manifest))
     for rel in stale:  # the old data's files that the new manifest no longer lists (fewer exams)
         path = root / rel
