@@ -34,7 +34,6 @@ from knee_tf.core.vocab import (
     class_name,
 )
 
-
 #: The smallest text of a figure, in points as a page shows it (a rule of thumb for a projected slide).
 MIN_TEXT_PT = 9.0
 #: The widest a page shows a figure before scaling it down, in CSS pixels: a notebook output or a README
