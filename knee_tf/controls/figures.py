@@ -52,7 +52,7 @@ def plot_forest(effects, metric: str = "accuracy", conditions=None, arms=None):
         plain = t["corruption"].astype(str) == NO_CORRUPTION if "corruption" in t else np.ones(len(t), bool)
         conditions = list(dict.fromkeys(t.loc[plain, "condition"]))
     arms = list(arms) if arms is not None else list(dict.fromkeys(t["arm"]))
-    fig, panels, grid = _panel_grid(len(conditions), 2.6, 0.36 * len(arms) + 0.9, sharey=True)
+    fig, panels, grid = _panel_grid(len(conditions), 2.6, 0.36 * len(arms) + 1.4, sharey=True)
     shown = t[t["condition"].isin(conditions) & t["arm"].isin(arms)]
     # one symmetric axis for every panel, fitted to the intervals drawn (not to rows left out, such as
     # the held-out corruptions' larger effects), so that panels compare at a glance
