@@ -75,13 +75,11 @@ HEADLINE_COHORTS: dict[str, str] = {
     NEW_SITE: "a held-out site",
 }
 
-#: The cohorts of README's three-line answer (:func:`answer_markdown`): the paper's two real-image cohorts and the
-#: held-out site, then cohort 3 made from A's own maps and from another Model A's maps.
-ANSWER_COHORTS: tuple[str, ...] = (NORMAL, METAL, NEW_SITE)
-ANSWER_CAM_COHORTS: tuple[str, ...] = (CAM, CAM_TRANSFER)
-#: Short names of the cohorts in the answer's lines.
-ANSWER_LABELS: dict[str, str] = {NORMAL: "normal images", METAL: "metal-implant exams", NEW_SITE: "a held-out site",
-                                 CAM: "Model A's own maps", CAM_TRANSFER: "another Model A's maps"}
+#: The cohorts of README's three-line answer (:func:`answer_markdown`), with their names there: the paper's two
+#: real-image cohorts and the held-out site, then cohort 3 made from A's own maps and from another Model A's maps.
+ANSWER_COHORTS: dict[str, str] = {NORMAL: "normal images", METAL: "metal-implant exams", NEW_SITE: "a held-out site"}
+ANSWER_CAM_COHORTS: dict[str, str] = {CAM: "Model A's own maps", CAM_TRANSFER: "another Model A's maps"}
+ANSWER_LABELS: dict[str, str] = ANSWER_COHORTS | ANSWER_CAM_COHORTS
 
 _BEGIN = re.compile(r"^<!-- begin generated ([\w-]+):.*-->$", re.MULTILINE)
 

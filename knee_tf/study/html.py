@@ -25,7 +25,7 @@ import nbformat
 import pandas as pd
 
 from knee_tf.core.io import atomic_write_text
-from knee_tf.core.vocab import MODEL_A, MODEL_B, NO_CORRUPTION
+from knee_tf.core.vocab import MODEL_A, MODEL_B, NO_CORRUPTION, STUDY_MODELS
 from knee_tf.data.layout import RunLayout
 from knee_tf.study.config import REPO_ROOT
 from knee_tf.study.evaluate import summarize_seeds
@@ -164,7 +164,7 @@ def headline_html(layout: RunLayout) -> str:
     rows = []
     for cohort in dict.fromkeys(c for _, c in summary.index):
         cells = []
-        for model in (MODEL_A, MODEL_B):
+        for model in STUDY_MODELS:
             if (model, cohort) in summary.index:
                 r = summary.loc[(model, cohort)]
                 cells.append(f"{100 * r['accuracy_mean']:.1f}% <small>{_interval(r['ci_low_mean'], r['ci_high_mean'])}"
@@ -180,7 +180,8 @@ def headline_html(layout: RunLayout) -> str:
     seeds = "/".join(str(n) for n in n_seeds) + (" seed" if n_seeds == [1] else " seeds")
     return (f'<table class="kt-headline"><caption>This run\'s test accuracy ({seeds}; mean over seeds '
             f'[mean of the seeds\' 95% bootstrap intervals]) and B − A in points [95% interval]</caption>\n'
-            "<tr><th>cohort</th><th>images</th><th>Model A</th><th>Model B</th><th>B − A</th></tr>\n"
+            "<tr><th>cohort</th><th>images</th>" + "".join(f"<th>Model {m}</th>" for m in STUDY_MODELS)
+            + f"<th>{MODEL_B} − {MODEL_A}</th></tr>\n"
             + "\n".join(rows) + "\n</table>")
 
 
