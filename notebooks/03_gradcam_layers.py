@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -73,9 +73,10 @@ fig = plots.plot_cam_layers(x_test[rows], cams, cfg.cam_layers, labels, methods=
 run.savefig(fig, run.layout.figure_gradcam_layers)
 
 # %% [markdown]
-# Shallow layers (`pool1`, `pool2`) respond to edges everywhere — skin, coil shading, the field's
-# border; deeper layers concentrate on fewer, larger regions. Whether those regions are the anatomy
-# is what the next table measures rather than asserts.
+# What to look for: whether the shallow layers' maps (`pool1`, `pool2`) follow edges everywhere
+# (skin, coil shading, the field's border) and the deeper layers' fewer, larger regions, in this run's
+# figure above. Whether those regions are the anatomy is what the next table measures rather than
+# asserts.
 #
 # ## Which layer's map is most faithful?
 # Deletion AUC (lower is better): the class probability as the top-ranked pixels are blacked out.

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -102,7 +102,9 @@ run.save_arrays(run.layout.fig2_examples, images=x_test[rows], cam=cam, augmente
 # %% [markdown]
 # Read across a row: where the map is red, the inverted mask is dark and the augmented image loses
 # signal, much like coil fall-off. When the map covers the joint, so does the dark patch; when it
-# covers skin, air or the other leg, the anatomy survives and Model A's call rarely changes.
+# covers skin, air or the other leg, the anatomy survives. Whether Model A's call changes is written
+# under each row's images (original, augmented) for this run, and the flip rate above counts it over
+# the whole test split.
 #
 # ## Augmented images as DICOM (first seed's pool)
 # Derived MR images (ImageType `DERIVED\SECONDARY`, the transform in SeriesDescription) that open in

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -65,9 +65,14 @@ for seed in run.seeds:
 # %% [markdown]
 # ## Learning curves, A vs B
 # An epoch of B holds twice as many images (and steps) as an epoch of A, so B's curves move further
-# per epoch and early stopping comes sooner. The degraded copies do not make B's training loss
-# higher: the obfuscated regions are learnable. What matters is the validation curve (dashed) on
-# normal images, and notebook 06's test cohorts.
+# per epoch and early stopping comes sooner. Whether the degraded copies make B's training loss
+# higher (are the obfuscated regions learnable?) is printed below the curves from this run's logs.
+# What matters is the validation curve (dashed) on normal images, and notebook 06's test cohorts.
 
 # %%
 run.savefig(plots.plot_history(histories), run.layout.figure_learning_curves_a_vs_b)
+for seed in run.seeds:  # lowest loss of each model, train and validation, from the training logs
+    a, b = histories[f"A, seed {seed}"], histories[f"B, seed {seed}"]
+    print(f"seed {seed}: lowest training loss A {a['loss'].min():.3f}, B {b['loss'].min():.3f} "
+          f"(B {'higher' if b['loss'].min() > a['loss'].min() else 'not higher'}); lowest validation loss "
+          f"A {a['val_loss'].min():.3f}, B {b['val_loss'].min():.3f}")

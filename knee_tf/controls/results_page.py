@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from knee_tf.controls.arms import CONTROL, STUDY, arm_names
+from knee_tf.controls.effect_stats import interval_description
 from knee_tf.controls.jobs import controls_plan
 from knee_tf.controls.markdown_tables import controls_markdown, effect_cell
 from knee_tf.controls.publish import rebuild_store
@@ -49,7 +50,7 @@ from knee_tf.study.report import paper_comparison_markdown, precision_markdown
 
 #: The pages with generated blocks (paths relative to the repository's top) and each page's blocks.
 PAGES: dict[str, tuple[str, ...]] = {
-    "README.md": ("headline",),
+    "README.md": ("answer", "headline"),
     "docs/results.md": ("test-cohorts", "study-table", "calibration", "faithfulness", "grid", "controls-tables",
                         "prescription", "difficulty"),
     "docs/performance.md": ("precision",),
@@ -73,6 +74,12 @@ HEADLINE_COHORTS: dict[str, str] = {
     CAM_TRANSFER: "cohort 3 from another Model A's maps",
     NEW_SITE: "a held-out site",
 }
+
+#: The cohorts of README's three-line answer (:func:`answer_markdown`), with their names there: the paper's two
+#: real-image cohorts and the held-out site, then cohort 3 made from A's own maps and from another Model A's maps.
+ANSWER_COHORTS: dict[str, str] = {NORMAL: "normal images", METAL: "metal-implant exams", NEW_SITE: "a held-out site"}
+ANSWER_CAM_COHORTS: dict[str, str] = {CAM: "Model A's own maps", CAM_TRANSFER: "another Model A's maps"}
+ANSWER_LABELS: dict[str, str] = ANSWER_COHORTS | ANSWER_CAM_COHORTS
 
 _BEGIN = re.compile(r"^<!-- begin generated ([\w-]+):.*-->$", re.MULTILINE)
 
@@ -152,6 +159,67 @@ def headline_markdown(summary: pd.DataFrame, effects: pd.DataFrame) -> str:
     lines += ["", "Accuracy; effects in points, mean over seeds paired on the same images [95% two-level bootstrap "
               "interval, seeds and patients resampled]; (in dist.): made by B's own training generator."]
     return "\n".join(lines)
+
+
+def _points(r) -> str:
+    """``+2.2 [+0.5, +4.0]``: an effects row's effect and interval in points (named columns only)."""
+    return f"{100 * r['effect']:+.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
+
+
+def _direction(r) -> str:
+    """Where an effect's 95% interval lies: above zero, below it, or across it."""
+    return "higher" if r["ci_low"] > 0 else "lower" if r["ci_high"] < 0 else "unclear"
+
+
+def _verdict(rows: Mapping[str, pd.Series], subject: str, than: str) -> str:
+    """``B is more accurate than A on X, less accurate on Y; no clear difference on Z`` from the intervals."""
+    by = {d: [ANSWER_LABELS[c] for c, r in rows.items() if _direction(r) == d] for d in ("higher", "lower", "unclear")}
+    parts = []
+    if by["higher"]:
+        parts.append(f"more accurate than {than} on {' and '.join(by['higher'])}")
+    if by["lower"]:
+        parts.append(f"{'less accurate' if parts else f'less accurate than {than}'} on {' and '.join(by['lower'])}")
+    text = f"{subject} is " + ", ".join(parts) if parts else f"{subject} does not differ clearly from {than}"
+    if by["unclear"] and parts:
+        text += f"; its interval spans zero on {' and '.join(by['unclear'])}"
+    return text
+
+
+def answer_markdown(effects: pd.DataFrame) -> str:
+    """README's answer in three lines, from the grid's accuracy effects (``RunLayout.effects_table``; the named
+    columns ``arm``, ``reference``, ``cohort``, ``metric``, ``effect``, ``ci_low``, ``ci_high``, ``n_seeds``,
+    ``significant``, ``n_comparisons``): B − A, B − ``B_random`` and cohort 3, each effect with its 95%
+    interval and seed count, the words (more, less accurate, spans zero) read off the intervals."""
+    e = _plain(effects[(effects["metric"] == "accuracy") & (effects["arm"] == MODEL_B)]).set_index(["reference", "cohort"])
+
+    def rows(ref, cohorts):
+        missing = [c for c in cohorts if (ref, c) not in e.index]
+        if missing:
+            raise ValueError(f"the effects table has no accuracy effect of B against {ref} on {missing[0]}")
+        return {c: e.loc[(ref, c)] for c in cohorts}
+
+    def listed(rs, prefix=""):
+        seeds = sorted({int(r["n_seeds"]) for r in rs.values()})
+        each = len(seeds) > 1  # seed counts differ: say each one
+        cells = "; ".join(f"{prefix}{ANSWER_LABELS[c]} {_points(r)}" + (f" ({int(r['n_seeds'])} seeds)" if each else "")
+                          for c, r in rs.items())
+        return cells + ("" if each else f" ({seeds[0]} seeds each)")
+
+    vs_a, vs_random = rows(MODEL_A, ANSWER_COHORTS), rows(B_RANDOM, ANSWER_COHORTS)
+    cam = rows(MODEL_A, ANSWER_CAM_COHORTS)
+    n_sig, n = int(effects["significant"].astype(bool).sum()), int(effects["n_comparisons"].iloc[0])
+    shown = [r["n_seeds"] for rs in (vs_a, vs_random, cam) for r in rs.values()]
+    return "\n".join([
+        f"- **Does B beat A?** {_verdict(vs_a, 'B', 'A')}. B − A in accuracy points: {listed(vs_a)}.",
+        f"- **Is it the activation maps?** Against B's own masks moved to random positions (`{B_RANDOM}`), "
+        f"{_verdict(vs_random, 'B', f'`{B_RANDOM}`')}. B − `{B_RANDOM}`: {listed(vs_random)}.",
+        f"- **Cohort 3** (the paper's largest gain; made by B's own training generator): B − A {listed(cam, 'from ')}; "
+        f"{n_sig} of the {n} effects of the whole table are significant after Benjamini–Hochberg.",
+        "",
+        f"Effects: mean over seeds paired on the same images [{interval_description(shown)}]. "
+        "The full tables: [Results](#results) below, [docs/results.md](docs/results.md), "
+        f"[`results/{RESULTS['effects_table']}`](results/{RESULTS['effects_table']}).",
+    ])
 
 
 def test_cohorts_markdown(arms: pd.DataFrame) -> str:
@@ -272,6 +340,7 @@ def results_blocks(top: str | Path, store_bytes: int | None = None) -> dict[str,
     config = record.get("steps", {}).get(CONTROLS_STEP, {}).get("config", "full")
     n_cross = sum(1 for d in jobs if (d / pub.cross_predictions("x", 0).name).exists())
     return {
+        "answer": answer_markdown(effects),
         "headline": headline_markdown(summary, effects),
         "test-cohorts": test_cohorts_markdown(arms),
         "study-table": paper_comparison_markdown(summary, pd.read_csv(lay.mcnemar)),

@@ -1,10 +1,19 @@
 """Figures of the study, and one way to save them: a PNG a person can open, written atomically.
 
 No backend is forced: notebooks show figures inline, and without a display matplotlib uses Agg.
+
+Every figure is legible on a projector: no text below :data:`MIN_TEXT_PT` points *as a page shows it*.
+A browser shows one image pixel per CSS pixel (96 per inch) and scales a figure wider than the page's
+column (:data:`PAGE_WIDTH_PX`) down to it, so a text of ``s`` points in a figure drawn at ``dpi`` and
+``w`` pixels wide shows at :func:`shown_points` ``= s · dpi/96 · min(1, PAGE_WIDTH_PX/w)``. Figures are
+embedded at 72 dpi in notebooks (:data:`knee_tf.core.startup.INLINE_DPI`) and the explorers, at 120 dpi
+in ``figures/`` (:func:`savefig`): every plotting function draws its text at :data:`TEXT_PT` (its
+:func:`legible` style) and keeps its width within the page at 72 dpi.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -25,6 +34,39 @@ from knee_tf.core.vocab import (
     class_name,
 )
 
+#: The smallest text of a figure, in points as a page shows it (a rule of thumb for a projected slide).
+MIN_TEXT_PT = 9.0
+#: The widest a page shows a figure before scaling it down, in CSS pixels: a notebook output or a README
+#: column on a 1024 × 768 projector.
+PAGE_WIDTH_PX = 800
+#: CSS pixels per inch: a browser shows one image pixel per CSS pixel.
+CSS_PX_PER_INCH = 96
+#: The smallest resolution a figure is embedded at (notebook outputs and the explorers: 72 dpi).
+MIN_EMBED_DPI = 72
+#: Every figure's text size, in points at the figure's own size: MIN_TEXT_PT at MIN_EMBED_DPI (9 · 96/72).
+TEXT_PT = MIN_TEXT_PT * CSS_PX_PER_INCH / MIN_EMBED_DPI
+#: The widest figure, in inches, that a page shows unscaled at MIN_EMBED_DPI (800 / 72 ≈ 11.1).
+MAX_WIDTH_IN = PAGE_WIDTH_PX / MIN_EMBED_DPI
+#: The matplotlib settings of every figure (:func:`legible`).
+FIGURE_RC = {"font.size": TEXT_PT, "axes.titlesize": TEXT_PT, "axes.labelsize": TEXT_PT, "xtick.labelsize": TEXT_PT,
+             "ytick.labelsize": TEXT_PT, "legend.fontsize": TEXT_PT, "legend.title_fontsize": TEXT_PT,
+             "figure.titlesize": TEXT_PT + 1}
+
+
+def shown_points(size_pt: float, dpi: float, width_px: float) -> float:
+    """The size in points at which a page shows a text of ``size_pt`` points of a figure drawn at ``dpi``
+    that is ``width_px`` pixels wide (scaled down to :data:`PAGE_WIDTH_PX` when wider)."""
+    return size_pt * dpi / CSS_PX_PER_INCH * min(1.0, PAGE_WIDTH_PX / width_px)
+
+
+def legible(func):
+    """Decorator of a plotting function: its figure is built under :data:`FIGURE_RC` (text at :data:`TEXT_PT`)."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context(FIGURE_RC):
+            return func(*args, **kwargs)
+    return wrapper
+
 
 def savefig(fig, name: str, out_dir: str | Path, dpi: int = 120, close: bool = False) -> Path:
     """Save ``fig`` as ``out_dir/name.png`` (``.png`` added if missing) and return the path."""
@@ -37,6 +79,7 @@ def savefig(fig, name: str, out_dir: str | Path, dpi: int = 120, close: bool = F
     return path
 
 
+@legible
 def plot_counts(index):
     """Bar chart of image counts per split x plane x label, one panel per split; returns the Figure."""
     import seaborn as sns  # lazy: slow import (about 1 s), plotting only
@@ -50,6 +93,7 @@ def plot_counts(index):
     return g.figure
 
 
+@legible
 def montage(images, index, rows: str = "plane", cols: str = "label", per_cell: int = 3, seed: int = 0,
             row_order=None, col_order=None, title: str = ""):
     """A grid of example images: one block of ``per_cell`` random images per (row value, column value).
@@ -59,7 +103,7 @@ def montage(images, index, rows: str = "plane", cols: str = "label", per_cell: i
     rng = np.random.default_rng(seed)
     rv = row_order or sorted(index[rows].unique())
     cv = col_order or sorted(index[cols].unique())
-    fig, axes = plt.subplots(len(rv), len(cv) * per_cell, figsize=(1.5 * len(cv) * per_cell, 1.6 * len(rv)),
+    fig, axes = plt.subplots(len(rv), len(cv) * per_cell, figsize=(1.3 * len(cv) * per_cell, 1.45 * len(rv)),
                              squeeze=False)
     for i, r in enumerate(rv):
         for j, c in enumerate(cv):
@@ -72,9 +116,9 @@ def montage(images, index, rows: str = "plane", cols: str = "label", per_cell: i
                 if k < len(pick):
                     ax.imshow(np.asarray(images[pick[k]])[..., 0], cmap="gray", vmin=0, vmax=1)
                 if i == 0 and k == 0:
-                    ax.set_title(str(c), fontsize=8, loc="left")
+                    ax.set_title(str(c), loc="left")
                 if j == 0 and k == 0:
-                    ax.set_ylabel(str(r), fontsize=8)
+                    ax.set_ylabel(str(r))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -88,6 +132,7 @@ def plane_label_montage(images, index, per_cell: int = 3, seed: int = 0):
                    row_order=list(PLANES), col_order=list(CLASSES[::-1]))
 
 
+@legible
 def intensity_histograms(images, index, by: str = "site", bins: int = 50):
     """Per-group histogram of normalised intensities (the foreground, pixels > 0.05), one line per group."""
     import seaborn as sns  # lazy: slow import (about 1 s), plotting only
@@ -104,12 +149,13 @@ def intensity_histograms(images, index, by: str = "site", bins: int = 50):
         ax.plot((edges[:-1] + edges[1:]) / 2, hist, label=str(g), color=color, lw=1.3)
     ax.set_xlabel("normalised intensity (foreground, > 0.05)")
     ax.set_ylabel("density")
-    ax.legend(fontsize=7, frameon=False, ncol=2)
+    ax.legend(frameon=False, ncol=2)
     ax.set_title(f"Intensity distribution per {by}")
     fig.tight_layout()
     return fig
 
 
+@legible
 def plot_history(histories: dict):
     """Learning curves: loss and accuracy per epoch, train (solid) vs validation (dashed).
 
@@ -129,11 +175,12 @@ def plot_history(histories: dict):
     for ax, key in zip(axes, ("cross-entropy loss", "accuracy"), strict=True):
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
-    axes[1].legend(fontsize=7, frameon=False)
+    axes[1].legend(frameon=False)
     fig.tight_layout()
     return fig
 
 
+@legible
 def plot_confusion(y_true, y_pred, labels=CLASSES, title: str = ""):
     """Confusion matrix with counts and row percentages; y_true, y_pred: int (N,) class indices."""
     import seaborn as sns  # lazy: slow import (about 1 s), plotting only
@@ -161,9 +208,10 @@ def overlay(ax, image, heatmap=None, alpha: float = 0.45, title: str = ""):
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
-        ax.set_title(title, fontsize=8)
+        ax.set_title(title)
 
 
+@legible
 def plot_cam_layers(images, cams, layers, row_labels, methods=STUDY_CAM_METHODS):
     """Figure 1: each row an image, then its map at every layer for every method.
 
@@ -171,10 +219,10 @@ def plot_cam_layers(images, cams, layers, row_labels, methods=STUDY_CAM_METHODS)
     methods: registered names (:data:`knee_tf.core.vocab.CAM_METHODS`), titled by their ``METHOD_NAMES``.
     """
     n_cols = 1 + len(layers) * len(methods)
-    fig, axes = plt.subplots(len(images), n_cols, figsize=(1.35 * n_cols, 1.45 * len(images)), squeeze=False)
+    fig, axes = plt.subplots(len(images), n_cols, figsize=(1.2 * n_cols, 1.35 * len(images)), squeeze=False)
     for r in range(len(images)):
         overlay(axes[r, 0], images[r], title="image" if r == 0 else "")
-        axes[r, 0].set_ylabel(row_labels[r], fontsize=7)
+        axes[r, 0].set_ylabel(row_labels[r])
         for m_i, m in enumerate(methods):
             for l_i, layer in enumerate(layers):
                 ax = axes[r, 1 + m_i * len(layers) + l_i]
@@ -183,6 +231,7 @@ def plot_cam_layers(images, cams, layers, row_labels, methods=STUDY_CAM_METHODS)
     return fig
 
 
+@legible
 def plot_faithfulness(frame):
     """Mean deletion and insertion curves per method and layer (frame from FaithfulnessCurves.frame())."""
     import seaborn as sns  # lazy: slow import (about 1 s), plotting only
@@ -198,6 +247,7 @@ def _call(p_relevant: float) -> str:
     return f"{class_name(p_relevant)} ({p_relevant:.2f})"
 
 
+@legible
 def plot_augmentation(images, cams, augmented, preds: dict, row_labels, cam_name: str = METHOD_NAMES[GRADCAM]):
     """Figure 2: image | map | inverted mask (1 - M) | augmented image, with each model's calls.
 
@@ -210,19 +260,20 @@ def plot_augmentation(images, cams, augmented, preds: dict, row_labels, cam_name
         orig = "\n".join(f"{m}: {_call(p[0][r])}" for m, p in preds.items())
         aug = "\n".join(f"{m}: {_call(p[1][r])}" for m, p in preds.items())
         overlay(axes[r, 0], images[r], title=titles[0])
-        axes[r, 0].set_xlabel(orig, fontsize=7)
+        axes[r, 0].set_xlabel(orig)
         overlay(axes[r, 1], images[r], cams[r], title=titles[1])
         axes[r, 2].imshow(1.0 - np.asarray(cams[r]), cmap="gray", vmin=0, vmax=1)
         axes[r, 2].set_xticks([])
         axes[r, 2].set_yticks([])
-        axes[r, 2].set_title(titles[2], fontsize=8)
+        axes[r, 2].set_title(titles[2])
         overlay(axes[r, 3], augmented[r], title=titles[3])
-        axes[r, 3].set_xlabel(aug, fontsize=7)
-        axes[r, 0].set_ylabel(row_labels[r], fontsize=7)
+        axes[r, 3].set_xlabel(aug)
+        axes[r, 0].set_ylabel(row_labels[r])
     fig.tight_layout()
     return fig
 
 
+@legible
 def plot_a_wrong_b_right(images, cams_a, cams_b, rows, cam_name: str = METHOD_NAMES[GRADCAM]):
     """Figure 3: per row an image that Model A gets wrong and Model B right, with both models' maps.
 
@@ -238,15 +289,16 @@ def plot_a_wrong_b_right(images, cams_a, cams_b, rows, cam_name: str = METHOD_NA
         return fig
     for r, row in enumerate(rows.itertuples()):
         overlay(axes[r, 0], images[r], title="image" if r == 0 else "")
-        axes[r, 0].set_ylabel(f"{row.cohort} · {row.plane}\ntrue: {CLASSES[row.y_true]}", fontsize=7)
+        axes[r, 0].set_ylabel(f"{row.cohort} · {row.plane}\ntrue: {CLASSES[row.y_true]}")
         overlay(axes[r, 1], images[r], cams_a[r], title=f"Model A {cam_name}" if r == 0 else "")
-        axes[r, 1].set_xlabel(f"A: {_call(row.p_a)}", fontsize=7)
+        axes[r, 1].set_xlabel(f"A: {_call(row.p_a)}")
         overlay(axes[r, 2], images[r], cams_b[r], title=f"Model B {cam_name}" if r == 0 else "")
-        axes[r, 2].set_xlabel(f"B: {_call(row.p_b)}", fontsize=7)
+        axes[r, 2].set_xlabel(f"B: {_call(row.p_b)}")
     fig.tight_layout()
     return fig
 
 
+@legible
 def plot_severity(severity):
     """Accuracy vs severity per held-out corruption, Model A vs B (mean over seeds, CI band).
 
@@ -266,6 +318,7 @@ def plot_severity(severity):
     return g.figure
 
 
+@legible
 def plot_cam_view(view, layer: str, method: str, fractions, scores, auc: float, label: str = ""):
     """The Grad-CAM explorer's figure: image | map overlay | the other class's map | deletion curve.
 
@@ -283,14 +336,14 @@ def plot_cam_view(view, layer: str, method: str, fractions, scores, auc: float, 
     ax.plot(fractions, scores, marker="o", ms=3)
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("fraction of pixels removed (map order)", fontsize=8)
-    ax.set_ylabel(f"p({explained})", fontsize=8)
-    ax.set_title(f"deletion curve, AUC {auc:.3f}", fontsize=8)
-    ax.tick_params(labelsize=7)
+    ax.set_xlabel("fraction of pixels removed (map order)")
+    ax.set_ylabel(f"p({explained})")
+    ax.set_title(f"deletion curve, AUC {auc:.3f}")
     fig.tight_layout(pad=0.4)
     return fig
 
 
+@legible
 def plot_augment_view(image, mask, augmented, weight: float, transform: str):
     """The augmentation explorer's figure: image | mask M | augmented image ``image * (1 - w * M)``."""
     fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.7))
@@ -298,7 +351,7 @@ def plot_augment_view(image, mask, augmented, weight: float, transform: str):
     axes[1].imshow(mask, cmap="magma", vmin=0, vmax=1)
     axes[1].set_xticks([])
     axes[1].set_yticks([])
-    axes[1].set_title("mask M (map at the augmentation layer)", fontsize=8)
+    axes[1].set_title("mask M (map at the augmentation layer)")
     overlay(axes[2], augmented, title=f"{transform}: image × (1 − {weight:.3f}·M)")
     fig.tight_layout(pad=0.4)
     return fig

@@ -37,4 +37,17 @@ def run_tour(config: str | StudyConfig = "tour", out: str | Path | None = None, 
     atomic_write_text(layout.step_marker(TOUR), json.dumps({"seconds": seconds, "outputs": [
         layout.relative(executed)]}, indent=2))
     log(f"[{TOUR}] finished in {seconds:.0f} s")
+    log(next_steps(root))
     return root
+
+
+def next_steps(root: str | Path) -> str:
+    """What a student does after ``knee-tf tour``, its last lines: open the tour's exercises (its
+    ``answer = ...`` cells) in JupyterLab, or read the executed tour as a page. ``root``: the tour's run folder."""
+    root = Path(root)
+    return "\n".join([
+        "Next: the exercises. Each section of the tour ends with an `answer = ...` cell that checks your answer.",
+        f"  open them:        .venv/bin/jupyter lab {NOTEBOOK_DIR.name}/{TOUR}.ipynb",
+        "                    (run the cells top to bottom, write your answers, run each check cell)",
+        f"  read it as pages: knee-tf html --run {root}   (then open {RunLayout(root).html_index})",
+    ])

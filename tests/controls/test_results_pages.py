@@ -70,6 +70,42 @@ def test_readme_headline_table_is_the_published_accuracies_and_effects(summary, 
             assert int(re.search(r"(\d+) seeds", head)[1]) == r.n_seeds
 
 
+def test_readme_answers_in_three_lines_near_the_top_from_the_published_effects(effects):
+    """README's answer: three bullet lines right after the intro (before the first screen ends), each
+    effect quoted is B's accuracy effect in results/effects.csv with its interval and seed count, the
+    words about each line's direction agree with where the intervals lie, and the full tables are linked."""
+    text = read("README.md")
+    answer = block(text, "answer")
+    assert text.index("## The answer") < text.index("## The study in a paragraph")
+    assert len(text[:text.index("<!-- end generated answer")].splitlines()) < 40  # on the first screen
+    lines = [line for line in answer.splitlines() if line.startswith("- ")]
+    assert len(lines) == 3, answer
+    expected = [("A", ["normal", "metal", "new_site"]), ("B_random", ["normal", "metal", "new_site"]),
+                ("A", ["cam", "cam_transfer"])]
+    for line, (ref, cohorts) in zip(lines, expected, strict=True):
+        quoted = re.findall(r"([+-]\d+\.\d) \[([+-]\d+\.\d), ([+-]\d+\.\d)\]", line.replace("−", "-"))
+        assert len(quoted) == len(cohorts), line
+        for (effect, low, high), cohort in zip(quoted, cohorts, strict=True):
+            r = effects.loc[("B", ref, cohort)]
+            for q, v in zip((effect, low, high), (r.effect, r.ci_low, r.ci_high), strict=True):
+                assert agrees(q, 100 * v), (line, cohort, q, v)
+        seeds = {int(effects.loc[("B", ref, c)].n_seeds) for c in cohorts}
+        assert f"({seeds.pop()} seeds each)" in line if len(seeds) == 1 else "seeds)" in line, line
+    for line, (ref, cohorts) in zip(lines[:2], expected[:2], strict=True):
+        verdict = line.split("in accuracy points")[0] if ref == "A" else line.split(f"B − `{ref}`:")[0]
+        labels = {"normal": "normal images", "metal": "metal-implant exams", "new_site": "a held-out site"}
+        for cohort in cohorts:
+            r = effects.loc[("B", ref, cohort)]
+            said = verdict.split(labels[cohort])[0]  # the words before the cohort is named
+            word = "more accurate" if r.ci_low > 0 else "less accurate" if r.ci_high < 0 else "spans zero"
+            assert said.rstrip().endswith(("on", "and")) and word in said, (line, cohort, word)
+    e = pd.read_csv(RESULTS / "effects.csv")
+    n_sig = re.search(r"(\d+) of the (\d+) effects", lines[2])
+    assert (int(n_sig[1]), int(n_sig[2])) == (int(e["significant"].sum()), int(e["n_comparisons"].iloc[0]))
+    for target in ("(#results)", "(docs/results.md)", "(results/effects.csv)"):
+        assert target in answer, target
+
+
 def test_results_page_study_table_is_cohorts_and_mcnemar(summary):
     mcnemar = pd.read_csv(RESULTS / "mcnemar.csv")
     (rows,) = tables(block(read("docs/results.md"), "study-table"))

@@ -15,7 +15,14 @@ from PIL import Image
 
 from knee_tf.core import startup
 from knee_tf.data.layout import RunLayout
-from knee_tf.study.html import WIDGET_STATE, WIDGET_VIEW, notebook_summary, snapshot_widgets
+from knee_tf.study.config import REPO_ROOT
+from knee_tf.study.html import (
+    WIDGET_STATE,
+    WIDGET_VIEW,
+    notebook_summary,
+    render_run,
+    snapshot_widgets,
+)
 from knee_tf.study.pipeline import STEPS
 
 #: What "a size a browser opens comfortably" means here: every executed notebook of a run stays below it.
@@ -62,7 +69,37 @@ def test_snapshot_draws_widgets_from_their_stored_state():
     assert "smallest w" in html and 'class="kt-widget-image"' in html
     assert lost["data"] == {"text/plain": "HBox(children=())"}  # no stored state: its text only
     assert "widgets" not in snap.metadata and "widgets" in nb.metadata  # a copy; the widget JS is not needed
-    assert notebook_summary(nb) == ("04 · Title", "What it does. More.")
+    assert notebook_summary(nb) == ("04 · Title", "What it does.\nMore.\n\nNext.")  # the whole opening cell
+
+
+def test_index_renders_whole_summaries_the_headline_numbers_and_links_back(tmp_path):
+    """The index of a run: each notebook's whole opening cell rendered as Markdown (a list after a colon
+    included, no raw ``**``), the run's accuracy per cohort and B − A from its tables, a link to README;
+    every notebook page links back to the index at its top and bottom."""
+    layout = RunLayout(tmp_path / "runs" / "r")
+    layout.notebooks.mkdir(parents=True)
+    intro = ("# 07 · Controls\n\nCompares B with **controls** at the same budget:\n\n* `A_steps`: more steps;\n"
+             "* `B_random`: masks at random.\n\nOutputs: the tables.")
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(intro)]),
+                   layout.executed_notebook("07_controls"))
+    layout.cohorts.parent.mkdir(parents=True, exist_ok=True)
+    layout.cohorts.write_text("model,cohort,seed,accuracy,ci_low,ci_high,n,ece\n"
+                              "A,normal,0,0.9,0.85,0.95,100,0.02\nA,normal,1,0.8,0.75,0.85,100,0.02\n"
+                              "B,normal,0,0.7,0.65,0.75,100,0.02\nB,normal,1,0.6,0.55,0.65,100,0.02\n")
+    layout.effects_table.write_text("arm,reference,cohort,corruption,severity,metric,effect,ci_low,ci_high,n_seeds\n"
+                                    "B,A,normal,none,0,accuracy,-0.2,-0.25,-0.15,2\n"
+                                    "B,A,normal,bias_field,1,accuracy,-0.5,-0.6,-0.4,2\n")
+    render_run(layout.root, log=lambda m: None)
+    index = layout.html_index.read_text()
+    assert "<li><code>A_steps</code>: more steps;</li>" in index and "<strong>controls</strong>" in index
+    assert "Outputs: the tables." in index and "**" not in index  # whole, and rendered
+    headline = index[index.index('<table class="kt-headline">'):index.index("</table>")]
+    assert "85.0%" in headline and "65.0%" in headline and "2 seeds" in headline  # means over the two seeds
+    assert "-20.0" in headline and "[-25.0, -15.0]" in headline and "-50.0" not in headline  # plain cohorts only
+    readme = re.search(r'<a href="([^"]+)">README</a>', index)[1]
+    assert (layout.html / readme).resolve() == (REPO_ROOT / "README.md").resolve()  # the link back resolves
+    page = layout.html_page("07_controls").read_text()
+    assert page.count('<a href="index.html">') == 2
 
 
 # ----------------------------------------------------------------------------- the session's smoke run

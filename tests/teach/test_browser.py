@@ -80,10 +80,17 @@ def test_every_rendered_page_loads_with_its_figures(browser, rendered_pages, fir
     assert sorted(p.stem for p in pages) == sorted(s.name for s in STEPS)
     browser.get(layout.html_index.as_uri())
     links = browser.execute_script("return Array.from(document.querySelectorAll('a')).map(a => a.href)")
-    assert sorted(Path(link.removeprefix("file://")).name for link in links) == sorted(p.name for p in pages)
+    targets = [Path(link.removeprefix("file://")) for link in links]
+    assert sorted(t.name for t in targets if t.suffix == ".html") == sorted(p.name for p in pages)
+    assert {t.name for t in targets if t.suffix == ".md"} == {"README.md", "teaching.md"}
+    assert all(t.exists() for t in targets), targets  # the links back to the project resolve
+    assert browser.find_elements("css selector", "table.kt-headline td")  # the run's headline numbers
+    assert not browser.find_elements("xpath", "//*[contains(text(), '**')]")  # Markdown rendered, not raw
     browser.save_screenshot(str(shots / "html_index.png"))
     for page in pages:
         browser.get(page.as_uri())
+        back = browser.execute_script("return Array.from(document.querySelectorAll('nav.kt-nav a')).map(a => a.href)")
+        assert len(back) == 2 and all(b.endswith("/index.html") for b in back), (page.name, back)  # top and bottom
         images = _images(browser)
         broken = [i for i in images if not i["complete"] or i["width"] == 0]
         assert images and not broken, (page.name, broken)

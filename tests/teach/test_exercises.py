@@ -58,3 +58,16 @@ def test_tour_config_is_small_and_named():
     assert cfg.n_exams < StudyConfig().n_exams and cfg.image_size < StudyConfig().image_size
     assert not cfg.reveal_answers and StudyConfig.tour(reveal_answers=True).reveal_answers
     assert StudyConfig.tour().with_settings(["reveal_answers=true"]).reveal_answers
+
+
+def test_the_tour_ends_by_saying_how_to_open_the_exercises(tmp_path):
+    """`knee-tf tour`'s last lines name the exercises, the command that opens the tour notebook (a file that
+    exists) in JupyterLab, and the command that renders the executed tour as pages."""
+    from knee_tf.study.pipeline import NOTEBOOK_DIR
+    from knee_tf.teach.tour import TOUR, next_steps
+
+    text = next_steps(tmp_path / "runs" / "t")
+    assert "exercises" in text and "answer = ..." in text
+    opened = text.split("jupyter lab ")[1].split()[0]
+    assert opened == f"notebooks/{TOUR}.ipynb" and (NOTEBOOK_DIR.parent / opened).exists()
+    assert f"knee-tf html --run {tmp_path / 'runs' / 't'}" in text
