@@ -207,7 +207,7 @@ def grid_markdown(arms: pd.DataFrame, effects: pd.DataFrame, n_planned: int, n_j
     dirty = dirty or {}
     fam = effects.groupby("test_family")
     sizes, smallest = fam["n_comparisons"].max(), fam["q_bh"].min()
-    tested = [f"{int(sizes[f])} {f} (smallest q {smallest[f]:.3f})" for f in (PRIMARY, SECONDARY) if f in sizes]
+    tested = [f"{int(sizes[f])} {f} (smallest q {_q(smallest[f])})" for f in (PRIMARY, SECONDARY) if f in sizes]
     n_dirty = sum(len(v) for v in dirty.values())
     text = [f"The controls tables come from **{n_jobs} of the full grid's {n_planned} jobs** (`results/grid/`), "
             f"recomputed from their per-image predictions: the prediction store, {store_mb} MB for {n_jobs} jobs, which "
@@ -229,6 +229,11 @@ def grid_markdown(arms: pd.DataFrame, effects: pd.DataFrame, n_planned: int, n_j
                     f"{int(cross[r.arm]) if r.arm in cross.index else '—'} | "
                     f"{', '.join(str(s) for s in dirty.get(r.arm, [])) or '—'} |")
     return "\n".join(text)
+
+
+def _q(q: float) -> str:
+    """A q value with three decimals, or ``< 0.001`` (a bootstrap p of 0: no resample reached zero)."""
+    return "< 0.001" if q < 0.0005 else f"{q:.3f}"
 
 
 def dirty_seeds(jobs: pd.DataFrame) -> dict[str, list[int]]:
