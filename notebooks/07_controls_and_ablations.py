@@ -34,10 +34,14 @@
 # controls are read from the published grid (`results/grid/`, 10 seeds of the main arms), and this
 # run's own A and B are checked against the published jobs of the same seeds, byte for byte. With
 # `make study CONTROLS=train` (`--set controls_source=run`) they are trained into the run folder
-# instead; finished jobs (A and B of notebooks 02 and 05) are skipped. Effects are arm − A on the same images, with 95% intervals from a
-# two-level bootstrap (seeds and patients), a sign-flip test across seeds and Benjamini–Hochberg
-# over the whole table (`knee_tf.controls.effects`). Cohorts `cam`, `cam_transfer` and `cam_b` are made by B's
-# own training transform, so they are flagged *in distribution* for B in every table.
+# instead; finished jobs (A and B of notebooks 02 and 05) are skipped. Effects are arm − A on the same images. The
+# statistics follow the pre-registered analysis plan (`docs/analysis_plan.md`, `knee_tf.controls.effects`): one
+# two-level bootstrap (seeds and patients) gives each row's 95% interval (percentile with 10 or more
+# seeds, a t interval with fewer; column `interval_method`) and its p-value (the interval inverted);
+# Benjamini–Hochberg runs within the plan's primary and secondary test families only (column
+# `test_family`), and every other row is exploratory, with an interval and no q. Cohorts `cam`,
+# `cam_transfer` and `cam_b` are made by B's own training transform, so they are flagged *in
+# distribution* for B and for the controls that reuse B's mask values (`B_random`, `B_keep`).
 #
 # Outputs (paths: `knee_tf.data.layout.RunLayout`): the prediction store (every model's per-image
 # predictions), the arms, effects and prescription tables, and the figures below.
@@ -105,11 +109,12 @@ display(Markdown(markdown_tables.effects_markdown(tables["effects_table"])))
 # %% [markdown]
 # ## Forest plot: each arm against A, per cohort
 # A point is the mean over seeds of the paired difference in accuracy; the bar its 95% two-level
-# interval. Filled: significant after the FDR control over every comparison in the table. Orange:
-# the cohort is in distribution for that arm. If B's point sits where `B_random`'s or `A_steps`' does,
-# the activation maps add nothing beyond random occlusion or more steps. With one seed (`make study`)
-# the bars resample patients only and leave out how much a result moves from seed to seed, and the
-# sign-flip test cannot reach significance: the title says so. The published grid has 5–10 seeds.
+# interval (the title says which method). Filled: significant after the FDR control within its test
+# family (against A, only B's rows are tests; the others are exploratory). Orange: the cohort is in
+# distribution for that arm. If B's point sits where `B_random`'s or `A_steps`' does, the activation
+# maps add nothing beyond random occlusion or more steps. With one seed (`make study`) the bars
+# resample patients only and leave out how much a result moves from seed to seed: the title says so.
+# The published grid has 5–10 seeds.
 
 # %%
 effects = tables["effects_table"]

@@ -92,7 +92,9 @@ def test_config_rejects_an_unknown_cam_method_in_one_line_naming_the_registered_
 
 
 #: The modules that own arm and cohort names: the vocabulary's constants and the two tables.
-NAME_OWNERS = ("knee_tf/core/vocab.py", "knee_tf/controls/arms.py", "knee_tf/study/cohorts.py")
+#: the tables of names: the vocabulary, the arms, the cohorts, and the analysis plan's test families
+NAME_OWNERS = ("knee_tf/core/vocab.py", "knee_tf/controls/arms.py", "knee_tf/study/cohorts.py",
+               "knee_tf/controls/families.py")
 #: Sequences of arm names that are a setting's value, not a list of the table: (file, source) -> why.
 CHOSEN_ARMS = {("knee_tf/study/config.py", "(MODEL_A, MODEL_B, A_STEPS, B_RANDOM)"):
                "StudyConfig.grid_arms' default: the arms `make study` trains, named as `--arms` names them",

@@ -91,7 +91,9 @@ class Arm:
     many extra images per image as B, the same epoch budget; ``"same optimisation steps"``: as many
     steps per epoch as B); family: the arm whose kind of training images it shares (an ablation of B:
     ``"B"``; ``""``: itself), for the in-distribution flags (:func:`knee_tf.controls.effects.in_distribution`);
-    trains_on: the held-out corruptions (:data:`knee_tf.study.corrupt.CORRUPTIONS`) its training
+    mask_values_of: the arm whose mask values its training images reuse (``B_random`` and ``B_keep``
+    move B's own masks, so B's masking transform with B's values makes their images): the cohorts in
+    distribution for that arm's family are in distribution for this arm too; trains_on: the held-out corruptions (:data:`knee_tf.study.corrupt.CORRUPTIONS`) its training
     generator applies, which are then in distribution for it; main_seeds: planned with
     ``cfg.n_seeds`` seeds (the arms the issue asks at least 10 of), else ``cfg.n_seeds_other`` (at
     least 5); learning_curve: also trained on ``cfg.learning_curve_exams`` training exams (variants
@@ -106,6 +108,7 @@ class Arm:
     reference: str = MODEL_A
     budget: str = ""
     family: str = ""
+    mask_values_of: str = ""
     trains_on: tuple[str, ...] = ()
     main_seeds: bool = False
     learning_curve: bool = False
@@ -127,6 +130,9 @@ def register(arm: Arm) -> Arm:
         raise ValueError(f"arm {arm.name!r}: its reference {arm.reference!r} is not registered (register it first)")
     if arm.family not in ("", arm.name, *ARMS):
         raise ValueError(f"arm {arm.name!r}: its family {arm.family!r} is not registered (register it first)")
+    if arm.mask_values_of and arm.mask_values_of not in ARMS:
+        raise ValueError(f"arm {arm.name!r}: the arm whose mask values it reuses, {arm.mask_values_of!r}, is not "
+                         "registered (register it first)")
     taken = {(p.panel, p.position): name for name, a in ARMS.items() for p in a.panels}
     for p in arm.panels:
         if (p.panel, p.position) in taken:
@@ -262,15 +268,17 @@ register(Arm(MODEL_B, augmented_training_set, needs_model_a=True, role=STUDY,
                      PanelPoint(MAPS_OF, 1, "prediction"))))
 register(Arm(A_STEPS, steps_training_set, needs_model_a=False, role=CONTROL, budget=STEPS, family=A_STEPS,
              main_seeds=True, description="normal images, each twice per epoch: B's steps per epoch"))
-for _name, _needs_a, _main, _trains_on, _what in (
-        (B_RANDOM, True, True, (), "B's masks rotated/flipped and shifted to a random position (same area, no saliency)"),
-        (B_UNTRAINED, False, False, (), "masks from the Grad-CAM of the untrained LeNet (Model A's initial weights)"),
-        (ERASING, True, True, (), "one rectangle per image with the pixel count of B's mask's mass"),
-        (B_KEEP, True, False, (), "B's masks placed off the salient region (top 20% of the map), which is never touched"),
-        (MRI_AUG, False, False, MRI_AUG_CORRUPTIONS,
+for _name, _needs_a, _main, _masks_of, _trains_on, _what in (
+        (B_RANDOM, True, True, MODEL_B, (),
+         "B's masks rotated/flipped and shifted to a random position (same area, no saliency)"),
+        (B_UNTRAINED, False, False, "", (), "masks from the Grad-CAM of the untrained LeNet (Model A's initial weights)"),
+        (ERASING, True, True, "", (), "one rectangle per image with the pixel count of B's mask's mass"),
+        (B_KEEP, True, False, MODEL_B, (),
+         "B's masks placed off the salient region (top 20% of the map), which is never touched"),
+        (MRI_AUG, False, False, "", MRI_AUG_CORRUPTIONS,
          "bias field, coil dropout or Rician noise (no longer held out for this arm)")):
     register(Arm(_name, control_training_set(_name), needs_model_a=_needs_a, role=CONTROL, budget=SHARE,
-                 family=_name, trains_on=_trains_on, main_seeds=_main, description=_what))
+                 family=_name, mask_values_of=_masks_of, trains_on=_trains_on, main_seeds=_main, description=_what))
 for _name, _settings, _share, _labels, _panel, _what in (
         ("B_pool1", {"aug_layer": "pool1"}, 1.0, False, PanelPoint(LAYER, 0, "pool1"), "maps at pool1"),
         ("B_pool2", {"aug_layer": "pool2"}, 1.0, False, PanelPoint(LAYER, 1, "pool2"), "maps at pool2"),

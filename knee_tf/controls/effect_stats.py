@@ -1,7 +1,9 @@
-"""The statistics under the effects tables: a two-level bootstrap, a sign-flip test across seeds, and FDR control.
+"""The statistics under the effects tables: a two-level bootstrap, the interval and the test read off it,
+a sign-flip test across seeds (exploratory), and FDR control within test families.
 
 Array level only: sums in, numbers out. :mod:`knee_tf.controls.effects` builds the per-(seed, patient)
-sums from a predictions table and calls these functions once per table row.
+sums from a predictions table and calls these functions once per table row. The rules are the
+pre-registered analysis plan's (``docs/analysis_plan.md``).
 
 **Two-level bootstrap** (Bouthillier et al. 2021; seeds and patients are both samples). Each of
 ``n_boot`` resamples draws seeds with replacement *and* patients with replacement (slices of one
@@ -13,15 +15,24 @@ are computed at once as two matrix products (counts (B, P) @ per-(seed, patient)
 ``resample=("patient",)`` gives the patient-only interval for comparison (what the per-seed CIs of
 :mod:`knee_tf.study.evaluate` do), ``("seed",)`` the seed-only one.
 
-**Permutation check across seeds.** Under "arm X and its reference R are exchangeable" each per-seed difference is as
-likely positive as negative: the sign-flip test compares ``|mean_s d_s|`` with its value under every
-one of the ``2**S`` sign patterns (exact up to 16 seeds; 20,000 random patterns beyond). It backs the
-bootstrap with an assumption-free p-value; with S seeds no p-value can fall below ``2 / 2**S``
-(column ``p_min``): 0.0625 with 5 seeds, which is why an effect needs about 10 seeds to be testable.
+**Interval and test from the same resamples** (:func:`bootstrap_inference`). With
+:data:`MIN_SEEDS_PERCENTILE` (10) or more seeds, or with one seed (patients only), the percentile
+interval of the B resampled effects, taken as order statistics (the lower end the ⌈αB/2⌉-th
+smallest, the upper the ⌈αB/2⌉-th largest), and ``p = min(1, 2 min(#{b <= 0}, #{b >= 0}) / B)``.
+With 2 to 9 seeds a percentile interval over so few seeds is too narrow, so the interval is
+studentized: ``effect ± t(S - 1, 1 - α/2) SE``, SE the standard deviation of the same resampled
+effects, and ``p = 2 (1 - F_t(|effect| / SE; S - 1))``. Either way p is the interval inverted: the
+1 - α interval excludes 0 exactly when p < α (:data:`PERCENTILE`, :data:`STUDENTIZED` name the method
+in the tables).
 
-**Multiple comparisons.** Benjamini-Hochberg (:func:`benjamini_hochberg`) over every row of the effects
-table (every arm x condition x metric); the table says how many comparisons that is
-(``n_comparisons``) and gives the adjusted p-value (``q_bh``) and the verdict at the FDR level ``alpha``.
+**Sign-flip test across seeds** (exploratory, not used for any claim: it holds the patients fixed
+while the interval resamples them). Under "arm X and its reference R are exchangeable" each
+per-seed difference is as likely positive as negative: the test compares ``|mean_s d_s|`` with its
+value under every one of the ``2**S`` sign patterns (exact up to 16 seeds; 20,000 random patterns
+beyond); with S seeds no p-value can fall below ``2 / 2**S`` (0.0625 with 5 seeds).
+
+**Multiple comparisons.** Benjamini-Hochberg (:func:`benjamini_hochberg`) within each test family of
+the plan (:mod:`knee_tf.controls.families`), never over the whole table.
 """
 
 from __future__ import annotations
@@ -29,24 +40,54 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.stats import t as student_t
 
 #: What the two-level bootstrap can redraw.
 RESAMPLE_LEVELS: tuple[str, ...] = ("seed", "patient")
 #: Sign-flip test: enumerate every sign pattern up to this many seeds, else draw this many at random.
 EXACT_SIGN_FLIP_MAX_SEEDS = 16
 RANDOM_SIGN_FLIPS = 20_000
+#: Fewest seeds for a percentile interval; with 2 to this many minus one seeds the interval is studentized.
+MIN_SEEDS_PERCENTILE = 10
+#: The interval methods (the ``interval_method`` column of the effects and arms tables).
+PERCENTILE, STUDENTIZED = "percentile", "t"
+
+
+def interval_method(n_seeds: int) -> str:
+    """The interval method for a row of ``n_seeds`` seeds: :data:`STUDENTIZED` with 2 to
+    ``MIN_SEEDS_PERCENTILE - 1`` seeds, else :data:`PERCENTILE` (one seed: patients only)."""
+    return STUDENTIZED if 2 <= int(n_seeds) < MIN_SEEDS_PERCENTILE else PERCENTILE
 
 
 def interval_description(n_seeds) -> str:
-    """What the 95% intervals of effects rows with these ``n_seeds`` values resample, in words for a
-    title or a caption: seeds and patients (:func:`two_level_bootstrap`), or, with one seed (a
-    one-seed ``make study``), patients alone, so that seed-to-seed variance is not in the interval."""
+    """What the 95% intervals of rows with these ``n_seeds`` values are, in words for a title or a
+    caption: a two-level bootstrap over seeds and patients (:func:`two_level_bootstrap`), read as a
+    percentile interval (10 or more seeds) or a studentized t interval (2 to 9 seeds,
+    :func:`bootstrap_inference`); with one seed (a one-seed ``make study``) patients alone, so that
+    seed-to-seed variance is not in the interval."""
     seeds = sorted({int(s) for s in n_seeds})
     if not seeds or seeds[-1] <= 1:
-        return "95% bootstrap interval over patients only: 1 seed, so seed variance is not included"
+        return "95% bootstrap percentile interval over patients only: 1 seed, so seed variance is not included"
     span = f"{seeds[0]}–{seeds[-1]}" if len(seeds) > 1 else f"{seeds[0]}"
+    methods = {interval_method(s) for s in seeds if s > 1}
+    how = []
+    if STUDENTIZED in methods:
+        how.append(f"t interval (effect ± t·SE) with {MIN_SEEDS_PERCENTILE - 1} or fewer seeds"
+                   if PERCENTILE in methods else "t interval, effect ± t·SE")
+    if PERCENTILE in methods:
+        how.append(f"percentile interval with {MIN_SEEDS_PERCENTILE} or more" if STUDENTIZED in methods
+                   else "percentile interval")
     only = "; rows of 1 seed: patients only" if seeds[0] <= 1 else ""
-    return f"95% two-level bootstrap interval: {span} seeds and their patients resampled{only}"
+    return f"95% two-level bootstrap, {span} seeds and their patients resampled: {', '.join(how)}{only}"
+
+
+def method_summary(n_seeds) -> str:
+    """The interval methods of rows with these ``n_seeds`` values, briefly, for a small figure's title:
+    e.g. ``"t with 5 seeds, percentile with 10"``."""
+    by = {}
+    for s in sorted({int(s) for s in n_seeds}):
+        by.setdefault(interval_method(s), []).append(str(s))
+    return ", ".join(f"{m} with {'/'.join(seeds)} seed{'s' if seeds != ['1'] else ''}" for m, seeds in by.items())
 
 
 def resample_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -119,6 +160,49 @@ def percentile_interval(boot: np.ndarray, confidence: float = 0.95) -> tuple[flo
         return float("nan"), float("nan")
     lo, hi = np.quantile(b, [(1 - confidence) / 2, (1 + confidence) / 2])
     return float(lo), float(hi)
+
+
+def bootstrap_inference(estimate: float, boot, n_seeds: int, confidence: float = 0.95) -> dict:
+    """The interval and the p-value of "the effect is 0" from one row's bootstrap (module docstring).
+
+    estimate: the effect on the data; boot: float (B,) its resampled values (NaNs, resamples without
+    data, are left out); n_seeds: the row's seeds S (:func:`interval_method` picks the method).
+    Returns {"ci_low", "ci_high", "se" (sd of the resamples), "p", "interval_method"}, with
+    ``p < 1 - confidence`` exactly when the interval excludes 0 (NaNs when no resample has data).
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1); got {confidence}")
+    alpha = round(1.0 - confidence, 12)
+    method = interval_method(n_seeds)
+    b = np.asarray(boot, dtype=np.float64)
+    b = b[np.isfinite(b)]
+    nan = float("nan")
+    if b.size == 0 or not np.isfinite(estimate):
+        return {"ci_low": nan, "ci_high": nan, "se": nan, "p": nan, "interval_method": method}
+    se = float(b.std(ddof=1)) if b.size > 1 else 0.0
+    if method == PERCENTILE:
+        # the largest count k < alpha B / 2: 0 lies outside [b_(k), b_(B-1-k)] exactly when fewer than
+        # alpha B / 2 resamples fall on one side of it, i.e. when p below is < alpha
+        k = max(int(np.ceil(alpha * b.size / 2 - 1e-9)) - 1, 0)
+        ordered = np.sort(b)
+        lo, hi = float(ordered[k]), float(ordered[b.size - 1 - k])
+        tail = min(int(np.sum(b <= 0)), int(np.sum(b >= 0)))
+        p = min(1.0, 2.0 * tail / b.size)
+    else:
+        df = int(n_seeds) - 1
+        half = float(student_t.ppf(1 - alpha / 2, df)) * se
+        lo, hi = float(estimate) - half, float(estimate) + half
+        if se > 0:
+            p = float(min(1.0, 2.0 * student_t.sf(abs(float(estimate)) / se, df)))
+        else:  # no spread at all: the interval is the point
+            p = 1.0 if estimate == 0 else 0.0
+    return {"ci_low": lo, "ci_high": hi, "se": se, "p": p, "interval_method": method}
+
+
+def excludes_zero(ci_low, ci_high) -> np.ndarray:
+    """Whether intervals lie wholly above or wholly below 0 (bool, elementwise; False for NaN)."""
+    lo, hi = np.asarray(ci_low, dtype=np.float64), np.asarray(ci_high, dtype=np.float64)
+    return (lo > 0) | (hi < 0)
 
 
 def sign_flip_test(differences, rng: np.random.Generator | None = None) -> tuple[float, float]:

@@ -11,9 +11,12 @@ Model A it was built from); the effect is the mean over seeds. Rates are accurac
 (accuracy on relevant slices) or specificity (on irrelevant slices) -- each a ratio of per-patient
 sums, which is what makes the bootstrap below fast.
 
-The interval, the p-value and the false-discovery control of each row are
-:mod:`knee_tf.controls.effect_stats`'s: a two-level bootstrap that resamples seeds and patients, a
-sign-flip test across seeds, and Benjamini-Hochberg over every row of the effects table.
+The interval and the p-value of each row come from one two-level bootstrap that resamples seeds and
+patients (:func:`knee_tf.controls.effect_stats.bootstrap_inference`: a percentile interval with 10 or
+more seeds, a studentized t interval with fewer, the method in column ``interval_method``; p is the
+interval inverted). Benjamini-Hochberg runs within the analysis plan's test families only
+(:func:`knee_tf.controls.families.family_fdr`, column ``test_family``); exploratory rows have no q.
+The sign-flip test across seeds (``p_sign_flip``) is kept as an exploratory column.
 
 Rows on conditions made by an arm's own training generator are flagged ``in_distribution``
 (:func:`in_distribution`): a gain there is expected by construction.
@@ -30,11 +33,11 @@ import pandas as pd
 from knee_tf.controls.arms import ARMS, arm_names
 from knee_tf.controls.effect_stats import (
     RESAMPLE_LEVELS,
-    benjamini_hochberg,
-    percentile_interval,
+    bootstrap_inference,
     sign_flip_test,
     two_level_bootstrap,
 )
+from knee_tf.controls.families import family_fdr
 from knee_tf.core.vocab import MODEL_A, NO_CORRUPTION, predicted_class
 from knee_tf.study.cohorts import COHORTS, cohort_order
 from knee_tf.study.evaluate import grouped_calibration_errors
@@ -45,10 +48,12 @@ CONDITION_KEYS: tuple[str, ...] = ("cohort", "corruption", "severity")
 #: Rates the effects are computed for.
 METRICS: tuple[str, ...] = ("accuracy", "sensitivity", "specificity")
 EFFECT_COLUMNS: tuple[str, ...] = (
-    "arm", "reference", *CONDITION_KEYS, "metric", "in_distribution", "n_seeds", "n_patients", "n_images",
-    "arm_mean", "reference_mean", "effect", "ci_low", "ci_high", "seeds_better", "p_perm", "p_min",
-    "n_comparisons", "q_bh", "significant",
+    "arm", "reference", *CONDITION_KEYS, "metric", "test_family", "in_distribution", "n_seeds", "n_patients",
+    "n_images", "arm_mean", "reference_mean", "effect", "se", "interval_method", "ci_low", "ci_high", "p",
+    "n_comparisons", "q_bh", "significant", "seeds_better", "p_sign_flip", "p_sign_flip_min",
 )
+#: The columns :func:`knee_tf.controls.families.family_fdr` adds.
+_FAMILY_COLUMNS = ("test_family", "n_comparisons", "q_bh", "significant")
 
 
 def condition_keys(predictions: pd.DataFrame) -> list[str]:
@@ -58,18 +63,35 @@ def condition_keys(predictions: pd.DataFrame) -> list[str]:
     return [k for k in CONDITION_KEYS if k in predictions.columns]
 
 
+def generator_families(arm: str, family: Mapping[str, str] | None = None) -> set[str]:
+    """The arm families (:attr:`knee_tf.controls.arms.Arm.family`) whose training images ``arm``'s generator
+    makes, from the arm table :data:`knee_tf.controls.arms.ARMS`: its own family and, for an arm that
+    reuses another's mask values (:attr:`knee_tf.controls.arms.Arm.mask_values_of`: ``B_random``,
+    ``B_keep``), that arm's family. family: {model name: registered arm or family} for names the
+    table does not have (a grid variant ``B_n100`` -> ``"B"``); an unknown name is its own family."""
+    base = (family or {}).get(arm, arm)
+    a = ARMS.get(base)
+    if a is None:
+        return {base}
+    out = {a.family or a.name}
+    if a.mask_values_of:
+        out.add(ARMS[a.mask_values_of].family or a.mask_values_of)
+    return out
+
+
 def in_distribution(arm: str, cohort: str, corruption: str | None = None,
                     family: Mapping[str, str] | None = None) -> bool:
     """Whether an arm's training generator made this condition's images (a gain there is by construction).
 
-    family: {arm: the arm whose training images it shares in kind} for ablations (e.g. B's layer
-    ablation -> ``"B"``); an arm not in it is its own family. True on a cohort made for the family
-    (:attr:`knee_tf.study.cohorts.Cohort.in_distribution_for`: the CAM cohorts for B's) and on the held-out
-    corruptions the family's arm trains on (:attr:`knee_tf.controls.arms.Arm.trains_on`: ``mri_aug``'s).
+    True on a cohort made for one of the arm's :func:`generator_families`
+    (:attr:`knee_tf.study.cohorts.Cohort.in_distribution_for`: the CAM cohorts for B's family, which
+    includes every arm that reuses B's mask values) and on the held-out corruptions the arm trains on
+    (:attr:`knee_tf.controls.arms.Arm.trains_on`: ``mri_aug``'s). family: see :func:`generator_families`.
     """
-    base = (family or {}).get(arm, arm)
-    if str(cohort) in COHORTS and base in COHORTS[str(cohort)].in_distribution_for:
+    families = generator_families(arm, family)
+    if str(cohort) in COHORTS and families & set(COHORTS[str(cohort)].in_distribution_for):
         return True
+    base = (family or {}).get(arm, arm)
     return base in ARMS and corruption is not None and str(corruption) in ARMS[base].trains_on
 
 
@@ -174,22 +196,25 @@ def _per_seed_rates(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def effects_table(predictions: pd.DataFrame, comparisons: Sequence[tuple[str, str]] | None = None, *,
-                  metrics: Sequence[str] = METRICS, n_boot: int = 2000, confidence: float = 0.95,
+                  metrics: Sequence[str] = METRICS, n_boot: int = 10_000, confidence: float = 0.95,
                   seed: int = 0, resample: Sequence[str] = RESAMPLE_LEVELS, alpha: float = 0.05,
                   family: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """Every arm against its reference on every condition: effect, two-level interval, sign-flip p, FDR.
+    """Every arm against its reference on every condition: effect, interval and p from one two-level
+    bootstrap, FDR within the plan's test families, and the exploratory sign-flip p.
 
     predictions: the per-image table (module docstring); comparisons: (arm, reference) pairs
     (default: every arm other than A against A); metrics: among :data:`METRICS`; n_boot, confidence:
     the bootstrap (:func:`two_level_bootstrap`; the draws are seeded by ``seed`` and the row's
-    names, so a row does not change when others are added, and a row's metrics share one draw);
-    alpha: the FDR level; family: see :func:`in_distribution`.
+    names, so a row does not change when others are added, and a row's metrics share one draw) and
+    its interval (:func:`knee_tf.controls.effect_stats.bootstrap_inference`); alpha: the FDR level
+    within each family (:func:`knee_tf.controls.families.family_fdr`); family: see :func:`in_distribution`.
     Arm and reference are paired on the seeds both have, and must have scored the same images
     (with the same labels) in each of them (else ValueError naming the condition and seed).
     Returns DataFrame with :data:`EFFECT_COLUMNS`, one row per comparison x condition x metric;
     effects and rates are fractions (0.012 = +1.2 points); ``n_images`` counts the slices per seed in
-    the rate's denominator (all slices for accuracy, the relevant ones for sensitivity);
-    ``seeds_better`` the seeds in which the arm's rate is higher.
+    the rate's denominator (all slices for accuracy, the relevant ones for sensitivity); ``se`` the
+    standard deviation of the resampled effects; ``seeds_better`` the seeds in which the arm's rate
+    is higher.
     """
     df = _check(predictions)
     keys = condition_keys(df)
@@ -222,22 +247,19 @@ def effects_table(predictions: pd.DataFrame, comparisons: Sequence[tuple[str, st
             rate_a, rate_r = _per_seed_rates(num_a, den), _per_seed_rates(num_r, den)
             flag = in_distribution(arm, cdict["cohort"], cdict.get("corruption"), family)
             for k, metric in enumerate(metrics):
-                lo, hi = percentile_interval(boots[k], confidence)
-                p, pmin = sign_flip_test(rate_a[k] - rate_r[k], rng)
+                inference = bootstrap_inference(float(points[k]), boots[k], int(seeds.size), confidence)
+                p_flip, p_flip_min = sign_flip_test(rate_a[k] - rate_r[k], rng)
                 rows.append({
                     "arm": arm, "reference": ref, **cdict, "metric": metric, "in_distribution": flag,
                     "n_seeds": int(seeds.size), "n_patients": int(patients.size),
                     "n_images": int(den[k].sum() / seeds.size),
                     "arm_mean": float(np.nanmean(rate_a[k])), "reference_mean": float(np.nanmean(rate_r[k])),
-                    "effect": float(points[k]), "ci_low": lo, "ci_high": hi,
-                    "seeds_better": int(np.sum(rate_a[k] > rate_r[k])), "p_perm": p, "p_min": pmin,
+                    "effect": float(points[k]), **inference,
+                    "seeds_better": int(np.sum(rate_a[k] > rate_r[k])), "p_sign_flip": p_flip,
+                    "p_sign_flip_min": p_flip_min,
                 })
-    out = pd.DataFrame(rows, columns=[c for c in EFFECT_COLUMNS if c not in ("n_comparisons", "q_bh", "significant")])
-    q, reject = benjamini_hochberg(out["p_perm"].to_numpy(np.float64), alpha)
-    out["n_comparisons"] = int(np.isfinite(out["p_perm"].to_numpy(np.float64)).sum())
-    out["q_bh"] = q
-    out["significant"] = reject.astype(bool)
-    return out[list(EFFECT_COLUMNS)]
+    out = pd.DataFrame(rows, columns=[c for c in EFFECT_COLUMNS if c not in _FAMILY_COLUMNS])
+    return family_fdr(out, alpha)[list(EFFECT_COLUMNS)]
 
 
 def _check_paired(sums: _Sums, a: int, r: int, c: int, seeds: np.ndarray, what: str, cond: dict) -> None:
@@ -251,13 +273,16 @@ def _check_paired(sums: _Sums, a: int, r: int, c: int, seeds: np.ndarray, what: 
                              f"({na} vs {nr} images)")
 
 
-def arms_table(predictions: pd.DataFrame, *, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0,
+def arms_table(predictions: pd.DataFrame, *, n_boot: int = 10_000, confidence: float = 0.95, seed: int = 0,
                ece_bins: int = 15, resample: Sequence[str] = RESAMPLE_LEVELS,
                family: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Per arm and condition: accuracy (two-level interval), sensitivity, specificity and ECE across seeds.
 
+    The accuracy interval is read off the two-level bootstrap as the effects' are
+    (:func:`knee_tf.controls.effect_stats.bootstrap_inference`: percentile with 10 or more seeds, t with
+    fewer; column ``interval_method``).
     Returns DataFrame (arm, *conditions, in_distribution, n_seeds, n_patients, n_images, accuracy,
-    accuracy_low, accuracy_high, accuracy_sd, sensitivity, sensitivity_sd, specificity,
+    interval_method, accuracy_low, accuracy_high, accuracy_sd, sensitivity, sensitivity_sd, specificity,
     specificity_sd, ece, ece_sd): means over seeds, sd across seeds (NaN with one seed); ECE is
     :func:`knee_tf.study.evaluate.expected_calibration_error` (top label, ``ece_bins`` bins) per seed
     (computed for all groups at once, :func:`knee_tf.study.evaluate.grouped_calibration_errors`).
@@ -284,21 +309,22 @@ def arms_table(predictions: pd.DataFrame, *, n_boot: int = 2000, confidence: flo
             patients = np.flatnonzero(sums.values["n"][a, c][seeds].sum(axis=0) > 0)
             num, den = sums.matrices(a, c, seeds, patients, METRICS)
             per_seed = _per_seed_rates(num, den)
-            _, boot = two_level_bootstrap(num[0], den[0], n_boot=n_boot, resample=resample,
-                                          rng=row_rng(seed, arm, *cond))
-            lo, hi = percentile_interval(boot, confidence)
+            point, boot = two_level_bootstrap(num[0], den[0], n_boot=n_boot, resample=resample,
+                                              rng=row_rng(seed, arm, *cond))
+            inference = bootstrap_inference(point, boot, int(seeds.size), confidence)
             e = np.array([ece[(arm, *cond, sums.seeds[s])] for s in seeds])
             row = {"arm": arm, **cdict, "in_distribution": in_distribution(arm, cdict["cohort"],
                                                                            cdict.get("corruption"), family),
                    "n_seeds": int(seeds.size), "n_patients": int(patients.size),
-                   "n_images": int(den[0].sum() / seeds.size), "accuracy_low": lo, "accuracy_high": hi}
+                   "n_images": int(den[0].sum() / seeds.size), "interval_method": inference["interval_method"],
+                   "accuracy_low": inference["ci_low"], "accuracy_high": inference["ci_high"]}
             for k, metric in enumerate(METRICS):
                 row[metric] = float(np.nanmean(per_seed[k]))
                 row[f"{metric}_sd"] = float(np.nanstd(per_seed[k], ddof=1)) if seeds.size > 1 else float("nan")
             row["ece"] = float(e.mean())
             row["ece_sd"] = float(e.std(ddof=1)) if e.size > 1 else float("nan")
             rows.append(row)
-    cols = ["arm", *keys, "in_distribution", "n_seeds", "n_patients", "n_images", "accuracy", "accuracy_low",
-            "accuracy_high", "accuracy_sd", "sensitivity", "sensitivity_sd", "specificity", "specificity_sd",
+    cols = ["arm", *keys, "in_distribution", "n_seeds", "n_patients", "n_images", "accuracy", "interval_method",
+            "accuracy_low", "accuracy_high", "accuracy_sd", "sensitivity", "sensitivity_sd", "specificity", "specificity_sd",
             "ece", "ece_sd"]
     return pd.DataFrame(rows, columns=cols)

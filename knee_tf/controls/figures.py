@@ -8,7 +8,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from knee_tf.controls.effect_stats import interval_description
+from knee_tf.controls.effect_stats import interval_description, method_summary
 from knee_tf.core.vocab import NO_CORRUPTION, NORMAL
 from knee_tf.study.plots import MAX_WIDTH_IN, legible
 
@@ -43,7 +43,8 @@ def plot_forest(effects, metric: str = "accuracy", conditions=None, arms=None):
     effects: :func:`knee_tf.controls.effects.effects_table` output; metric: which rate; conditions: labels
     (:func:`condition_label`) to show as panels, in order (default: every condition without a
     corruption); arms: row order (default: table order). Filled markers: significant after the
-    FDR control; hollow: not. Orange: the condition is in distribution for the arm (its training
+    FDR control within the row's test family (:mod:`knee_tf.controls.families`); hollow: not, or
+    exploratory. Orange: the condition is in distribution for the arm (its training
     generator made such images). Effects in percentage points. Returns the Figure.
     """
     t = effects[effects["metric"] == metric].copy()
@@ -79,10 +80,9 @@ def plot_forest(effects, metric: str = "accuracy", conditions=None, arms=None):
 
     handles = [Line2D([], [], marker="o", ls="", color=_OUT_DIST_COLOR, label="held out for the arm"),
                Line2D([], [], marker="o", ls="", color=_IN_DIST_COLOR, label="in distribution for the arm"),
-               Line2D([], [], marker="o", ls="", color="k", mfc="k", label="significant (BH FDR)"),
-               Line2D([], [], marker="o", ls="", color="k", mfc="white", label="not significant")]
-    n = int(t["n_comparisons"].iloc[0]) if len(t) else 0
-    fig.suptitle(f"Effects, {n} comparisons\n({interval_description(shown['n_seeds'])})")
+               Line2D([], [], marker="o", ls="", color="k", mfc="k", label="significant (BH within its test family)"),
+               Line2D([], [], marker="o", ls="", color="k", mfc="white", label="not significant, or exploratory")]
+    fig.suptitle(f"Effects\n({interval_description(shown['n_seeds'])})")
     fig.tight_layout(rect=(0, 0.7 / fig.get_size_inches()[1], 1, 1))
     fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False, bbox_to_anchor=(0.5, 0.0))
     return fig
@@ -155,7 +155,8 @@ def plot_learning_curve(arms_table, curves: dict, condition: str = NORMAL):
     ax.set_ylabel(f"accuracy on {condition} (%)")
     ax.grid(alpha=0.3)
     ax.legend(frameon=False)
-    ax.set_title("Learning curve (mean over seeds, 95% two-level interval)")
+    shown = [d.loc[a, "n_seeds"] for points in curves.values() for a, _ in points if a in d.index]
+    ax.set_title(f"Learning curve (mean over seeds, 95% two-level interval:\n{method_summary(shown)})")
     fig.tight_layout()
     return fig
 

@@ -44,6 +44,13 @@ class GridPublisher:
                 mismatched[j] = differs
         if mismatched and not republish:
             raise ValueError(gp.mismatch_error(self.pub, mismatched))
+        # a job trained from a tree with uncommitted changes is never published: refused before training
+        to_publish = [j for j in jobs if self.provenance[j] and j not in self.ok and not job_done(layout, j)]
+        dirty = [j for j in to_publish if gp.is_dirty(self.provenance[j].get("code_commit"))]
+        if dirty:
+            more = f" (and {len(dirty) - 1} more job(s))" if len(dirty) > 1 else ""
+            raise ValueError("grid --publish: " + gp.dirty_error(dirty[0], self.provenance[dirty[0]]["code_commit"],
+                                                                 planned=True) + more)
         for j, what in mismatched.items():
             log(f"grid: {j.label} published with other settings or data ({what}): trained again and replaced")
         self.retrain: set[Job] = set()

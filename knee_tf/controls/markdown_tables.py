@@ -9,13 +9,14 @@ import pandas as pd
 
 from knee_tf.controls.arms import ABLATION, CONTROL, STUDY, arm_names
 from knee_tf.controls.effect_stats import interval_description
+from knee_tf.controls.families import EXPLORATORY, PRIMARY, SECONDARY
 from knee_tf.core.vocab import NO_CORRUPTION
 
 
 def effect_cell(r) -> str:
     """One effects row (:func:`knee_tf.controls.effects.effects_table`) as a table cell: ``effect [low, high]``
-    in percentage points, ``*`` when significant after Benjamini-Hochberg, ``(in dist.)`` when the
-    condition was made by the arm's own training generator."""
+    in percentage points, ``*`` when significant after Benjamini-Hochberg within its test family,
+    ``(in dist.)`` when the condition was made by the arm's own training generator."""
     cell = f"{100 * r['effect']:+.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
     cell += "*" if r["significant"] else ""
     return cell + (" (in dist.)" if r["in_distribution"] else "")
@@ -25,14 +26,16 @@ def effects_markdown(effects: pd.DataFrame, metric: str = "accuracy", conditions
     """Markdown table of an effects table (:func:`knee_tf.controls.effects.effects_table`): one row per
     comparison, one column per condition, cells ``effect [low, high]`` in percentage points.
 
-    ``*``: significant after Benjamini-Hochberg over the whole effects table; ``(in dist.)``: the
+    ``*``: significant after Benjamini-Hochberg within the row's test family
+    (:mod:`knee_tf.controls.families`; exploratory rows are never starred); ``(in dist.)``: the
     condition was made by the arm's own training generator. conditions: condition labels
     (:func:`knee_tf.controls.figures.condition_label` style: the cohort, or ``"<corruption> <severity>"``) in
     column order (default: the conditions without a corruption, in table order); arms: row order
-    as arm names (default: table order). Ends with a legend stating the number of comparisons.
+    as arm names (default: table order). Ends with a legend stating the interval's method and the
+    size of each test family.
     """
     need = {"arm", "reference", "cohort", "metric", "effect", "ci_low", "ci_high", "significant",
-            "in_distribution", "n_seeds", "n_comparisons", "q_bh"}
+            "in_distribution", "n_seeds", "test_family", "n_comparisons", "q_bh"}
     missing = sorted(need - set(effects.columns))
     if missing:
         raise ValueError(f"effects lack column(s) {missing} (use knee_tf.controls.effects.effects_table)")
@@ -61,13 +64,23 @@ def effects_markdown(effects: pd.DataFrame, metric: str = "accuracy", conditions
         seeds = "/".join(str(int(s)) for s in sorted(d["n_seeds"].unique()))
         lines.append(f"| {arm} − {ref} | {seeds} | " + " | ".join(cells) + " |")
 
-    n = int(effects["n_comparisons"].iloc[0])
     lines.append("")
     lines.append(f"{metric.capitalize()} difference in points, mean over seeds paired on the same images "
-                 f"[{interval_description(shown_seeds)}]; * significant at "
-                 f"FDR 0.05 (Benjamini-Hochberg over all {n} comparisons of the effects table, sign-flip "
-                 f"test across seeds); (in dist.): made by the arm's own training generator.")
+                 f"[{interval_description(shown_seeds)}]; * significant at FDR 0.05, p from inverting "
+                 f"that interval ({family_legend(effects)}); (in dist.): made by the arm's own training "
+                 "generator.")
     return "\n".join(lines) + "\n"
+
+
+def family_legend(effects: pd.DataFrame) -> str:
+    """How the effects table's tests are grouped, for a caption: Benjamini-Hochberg within the primary
+    and secondary families of the analysis plan (their sizes), everything else exploratory."""
+    sizes = effects.groupby("test_family")["n_comparisons"].max()
+    tested = [f"{f} {int(sizes[f])}" for f in (PRIMARY, SECONDARY) if f in sizes and sizes[f] > 0]
+    if not tested:
+        return "no row is in a test family of the analysis plan: intervals only"
+    return (f"Benjamini-Hochberg within each test family of docs/analysis_plan.md: {' and '.join(tested)} "
+            f"comparisons; every other row is {EXPLORATORY}, intervals only")
 
 
 def controls_markdown(effects: pd.DataFrame, metric: str = "accuracy") -> list[str]:

@@ -40,6 +40,7 @@ from knee_tf.controls.prescription import prescription_table, slice_ranks
 from knee_tf.core.errors import InputError
 from knee_tf.core.io import atomic_path
 from knee_tf.core.vocab import NO_CORRUPTION
+from knee_tf.study.config import StudyConfig
 
 STORE_COLUMNS: tuple[str, ...] = (
     "arm", "seed", "cohort", "corruption", "severity", "image_id", "patient_id", "exam_id", "plane", "site",
@@ -140,7 +141,7 @@ def read_store(path: str | Path, arms: Sequence[str] | None = None) -> pd.DataFr
 
 def recompute_tables(store: pd.DataFrame, comparisons: Sequence[tuple[str, str]] | None = None, *,
                      family: Mapping[str, str] | None = None, arm_info: pd.DataFrame | None = None,
-                     n_boot: int = 2000, ece_bins: int = 15, seed: int = 0,
+                     n_boot: int = 2000, n_boot_effects: int | None = None, ece_bins: int = 15, seed: int = 0,
                      alpha: float = 0.05) -> dict[str, pd.DataFrame]:
     """The published tables from the store alone: {"arms_table", "effects_table", "prescription_table"},
     keyed by their :class:`knee_tf.data.layout.RunLayout` attribute names. Everything is seeded, so the
@@ -148,9 +149,12 @@ def recompute_tables(store: pd.DataFrame, comparisons: Sequence[tuple[str, str]]
 
     comparisons, family: as :func:`knee_tf.controls.effects.effects_table`; arm_info: optional rows (``arm``,
     then e.g. ``budget``, ``description``) describing each arm, put beside the arm's name in the arms
-    table (every arm of the store must have a row).
+    table (every arm of the store must have a row); n_boot: the prescription table's resamples;
+    n_boot_effects: the arms and effects tables' (default: ``StudyConfig.n_bootstrap_effects``).
     """
-    arms = arms_table(store, n_boot=n_boot, ece_bins=ece_bins, seed=seed, family=family)
+    if n_boot_effects is None:
+        n_boot_effects = StudyConfig().n_bootstrap_effects
+    arms = arms_table(store, n_boot=n_boot_effects, ece_bins=ece_bins, seed=seed, family=family)
     if arm_info is not None:
         info = arm_info.drop_duplicates("arm").set_index("arm")
         missing = sorted(set(arms["arm"]) - set(info.index))
@@ -160,7 +164,8 @@ def recompute_tables(store: pd.DataFrame, comparisons: Sequence[tuple[str, str]]
                           arms.drop(columns="arm")], axis=1)
     return {
         "arms_table": arms,
-        "effects_table": effects_table(store, comparisons, n_boot=n_boot, seed=seed, alpha=alpha, family=family),
+        "effects_table": effects_table(store, comparisons, n_boot=n_boot_effects, seed=seed, alpha=alpha,
+                                       family=family),
         "prescription_table": prescription_table(store, n_boot=n_boot, seed=seed),
     }
 

@@ -20,7 +20,10 @@ predictions to equal the published ones byte for byte.
 
 A later grid skips every job published with the same settings digest and data digest
 (:func:`published_status`), and refuses, in one line naming the job and what differs, one published
-with other settings or data (``--republish`` retrains and replaces it).
+with other settings or data (``--republish`` retrains and replaces it). A job trained from a tree with
+uncommitted changes (its record's code commit ends with ``+dirty``) is never published
+(:func:`dirty_error`): the grid refuses before training, and :func:`publish_job` refuses such a
+record. Jobs published before that rule keep their records; :func:`published_jobs` flags them.
 
 Two cohorts need other jobs' models: ``cam_transfer`` (the maps of the independently trained Model A)
 and ``cam_b`` (the maps of the plain B of the job's seed). Once a job's model, B of its seed and the
@@ -63,7 +66,7 @@ NON_RESULT_FIELDS: frozenset[str] = frozenset({
     "n_exams", "synth_seed", "synth_matrix", "metal_fraction", "synth_texture", "synth_snr_scale",
     "synth_hard_share", "synth_annotator_spread", "synth_quality_shift_mm", "synth_ghost_probability",
     "seed", "n_seeds", "n_seeds_other", "grid_arms", "learning_curve_exams", "transfer_seed",
-    "reveal_answers", "n_bootstrap", "ece_bins", "n_figure3_per_cohort", "n_faithfulness",
+    "reveal_answers", "n_bootstrap", "n_bootstrap_effects", "ece_bins", "n_figure3_per_cohort", "n_faithfulness",
     "faithfulness_steps", "n_dicom_export", "cam_layers",
 })
 
@@ -109,7 +112,26 @@ def code_commit(repo: Path = REPO_ROOT) -> str:
                                capture_output=True, text=True, timeout=30).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return ""
-    return head.stdout.strip() + ("+dirty" if dirty else "")
+    return head.stdout.strip() + (DIRTY_SUFFIX if dirty else "")
+
+
+#: What :func:`code_commit` appends when tracked files differ from the commit.
+DIRTY_SUFFIX = "+dirty"
+
+
+def is_dirty(commit) -> bool:
+    """Whether a recorded code commit says the tree had uncommitted changes (``<sha>+dirty``)."""
+    return isinstance(commit, str) and commit.endswith(DIRTY_SUFFIX)
+
+
+def dirty_error(job, commit: str, where: str = "", planned: bool = False) -> str:
+    """The one-line refusal to publish ``job``, trained (``planned``: to be trained) from a tree with
+    uncommitted changes (``commit``): its results could not be traced to a commit."""
+    if planned:
+        return (f"{job.label} would be trained from a tree with uncommitted changes (code commit {commit}) and could "
+                "not be published; commit the changes first")
+    return (f"{job.label}{f' ({where})' if where else ''} was trained from a tree with uncommitted changes (code "
+            f"commit {commit}), so it is not published; commit the changes and train it again")
 
 
 def provenance(settings: StudyConfig, data: str, ingest_key: str, commit: str) -> dict:
@@ -178,7 +200,9 @@ def compact_predictions(predictions: pd.DataFrame, index: pd.DataFrame) -> bytes
 def publish_job(pub: PublishedGrid, layout: RunLayout, job, index: pd.DataFrame) -> Path:
     """Publish one job from its complete run-folder copy; returns the published folder.
 
-    Raises FileNotFoundError naming the folder when the run-folder copy is not complete (no job.json)."""
+    Raises FileNotFoundError naming the folder when the run-folder copy is not complete (no job.json),
+    and ValueError naming the job when its record's code commit ends with ``+dirty`` (:func:`dirty_error`).
+    """
     record_path = layout.job_record(job.name, job.seed)
     if not record_path.exists():
         raise FileNotFoundError(f"{layout.model_dir(job.name, job.seed)}: not a finished grid job (no job.json); "
@@ -186,6 +210,8 @@ def publish_job(pub: PublishedGrid, layout: RunLayout, job, index: pd.DataFrame)
     record = json.loads(record_path.read_text())
     if "settings_digest" not in record:
         raise ValueError(f"{record_path}: no settings digest (written by an older knee_tf)")
+    if is_dirty(record.get("code_commit")):
+        raise ValueError(dirty_error(job, record["code_commit"], str(record_path)))
     blob = compact_predictions(pd.read_parquet(layout.grid_predictions(job.name, job.seed)), index)
     final = pub.job_dir(job.name, job.seed)
     with atomic_dir(final) as tmp:
@@ -245,14 +271,15 @@ def publish_cross(pub: PublishedGrid, job, predictions: pd.DataFrame, index: pd.
 
 def published_jobs(pub: PublishedGrid) -> pd.DataFrame:
     """One row per published job: job (model name), arm, variant, seed, and the record's settings
-    digest, data digest, code commit, precision, seconds and epochs_run."""
+    digest, data digest, code commit, precision, seconds and epochs_run; dirty: whether the code commit
+    says the tree had uncommitted changes (:func:`is_dirty`; published before such jobs were refused)."""
     cols = ["job", "arm", "variant", "seed", "settings_digest", "data_digest", "code_commit", "precision",
             "seconds", "epochs_run"]
     rows = []
     for path in pub.records():
         rec = json.loads(path.read_text())
-        rows.append({c: rec.get(c) for c in cols})
-    return pd.DataFrame(rows, columns=cols)
+        rows.append({c: rec.get(c) for c in cols} | {"dirty": is_dirty(rec.get("code_commit"))})
+    return pd.DataFrame(rows, columns=[*cols, "dirty"])
 
 
 def read_published(pub: PublishedGrid, jobs: Iterable | None = None) -> pd.DataFrame:

@@ -25,9 +25,10 @@ import pandas as pd
 
 from knee_tf.controls.arms import CONTROL, STUDY, arm_names
 from knee_tf.controls.effect_stats import interval_description
+from knee_tf.controls.families import EXPLORATORY, PRIMARY, SECONDARY
 from knee_tf.controls.jobs import controls_plan
-from knee_tf.controls.markdown_tables import controls_markdown, effect_cell
-from knee_tf.controls.publish import rebuild_store
+from knee_tf.controls.markdown_tables import controls_markdown, effect_cell, family_legend
+from knee_tf.controls.publish import published_jobs, rebuild_store
 from knee_tf.core.io import atomic_write_text
 from knee_tf.core.vocab import (
     B_RANDOM,
@@ -156,8 +157,9 @@ def headline_markdown(summary: pd.DataFrame, effects: pd.DataFrame) -> str:
         study = " → ".join(_pct(acc[(m, cohort)]) for m in STUDY_MODELS) if all(have) else "—"
         cells = [effect_cell(e.loc[(ref, cohort)]) if (ref, cohort) in e.index else "—" for ref in refs]
         lines.append(f"| {HEADLINE_COHORTS[cohort]} (`{cohort}`) | {paper} | {study} | " + " | ".join(cells) + " |")
-    lines += ["", "Accuracy; effects in points, mean over seeds paired on the same images [95% two-level bootstrap "
-              "interval, seeds and patients resampled]; (in dist.): made by B's own training generator."]
+    shown = [e.loc[(ref, c), "n_seeds"] for ref in refs for c in HEADLINE_COHORTS if (ref, c) in e.index]
+    lines += ["", f"Accuracy; effects in points, mean over seeds paired on the same images [{interval_description(shown)}]; "
+              f"* significant at FDR 0.05 ({family_legend(effects)}); (in dist.): made by B's own training generator."]
     return "\n".join(lines)
 
 
@@ -188,7 +190,7 @@ def _verdict(rows: Mapping[str, pd.Series], subject: str, than: str) -> str:
 def answer_markdown(effects: pd.DataFrame) -> str:
     """README's answer in three lines, from the grid's accuracy effects (``RunLayout.effects_table``; the named
     columns ``arm``, ``reference``, ``cohort``, ``metric``, ``effect``, ``ci_low``, ``ci_high``, ``n_seeds``,
-    ``significant``, ``n_comparisons``): B − A, B − ``B_random`` and cohort 3, each effect with its 95%
+    ``significant``, ``test_family``): B − A, B − ``B_random`` and cohort 3, each effect with its 95%
     interval and seed count, the words (more, less accurate, spans zero) read off the intervals."""
     e = _plain(effects[(effects["metric"] == "accuracy") & (effects["arm"] == MODEL_B)]).set_index(["reference", "cohort"])
 
@@ -207,14 +209,16 @@ def answer_markdown(effects: pd.DataFrame) -> str:
 
     vs_a, vs_random = rows(MODEL_A, ANSWER_COHORTS), rows(B_RANDOM, ANSWER_COHORTS)
     cam = rows(MODEL_A, ANSWER_CAM_COHORTS)
-    n_sig, n = int(effects["significant"].astype(bool).sum()), int(effects["n_comparisons"].iloc[0])
+    primary = effects[effects["test_family"] == PRIMARY]
+    n_sig, n = int(primary["significant"].astype(bool).sum()), len(primary)
     shown = [r["n_seeds"] for rs in (vs_a, vs_random, cam) for r in rs.values()]
     return "\n".join([
         f"- **Does B beat A?** {_verdict(vs_a, 'B', 'A')}. B − A in accuracy points: {listed(vs_a)}.",
         f"- **Is it the activation maps?** Against B's own masks moved to random positions (`{B_RANDOM}`), "
         f"{_verdict(vs_random, 'B', f'`{B_RANDOM}`')}. B − `{B_RANDOM}`: {listed(vs_random)}.",
         f"- **Cohort 3** (the paper's largest gain; made by B's own training generator): B − A {listed(cam, 'from ')}; "
-        f"{n_sig} of the {n} effects of the whole table are significant after Benjamini–Hochberg.",
+        f"{n_sig} of the {n} primary comparisons of the [analysis plan](docs/analysis_plan.md) are significant "
+        "after Benjamini–Hochberg within that family.",
         "",
         f"Effects: mean over seeds paired on the same images [{interval_description(shown)}]. "
         "The full tables: [Results](#results) below, [docs/results.md](docs/results.md), "
@@ -265,24 +269,47 @@ def faithfulness_markdown(faith: pd.DataFrame) -> str:
 
 
 def grid_markdown(arms: pd.DataFrame, effects: pd.DataFrame, n_planned: int, n_jobs: int, n_cross: int,
-                  store_mb: int) -> str:
+                  store_mb: int, dirty: Mapping[str, list[int]] | None = None) -> str:
     """How much of the controls grid the tables come from, and its arms with their seeds
-    (``RunLayout.arms_table``; ``n_jobs`` published of ``n_planned``, ``n_cross`` with the cross cohorts)."""
-    n, q = int(effects["n_comparisons"].iloc[0]), effects["q_bh"].min()
+    (``RunLayout.arms_table``; ``n_jobs`` published of ``n_planned``, ``n_cross`` with the cross cohorts;
+    dirty: {arm: the seeds whose published record names a ``+dirty`` code commit})."""
+    dirty = dirty or {}
+    fam = effects.groupby("test_family")
+    sizes, smallest = fam["n_comparisons"].max(), fam["q_bh"].min()
+    tested = [f"{int(sizes[f])} {f} (smallest q {_q(smallest[f])})" for f in (PRIMARY, SECONDARY) if f in sizes]
+    n_dirty = sum(len(v) for v in dirty.values())
     text = [f"The controls tables come from **{n_jobs} of the full grid's {n_planned} jobs** (`results/grid/`), "
             f"recomputed from their per-image predictions: the prediction store, {store_mb} MB for {n_jobs} jobs, which "
             f"publishing does not copy and a test rebuilds. The cross cohorts `cam_transfer` and `cam_b` are in "
-            f"{n_cross} of them. Benjamini–Hochberg runs over all {n} comparisons of the effects table; the "
-            f"smallest q is {q:.2f}.", ""]
+            f"{n_cross} of them. Benjamini–Hochberg runs within the test families of the "
+            f"[analysis plan](analysis_plan.md), applied post hoc to this grid (trained before the plan): "
+            f"{' and '.join(tested) if tested else 'none'} comparisons; the other "
+            f"{int((effects['test_family'] == EXPLORATORY).sum())} rows are exploratory, intervals only. "
+            f"{n_dirty} published jobs record a code commit with uncommitted changes (`+dirty`); "
+            "`knee-tf grid --publish` no longer publishes such a job.", ""]
     base = _plain(arms)
     first = base[base["cohort"] == base["cohort"].iloc[0]]
     cross = base[base["cohort"] == CAM_TRANSFER].set_index("arm")["n_seeds"]
-    text += ["| arm | trains on | matches B in | seeds | seeds with `cam_transfer`, `cam_b` |", "|---|---|---|---|---|"]
+    text += ["| arm | trains on | matches B in | seeds | seeds with `cam_transfer`, `cam_b` | seeds from a dirty tree |",
+             "|---|---|---|---|---|---|"]
     for r in first.itertuples():
         seeds = f"{r.n_seeds}" if r.n_seeds == r.n_seeds_planned else f"{r.n_seeds} of {r.n_seeds_planned}"
         text.append(f"| `{r.arm}` | {r.description} | {r.budget} | {seeds} | "
-                    f"{int(cross[r.arm]) if r.arm in cross.index else '—'} |")
+                    f"{int(cross[r.arm]) if r.arm in cross.index else '—'} | "
+                    f"{', '.join(str(s) for s in dirty.get(r.arm, [])) or '—'} |")
     return "\n".join(text)
+
+
+def _q(q: float) -> str:
+    """A q value with three decimals, or ``< 0.001`` (a bootstrap p of 0: no resample reached zero)."""
+    return "< 0.001" if q < 0.0005 else f"{q:.3f}"
+
+
+def dirty_seeds(jobs: pd.DataFrame) -> dict[str, list[int]]:
+    """{model name: sorted seeds} of the published jobs (:func:`knee_tf.controls.publish.published_jobs`)
+    whose record names a code commit with uncommitted changes (its ``dirty`` column)."""
+    bad = jobs[jobs["dirty"].astype(bool)]
+    return {str(j): sorted(int(s) for s in g["seed"]) for j, g in bad.groupby("job", sort=False)}
 
 
 def prescription_markdown(prescription: pd.DataFrame) -> str:
@@ -347,7 +374,7 @@ def results_blocks(top: str | Path, store_bytes: int | None = None) -> dict[str,
         "calibration": calibration_markdown(summary),
         "faithfulness": faithfulness_markdown(pd.read_csv(lay.faithfulness)),
         "grid": grid_markdown(arms, effects, len(controls_plan(get_config(config))), len(jobs), n_cross,
-                              round(store_bytes / 1e6)),
+                              round(store_bytes / 1e6), dirty_seeds(published_jobs(pub))),
         "controls-tables": "\n\n".join(t.strip() for t in controls_markdown(effects)),
         "prescription": prescription_markdown(pd.read_csv(lay.prescription_table)),
         "difficulty": difficulty_markdown(json.loads(lay.linear_baseline.read_text()), pd.read_csv(lay.breakdown_plane),

@@ -135,7 +135,8 @@ def study_tables(store: pd.DataFrame, jobs: Iterable, cfg: StudyConfig) -> dict[
     info = info[info["arm"].isin(have)].reset_index(drop=True)
     comparisons = [(a, r) for a, r in controls_comparisons(jobs) if a in have and r in have]
     return recompute_tables(store, comparisons, family=dict(zip(info["arm"], info["family"], strict=True)),
-                            arm_info=info, n_boot=cfg.n_bootstrap, ece_bins=cfg.ece_bins)
+                            arm_info=info, n_boot=cfg.n_bootstrap, n_boot_effects=cfg.n_bootstrap_effects,
+                            ece_bins=cfg.ece_bins)
 
 
 def plan_order(jobs: Iterable, table: pd.DataFrame) -> list[str]:

@@ -208,7 +208,8 @@ register_cohort(Cohort(METAL, manifest_cohort(METAL), FROM_MANIFEST,
 register_cohort(Cohort(NEW_SITE, manifest_cohort(NEW_SITE), FROM_MANIFEST,
                        "normal exams of a site (scanner and coil) never seen in train or val"))
 # the CAM cohorts apply image * (1 - w * M) with the Grad-CAM of a trained LeNet, which is B's training
-# transform; only whose maps differ: in distribution for B's family
+# transform; only whose maps differ: in distribution for B's family, and for every arm that reuses B's mask
+# values (knee_tf.controls.arms.Arm.mask_values_of: B_random, B_keep)
 register_cohort(Cohort(CAM, maps_cohort, OWN_MODEL_A, "normal test images corrupted with the job's own Model A's maps",
                        paper_number=3, paper_accuracy=(0.675, 0.855), in_distribution_for=(MODEL_B,)))
 register_cohort(Cohort(CAM_TRANSFER, maps_cohort, OTHER_MODEL_A,

@@ -110,6 +110,7 @@ class StudyConfig:
     cohort3_weight: float = 0.9  # fixed severity of Model A's inverted-Grad-CAM test corruption
     cohort3_method: str = GRADCAM  # map method of that corruption (cohort 3; maps at aug_layer)
     n_bootstrap: int = 2000  # bootstrap resamples of each accuracy's confidence interval
+    n_bootstrap_effects: int = 10_000  # two-level resamples of each row of the controls' effects and arms tables (docs/analysis_plan.md)
     ece_bins: int = 15  # probability bins of the expected calibration error
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)  # severities of the held-out corruptions of the test images
     corruption_seed: int = 0  # seeds the held-out corruptions of the test images (nothing else)
@@ -153,6 +154,7 @@ class StudyConfig:
             cam_batch_size=64,
             predict_batch_size=64,
             n_bootstrap=200,
+            n_bootstrap_effects=200,
             precision="float32",  # fast and exact on any CPU
             grid_workers=0,  # in-process (also the default): no cluster start-up in tests and CI
             controls_source="run",  # nothing is published for the smoke settings: notebook 07 trains
@@ -181,6 +183,7 @@ class StudyConfig:
             predict_batch_size=128,
             n_faithfulness=100,
             n_bootstrap=200,
+            n_bootstrap_effects=200,
             severities=(1, 3, 5),
             controls_source="run",
         )

@@ -90,14 +90,14 @@ def test_forest_axis_fits_the_intervals_drawn_not_the_rows_left_out(tables):
 
 
 def test_forest_title_and_table_caption_say_what_the_intervals_resample(tables):
-    """Five seeds: seeds and patients. One seed (a one-seed `make study`): patients only, and the
-    title and the results page's caption say seed variance is not in the intervals rather than promising a
-    two-level bootstrap."""
+    """Five seeds: seeds and patients, read as a t interval. One seed (a one-seed `make study`): patients
+    only, and the title and the results page's caption say seed variance is not in the intervals rather
+    than promising a two-level bootstrap. Ten seeds: a percentile interval."""
     from knee_tf.controls.markdown_tables import effects_markdown
 
     effects = tables[0]
-    two_level = "95% two-level bootstrap interval: 5 seeds and their patients resampled"
-    one_seed = "95% bootstrap interval over patients only: 1 seed, so seed variance is not included"
+    two_level = "95% two-level bootstrap, 5 seeds and their patients resampled: t interval, effect ± t·SE"
+    one_seed = "95% bootstrap percentile interval over patients only: 1 seed, so seed variance is not included"
     five = figures.plot_forest(effects, arms=[MODEL_B])
     assert f"({two_level})" in five._suptitle.get_text()
     assert f"[{two_level}]" in effects_markdown(effects)
@@ -106,7 +106,8 @@ def test_forest_title_and_table_caption_say_what_the_intervals_resample(tables):
     assert f"[{one_seed}]" in effects_markdown(effects.assign(n_seeds=1))
     mixed = effects.assign(n_seeds=np.where(effects["arm"] == MODEL_B, 10, 1))
     fig = figures.plot_forest(mixed)
-    assert "1–10 seeds and their patients resampled; rows of 1 seed: patients only" in fig._suptitle.get_text()
-    assert "10 seeds and their patients resampled]" in effects_markdown(mixed, arms=[MODEL_B])  # rows shown only
+    assert ("1–10 seeds and their patients resampled: percentile interval; rows of 1 seed: patients only"
+            in fig._suptitle.get_text())
+    assert "10 seeds and their patients resampled: percentile interval]" in effects_markdown(mixed, arms=[MODEL_B])
     for f in (five, one, fig):
         plots.plt.close(f)

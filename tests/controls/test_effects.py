@@ -1,4 +1,5 @@
-"""knee_tf.controls.effects and effect_stats on synthetic predictions with known effects: coverage, power, seed variance, FDR."""
+"""knee_tf.controls.effects, effect_stats and families on synthetic predictions with known effects: coverage, power,
+seed variance, the interval and its p-value, FDR within test families."""
 
 from __future__ import annotations
 
@@ -89,6 +90,8 @@ def test_a_large_effect_is_detected():
     assert point == pytest.approx(d.mean())
     p, pmin = effect_stats.sign_flip_test(d)
     assert p == pmin == 2 / 2**10
+    inference = effect_stats.bootstrap_inference(point, boot, 10)
+    assert inference["interval_method"] == "percentile" and inference["p"] < 0.01 and inference["ci_low"] > 0.05
 
 
 def test_bootstrap_checks_its_input():
@@ -155,7 +158,15 @@ def test_effects_table_pairs_seeds_and_flags_in_distribution_rows(predictions):
     t = effects.effects_table(predictions, n_boot=500)
     assert list(t.columns) == list(effects.EFFECT_COLUMNS)
     # 3 arms on the rician condition, 2 on each plain cohort; 3 metrics each
-    assert len(t) == (2 + 2 + 3) * 3 and (t["n_comparisons"] == len(t)).all()
+    assert len(t) == (2 + 2 + 3) * 3
+    # of these, B - A accuracy on normal and cam images are tests of the primary family; the rest is exploratory
+    tested = t[t["test_family"] == "primary"]
+    assert sorted(tested["cohort"]) == sorted([NORMAL, CAM]) and (tested["metric"] == "accuracy").all()
+    assert (tested["n_comparisons"] == 2).all() and tested["q_bh"].notna().all()
+    rest = t[t["test_family"] != "primary"]
+    assert (rest["test_family"] == "exploratory").all() and (rest["n_comparisons"] == 0).all()
+    assert rest["q_bh"].isna().all() and not rest["significant"].any()
+    assert (t["interval_method"] == "percentile").all()  # 10 seeds
     acc = t[t["metric"] == "accuracy"].set_index(["arm", "cohort", "corruption"])
     a = predictions[(predictions["arm"] == MODEL_A) & (predictions["cohort"] == NORMAL)
                     & (predictions["corruption"] == "none")]
@@ -166,7 +177,8 @@ def test_effects_table_pairs_seeds_and_flags_in_distribution_rows(predictions):
     row = acc.loc[(MODEL_B, NORMAL, "none")]
     assert row["effect"] == pytest.approx((rate["b"] - rate["a"]).mean())
     assert row["reference_mean"] == pytest.approx(rate["a"].mean())
-    assert row["ci_low"] > 0 and row["significant"] and row["p_perm"] < 0.01 and row["seeds_better"] >= 8
+    assert row["ci_low"] > 0 and row["significant"] and row["p"] < 0.01 and row["seeds_better"] >= 8
+    assert row["p_sign_flip"] < 0.01
     assert (row["n_seeds"], row["n_patients"], row["n_images"]) == (10, 30, 150)
     null = acc.loc[(A_STEPS, NORMAL, "none")]
     assert null["ci_low"] < 0 < null["ci_high"]
@@ -178,6 +190,25 @@ def test_effects_table_pairs_seeds_and_flags_in_distribution_rows(predictions):
     alone = effects.effects_table(predictions, [(MODEL_B, MODEL_A)], n_boot=500)
     one = alone[(alone["metric"] == "accuracy") & (alone["cohort"] == NORMAL) & (alone["corruption"] == "none")]
     assert one["ci_low"].item() == row["ci_low"] and one["ci_high"].item() == row["ci_high"]
+
+
+def test_cam_is_in_distribution_for_every_arm_that_reuses_Bs_mask_values():
+    """The CAM cohorts are made with B's transform and mask values, so they are in distribution for B,
+    its ablations and the controls that move B's own masks (B_random, B_keep: Arm.mask_values_of in
+    the arm table), and for no other arm."""
+    from knee_tf.controls.arms import ARMS
+    from knee_tf.core.vocab import B_KEEP, B_RANDOM, B_UNTRAINED, ERASING
+    from knee_tf.study.cohorts import CAM_B, CAM_TRANSFER
+
+    for cohort in (CAM, CAM_TRANSFER, CAM_B):
+        flagged = {a for a in ARMS if effects.in_distribution(a, cohort)}
+        assert {MODEL_B, B_RANDOM, B_KEEP, "B_pool1", "B_share2"} <= flagged, cohort
+        assert not flagged & {MODEL_A, A_STEPS, ERASING, B_UNTRAINED, MRI_AUG}, cohort
+        assert {a for a in ARMS if ARMS[a].mask_values_of == MODEL_B} == {B_RANDOM, B_KEEP}
+    assert not effects.in_distribution(B_RANDOM, NORMAL) and not effects.in_distribution(B_KEEP, "metal")
+    # a grid variant (model name not in the table) is flagged through the family map notebook 07 passes
+    assert effects.in_distribution("B_random_n100", CAM, family={"B_random_n100": B_RANDOM})
+    assert not effects.in_distribution("B_random_n100", CAM)
 
 
 def test_ablation_arms_inherit_in_distribution_from_their_family(predictions):
@@ -225,7 +256,7 @@ def test_effects_markdown_on_a_hand_made_table():
     ]
     t = pd.DataFrame(rows, columns=["arm", "reference", "cohort", "corruption", "severity", "effect", "ci_low",
                                     "ci_high", "significant", "in_distribution"])
-    t = t.assign(metric="accuracy", n_seeds=10, n_comparisons=12, q_bh=0.01)
+    t = t.assign(metric="accuracy", n_seeds=10, n_comparisons=12, q_bh=0.01, test_family="primary")
     md = effects_markdown(t)
     assert md.splitlines()[:4] == [
         "| comparison | seeds | normal | cam |",
@@ -233,7 +264,8 @@ def test_effects_markdown_on_a_hand_made_table():
         "| B − A | 10 | +0.2 [-1.8, +2.2] | +1.5 [+0.4, +2.6]* (in dist.) |",
         "| B_random − A | 10 | -0.4 [-2.0, +1.2] | — |",
     ]
-    assert "all 12 comparisons" in md
+    assert "primary 12 comparisons" in md and "percentile interval" in md and "p from inverting" in md
+    assert "t interval" in effects_markdown(t.assign(n_seeds=5))
     md = effects_markdown(t, conditions=["rician_noise 5"], arms=["B"])
     assert md.splitlines()[2] == "| B − A | 10 | +7.8 [+1.0, +14.0]* |"
     with pytest.raises(ValueError, match="no rows for metric"):
@@ -247,7 +279,7 @@ def test_controls_markdown_groups_main_arms_ablations_and_the_rest():
                                               ("B_n25", "A_n25"))]
     t = pd.DataFrame(rows, columns=["arm", "reference", "effect"]).assign(
         cohort="normal", corruption="none", severity=0, ci_low=0.0, ci_high=0.02, significant=False,
-        in_distribution=False, metric="accuracy", n_seeds=5, n_comparisons=5, q_bh=0.5)
+        in_distribution=False, metric="accuracy", n_seeds=5, n_comparisons=5, q_bh=0.5, test_family="secondary")
     tables = controls_markdown(t)
     firsts = [[line.split(" | ")[0] for line in md.splitlines()[2:] if line.startswith("| ")] for md in tables]
     assert firsts == [["| B − A", "| B − erasing", "| erasing − A"], ["| B_pool2 − A"], ["| B_n25 − A_n25"]]
@@ -257,9 +289,10 @@ def test_controls_markdown_groups_main_arms_ablations_and_the_rest():
 def test_arms_are_paired_on_the_seeds_both_have(predictions):
     few = predictions[~((predictions["arm"] == MODEL_B) & (predictions["seed"] >= 5))]
     t = effects.effects_table(few, [(MODEL_B, MODEL_A)], metrics=["accuracy"], n_boot=100)
-    assert (t["n_seeds"] == 5).all() and (t["p_min"] == 2 / 2**5).all()
+    assert (t["n_seeds"] == 5).all() and (t["p_sign_flip_min"] == 2 / 2**5).all()
+    assert (t["interval_method"] == "t").all()  # fewer than 10 seeds: studentized
     full = effects.effects_table(predictions, [(MODEL_B, MODEL_A)], metrics=["accuracy"], n_boot=100)
-    assert (full["n_seeds"] == 10).all()
+    assert (full["n_seeds"] == 10).all() and (full["interval_method"] == "percentile").all()
     assert not np.allclose(t["reference_mean"], full["reference_mean"])  # A's rate over B's five seeds only
 
 

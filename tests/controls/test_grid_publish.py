@@ -29,6 +29,19 @@ pytestmark = pytest.mark.slow
 JOBS = plan_jobs([MODEL_B], [0])  # A seed 0, B seed 0
 
 
+#: The code commit the jobs of this module record: a clean one, whatever the state of the tree the tests
+#: run from (a job trained from a tree with uncommitted changes is never published; see
+#: test_a_grid_from_a_dirty_tree_is_refused_before_training).
+CLEAN_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def clean_commit():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gp, "code_commit", lambda repo=None: CLEAN_COMMIT)
+        yield
+
+
 @pytest.fixture(scope="module")
 def published(small_grid, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gridpub")
@@ -178,6 +191,9 @@ def test_a_run_made_without_publishing_is_published_afterwards_without_training(
     # another process; every job record carries its provenance
     run = tmp_path / "study_run"
     shutil.copytree(published["unpublished_run"], run)
+    for path in run.rglob("job.json"):  # trained in another process from this tree, whose changes may be uncommitted
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps(dict(record, code_commit=record["code_commit"].removesuffix(gp.DIRTY_SUFFIX))))
     res = run_grid(JOBS, published["cfg"], run, published["cache"], workers=0, progress=False, log=lambda m: None)
     assert res.ok and res.published == [] and sorted(res.skipped) == sorted(j.label for j in JOBS)
     record = json.loads(RunLayout(run).job_record(MODEL_A, 0).read_text())
@@ -237,6 +253,24 @@ def test_published_jobs_of_other_settings_or_data_are_refused_in_one_line(publis
     res = run_grid(JOBS[:1], same, tmp_path / "run_c", published["cache"], workers=0, progress=False,
                    log=lambda m: None, publish=pub)
     assert res.skipped_published == ["A seed 0"]
+
+
+def test_a_grid_from_a_dirty_tree_is_refused_before_training(published, tmp_path, monkeypatch):
+    """`grid --publish` from a tree with uncommitted changes refuses, in one line naming the job, before
+    training a job it would publish; a grid with nothing left to publish is not refused."""
+    pub = _copy(published["pub"], tmp_path / "grid")
+    shutil.rmtree(pub.job_dir(MODEL_B, 0))  # B is still to be trained and published
+    _no_training(monkeypatch)
+    monkeypatch.setattr(gp, "code_commit", lambda repo=None: CLEAN_COMMIT + "+dirty")
+    with pytest.raises(ValueError) as e:
+        run_grid(JOBS, published["cfg"], tmp_path / "run", published["cache"], workers=0, progress=False,
+                 log=lambda m: None, publish=pub)
+    assert str(e.value) == (f"grid --publish: B seed 0 would be trained from a tree with uncommitted changes (code "
+                            f"commit {CLEAN_COMMIT}+dirty) and could not be published; commit the changes first")
+    assert not pub.job_dir(MODEL_B, 0).exists()
+    res = run_grid(JOBS, published["cfg"], tmp_path / "run2", published["cache"], workers=0, progress=False,
+                   log=lambda m: None, publish=_copy(published["pub"], tmp_path / "complete"))
+    assert res.ran == [] and sorted(res.skipped_published) == sorted(j.label for j in JOBS)
 
 
 def test_the_prediction_store_is_rebuilt_from_the_published_jobs(published, tmp_path):

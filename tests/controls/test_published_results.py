@@ -97,7 +97,19 @@ def test_claims_in_words_hold_in_the_published_tables():
     if not lay.effects_table.exists():
         pytest.skip("the controls grid (issue 11) has not been published yet: no results/effects.csv")
     e = pd.read_csv(lay.effects_table)
-    assert e["q_bh"].min() > 0.05  # "No effect is significant after correction"
+    # "Seven of the eight primary tests are significant": B - A on normal, metal, cam and new_site, B - A_steps
+    # on normal and metal, B - B_random on normal, not B - B_random on metal; "None of the secondary family's"
+    primary = e[e["test_family"] == "primary"]
+    assert len(primary) == 8 and set(zip(*primary.loc[primary["significant"], ["reference", "cohort"]].T.values,
+                                         strict=True)) == {
+        ("A", "normal"), ("A", "metal"), ("A", "cam"), ("A", "new_site"), ("A_steps", "normal"), ("A_steps", "metal"),
+        ("B_random", "normal")}
+    assert (primary["arm"] == "B").all()
+    assert not e.loc[e["test_family"] == "secondary", "significant"].any()
+    assert not e.loc[e["test_family"] == "exploratory", "significant"].any() and \
+        e.loc[e["test_family"] == "exploratory", "q_bh"].isna().all()
+    # every row's test is its interval inverted
+    assert ((e["p"] < 0.05) == ((e["ci_low"] > 0) | (e["ci_high"] < 0))).all()
     plain = e[(e["metric"] == "accuracy") & (e["corruption"] == "none")]
     e = plain[plain["cohort"].isin(["normal", "metal", "new_site", "cam"])]
     vs = {(r.arm, r.reference, r.cohort): r for r in e.itertuples()}

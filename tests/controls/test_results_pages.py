@@ -100,8 +100,9 @@ def test_readme_answers_in_three_lines_near_the_top_from_the_published_effects(e
             word = "more accurate" if r.ci_low > 0 else "less accurate" if r.ci_high < 0 else "spans zero"
             assert said.rstrip().endswith(("on", "and")) and word in said, (line, cohort, word)
     e = pd.read_csv(RESULTS / "effects.csv")
-    n_sig = re.search(r"(\d+) of the (\d+) effects", lines[2])
-    assert (int(n_sig[1]), int(n_sig[2])) == (int(e["significant"].sum()), int(e["n_comparisons"].iloc[0]))
+    primary = e[e["test_family"] == "primary"]
+    n_sig = re.search(r"(\d+) of the (\d+) primary comparisons", lines[2])
+    assert (int(n_sig[1]), int(n_sig[2])) == (int(primary["significant"].sum()), len(primary))
     for target in ("(#results)", "(docs/results.md)", "(results/effects.csv)"):
         assert target in answer, target
 
@@ -149,8 +150,12 @@ def test_results_page_effects_tables_are_the_effects_table(effects):
                 _check_effect(row[cohort], r)
                 assert int(row["seeds"]) == r.n_seeds, row
     assert set(shown) == {(a, r) for a, r, _ in effects.index}
-    comparisons = set(re.findall(r"over all (\d+) comparisons", block(page, "controls-tables")))
-    assert comparisons == {str(len(pd.read_csv(RESULTS / "effects.csv")))}
+    # each caption names its interval method and the families' sizes of the table
+    full = pd.read_csv(RESULTS / "effects.csv")
+    sizes = full.groupby("test_family")["n_comparisons"].max()
+    for caption in re.findall(r"^Accuracy difference in points.*$", block(page, "controls-tables"), re.MULTILINE):
+        assert f"primary {sizes['primary']} and secondary {sizes['secondary']} comparisons" in caption, caption
+        assert "t interval" in caption or "percentile interval" in caption, caption
 
 
 def test_results_page_grid_counts_and_seeds_per_arm():
@@ -166,8 +171,18 @@ def test_results_page_grid_counts_and_seeds_per_arm():
     assert int(re.search(r"MB for (\d+) jobs", text)[1]) == len(jobs)
     assert int(re.search(r"are in (\d+) of them", text)[1]) == sum((d / "cross_predictions.parquet").exists() for d in jobs)
     effects = pd.read_csv(RESULTS / "effects.csv")
-    assert int(re.search(r"over all (\d+) comparisons", text)[1]) == len(effects)
-    assert agrees(re.search(r"smallest q is (\d+\.\d+)", text)[1], effects["q_bh"].min())
+    for family in ("primary", "secondary"):
+        rows = effects[effects["test_family"] == family]
+        n, q = re.search(rf"(\d+) {family} \(smallest q (< 0\.001|\d+\.\d+)\)", text).groups()
+        assert int(n) == len(rows) == rows["n_comparisons"].max(), family
+        assert rows["q_bh"].min() < 0.0005 if q == "< 0.001" else agrees(q, rows["q_bh"].min()), family
+    assert int(re.search(r"the other (\d+) rows are exploratory", text)[1]) == (effects["test_family"] == "exploratory").sum()
+    from knee_tf.controls.publish import published_jobs
+    from knee_tf.data.layout import published_grid
+
+    dirty = published_jobs(published_grid(ROOT))
+    dirty = dirty[dirty["dirty"]]
+    assert int(re.search(r"(\d+) published jobs record a code commit with uncommitted changes", text)[1]) == len(dirty)
 
     arms = pd.read_csv(RESULTS / "arms.csv")
     arms = arms[arms["corruption"] == "none"]
@@ -181,6 +196,7 @@ def test_results_page_grid_counts_and_seeds_per_arm():
         n, planned = own.loc[arm, "n_seeds"], own.loc[arm, "n_seeds_planned"]
         assert seeds == ([n] if n == planned else [n, planned]), row
         assert numbers(row["seeds with `cam_transfer`, `cam_b`"]) == ([str(cross[arm])] if arm in cross.index else []), row
+        assert [int(n) for n in numbers(row["seeds from a dirty tree"])] == sorted(dirty.loc[dirty["job"] == arm, "seed"]), row
 
 
 def test_results_page_cohort_calibration_faithfulness_and_difficulty_tables(summary):

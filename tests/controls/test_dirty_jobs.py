@@ -1,0 +1,58 @@
+"""A job trained from a tree with uncommitted changes (its record's code commit ends with ``+dirty``) is
+never published (knee_tf.controls.publish.publish_job refuses it in one line naming the job), and the jobs
+published before that rule are flagged (published_jobs' ``dirty`` column, the results page's grid table).
+The grid's refusal before training is tested with the published smoke grid in test_grid_publish.py."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from knee_tf.controls import publish as gp
+from knee_tf.controls.jobs import Job
+from knee_tf.core.vocab import MODEL_A, MODEL_B
+from knee_tf.data.layout import PublishedGrid, RunLayout
+
+
+def _record(layout: RunLayout, job: Job, commit: str) -> None:
+    path = layout.job_record(job.name, job.seed)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"job": job.name, "arm": job.arm, "variant": job.variant, "seed": job.seed,
+                                "settings": {}, "settings_digest": gp.digest({}), "data_digest": "0" * 16,
+                                "code_commit": commit}))
+
+
+def test_publish_job_refuses_a_job_trained_from_a_dirty_tree_in_one_line(tmp_path):
+    layout, pub = RunLayout(tmp_path / "run"), PublishedGrid(tmp_path / "results" / "grid")
+    job = Job(MODEL_B, 3)
+    _record(layout, job, "e2ac01e7a23be25660c9ae3eeb2cbada0e0a1971+dirty")
+    with pytest.raises(ValueError) as err:
+        gp.publish_job(pub, layout, job, pd.DataFrame())
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("B seed 3 (")
+    assert "trained from a tree with uncommitted changes (code commit e2ac01e7a23be25660c9ae3eeb2cbada0e0a1971+dirty)" \
+        in message and "not published" in message
+    assert not pub.root.exists()  # nothing was written
+
+
+def test_is_dirty_reads_the_suffix_code_commit_writes():
+    assert gp.is_dirty("abc+dirty") and not gp.is_dirty("abc") and not gp.is_dirty("") and not gp.is_dirty(None)
+    assert gp.code_commit(gp.REPO_ROOT).endswith(gp.DIRTY_SUFFIX) == gp.is_dirty(gp.code_commit(gp.REPO_ROOT))
+
+
+def test_published_jobs_flags_the_dirty_ones(tmp_path):
+    pub = PublishedGrid(tmp_path / "grid")
+    for job, commit in ((Job(MODEL_A, 0), "a" * 40), (Job(MODEL_A, 1), "b" * 40 + "+dirty"),
+                        (Job(MODEL_B, 1), "b" * 40 + "+dirty")):
+        path = pub.job_record(job.name, job.seed)
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"job": job.name, "arm": job.arm, "variant": "", "seed": job.seed,
+                                    "code_commit": commit}))
+    jobs = gp.published_jobs(pub).sort_values(["job", "seed"])
+    assert jobs[["job", "seed", "dirty"]].values.tolist() == [[MODEL_A, 0, False], [MODEL_A, 1, True],
+                                                               [MODEL_B, 1, True]]
+    from knee_tf.controls.results_page import dirty_seeds
+
+    assert dirty_seeds(jobs) == {MODEL_A: [1], MODEL_B: [1]}
