@@ -36,6 +36,7 @@ from knee_tf.core.augment import prepare_mask, weighted_obfuscation
 from knee_tf.core.faithfulness import RANDOM_METHOD, faithfulness_curves
 from knee_tf.core.model import check_images, predict_proba
 from knee_tf.core.vocab import CLASSES, INVERTED, RELEVANT, WEIGHTED, encode_labels, predicted_class
+from knee_tf.study.config import StudyConfig
 
 #: Limb mask: Gaussian pre-smoothing (pixels) and level (share of the smoothed image's 99th percentile).
 LIMB_SMOOTH_SIGMA = 1.0
@@ -70,6 +71,13 @@ class MaskSpec:
     @property
     def transform(self) -> str:
         return INVERTED if self.weight == 1.0 else WEIGHTED
+
+
+def cohort3_spec(cfg: StudyConfig) -> MaskSpec:
+    """The study's cohort-3 (``cam``) corruption as a MaskSpec: ``cfg.cohort3_method`` at
+    ``cfg.aug_layer``, w = ``cfg.cohort3_weight``, the augmentation's smoothing and threshold."""
+    return MaskSpec(cfg.aug_layer, cfg.cohort3_method, float(cfg.cohort3_weight), float(cfg.aug_smooth_sigma),
+                    float(cfg.aug_threshold))
 
 
 def mask_design(layers: Sequence[str], methods: Sequence[str], weights: Sequence[float],
@@ -228,6 +236,23 @@ def map_coverage(cams: Mapping, layers: Sequence[str], limb, level: float = COVE
                     "mass_on_limb": np.where(mass > 0, (m * lm).sum(axis=(1, 2)) / mass, np.nan),
                     "image_area": m.mean(axis=(1, 2))}))
     return pd.concat(frames, ignore_index=True)
+
+
+def summarise_coverage(coverage: pd.DataFrame, planes) -> pd.DataFrame:
+    """Mean coverage per (layer, method), over every image and per plane.
+
+    coverage: :func:`map_coverage`'s rows; planes: (N,) the plane of each image. Returns columns
+    layer, method, grouping ("all" | "plane"), group, n, n_empty_limb, limb_covered, limb_removed,
+    mass_on_limb, image_area (means over the images where they are defined)."""
+    metrics = ["limb_covered", "limb_removed", "mass_on_limb", "image_area"]
+    c = coverage.assign(plane=np.asarray(planes)[coverage["image"].to_numpy()], all="all",
+                        empty=coverage["limb_removed"].isna())
+    parts = []
+    for grouping, key in (("all", "all"), ("plane", "plane")):
+        g = c.groupby(["layer", "method", key], sort=False).agg(
+            n=("image", "size"), n_empty_limb=("empty", "sum"), **{m: (m, "mean") for m in metrics})
+        parts.append(g.reset_index().rename(columns={key: "group"}).assign(grouping=grouping))
+    return pd.concat(parts, ignore_index=True)[["layer", "method", "grouping", "group", "n", "n_empty_limb", *metrics]]
 
 
 def deletion_comparison(model, images, maps, name: str, steps: int = 20, seed: int = 0,

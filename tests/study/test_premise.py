@@ -120,3 +120,46 @@ def test_deleting_the_map_top_pixels_differs_from_its_inverse_and_from_random(to
     # confidence more than deleting as many pixels where it does not point, or at random
     first = curve.iloc[1:3].mean()
     assert first[GRADCAM] < first[inverse] and first[GRADCAM] < first[RANDOM_METHOD], first
+
+
+def test_the_page_is_generated_from_the_tables_and_quotes_their_numbers(toy, tmp_path):
+    from knee_tf.study import premise_report
+
+    model, x, index, cams = toy
+    specs = premise.mask_design(LAYERS, (GRADCAM, GRADCAM_PP), (0.5, 0.9, 1.0), (0.0, 2.0), (0.0, 0.4), "pool4", (0.9,))
+    limb = premise.limb_mask(x)
+    summary = premise.summarise_outcomes(premise.dose_response(model, x, index, cams, LAYERS, specs, limb))
+    maps = cams[GRADCAM][:, LAYERS.index("pool4")]
+    deletion = premise.deletion_comparison(model, x, maps, GRADCAM, steps=20).assign(map="Grad-CAM pool4")
+    coverage = premise.summarise_coverage(premise.map_coverage(cams, LAYERS, limb), index["plane"])
+    assert coverage.groupby("grouping")["n"].sum().to_dict() == {"all": 6 * len(x), "plane": 6 * len(x)}
+    prov = {"model_arm": "A", "model_seed": 0, "model_commit": "0" * 40, "model_machine": "toy",
+            "model_precision": "float32"}
+    summary, deletion, coverage = (t.assign(**prov) for t in (summary, deletion, coverage))
+    c3 = MaskSpec("pool4", GRADCAM, 0.9)
+    page = premise_report.premise_markdown(summary, deletion, coverage, c3)
+    row = premise_report.condition(summary, c3).iloc[0]
+    assert f"costs A {100 * row['accuracy_drop']:.1f} points" in page
+    assert f"changes {100 * row['flip_rate']:.1f} % of its calls" in page
+    top = premise_report.strongest(summary)
+    assert (summary[summary["grouping"] == "all"]["accuracy_drop"] <= top["accuracy_drop"]).all()
+    assert page.count("\n| ") > 20 and "do not edit by hand" in page
+    for fig in (premise_report.plot_dose_response(summary), premise_report.plot_dose_vs_area(summary),
+                premise_report.plot_deletion(deletion),
+                premise_report.plot_coverage_examples(x[:2], maps[:2], limb[:2], ["a", "b"])):
+        assert fig.get_axes()
+
+
+def test_the_published_page_is_what_the_published_tables_give():
+    from pathlib import Path
+
+    from knee_tf.study.config import get_config
+    from knee_tf.study.premise_report import premise_markdown
+
+    root = Path(__file__).resolve().parents[2]
+    tables = {n: root / "results" / "premise" / f"{n}.csv" for n in ("dose_response", "deletion", "coverage")}
+    if not all(p.exists() for p in tables.values()):
+        pytest.fail(f"the published premise tables are missing: {sorted(str(p) for p in tables.values())}")
+    t = {n: pd.read_csv(p) for n, p in tables.items()}
+    page = premise_markdown(t["dose_response"], t["deletion"], t["coverage"], premise.cohort3_spec(get_config()))
+    assert (root / "docs" / "premise.md").read_text() == page + "\n"
