@@ -25,12 +25,14 @@ import argparse
 import json
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this tree's knee_tf, not another checkout's editable install
 OUT = ROOT / "results" / "premise"
 FIGURES = ROOT / "figures"
 DOC = ROOT / "docs" / "premise.md"
@@ -74,7 +76,14 @@ def measure(job_dir: Path, config: str, limit: int, workers: int) -> dict[str, p
     from knee_tf.core.arrays import pick_examples, shows_anatomy
     from knee_tf.core.cam import compute_cams
     from knee_tf.core.model import load_model, seed_everything
-    from knee_tf.core.vocab import CAM_METHODS, METHOD_NAMES, MODEL_A, NORMAL, TEST
+    from knee_tf.core.vocab import (
+        CAM_METHODS,
+        METHOD_NAMES,
+        MODEL_A,
+        NORMAL,
+        STUDY_CAM_METHODS,
+        TEST,
+    )
     from knee_tf.data.ingest import ingest
     from knee_tf.study import plots, premise, premise_report
     from knee_tf.study.config import get_config, resolve
@@ -102,7 +111,7 @@ def measure(job_dir: Path, config: str, limit: int, workers: int) -> dict[str, p
                                      progress=lambda s: tqdm(s, desc="conditions", unit="cond"))
     summary = premise.summarise_outcomes(outcomes)
     frames = []
-    for method in CAM_METHODS:
+    for method in STUDY_CAM_METHODS:  # the paper's two methods (LayerCAM is in the dose-response only)
         d = premise.deletion_comparison(model, x, cams[method][:, layers.index(cfg.aug_layer)], method,
                                         DELETION_STEPS, seed=cfg.seed, batch_size=cfg.predict_batch_size,
                                         progress=True)

@@ -15,7 +15,13 @@ import pandas as pd
 
 from knee_tf.core.vocab import CLASSES, METHOD_NAMES, NORMAL, PLANES
 from knee_tf.study.cohorts import CAM, COHORTS
-from knee_tf.study.premise import INVERSE_SUFFIX, RANDOM_METHOD, MaskSpec
+from knee_tf.study.premise import (
+    INVERSE_SUFFIX,
+    LIMB_LEVEL,
+    LIMB_SMOOTH_SIGMA,
+    RANDOM_METHOD,
+    MaskSpec,
+)
 
 #: The paper's Model A on normal images and on its own CAM corruptions (knee_tf.study.cohorts), quoted only.
 PAPER_A_NORMAL, PAPER_A_CAM = COHORTS[NORMAL].paper_accuracy[0], COHORTS[CAM].paper_accuracy[0]
@@ -207,9 +213,11 @@ def premise_markdown(summary: pd.DataFrame, deletion: pd.DataFrame, coverage: pd
         out.append(
             f"- Deleting the top 25 % of A's {d_map['map']} pixels flips {_pct(d_map['flip_rate'])} % of its calls, "
             f"25 % of random pixels {_pct(d_rnd['flip_rate'])} %, the top 25 % of the inverse map "
-            f"{_pct(d_inv['flip_rate'])} %: where the map points matters "
+            f"{_pct(d_inv['flip_rate'])} %: deleting where the map points costs A "
             + ("more than" if d_map["flip_rate"] > max(d_rnd["flip_rate"], d_inv["flip_rate"]) else "no more than")
-            + " elsewhere, and A keeps its call on most images with a quarter of the image gone.")
+            + " deleting elsewhere, and A keeps its call on "
+            + ("most" if d_map["flip_rate"] < 0.5 else "only a minority of the")
+            + " images with that quarter of the image gone.")
     raw = raw_maps(summary).sort_values(["layer", "method", "weight"])
     out += ["", "## Dose-response (raw maps, every image)", "",
             f"![dose-response]({figures}/premise_dose_response.png)", "",
@@ -250,8 +258,9 @@ def premise_markdown(summary: pd.DataFrame, deletion: pd.DataFrame, coverage: pd
                         "target_prob": "prob. of A's call %", "flip_rate": "flip rate %"}), "",
             "## How much of the limb does a map cover?", "",
             f"![coverage]({figures}/premise_coverage.png)", "",
-            "The limb mask: the image Gaussian-smoothed (sigma 1 px), pixels above 0.25 x its 99th percentile, the "
-            "largest connected component with holes filled (`knee_tf.study.premise.limb_mask`). Covered: M >= 0.5; "
+            f"The limb mask: the image Gaussian-smoothed (sigma {LIMB_SMOOTH_SIGMA:g} px), pixels above {LIMB_LEVEL:g} x its "
+            "99th percentile, a 3 x 3 opening, the largest connected component with holes filled "
+            "(`knee_tf.study.premise.limb_mask`). Covered: M >= 0.5; "
             "removed: the mean of M over the limb (what an inverted mask takes away).", ""]
     cv = coverage[coverage["grouping"] == "all"].sort_values(["layer", "method"])
     out += [_table(cv, {"layer": "layer", "method": "method", "limb_covered": "limb covered %",
