@@ -155,10 +155,12 @@ shares = ["limb_covered", "limb_removed", "mass_on_limb", "image_area"]
 display(coverage[coverage["grouping"] == "all"].style.format("{:.1%}", subset=shares).hide(axis="index"))
 
 # %% [markdown]
-# Read the two together: a drop far below the paper's, a deletion curve of the map close to the
-# random one, and a map that covers most of the limb say the same thing: A's evidence is spread over
-# the limb, and no map-shaped shadow removes it. On the smoke data these numbers are noise (a few
-# images, a barely trained model); the published answer is in [docs/premise.md](../docs/premise.md).
+# How to read them together. If the masked accuracy barely drops while deleting the map's top pixels
+# flips more calls than deleting random or inverse-map pixels, the map does point at A's evidence, but
+# the soft mask removes too little of it; if the map's deletion is no worse than the others, A's
+# evidence also lies outside its map. Coverage says how targeted the mask is: a map near 1 over most of
+# the limb dims the whole limb rather than one structure. On the smoke data these numbers are noise (a
+# few images, a barely trained model); the full-data answer is [docs/premise.md](../docs/premise.md).
 
 # %% [markdown]
 # ## Augmented images as DICOM (first seed's pool)
