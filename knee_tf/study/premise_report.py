@@ -25,6 +25,8 @@ from knee_tf.study.premise import (
 
 #: The paper's Model A on normal images and on its own CAM corruptions (knee_tf.study.cohorts), quoted only.
 PAPER_A_NORMAL, PAPER_A_CAM = COHORTS[NORMAL].paper_accuracy[0], COHORTS[CAM].paper_accuracy[0]
+#: The share of pixels deleted that the page's answer quotes (deletion curves have a point there).
+DELETION_FRACTION = 0.2
 #: A construction "fools A the way the paper's did" when it costs at least this much accuracy.
 FOOLED_DROP = 0.10
 
@@ -167,7 +169,7 @@ def premise_markdown(summary: pd.DataFrame, deletion: pd.DataFrame, coverage: pd
     fooled = summary[(summary["grouping"] == "all") & (summary["accuracy_drop"] >= FOOLED_DROP)]
     cov = coverage[(coverage["grouping"] == "all") & (coverage["layer"] == cohort3.layer)].set_index("method")
     cov_g = cov.loc[cohort3.method]
-    k = deletion[np.isclose(deletion["fraction"], 0.25)]
+    k = deletion[np.isclose(deletion["fraction"], DELETION_FRACTION)]
     d_map = k[k["ranking"] == cohort3.method].iloc[0] if len(k) else None
     d_inv = k[k["ranking"] == cohort3.method + INVERSE_SUFFIX].iloc[0] if len(k) else None
     d_rnd = k[(k["ranking"] == RANDOM_METHOD) & (k["map"] == d_map["map"])].iloc[0] if len(k) else None
@@ -211,13 +213,14 @@ def premise_markdown(summary: pd.DataFrame, deletion: pd.DataFrame, coverage: pd
     ]
     if d_map is not None:
         out.append(
-            f"- Deleting the top 25 % of A's {d_map['map']} pixels flips {_pct(d_map['flip_rate'])} % of its calls, "
-            f"25 % of random pixels {_pct(d_rnd['flip_rate'])} %, the top 25 % of the inverse map "
+            f"- Deleting the top {_pct(DELETION_FRACTION)} % of A's {d_map['map']} pixels flips {_pct(d_map['flip_rate'])} % "
+            f"of its calls ({int(d_map['n'])} images), as many random pixels {_pct(d_rnd['flip_rate'])} %, the top of "
+            "the inverse map "
             f"{_pct(d_inv['flip_rate'])} %: deleting where the map points costs A "
             + ("more than" if d_map["flip_rate"] > max(d_rnd["flip_rate"], d_inv["flip_rate"]) else "no more than")
             + " deleting elsewhere, and A keeps its call on "
             + ("most" if d_map["flip_rate"] < 0.5 else "only a minority of the")
-            + " images with that quarter of the image gone.")
+            + " images with that share of the image gone.")
     raw = raw_maps(summary).sort_values(["layer", "method", "weight"])
     out += ["", "## Dose-response (raw maps, every image)", "",
             f"![dose-response]({figures}/premise_dose_response.png)", "",
@@ -252,7 +255,7 @@ def premise_markdown(summary: pd.DataFrame, deletion: pd.DataFrame, coverage: pd
             "Pixels deleted to black, ranked by A's map (top first), by the inverse map 1 - M (top first) or at "
             "random (`knee_tf.core.faithfulness`, ties broken by its seeded permutation); the map explains A's call "
             "and a flip is a change of that call.", ""]
-    kk = deletion[deletion["fraction"].round(4).isin([0.05, 0.1, 0.25, 0.5])].copy()
+    kk = deletion[deletion["fraction"].round(4).isin([0.1, 0.2, 0.3, 0.5])].copy()
     kk["ranking"] = kk["ranking"].map(_ranking_label)
     out += [_table(kk, {"map": "map", "ranking": "deleted", "fraction": "pixels deleted %",
                         "target_prob": "prob. of A's call %", "flip_rate": "flip rate %"}), "",
