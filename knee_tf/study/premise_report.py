@@ -232,7 +232,10 @@ def premise_markdown(summary: pd.DataFrame, deletion: pd.DataFrame, coverage: pd
             + ("more than" if d_map["flip_rate"] > max(d_rnd["flip_rate"], d_inv["flip_rate"]) else "no more than")
             + " deleting elsewhere, and A keeps its call on "
             + ("most" if d_map["flip_rate"] < 0.5 else "only a minority of the")
-            + " images with that share of the image gone.")
+            + " images with that share of the image gone."
+            + "".join(f" At {_pct(f)} % deleted: map {_pct(r[0])} %, random {_pct(r[1])} %, inverse {_pct(r[2])} %."
+                      for f, r in _deletion_flips(deletion, d_map["map"], cohort3.method).items()
+                      if not np.isclose(f, DELETION_FRACTION) and f <= 0.3))
     if len(fooled):
         out += ["", f"## Conditions that cost A at least {_pct(FOOLED_DROP)} points", "",
                 _table(fooled.sort_values("accuracy_drop", ascending=False),
@@ -308,6 +311,13 @@ def premise_markdown(summary: pd.DataFrame, deletion: pd.DataFrame, coverage: pd
                         "limb_removed": "limb removed %", "mass_on_limb": "map mass on limb %",
                         "image_area": "image area %"}), ""]
     return "\n".join(out)
+
+
+def _deletion_flips(deletion: pd.DataFrame, map_name: str, method: str) -> dict:
+    """{fraction: (flip rate of the map, of random, of the inverse)} of one map's deletion rows (fraction > 0)."""
+    d = deletion[(deletion["map"] == map_name) & (deletion["fraction"] > 0)]
+    flips = d.pivot(index="fraction", columns="ranking", values="flip_rate")
+    return {float(f): (r[method], r[RANDOM_METHOD], r[method + INVERSE_SUFFIX]) for f, r in flips.iterrows()}
 
 
 def provenance_table(summary: pd.DataFrame) -> pd.DataFrame:
