@@ -259,7 +259,7 @@ def premise_markdown(summary: pd.DataFrame, deletion: pd.DataFrame, coverage: pd
                 "It is not declared here as a second `cam` cohort: a cohort is one `register_cohort` entry in "
                 "`knee_tf/study/cohorts.py`, but it needs its own settings (a `StudyConfig` field for the variant's "
                 "smoothing, threshold and weight, since `cohort3_*` and `aug_*` are shared with Model B's training), "
-                "and every job then predicts it: `tests/data/smoke_cohorts.csv` must be rebuilt, and the published "
+                "and every job then predicts it: the smoke reference of the cohorts (tests/data) must be rebuilt, and the published "
                 "grid's jobs lack its predictions until their shipped models are re-run on it. That belongs with the "
                 "operating-point grid of issue 27 part 4, declared before it is trained."]
     raw = raw_maps(summary).sort_values(["layer", "method", "weight"])
