@@ -33,14 +33,16 @@
 # image, a method and a weight, and watch Model A's (and, once trained, Model B's) call change.
 
 # %%
+import pandas as pd
 from IPython.display import display
 
 from knee_tf.core.arrays import pick_examples, shows_anatomy
 from knee_tf.core.augment import inverted_obfuscation
+from knee_tf.core.cam import compute_cams
 from knee_tf.core.model import load_model, predict_proba
-from knee_tf.core.vocab import GRADCAM, MODEL_A, MODEL_B, TEST, TRAIN, predicted_class
+from knee_tf.core.vocab import CAM_METHODS, GRADCAM, METHOD_NAMES, MODEL_A, MODEL_B, TEST, TRAIN, predicted_class
 from knee_tf.data.dicom_write import export_augmented_dicom
-from knee_tf.study import plots
+from knee_tf.study import plots, premise, premise_report
 from knee_tf.study.experiment import augmentation_maps, load_pool, pools_per_seed
 from knee_tf.study.session import open_study
 from knee_tf.teach.explore import augmentation_explorer, pick_flippable
@@ -106,6 +108,63 @@ run.save_arrays(run.layout.fig2_examples, images=x_test[rows], cam=cam, augmente
 # under each row's images (original, augmented) for this run, and the flip rate above counts it over
 # the whole test split.
 #
+# ## The premise, as a dose-response: how much do its own masks fool Model A?
+# The method rests on one premise: masking what Model A looks at should fool A. The paper's Model A
+# fell from 83.1 % to 67.5 % on its own Grad-CAM corruptions (cohort 3). Here every knob of the mask is
+# turned, on the held-out normal test images and the first seed's Model A only
+# (`knee_tf.study.premise`): layer, method (LayerCAM too), weight w (w = 1 is the *inverted*
+# transform, w < 1 *weighted*), and at the augmentation layer a smoothing and a threshold. A **flip**
+# is a change of A's own call; the **dose** is how much of the image, of the limb and of its signal
+# the mask removes. The full-data measurement, with a finer sweep, is [docs/premise.md](../docs/premise.md).
+
+# %%
+layers = tuple(cfg.cam_layers)
+cams_test = compute_cams(model_a, x_test, layers, CAM_METHODS, batch_size=cfg.cam_batch_size, progress=False)
+limb = premise.limb_mask(x_test)  # threshold + largest component: the limb (see the module docstring)
+specs = premise.mask_design(layers, CAM_METHODS, weights=(0.25, 0.5, 0.75, 0.9, 1.0), smooth_sigmas=(0.0, 4.0),
+                            thresholds=(0.0, 0.4), sweep_layer=cfg.aug_layer, sweep_weights=(0.9, 1.0))
+outcomes = premise.dose_response(model_a, x_test, test_index, cams_test, layers, specs, limb, cfg.predict_batch_size)
+dose = premise.summarise_outcomes(outcomes)
+run.write_csv(run.layout.premise_dose_response, dose)
+run.savefig(premise_report.plot_dose_response(dose), run.layout.figure_premise_dose_response)
+
+# %% [markdown]
+# Each panel is one layer; the dashed line is the paper's drop. The table below shows the study's
+# cohort-3 condition and the strongest condition of all, over every image, per class and per plane.
+
+# %%
+cohort3, top = premise.cohort3_spec(cfg), premise_report.spec_of(premise_report.strongest(dose))
+cols = ["layer", "method", "weight", "smooth_sigma", "threshold", "group", "n", "base_accuracy", "accuracy",
+        "accuracy_drop", "flip_rate", "area_limb", "signal_removed"]
+per_group = [premise_report.condition(dose, spec, g) for spec in (cohort3, top) for g in premise.GROUPINGS]
+display(pd.concat(per_group)[cols].style.format("{:.1%}", subset=cols[-6:]).hide(axis="index"))
+
+# %% [markdown]
+# **Why is A fooled or not?** Two checks. Deleting (to black) the top-k % of the map's pixels
+# against as many random pixels and the top of the *inverse* map: if A's call survives the map's
+# deletion about as well as the others, A relies on evidence outside its map. And how much of the
+# limb does the map cover: an upsampled 8 × 8 pool4 map is coarse; where it is near 1 over most of the
+# limb, the inverted mask is a global dimming rather than a targeted removal.
+
+# %%
+k = layers.index(cfg.aug_layer)
+deletion = premise.deletion_comparison(model_a, x_test, cams_test[cfg.cohort3_method][:, k], cfg.cohort3_method,
+                                       steps=10, seed=cfg.seed, batch_size=cfg.predict_batch_size)
+deletion.insert(0, "map", f"{METHOD_NAMES[cfg.cohort3_method]} {cfg.aug_layer}")
+run.savefig(premise_report.plot_deletion(deletion), run.layout.figure_premise_deletion)
+coverage = premise.summarise_coverage(premise.map_coverage(cams_test, layers, limb), test_index["plane"])
+shares = ["limb_covered", "limb_removed", "mass_on_limb", "image_area"]
+display(coverage[coverage["grouping"] == "all"].style.format("{:.1%}", subset=shares).hide(axis="index"))
+
+# %% [markdown]
+# How to read them together. If the masked accuracy barely drops while deleting the map's top pixels
+# flips more calls than deleting random or inverse-map pixels, the map does point at A's evidence, but
+# the soft mask removes too little of it; if the map's deletion is no worse than the others, A's
+# evidence also lies outside its map. Coverage says how targeted the mask is: a map near 1 over most of
+# the limb dims the whole limb rather than one structure. On the smoke data these numbers are noise (a
+# few images, a barely trained model); the full-data answer is [docs/premise.md](../docs/premise.md).
+
+# %% [markdown]
 # ## Augmented images as DICOM (first seed's pool)
 # Derived MR images (ImageType `DERIVED\SECONDARY`, the transform in SeriesDescription) that open in
 # any DICOM viewer next to their source series. Their headers come from the ingest cache, so this

@@ -45,6 +45,8 @@ FIGURES: dict[str, str] = {
     "gradcam_layers": "fig1_gradcam_layers",
     "faithfulness_curves": "03_faithfulness_curves",
     "augmentation": "fig2_augmentation",
+    "premise_dose_response": "04_premise_dose_response",
+    "premise_deletion": "04_premise_deletion",
     "learning_curves_a_vs_b": "05_learning_curves_a_vs_b",
     "augmentation_a_vs_b": "fig2_augmentation_a_vs_b",
     "a_wrong_b_right": "fig3_a_wrong_b_right",
@@ -59,6 +61,7 @@ RESULTS: dict[str, str] = {
     "linear_baseline": "linear_baseline.json",
     "model_a_test": "model_a_test.csv",
     "faithfulness": "faithfulness.csv",
+    "premise_dose_response": "premise_dose_response.csv",  # notebook 04: Model A fooled by its own masks?
     "predictions": "predictions.csv",
     "cohorts": "cohorts.csv",
     "mcnemar": "mcnemar.csv",

@@ -77,7 +77,8 @@ STEPS: tuple[Step, ...] = (
     Step("03_gradcam_layers", lambda L, seeds: [L.figure_gradcam_layers, L.faithfulness, L.figure_faithfulness_curves]),
     Step("04_augmentations", lambda L, seeds: _per_seed(lambda s: [L.aug_pool_images(s), L.aug_pool_provenance(s)],
                                                         seeds) + [
-        L.fig2_examples, L.figure_augmentation, L.aug_dicom]),
+        L.fig2_examples, L.figure_augmentation, L.premise_dose_response, L.figure_premise_dose_response,
+        L.figure_premise_deletion, L.aug_dicom]),
     Step("05_train_model_b", lambda L, seeds: _per_seed(lambda s: _model_files(L, MODEL_B, s), seeds) + [
         L.figure_learning_curves_a_vs_b]),
     Step("06_cohort_evaluation", lambda L, seeds: [
