@@ -47,8 +47,8 @@ def durations(text: str) -> list[tuple[re.Match, float]]:
     """Every duration quoted in ``text`` with its value in seconds."""
     out = []
     for m in _DURATION.finditer(text.replace("**", "")):
-        if m["num"] in _WORDS and not m["approx"]:
-            continue  # "two s" is no quote; "about two minutes" is
+        if m["num"] in _WORDS and (not m["approx"] or not m[0].endswith(" " + m["unit"])):
+            continue  # "two s" and "about as" are no quotes; "about two minutes" is
         out.append((m, _seconds(m)))
     return out
 

@@ -5,6 +5,8 @@ the learning curve and the prescription endpoint. Saved like every figure, with
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -80,9 +82,9 @@ def plot_forest(effects, metric: str = "accuracy", conditions=None, arms=None):
 
     handles = [Line2D([], [], marker="o", ls="", color=_OUT_DIST_COLOR, label="held out for the arm"),
                Line2D([], [], marker="o", ls="", color=_IN_DIST_COLOR, label="in distribution for the arm"),
-               Line2D([], [], marker="o", ls="", color="k", mfc="k", label="significant (BH within its test family)"),
-               Line2D([], [], marker="o", ls="", color="k", mfc="white", label="not significant, or exploratory")]
-    fig.suptitle(f"Effects\n({interval_description(shown['n_seeds'])})")
+               Line2D([], [], marker="o", ls="", color="k", mfc="k", label="significant (BH in its family)"),
+               Line2D([], [], marker="o", ls="", color="k", mfc="white", label="not significant or exploratory")]
+    fig.suptitle("Effects\n" + "\n".join(textwrap.wrap(f"({interval_description(shown['n_seeds'])})", 64)))
     fig.tight_layout(rect=(0, 0.7 / fig.get_size_inches()[1], 1, 1))
     fig.legend(handles=handles, loc="lower center", ncol=2, frameon=False, bbox_to_anchor=(0.5, 0.0))
     return fig

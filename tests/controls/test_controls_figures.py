@@ -99,15 +99,15 @@ def test_forest_title_and_table_caption_say_what_the_intervals_resample(tables):
     two_level = "95% two-level bootstrap, 5 seeds and their patients resampled: t interval, effect ± t·SE"
     one_seed = "95% bootstrap percentile interval over patients only: 1 seed, so seed variance is not included"
     five = figures.plot_forest(effects, arms=[MODEL_B])
-    assert f"({two_level})" in five._suptitle.get_text()
+    assert f"({two_level})" in " ".join(five._suptitle.get_text().split())
     assert f"[{two_level}]" in effects_markdown(effects)
     one = figures.plot_forest(effects.assign(n_seeds=1), arms=[MODEL_B])
-    assert f"({one_seed})" in one._suptitle.get_text()
+    assert f"({one_seed})" in " ".join(one._suptitle.get_text().split())
     assert f"[{one_seed}]" in effects_markdown(effects.assign(n_seeds=1))
     mixed = effects.assign(n_seeds=np.where(effects["arm"] == MODEL_B, 10, 1))
     fig = figures.plot_forest(mixed)
     assert ("1–10 seeds and their patients resampled: percentile interval; rows of 1 seed: patients only"
-            in fig._suptitle.get_text())
+            in " ".join(fig._suptitle.get_text().split()))
     assert "10 seeds and their patients resampled: percentile interval]" in effects_markdown(mixed, arms=[MODEL_B])
     for f in (five, one, fig):
         plots.plt.close(f)
