@@ -65,7 +65,12 @@ def _cpu() -> str:
 def provenance(job_dir: Path) -> dict:
     """The model's provenance columns, from its job.json, plus this analysis's commit."""
     job = json.loads((job_dir / "job.json").read_text())
+    if str(job.get("code_commit", "")).endswith("+dirty"):
+        sys.exit(f"error: {job_dir / 'job.json'}: trained from a dirty tree ({job['code_commit']}); "
+                 "published measurements need a model trained from a clean commit")
     dirty = "+dirty" if _git("status", "--porcelain", "--untracked-files=no") else ""
+    if dirty:
+        sys.exit("error: uncommitted changes in this tree: commit them first (published tables name a clean commit)")
     return {"model_arm": job["arm"], "model_seed": int(job["seed"]), "model_commit": job.get("code_commit", ""),
             "model_machine": f"{job.get('host', '?')} ({_cpu()}, {job.get('tf_threads', '?')} TF threads)",
             "model_precision": job.get("precision", ""), "model_epochs_run": job.get("epochs_run", ""),
