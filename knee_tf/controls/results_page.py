@@ -136,30 +136,41 @@ def _seeds(values) -> str:
     return "/".join(str(int(s)) for s in sorted(set(values)))
 
 
-def headline_markdown(summary: pd.DataFrame, effects: pd.DataFrame) -> str:
+def headline_markdown(arms: pd.DataFrame, effects: pd.DataFrame) -> str:
     """README's headline table: per cohort of :data:`HEADLINE_COHORTS`, the paper's accuracies of A and B,
-    the study's (``summary``: :func:`knee_tf.study.evaluate.summarize_seeds` of ``RunLayout.cohorts``),
-    and the grid's accuracy effects B − A and B − ``B_random`` (``effects``: ``RunLayout.effects_table``)."""
-    acc = summary.set_index(["model", "cohort"])["accuracy_mean"]
+    the controls grid's (``arms``: ``RunLayout.arms_table``, mean over its seeds), and the grid's accuracy
+    effects B − A and B − ``B_random`` (``effects``: ``RunLayout.effects_table``), each with its q value
+    where it belongs to the analysis plan's primary family (BH within that family; "—" elsewhere)."""
+    plain = _plain(arms[arms["arm"].isin(STUDY_MODELS)]).set_index(["arm", "cohort"])
     e = _plain(effects[(effects["metric"] == "accuracy") & (effects["arm"] == MODEL_B)]).set_index(["reference", "cohort"])
     refs = (MODEL_A, B_RANDOM)
     for ref in refs:
         if ref not in e.index.get_level_values(0):
             raise ValueError(f"the effects table has no accuracy effects of B against {ref}")
-    study_seeds = _seeds(summary["n_seeds"])
-    heads = [f"B − {ref if ref == MODEL_A else f'`{ref}`'}, {_seeds(e.loc[ref, 'n_seeds'])} seeds" for ref in refs]
-    lines = ["| test cohort | paper: A → B | this study: A → B, " + study_seeds + " seeds | " + " | ".join(heads) + " |",
-             "|---" * (3 + len(refs)) + "|"]
+    grid_seeds = _seeds(plain.loc[[k for k in plain.index if k[1] in HEADLINE_COHORTS], "n_seeds"])
+    heads = []
+    for ref in refs:
+        name = ref if ref == MODEL_A else f"`{ref}`"
+        heads += [f"B − {name}, {_seeds(e.loc[ref, 'n_seeds'])} seeds", f"q, B − {name}"]
+    lines = ["| test cohort | paper: A → B | grid: A → B, " + grid_seeds + " seeds | " + " | ".join(heads) + " |",
+             "|---" * (3 + len(heads)) + "|"]
     for cohort in HEADLINE_COHORTS:
         paper_accuracy = COHORTS[cohort].paper_accuracy
         paper = " → ".join(_pct(a) for a in paper_accuracy) if paper_accuracy else "—"
-        have = [(m, cohort) in acc.index for m in STUDY_MODELS]
-        study = " → ".join(_pct(acc[(m, cohort)]) for m in STUDY_MODELS) if all(have) else "—"
-        cells = [effect_cell(e.loc[(ref, cohort)]) if (ref, cohort) in e.index else "—" for ref in refs]
-        lines.append(f"| {HEADLINE_COHORTS[cohort]} (`{cohort}`) | {paper} | {study} | " + " | ".join(cells) + " |")
+        have = all((m, cohort) in plain.index for m in STUDY_MODELS)
+        grid = " → ".join(_pct(plain.loc[(m, cohort), "accuracy"]) for m in STUDY_MODELS) if have else "—"
+        cells = []
+        for ref in refs:
+            r = e.loc[(ref, cohort)] if (ref, cohort) in e.index else None
+            cells.append(effect_cell(r) if r is not None else "—")
+            cells.append(_q(r["q_bh"]) if r is not None and r["test_family"] == PRIMARY else "—")
+        lines.append(f"| {HEADLINE_COHORTS[cohort]} (`{cohort}`) | {paper} | {grid} | " + " | ".join(cells) + " |")
     shown = [e.loc[(ref, c), "n_seeds"] for ref in refs for c in HEADLINE_COHORTS if (ref, c) in e.index]
-    lines += ["", f"Accuracy; effects in points, mean over seeds paired on the same images [{interval_description(shown)}]; "
-              f"* significant at FDR 0.05 ({family_legend(effects)}); (in dist.): made by B's own training generator."]
+    lines += ["", f"Accuracy of the controls grid's A and B jobs (the 3-seed study's table and McNemar tests: "
+              f"[docs/results.md](docs/results.md)); effects in points, mean over seeds paired on the same images "
+              f"[{interval_description(shown)}]; q: Benjamini–Hochberg within the analysis plan's primary family "
+              f"(—: not in it); * significant at FDR 0.05 ({family_legend(effects)}); (in dist.): made by B's own "
+              "training generator."]
     return "\n".join(lines)
 
 
@@ -368,7 +379,7 @@ def results_blocks(top: str | Path, store_bytes: int | None = None) -> dict[str,
     n_cross = sum(1 for d in jobs if (d / pub.cross_predictions("x", 0).name).exists())
     return {
         "answer": answer_markdown(effects),
-        "headline": headline_markdown(summary, effects),
+        "headline": headline_markdown(arms, effects),
         "test-cohorts": test_cohorts_markdown(arms),
         "study-table": paper_comparison_markdown(summary, pd.read_csv(lay.mcnemar)),
         "calibration": calibration_markdown(summary),

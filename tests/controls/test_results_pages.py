@@ -46,28 +46,43 @@ def _check_effect(cell: str, r) -> None:
     assert ("(in dist.)" in cell) == bool(r.in_distribution), cell
 
 
-def test_readme_headline_table_is_the_published_accuracies_and_effects(summary, effects):
+def test_readme_headline_table_is_the_grids_accuracies_effects_and_primary_q(effects):
+    """README's headline: the paper's accuracies, the 10-seed grid's A and B accuracies (results/arms.csv),
+    B − A and B − B_random with their intervals, and each one's q where it is in the primary family."""
     (rows,) = tables(block(read("README.md"), "headline"))
     heads = list(rows[0])
-    study_seeds = int(re.search(r"(\d+) seeds", heads[2])[1])
-    assert study_seeds == int(summary["n_seeds"].max())
-    refs = [re.sub(r"[`]", "", h).split("−")[1].split(",")[0].strip() for h in heads[3:]]
-    assert refs == ["A", "B_random"], heads
+    arms = pd.read_csv(RESULTS / "arms.csv")
+    arms = arms[arms["corruption"] == "none"].set_index(["arm", "cohort"])
+    assert int(re.search(r"(\d+) seeds", heads[2])[1]) == int(arms.loc[("A", "normal"), "n_seeds"]) >= 10
+    effect_heads, q_heads = heads[3::2], heads[4::2]
+    refs = [re.sub(r"[`]", "", h).split("−")[1].split(",")[0].strip() for h in effect_heads]
+    assert refs == ["A", "B_random"] and all(h.startswith("q, ") for h in q_heads), heads
+    full = pd.read_csv(RESULTS / "effects.csv")
+    full = full[(full["metric"] == "accuracy") & (full["corruption"] == "none")].set_index(["arm", "reference", "cohort"])
     cohorts = [_code(r[heads[0]]) for r in rows]
     assert {"normal", "metal", "cam", "new_site"} <= set(cohorts)
+    n_q = 0
     for cohort, row in zip(cohorts, rows, strict=True):
         paper = numbers(row[heads[1]])
         assert len(paper) == (2 if cohort in PAPER_ACCURACY else 0), row
         for q, v in zip(paper, PAPER_ACCURACY.get(cohort, ()), strict=True):
             assert agrees(q, 100 * v), (cohort, q)
-        study = numbers(row[heads[2]])
-        assert len(study) == (2 if ("A", cohort) in summary.index else 0), row
-        for q, model in zip(study, ("A", "B")[:len(study)], strict=True):
-            assert agrees(q, 100 * summary.loc[(model, cohort), "accuracy_mean"]), (cohort, model, q)
-        for ref, head in zip(refs, heads[3:], strict=True):
+        grid = numbers(row[heads[2]])
+        assert len(grid) == 2, row
+        for q, model in zip(grid, ("A", "B"), strict=True):
+            assert agrees(q, 100 * arms.loc[(model, cohort), "accuracy"]), (cohort, model, q)
+        for ref, head, q_head in zip(refs, effect_heads, q_heads, strict=True):
             r = effects.loc[("B", ref, cohort)]
             _check_effect(row[head], r)
             assert int(re.search(r"(\d+) seeds", head)[1]) == r.n_seeds
+            family = full.loc[("B", ref, cohort), "test_family"]
+            if family == "primary":
+                q = full.loc[("B", ref, cohort), "q_bh"]
+                assert row[q_head] == ("< 0.001" if q < 0.0005 else f"{q:.3f}"), (cohort, ref, row[q_head], q)
+                n_q += 1
+            else:
+                assert row[q_head] == "—", (cohort, ref, row[q_head])
+    assert n_q == 6  # B − A on four cohorts, B − B_random on two: the primary family's rows in this table
 
 
 def test_readme_answers_in_three_lines_near_the_top_from_the_published_effects(effects):
