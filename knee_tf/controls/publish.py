@@ -64,7 +64,7 @@ from knee_tf.study.config import REPO_ROOT, StudyConfig
 NON_RESULT_FIELDS: frozenset[str] = frozenset({
     "name", "data_root", "manifest", "cache_dir", "workers", "on_error", "scheduler", "grid_workers",
     "n_exams", "synth_seed", "synth_matrix", "metal_fraction", "synth_texture", "synth_snr_scale",
-    "synth_hard_share", "synth_annotator_spread", "synth_quality_shift_mm", "synth_ghost_probability",
+    "synth_hard_share", "synth_annotator_spread", "synth_quality_shift_mm", "synth_ghost_probability", "synth_appearance",
     "seed", "n_seeds", "n_seeds_other", "grid_arms", "learning_curve_exams", "transfer_seed",
     "reveal_answers", "n_bootstrap", "n_bootstrap_effects", "ece_bins", "n_figure3_per_cohort", "n_faithfulness",
     "faithfulness_steps", "n_dicom_export", "cam_layers",

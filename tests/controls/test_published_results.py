@@ -242,3 +242,28 @@ def test_refresh_results_rewrites_the_pages_of_a_results_folder(tmp_path):
     said.clear()
     refresh_results(tmp_path, log=said.append)
     assert all("unchanged" in s for s in said), said
+
+
+def test_every_published_job_has_the_settings_digest_todays_code_gives_it():
+    """The published grid stays readable (notebook 07's controls_source=published, grid --publish's skip of
+    jobs already published): each job record's settings digest is what today's StudyConfig and job
+    settings give that job. A new StudyConfig field that changes no result belongs in
+    publish.NON_RESULT_FIELDS, or every published job would count as trained with other settings."""
+    from knee_tf.controls.publish import digest, job_settings
+
+    cfg = get_config(json.loads((RESULTS / "published.json").read_text())["steps"][CONTROLS_STEP]["config"])
+    plan = {(j.name, j.seed): j for j in controls_plan(cfg)}
+    records = sorted(published_grid(ROOT).root.glob("*/job.json"))
+    checked = 0
+    for path in records:
+        record = json.loads(path.read_text())
+        job = plan.get((record["job"], record["seed"]))
+        if job is None:  # a job of another plan (the learning curve's sizes are in the full plan)
+            continue
+        expected = job_settings(job.settings(cfg))
+        expected["precision"] = record["settings"]["precision"]  # resolved on the machine that trained it
+        changed = sorted(k for k in set(expected) | set(record["settings"])
+                         if expected.get(k, "<absent>") != record["settings"].get(k, "<absent>"))
+        assert record["settings_digest"] == digest(expected), f"{path.parent.name}: settings differ in {changed}"
+        checked += 1
+    assert checked >= 150, f"only {checked} of {len(records)} published jobs are in the {cfg.name} plan"
