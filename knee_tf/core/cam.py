@@ -72,7 +72,7 @@ def upsample_align_corners(maps, size: tuple[int, int]) -> np.ndarray:
         raise ValueError(f"maps must be (N, h, w), got shape {maps.shape}")
     rows = align_corners_matrix(maps.shape[1], int(size[0]))
     cols = align_corners_matrix(maps.shape[2], int(size[1]))
-    return np.einsum("Yy,nyx,Xx->nYX", rows, maps, cols).astype(np.float32)
+    return (rows.astype(np.float32) @ maps @ cols.T.astype(np.float32)).astype(np.float32)  # two matmuls, not a 3-operand einsum
 
 
 @dataclass(frozen=True)
