@@ -45,7 +45,7 @@ from knee_tf.phantom.render import (
     placed_elements,
     slab_weights,
 )
-from knee_tf.phantom.sites import FAT_T1_MS, TEXTURE_CHANNELS, TISSUES, fat_phase
+from knee_tf.phantom.sites import FAT_T1_MS, TEXTURE_CHANNELS, TISSUES, fat_phase, spgr_signal
 
 V2, V3 = "v2", "v3"
 APPEARANCES = (V2, V3)  # V2: the published default; a new version is added, never edited
@@ -83,11 +83,9 @@ def tissue_channels(site) -> dict[str, tuple[float, ...]]:
     :func:`knee_tf.phantom.sites.tissue_signals` with trabecular marrow (bone volume fraction,
     T2* of both components shortened)."""
     b0 = site.field_strength_t
-    alpha = np.radians(site.flip_deg)
 
     def spgr(t1, t2s):
-        e1 = np.exp(-site.tr_ms / t1)
-        return np.sin(alpha) * (1 - e1) / (1 - np.cos(alpha) * e1) * np.exp(-site.te_ms / t2s)
+        return spgr_signal(site, t1, t2s)
 
     fat_t1 = FAT_T1_MS[1.5] if b0 < 2 else FAT_T1_MS[3.0]
     out = {}

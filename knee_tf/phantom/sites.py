@@ -163,6 +163,14 @@ SITES: tuple[SiteProfile, ...] = (
 NEW_SITE_CODE = "S7"
 
 
+def spgr_signal(site, t1, t2s):
+    """Spoiled gradient-echo steady state of one component (T1 and T2* in ms) at ``site``'s flip angle,
+    TR and TE (relative units: proton density 1)."""
+    alpha = np.radians(site.flip_deg)
+    e1 = np.exp(-site.tr_ms / t1)
+    return np.sin(alpha) * (1 - e1) / (1 - np.cos(alpha) * e1) * np.exp(-site.te_ms / t2s)
+
+
 def tissue_signals(site: SiteProfile) -> dict[str, tuple[float, float]]:
     """tissue -> (water signal, fat signal) for the site's TR/TE/flip/B0 (arbitrary units).
 
@@ -170,11 +178,9 @@ def tissue_signals(site: SiteProfile) -> dict[str, tuple[float, float]]:
     vein is intermediate.
     """
     b0 = site.field_strength_t
-    alpha = np.radians(site.flip_deg)
 
     def spgr(t1, t2s):
-        e1 = np.exp(-site.tr_ms / t1)
-        return np.sin(alpha) * (1 - e1) / (1 - np.cos(alpha) * e1) * np.exp(-site.te_ms / t2s)
+        return spgr_signal(site, t1, t2s)
 
     fat_t1 = FAT_T1_MS[1.5] if b0 < 2 else FAT_T1_MS[3.0]
     out = {}
