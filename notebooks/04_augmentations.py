@@ -33,6 +33,7 @@
 # image, a method and a weight, and watch Model A's (and, once trained, Model B's) call change.
 
 # %%
+import numpy as np
 import pandas as pd
 from IPython.display import display
 
@@ -111,19 +112,21 @@ run.save_arrays(run.layout.fig2_examples, images=x_test[rows], cam=cam, augmente
 # ## The premise, as a dose-response: how much do its own masks fool Model A?
 # The method rests on one premise: masking what Model A looks at should fool A. The paper's Model A
 # fell from 83.1 % to 67.5 % on its own Grad-CAM corruptions (cohort 3). Here every knob of the mask is
-# turned, on the held-out normal test images and the first seed's Model A only
+# turned, on a seeded subset of the held-out normal test images (`n_premise`) and the first seed's Model A only
 # (`knee_tf.study.premise`): layer, method (LayerCAM too), weight w (w = 1 is the *inverted*
 # transform, w < 1 *weighted*), and at the augmentation layer a smoothing and a threshold. A **flip**
 # is a change of A's own call; the **dose** is how much of the image, of the limb and of its signal
 # the mask removes. The full-data measurement, with a finer sweep, is [docs/premise.md](../docs/premise.md).
 
 # %%
+sub = np.sort(np.random.default_rng(cfg.seed).choice(len(x_test), min(cfg.n_premise, len(x_test)), replace=False))
+x_p, index_p = x_test[sub], test_index.iloc[sub].reset_index(drop=True)  # a seeded subset (cfg.n_premise)
 layers = tuple(cfg.cam_layers)
-cams_test = compute_cams(model_a, x_test, layers, CAM_METHODS, batch_size=cfg.cam_batch_size, progress=False)
-limb = premise.limb_mask(x_test)  # threshold + largest component: the limb (see the module docstring)
+cams_p = compute_cams(model_a, x_p, layers, CAM_METHODS, batch_size=cfg.cam_batch_size, progress=False)
+limb = premise.limb_mask(x_p)  # threshold + largest component: the limb (see the module docstring)
 specs = premise.mask_design(layers, CAM_METHODS, weights=(0.25, 0.5, 0.75, 0.9, 1.0), smooth_sigmas=(0.0, 4.0),
                             thresholds=(0.0, 0.4), sweep_layer=cfg.aug_layer, sweep_weights=(0.9, 1.0))
-outcomes = premise.dose_response(model_a, x_test, test_index, cams_test, layers, specs, limb, cfg.predict_batch_size)
+outcomes = premise.dose_response(model_a, x_p, index_p, cams_p, layers, specs, limb, cfg.predict_batch_size)
 dose = premise.summarise_outcomes(outcomes)
 run.write_csv(run.layout.premise_dose_response, dose)
 run.savefig(premise_report.plot_dose_response(dose), run.layout.figure_premise_dose_response)
@@ -148,11 +151,11 @@ display(pd.concat(per_group)[cols].style.format("{:.1%}", subset=cols[-6:]).hide
 
 # %%
 k = layers.index(cfg.aug_layer)
-deletion = premise.deletion_comparison(model_a, x_test, cams_test[cfg.cohort3_method][:, k], cfg.cohort3_method,
+deletion = premise.deletion_comparison(model_a, x_p, cams_p[cfg.cohort3_method][:, k], cfg.cohort3_method,
                                        steps=10, seed=cfg.seed, batch_size=cfg.predict_batch_size)
 deletion.insert(0, "map", f"{METHOD_NAMES[cfg.cohort3_method]} {cfg.aug_layer}")
 run.savefig(premise_report.plot_deletion(deletion), run.layout.figure_premise_deletion)
-coverage = premise.summarise_coverage(premise.map_coverage(cams_test, layers, limb), test_index["plane"])
+coverage = premise.summarise_coverage(premise.map_coverage(cams_p, layers, limb), index_p["plane"])
 shares = ["limb_covered", "limb_removed", "mass_on_limb", "image_area"]
 display(coverage[coverage["grouping"] == "all"].style.format("{:.1%}", subset=shares).hide(axis="index"))
 

@@ -67,7 +67,7 @@ NON_RESULT_FIELDS: frozenset[str] = frozenset({
     "synth_hard_share", "synth_annotator_spread", "synth_quality_shift_mm", "synth_ghost_probability", "synth_appearance",
     "seed", "n_seeds", "n_seeds_other", "grid_arms", "learning_curve_exams", "transfer_seed",
     "reveal_answers", "n_bootstrap", "n_bootstrap_effects", "ece_bins", "n_figure3_per_cohort", "n_faithfulness",
-    "faithfulness_steps", "n_dicom_export", "cam_layers",
+    "faithfulness_steps", "n_premise", "n_dicom_export", "cam_layers",
 })
 
 

@@ -97,6 +97,7 @@ class StudyConfig:
     predict_batch_size: int = 256  # images per inference batch (predictions, faithfulness curves)
     n_faithfulness: int = 300  # test images scored by the deletion/insertion curves (notebook 03)
     faithfulness_steps: int = 10  # points per curve beyond the first (pixel fractions 0, 0.1, ..., 1)
+    n_premise: int = 400  # test images of notebook 04's premise dose-response, seeded (bench/premise.py: all)
 
     # --- augmentation (knee_tf.core.augment) ---
     aug_layer: str = "pool4"  # layer whose maps mask the training images (the paper's; notebook 03 asks if it is best)
