@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -211,5 +211,5 @@ exercises.check_answer(answer, exercises.largest_gain_cohort(metrics, MODEL_A, M
 # ## Where next
 # * Notebooks **03** and **04** end with live explorers: any image, layer and method; any weight,
 #   and the button that finds the smallest w that flips Model A.
-# * `make study` runs the real study (513 exams, 128 × 128, the paper's LeNet) in about 11 minutes;
+# * `make study` runs the real study (513 exams, 128 × 128, the paper's LeNet) in about 9 minutes;
 #   its results, with confidence intervals and significance tests, are in docs/results.md.
