@@ -15,10 +15,21 @@
 (model construction and training) and restores the previous one afterwards, so nothing else in
 the process changes precision. Activation maps are always computed in float32:
 :func:`float32_twin` rebuilds a mixed-precision model in float32 with the same weights.
+
+**One instruction set for bfloat16.** oneDNN picks its kernels by the CPU's newest instruction set:
+AMX tiles on an Intel Xeon with AMX, AVX-512 BF16 on an AMD EPYC (Zen 4) or an Intel Xeon without
+AMX. The two accumulate bfloat16 products in different orders, so the same job trained in
+``mixed_bfloat16`` gives other weights, from the first epoch, on the two kinds of machine.
+:func:`pin_onednn_isa` (run on ``import knee_tf``) caps oneDNN at AVX-512 BF16 (oneDNN's own
+``ONEDNN_MAX_CPU_ISA`` variable) on a CPU with AMX, so both kinds run the same kernels and train the
+same bits: the published grid, trained on an AMD EPYC, is reproduced byte for byte on an Intel Xeon
+with AMX (``bench/reproduces_published.py``; ``docs/reproducibility.md``). A user who prefers AMX's
+speed to that sets ``ONEDNN_MAX_CPU_ISA=ALL``; a value already in the environment is never changed.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -31,6 +42,11 @@ PRECISIONS: tuple[str, ...] = (AUTO, FLOAT32, MIXED_BFLOAT16)
 BF16_CPU_FLAGS: tuple[str, ...] = ("amx_bf16", "avx512_bf16")
 
 CPUINFO = Path("/proc/cpuinfo")
+#: oneDNN's ``ONEDNN_MAX_CPU_ISA`` on a CPU with AMX: the newest instruction set that AMD EPYC (Zen 4)
+#: and Intel Xeon share for bfloat16 (:func:`pin_onednn_isa`).
+ONEDNN_SHARED_ISA = "AVX512_CORE_BF16"
+#: /proc/cpuinfo flag of Intel's AMX bfloat16 tiles, the instruction set the cap leaves out.
+AMX_FLAG = "amx_bf16"
 
 
 def cpu_flags(cpuinfo: str | Path = CPUINFO) -> frozenset[str]:
@@ -50,6 +66,20 @@ def cpu_flags(cpuinfo: str | Path = CPUINFO) -> frozenset[str]:
 def cpu_has_bf16(cpuinfo: str | Path = CPUINFO) -> bool:
     """True when the CPU lists AMX-BF16 or AVX-512 BF16 (see :data:`BF16_CPU_FLAGS`)."""
     return bool(cpu_flags(cpuinfo) & set(BF16_CPU_FLAGS))
+
+
+def pin_onednn_isa(environ=None, cpuinfo: str | Path = CPUINFO) -> str | None:
+    """Cap oneDNN at :data:`ONEDNN_SHARED_ISA` on a CPU with AMX, unless ``ONEDNN_MAX_CPU_ISA`` is set.
+
+    ``environ``: the environment to change (default ``os.environ``). Returns the variable's value
+    afterwards (``None`` where it stays unset: no AMX). oneDNN reads it once, when TensorFlow first
+    runs a oneDNN kernel, so this runs on ``import knee_tf``, before TensorFlow is imported
+    (:mod:`knee_tf.core.startup`); child processes (Dask workers, notebook kernels) inherit it.
+    """
+    environ = os.environ if environ is None else environ
+    if "ONEDNN_MAX_CPU_ISA" not in environ and AMX_FLAG in cpu_flags(cpuinfo):
+        environ["ONEDNN_MAX_CPU_ISA"] = ONEDNN_SHARED_ISA
+    return environ.get("ONEDNN_MAX_CPU_ISA")
 
 
 def gpu_has_bf16() -> bool:

@@ -6,6 +6,8 @@ TensorFlow. It
 
 * sets ``TF_CPP_MIN_LOG_LEVEL`` (default :data:`TF_LOG_LEVEL`: TensorFlow's C++ INFO and WARNING
   lines hidden, errors kept) unless the environment already sets it;
+* caps oneDNN's instruction set on a CPU with AMX, so bfloat16 training gives the same bits on an
+  Intel Xeon with AMX as on an AMD EPYC (:func:`knee_tf.core.precision.pin_onednn_isa`);
 * filters TensorFlow's start-up lines that ignore that level (the absl "All log messages before
   absl::InitializeLog()" banner, the oneDNN notice, the CPU-instruction notice): the first
   ``import tensorflow`` runs with the process's stderr (file descriptor 2) captured, and every
@@ -26,6 +28,8 @@ import os
 import re
 import sys
 import tempfile
+
+from knee_tf.core.precision import pin_onednn_isa
 
 #: TF_CPP_MIN_LOG_LEVEL unless the environment sets it: 2 hides C++ INFO and WARNING, keeps ERROR.
 TF_LOG_LEVEL = "2"
@@ -145,6 +149,7 @@ def _configure_inline_figures() -> None:
 def configure() -> None:
     """Everything above; idempotent. Runs on ``import knee_tf``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", TF_LOG_LEVEL)
+    pin_onednn_isa()
     if "tensorflow" not in sys.modules and _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
     _configure_inline_figures()

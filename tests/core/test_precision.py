@@ -14,6 +14,7 @@ from knee_tf.core.precision import (
     cpu_has_bf16,
     float32_twin,
     model_precision,
+    pin_onednn_isa,
     resolve_precision,
     training_precision,
 )
@@ -32,6 +33,33 @@ def test_cpu_bf16_support_is_read_from_cpuinfo_flags(tmp_path, extra, expected):
 
 def test_missing_cpuinfo_means_no_bf16(tmp_path):
     assert cpu_has_bf16(tmp_path / "absent") is False
+
+
+@pytest.mark.parametrize("extra, env, expected", [
+    ("amx_tile amx_bf16 avx512_bf16", {}, "AVX512_CORE_BF16"),  # Intel Xeon with AMX: capped
+    ("avx512f avx512_bf16", {}, None),  # AMD EPYC (Zen 4): its newest set already, left alone
+    ("avx2", {}, None),  # no bfloat16 units: float32 under "auto", nothing to pin
+    ("amx_tile amx_bf16", {"ONEDNN_MAX_CPU_ISA": "ALL"}, "ALL"),  # the user's choice is kept
+])
+def test_onednn_isa_is_capped_only_on_amx_and_never_over_the_users_value(tmp_path, extra, env, expected):
+    path = tmp_path / "cpuinfo"
+    path.write_text(CPUINFO.format(extra=extra))
+    environ = dict(env)
+    assert pin_onednn_isa(environ, path) == expected
+    assert environ.get("ONEDNN_MAX_CPU_ISA") == expected
+
+
+def test_import_knee_tf_pins_the_isa_before_tensorflow_reads_it():
+    import os
+    import subprocess
+    import sys
+    code = ("import os, sys; import knee_tf; from knee_tf.core.precision import AMX_FLAG, cpu_flags; "
+            "assert 'tensorflow' not in sys.modules; "
+            "print(AMX_FLAG in cpu_flags(), os.environ.get('ONEDNN_MAX_CPU_ISA'))")
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"}
+    has_amx, value = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                    check=True).stdout.split()
+    assert value == ("AVX512_CORE_BF16" if has_amx == "True" else "None")
 
 
 def test_resolve_precision(monkeypatch):
