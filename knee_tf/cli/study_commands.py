@@ -151,7 +151,9 @@ def add_grid(sub) -> None:
     p.add_argument("--publish-dir", default="", metavar="DIR", help="with --publish: the published grid folder "
                                                                     "(default: results/grid of the repository)")
     p.add_argument("--republish", action="store_true",
-                   help="with --publish: retrain and replace published jobs whose settings or data differ")
+                   help="with --publish: retrain and replace published jobs whose settings or data differ, "
+                        "and retrain those published from a tree with uncommitted changes (kept, with a "
+                        "clean record, where they reproduce byte for byte)")
     p.set_defaults(func=_cmd_grid)
 
 

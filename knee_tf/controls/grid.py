@@ -102,7 +102,9 @@ def run_grid(jobs: Iterable[Job], config: StudyConfig, run_dir, cache_dir, sched
     and data are skipped, a published Model A that a pending job needs is trained again (same seed,
     same weights; its predictions must equal the published ones). A job published with other
     settings or data is refused (ValueError, one line) unless ``republish``: then it is trained
-    again and replaced. Jobs run grouped by their Model A (A first), so that a grid interrupted
+    again and replaced. With ``republish``, a job published from a tree with uncommitted changes is
+    trained again too: it keeps its published files and gets the clean record where it reproduces
+    them byte for byte, and is replaced otherwise. Jobs run grouped by their Model A (A first), so that a grid interrupted
     between sessions leaves few Model A jobs to train again.
     """
     layout = RunLayout(run_dir)

@@ -34,11 +34,17 @@ class GridPublisher:
         self.index = open_cache(cache_dir).index
         self.provenance = provenance
         self.ok, mismatched = set(), {}
+        # published jobs whose record names a tree with uncommitted changes: with republish, trained
+        # again from this (clean) checkout; {job: the published code commit}
+        self.dirty: dict[Job, str] = {}
         for j in jobs:
             if not self.provenance[j]:  # invalid settings: never published, fails when it runs
                 continue
             published, differs = gp.published_status(self.pub, j, self.provenance[j])
-            if published and not differs:
+            commit = (gp.published_record(self.pub, j) or {}).get("code_commit") if published else None
+            if published and not differs and republish and gp.is_dirty(commit):
+                self.dirty[j] = commit
+            elif published and not differs:
                 self.ok.add(j)
             elif published:
                 mismatched[j] = differs
@@ -53,6 +59,9 @@ class GridPublisher:
                                                                  planned=True) + more)
         for j, what in mismatched.items():
             log(f"grid: {j.label} published with other settings or data ({what}): trained again and replaced")
+        for j, commit in self.dirty.items():
+            log(f"grid: {j.label} published from a tree with uncommitted changes ({commit}): trained again; "
+                "if it reproduces the published predictions and training log, only its record is replaced")
         self.retrain: set[Job] = set()
 
     def publish_finished(self, jobs, result) -> None:
@@ -66,9 +75,22 @@ class GridPublisher:
             if differs:
                 self.log(f"grid: {j.label} of the run folder not published: {differs}")
                 continue
-            self.gp.publish_job(self.pub, self.layout, j, self.index)
-            self.ok.add(j)
-            result.published.append(j.label)
+            self._publish(j, result)
+
+    def _publish(self, job: Job, result) -> None:
+        """Publish a finished job; a dirty-tree job trained again keeps its published files when it
+        reproduces them byte for byte (only its record is replaced), and is replaced whole otherwise."""
+        gap = self.gp.reproduction_gap(self.pub, self.layout, job, self.index) if job in self.dirty else None
+        if gap == "":
+            self.gp.replace_record(self.pub, self.layout, job)
+            self.log(f"grid: {job.label} reproduces its dirty-tree publication byte for byte; record replaced")
+        else:
+            if gap:
+                self.log(f"grid: {job.label} does not reproduce its dirty-tree publication ({gap}): replaced; "
+                         "its cross cohorts and the jobs trained on its maps need training again")
+            self.gp.publish_job(self.pub, self.layout, job, self.index)
+        self.ok.add(job)
+        result.published.append(job.label)
 
     def model_a_to_retrain(self, todo) -> list[Job]:
         """The published Model A jobs that pending jobs need but the run folder lacks."""
@@ -85,9 +107,7 @@ class GridPublisher:
             self.gp.check_retrained(self.pub, self.layout, job, self.index)
             result.retrained.append(job.label)
         else:
-            self.gp.publish_job(self.pub, self.layout, job, self.index)
-            self.ok.add(job)
-            result.published.append(job.label)
+            self._publish(job, result)
 
     def _cross_current(self, job: Job, maps: dict) -> bool:
         """Whether ``job``'s published cross cohorts were made by the maps ``maps`` names."""

@@ -244,6 +244,32 @@ def check_retrained(pub: PublishedGrid, layout: RunLayout, job, index: pd.DataFr
                        "with --republish")
 
 
+def reproduction_gap(pub: PublishedGrid, layout: RunLayout, job, index: pd.DataFrame) -> str:
+    """What differs between a job trained again in ``layout`` and its published copy: ``""`` when the
+    predictions (compacted, :func:`check_retrained`) and the training log are equal byte for byte."""
+    try:
+        check_retrained(pub, layout, job, index)
+    except RuntimeError as e:
+        return str(e)
+    if layout.training_log(job.name, job.seed).read_bytes() != pub.training_log(job.name, job.seed).read_bytes():
+        return f"{job.label}: the predictions are equal but the training log differs"
+    return ""
+
+
+def replace_record(pub: PublishedGrid, layout: RunLayout, job) -> Path:
+    """Replace only the published ``job.json`` of ``job`` with the run folder's record: for a published
+    job from a tree with uncommitted changes that a clean checkout reproduced byte for byte
+    (:func:`reproduction_gap`), so its predictions, training log and cross cohorts stay. ValueError
+    when the new record is itself from a dirty tree (:func:`dirty_error`)."""
+    record_path = layout.job_record(job.name, job.seed)
+    record = json.loads(record_path.read_text())
+    if is_dirty(record.get("code_commit")):
+        raise ValueError(dirty_error(job, record["code_commit"], str(record_path)))
+    target = pub.job_record(job.name, job.seed)
+    atomic_write_text(target, json.dumps(record, indent=2) + "\n")
+    return target
+
+
 def cross_sources(record: dict) -> dict:
     """{cohort: [job label, settings digest, data digest]} of the maps that made a published cross record."""
     return record.get("maps", {})

@@ -273,6 +273,44 @@ def test_a_grid_from_a_dirty_tree_is_refused_before_training(published, tmp_path
     assert res.ran == [] and sorted(res.skipped_published) == sorted(j.label for j in JOBS)
 
 
+def test_republish_trains_dirty_tree_jobs_again_and_keeps_what_they_reproduce(published, tmp_path, monkeypatch):
+    """A job published from a tree with uncommitted changes stays published, untouched, without
+    --republish. With it, the job is trained again (here: found finished in the run folder): one that
+    reproduces its predictions and training log byte for byte keeps its files and gets the clean
+    record; one that does not is replaced whole."""
+    pub = _copy(published["pub"], tmp_path / "grid")
+    for job in JOBS:
+        path = pub.job_record(job.name, 0)
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps(dict(record, code_commit=CLEAN_COMMIT[::-1] + gp.DIRTY_SUFFIX)))
+    b_pred = pub.predictions(MODEL_B, 0)
+    df = pd.read_parquet(b_pred)
+    df.loc[3, "p_relevant"] = 0.25 if df.loc[3, "p_relevant"] > 0.5 else 0.75  # B's dirty tree trained other bits
+    df.to_parquet(b_pred, compression="zstd", index=False)
+    _no_training(monkeypatch)
+    before = {p: p.stat().st_mtime_ns for p in pub.root.rglob("*")}
+    res = run_grid(JOBS, published["cfg"], tmp_path / "run_plain", published["cache"], workers=0, progress=False,
+                   log=lambda m: None, publish=pub)
+    assert res.ran == [] and sorted(res.skipped_published) == sorted(j.label for j in JOBS)
+    assert {p: p.stat().st_mtime_ns for p in pub.root.rglob("*")} == before
+    run = tmp_path / "run"
+    shutil.copytree(published["tmp"] / "run1", run)  # the same jobs, trained from a clean tree
+    log = []
+    res = run_grid(JOBS, published["cfg"], run, published["cache"], workers=0, progress=False, log=log.append,
+                   publish=pub, republish=True)
+    assert res.ran == [] and sorted(res.published) == sorted(j.label for j in JOBS)
+    assert "grid: A seed 0 reproduces its dirty-tree publication byte for byte; record replaced" in log
+    assert any(line.startswith("grid: B seed 0 does not reproduce its dirty-tree publication (B seed 0 trained "
+                               "again does not reproduce") for line in log)
+    a_files = [p for p in pub.job_dir(MODEL_A, 0).iterdir() if p.name != pub.job_record(MODEL_A, 0).name]
+    assert a_files and all(p.stat().st_mtime_ns == before[p] for p in a_files)
+    for job in JOBS:
+        assert not gp.is_dirty(json.loads(pub.job_record(job.name, 0).read_text())["code_commit"])
+        assert pub.predictions(job.name, 0).read_bytes() == published["pub"].predictions(job.name, 0).read_bytes()
+        assert pub.cross_predictions(job.name, 0).read_bytes() == \
+            published["pub"].cross_predictions(job.name, 0).read_bytes()
+
+
 def test_the_prediction_store_is_rebuilt_from_the_published_jobs(published, tmp_path):
     """The published jobs' own and cross-cohort rows make the store notebook 07 builds from the run folder."""
     from knee_tf.controls.summary import run_store
