@@ -79,10 +79,16 @@ def load_published(arm: str, seed: int = 0, top: str | Path | None = None):
 def export_weights(model, arm: str, seed: int, top: str | Path | None = None) -> Path:
     """Write a trained model's weights as the shipped weights of (arm, seed), atomically; return the path.
 
-    Only for a model that reproduces the published job (``bench/ship_models.py`` checks that first)."""
-    path = published_weights(top or _repo_root(), arm, seed)
+    Only for a model that reproduces the published job (``bench/ship_models.py`` checks that first).
+    The weights are copied into a model built from the published record first (:func:`build_published`),
+    never trained, so the file holds the layers' variables only, not the optimizer's two moments per
+    variable, which would triple it."""
+    top = top or _repo_root()
+    path = published_weights(top, arm, seed)
+    bare = build_published(published_record(arm, seed, top))
+    bare.set_weights(model.get_weights())
     with atomic_path(path, suffix=".weights.h5") as tmp:
-        model.save_weights(tmp)
+        bare.save_weights(tmp)
     return path
 
 
