@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from knee_tf.cli.options import (
     add_cache,
@@ -16,10 +17,10 @@ from knee_tf.cli.options import (
     deprecated,
 )
 from knee_tf.core.errors import InputError
-from knee_tf.core.io import atomic_write_text
+from knee_tf.core.io import atomic_write_csv, atomic_write_text
 from knee_tf.data.ingest import ON_ERROR, default_cache_dir, ingest, summary_table
-from knee_tf.data.layout import PublishedGrid, published_grid
-from knee_tf.phantom import synthesize
+from knee_tf.data.layout import DATA_MANIFEST, SYNTH_RECORD, PublishedGrid, published_grid
+from knee_tf.phantom import plan_manifest, synthesize
 from knee_tf.study.config import PRESETS, REPO_ROOT, StudyConfig, get_config, resolve
 from knee_tf.study.config_doc import DOCS_PAGE, FORMATS, config_listing
 
@@ -36,6 +37,9 @@ def add_synth(sub) -> None:
                         "input size is ingest's --image-size")
     p.add_argument("--metal-fraction", type=float, default=_DEFAULT.metal_fraction,
                    help="share of exams with a metal susceptibility artefact")
+    p.add_argument("--manifest-only", action="store_true",
+                   help="write only DIR/data_manifest.csv, planned without rendering an image (seconds): to "
+                        "check a committed manifest or a dataset's counts before rendering it")
     add_workers(p)
     add_set(p, "a StudyConfig synth_* field, e.g. synth_texture=0.5 or synth_appearance=v3 (repeatable)")
     p.set_defaults(func=_cmd_synth)
@@ -43,6 +47,18 @@ def add_synth(sub) -> None:
 
 def _cmd_synth(a) -> int:
     cfg = _DEFAULT.with_settings(a.settings)
+    if a.manifest_only:
+        out = Path(a.out)
+        if (out / SYNTH_RECORD).exists():
+            raise InputError(f"{out}: a synthesized data folder ({SYNTH_RECORD} present); --manifest-only "
+                             "writes to a folder without images, so as not to mismatch its files")
+        df = plan_manifest(n_exams=a.exams, seed=a.seed, matrix=a.matrix, metal_fraction=a.metal_fraction,
+                           difficulty=cfg.synth_difficulty(), appearance=cfg.synth_appearance)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_csv(out / DATA_MANIFEST, df, index=False, lineterminator="\n")
+        print(f"wrote the manifest of {len(df)} images from {df['exam_id'].nunique()} exams to "
+              f"{out / DATA_MANIFEST} (no images rendered)")
+        return 0
     df = synthesize(a.out, n_exams=a.exams, seed=a.seed, matrix=a.matrix,
                     metal_fraction=a.metal_fraction, workers=a.workers or None,
                     difficulty=cfg.synth_difficulty(), appearance=cfg.synth_appearance)

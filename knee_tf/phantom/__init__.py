@@ -8,6 +8,12 @@ Modules: ``anatomy`` (3D knee, pose), ``sites`` (six GE site/coil profiles, tiss
 caller), ``dicom_export`` (GE-like headers), ``synth`` (exam loop).
 """
 
-from knee_tf.phantom.synth import MANIFEST_COLUMNS, plan_exams, render_exam, synthesize
+from knee_tf.phantom.synth import (
+    MANIFEST_COLUMNS,
+    plan_exams,
+    plan_manifest,
+    render_exam,
+    synthesize,
+)
 
-__all__ = ["MANIFEST_COLUMNS", "plan_exams", "render_exam", "synthesize"]
+__all__ = ["MANIFEST_COLUMNS", "plan_exams", "plan_manifest", "render_exam", "synthesize"]

@@ -252,24 +252,39 @@ def prepare_exam(task: dict) -> dict:
                 annotator=annotator, appearance=look.V3 if v3 else look.V2)
 
 
+def _slice_path(task: dict, instance: int) -> str:
+    """A slice's DICOM file, relative to the data folder (the manifest's ``path``)."""
+    return f"dicom/{task['site']}/{task['exam_id']}/IM{instance:04d}.dcm"
+
+
 def render_exam(task: dict) -> list[dict]:
     """Render and write one exam's DICOM files; return its manifest rows (plane, slice order)."""
     ex = prepare_exam(task)
     out_dir = Path(task["out_dir"])
+    for instance, sl in enumerate(ex["slices"], start=1):
+        geom, series, rel = sl["geom"], sl["series"], _slice_path(task, instance)
+        if ex["appearance"] == look.V3:
+            pixels = look.render_slice(ex["structures"], ex["acq"], geom, ex["r_noise"], series, ex["implant"])
+            write_slice(out_dir / rel, pixels, ex["header"], geom, instance,
+                        phase_direction=look.phase_direction(sl["plane"]))
+        else:
+            pixels = render_slice(ex["structures"], ex["acq"], geom, ex["r_noise"], series=series,
+                                  implant=ex["implant"])
+            write_slice(out_dir / rel, pixels, ex["header"], geom, instance)
+    return exam_rows(task, ex)
+
+
+def exam_rows(task: dict, ex: dict | None = None) -> list[dict]:
+    """One exam's manifest rows (plane, slice order) without rendering a pixel: every column comes
+    from the exam's plan and geometry (:func:`prepare_exam`, computed here when ``ex`` is None), none
+    from the images, so they are the rows :func:`render_exam` returns."""
+    ex = prepare_exam(task) if ex is None else ex
     site, coil, implant, pose = ex["site"], ex["coil"], ex["implant"], ex["pose"]
     fov, matrix, thickness = ex["fov"], ex["matrix"], ex["thickness"]
     rows = []
     for instance, sl in enumerate(ex["slices"], start=1):
         plane, k, s_axis, geom, series = sl["plane"], sl["k"], sl["s_axis"], sl["geom"], sl["series"]
-        rel = f"dicom/{task['site']}/{task['exam_id']}/IM{instance:04d}.dcm"
-        if ex["appearance"] == look.V3:
-            pixels = look.render_slice(ex["structures"], ex["acq"], geom, ex["r_noise"], series, implant)
-            write_slice(out_dir / rel, pixels, ex["header"], geom, instance,
-                        phase_direction=look.phase_direction(plane))
-        else:
-            pixels = render_slice(ex["structures"], ex["acq"], geom, ex["r_noise"], series=series,
-                                  implant=implant)
-            write_slice(out_dir / rel, pixels, ex["header"], geom, instance)
+        rel = _slice_path(task, instance)
         rows.append({
             "image_id": f"{task['exam_id']}_{instance:02d}",
             "patient_id": task["patient_id"], "exam_id": task["exam_id"], "path": rel,
@@ -298,6 +313,30 @@ def _sensitivity_at(coil, centre, rot_deg, loose, point) -> float:
                                                          coil.loop_radius_mm))[0])
 
 
+def _tasks(out_dir, n_exams, seed, matrix, metal_fraction, difficulty, appearance) -> list[dict]:
+    """The per-exam tasks of :func:`synthesize` and :func:`plan_manifest`, after checking the arguments."""
+    if int(n_exams) < 1:
+        raise ValueError(f"n_exams must be >= 1, got {n_exams}")
+    if int(matrix) < 32:
+        raise ValueError(f"matrix must be >= 32, got {matrix}")
+    if not 0.0 <= float(metal_fraction) <= 1.0:
+        raise ValueError(f"metal_fraction must be in [0, 1], got {metal_fraction}")
+    look.check(appearance)
+    plan = plan_exams(int(n_exams), int(seed), float(metal_fraction))
+    return [dict(row, seed=int(seed), out_dir=str(out_dir), base_matrix=int(matrix),
+                 difficulty=asdict(difficulty), appearance=appearance)
+            for row in plan.to_dict("records")]
+
+
+def plan_manifest(n_exams: int = 513, seed: int = 0, matrix: int = 256, metal_fraction: float = 0.10,
+                  progress: bool = True, *, difficulty: Difficulty, appearance: str = look.V2) -> pd.DataFrame:
+    """The manifest :func:`synthesize` writes for these arguments, without rendering or writing an
+    image (:func:`exam_rows`; seconds for the default 513 exams, where rendering takes minutes)."""
+    tasks = _tasks("", n_exams, seed, matrix, metal_fraction, difficulty, appearance)
+    rows = [row for t in tqdm(tasks, desc="plan exams", unit="exam", disable=not progress) for row in exam_rows(t)]
+    return pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+
+
 def synthesize(out_dir, n_exams: int = 513, seed: int = 0, matrix: int = 256,
                metal_fraction: float = 0.10, workers: int | None = None,
                progress: bool = True, *, difficulty: Difficulty,
@@ -311,21 +350,11 @@ def synthesize(out_dir, n_exams: int = 513, seed: int = 0, matrix: int = 256,
     :data:`knee_tf.phantom.appearance.APPEARANCES` (v2, the published default). Returns the manifest
     (one row per 2D image, columns :data:`MANIFEST_COLUMNS`). Byte-identical for any ``workers``.
     """
-    if int(n_exams) < 1:
-        raise ValueError(f"n_exams must be >= 1, got {n_exams}")
-    if int(matrix) < 32:
-        raise ValueError(f"matrix must be >= 32, got {matrix}")
-    if not 0.0 <= float(metal_fraction) <= 1.0:
-        raise ValueError(f"metal_fraction must be in [0, 1], got {metal_fraction}")
     if workers is not None and int(workers) < 0:
         raise ValueError(f"workers must be >= 0 or None, got {workers}")
-    look.check(appearance)
     out = Path(out_dir)
+    tasks = _tasks(out, n_exams, seed, matrix, metal_fraction, difficulty, appearance)
     out.mkdir(parents=True, exist_ok=True)
-    plan = plan_exams(int(n_exams), int(seed), float(metal_fraction))
-    tasks = [dict(row, seed=int(seed), out_dir=str(out), base_matrix=int(matrix),
-                  difficulty=asdict(difficulty), appearance=appearance)
-             for row in plan.to_dict("records")]
     n_workers = int(workers) if workers else (os.cpu_count() or 1)
     n_workers = max(1, min(n_workers, len(tasks)))
 

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 
 from knee_tf.data.dicom_read import plane_from_orientation
-from knee_tf.phantom import MANIFEST_COLUMNS, plan_exams, synthesize
+from knee_tf.phantom import MANIFEST_COLUMNS, plan_exams, plan_manifest, synthesize
 from knee_tf.phantom.anatomy import Pose, build_knee
 from knee_tf.phantom.difficulty import Difficulty
 from knee_tf.phantom.labels import (
@@ -159,6 +159,22 @@ def test_byte_identical_across_worker_counts(dataset, tmp_path):
 
     assert digest(out1) == digest(tmp_path)
     assert list(df1.path) == list(df2.path)
+
+
+def test_the_manifest_planned_without_images_is_the_rendered_ones(dataset, tmp_path, capsys):
+    """plan_manifest (knee-tf synth --manifest-only) gives the manifest synthesize writes, byte for byte,
+    without an image; the CLI refuses to write it into a synthesized folder, whose files it could mismatch."""
+    from knee_tf.cli import main
+
+    out, df = dataset
+    planned = plan_manifest(n_exams=N_EXAMS, seed=7, matrix=SIZE, metal_fraction=0.25, progress=False,
+                            difficulty=DIFFICULTY)
+    pd.testing.assert_frame_equal(planned, df)
+    assert planned.to_csv(index=False, lineterminator="\n").encode() == (out / "data_manifest.csv").read_bytes()
+    assert main(["synth", "--out", str(out), "--manifest-only", "--exams", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a synthesized data folder" in err[0]
+    assert (out / "data_manifest.csv").read_bytes() == planned.to_csv(index=False, lineterminator="\n").encode()
 
 
 def test_seed_changes_the_data(dataset, tmp_path):
