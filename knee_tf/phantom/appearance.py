@@ -51,7 +51,8 @@ V2, V3 = "v2", "v3"
 APPEARANCES = (V2, V3)  # V2: the published default; a new version is added, never edited
 #: v3's changes, each switchable for bench/realism_render.py (which measures them one at a time);
 #: v3 is all of them
-CHANGES = ("flip", "marrow", "coverage", "other_leg", "kspace_noise", "phase_direction", "fat", "septa")
+CHANGES = ("flip", "marrow", "coverage", "other_leg", "kspace_noise", "phase_direction", "fat", "septa",
+           "shapes")
 ENABLED: frozenset = frozenset(CHANGES)
 
 LOCALIZER_FLIP_DEG = 30.0  # the measured GE localizer's FlipAngle (REAL_LOCALIZER_FACTS.md)

@@ -56,6 +56,7 @@ from knee_tf.phantom.render import (
     placed_elements,
     render_slice,
 )
+from knee_tf.phantom.shapes import build_knee_v3, patient_shape
 from knee_tf.phantom.sites import COILS, NEW_SITE_CODE, SITES, choose, tissue_channels
 
 SITE_COLUMNS = ("site", "scanner", "field_strength_t", "coil", "cohort", "slice_index", "anatomy")
@@ -180,7 +181,8 @@ def prepare_exam(task: dict) -> dict:
         site = look.site_protocol(site)
         if coil.kind == "tr_knee":
             pose = replace(pose, other_leg_mm=look.other_leg_mm(pose, coil))
-        knee = build_knee(pose)
+        knee = (build_knee_v3(pose, patient_shape(seed, task["patient_index"]))
+                if "shapes" in look.ENABLED else build_knee(pose))
     else:
         knee = build_knee(pose)
         coil = COILS[choose(r_acq, site.coils)]
