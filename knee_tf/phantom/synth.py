@@ -180,7 +180,8 @@ def prepare_exam(task: dict) -> dict:
         coil = COILS[choose(r_acq, site.coils)]
         site = look.site_protocol(site)
         if coil.kind == "tr_knee":
-            pose = replace(pose, other_leg_mm=look.other_leg_mm(pose, coil))
+            pose = replace(pose, offset_mm=look.tr_coil_offset(pose.offset_mm),
+                           other_leg_mm=look.other_leg_mm(pose, coil))
         knee = (build_knee_v3(pose, patient_shape(seed, task["patient_index"]))
                 if "shapes" in look.ENABLED else build_knee(pose))
     else:
