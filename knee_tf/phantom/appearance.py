@@ -109,14 +109,16 @@ def fat_mm(v2_fat_mm: float) -> float:
     return 3.0 + 7.0 * u * u if "fat" in ENABLED else v2_fat_mm
 
 
-def tr_coil_offset(offset_mm) -> tuple[float, float, float]:
-    """The knee's position in a rigid transmit-receive knee coil in v3: the leg rests in the coil's
-    lower shell on its posterior pad and the upper shell closes over it, so its antero-posterior
-    offset is a fraction (:data:`TR_AP_FREEDOM`) of v2's +-25 mm; it can still slide from side to
-    side and along the leg."""
-    if "tr_elements" not in ENABLED:
-        return tuple(offset_mm)
-    return (float(offset_mm[0]), float(offset_mm[1]) * TR_AP_FREEDOM, float(offset_mm[2]))
+def tr_coil_centre(knee_centre) -> np.ndarray:
+    """Where a rigid transmit-receive knee coil sits in v3, float64 (3,): the leg rests in the coil's
+    lower shell on its posterior pad and the upper shell closes over it, so the knee's
+    antero-posterior offset from the coil's axis is a fraction (:data:`TR_AP_FREEDOM`) of its offset
+    from the isocentre; from side to side and along the leg it keeps v2's (the coil at the
+    isocentre). The knee, the slices and the labels do not move."""
+    c = np.zeros(3)
+    if "tr_elements" in ENABLED:
+        c[1] = float(knee_centre[1]) * (1.0 - TR_AP_FREEDOM)
+    return c
 
 
 def other_leg_mm(pose, coil) -> float:

@@ -180,8 +180,7 @@ def prepare_exam(task: dict) -> dict:
         coil = COILS[choose(r_acq, site.coils)]
         site = look.site_protocol(site)
         if coil.kind == "tr_knee":
-            pose = replace(pose, offset_mm=look.tr_coil_offset(pose.offset_mm),
-                           other_leg_mm=look.other_leg_mm(pose, coil))
+            pose = replace(pose, other_leg_mm=look.other_leg_mm(pose, coil))
         knee = (build_knee_v3(pose, patient_shape(seed, task["patient_index"]))
                 if "shapes" in look.ENABLED else build_knee(pose))
     else:
@@ -191,6 +190,8 @@ def prepare_exam(task: dict) -> dict:
 
     if coil.kind == "tr_knee":
         coil_centre, rot, loose = np.zeros(3), 0.0, 0.0
+        if v3:
+            coil_centre = look.tr_coil_centre(knee.centre)
     else:
         coil_centre = knee.centre + r_acq.uniform(-10, 10, size=3)
         rot = float(r_acq.uniform(-20, 20) if "TDI" in coil.name else r_acq.uniform(-180, 180))
