@@ -98,3 +98,11 @@ def test_a_rigid_knee_coils_loops_share_its_ring():
         assert 30 < loop < 45 < COILS[name].loop_radius_mm
     c = look.tr_coil_centre(np.array([20.0, -10.0, 5.0]))
     assert c[0] == 0 and c[2] == 0 and c[1] == pytest.approx(-10.0 * (1 - look.TR_AP_FREEDOM))
+
+
+def test_the_modulation_is_the_sum_of_cosines_of_the_elliptic_angle():
+    lobes = ((2, 0.03, 0.4), (4, 0.015, 5.0), (3, 0.02, 2.0))
+    sh = shapes.LobedCylinder(0, 1, (50, 40), (50, 40), lobes=lobes)
+    theta = np.linspace(-np.pi, np.pi, 97)
+    want = 1 + sum(a * (np.cos(k * theta - p) + 1) / 2 for k, a, p in lobes)
+    np.testing.assert_allclose(sh.radius(2.0 * np.cos(theta), 2.0 * np.sin(theta)), want, atol=1e-12)
