@@ -11,6 +11,7 @@ of slices for ``second_obj_10pct``); "inside" means q25 <= value <= q75 of the r
     python bench/realism.py --data data/synthetic [--out bench/logs/realism_today.csv]
     python bench/realism.py --doc docs/phantom.md --csv today=bench/logs/realism_v2.csv \\
         --csv candidate=bench/logs/realism_v3.csv      # rewrite the table in docs/phantom.md
+    python bench/realism.py --gate bench/logs/realism_v2.csv bench/logs/realism_v3.csv  # issue 28's gate
 """
 
 from __future__ import annotations
