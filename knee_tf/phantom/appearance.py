@@ -52,7 +52,7 @@ APPEARANCES = (V2, V3)  # V2: the published default; a new version is added, nev
 #: v3's changes, each switchable for bench/realism_render.py (which measures them one at a time);
 #: v3 is all of them
 CHANGES = ("flip", "marrow", "coverage", "other_leg", "kspace_noise", "phase_direction", "fat", "septa",
-           "shapes", "tr_elements")
+           "shapes", "tr_elements", "foam")
 ENABLED: frozenset = frozenset(CHANGES)
 
 LOCALIZER_FLIP_DEG = 30.0  # the measured GE localizer's FlipAngle (REAL_LOCALIZER_FACTS.md)
@@ -119,6 +119,14 @@ def tr_coil_centre(knee_centre) -> np.ndarray:
     if "tr_elements" in ENABLED:
         c[1] = float(knee_centre[1]) * (1.0 - TR_AP_FREEDOM)
     return c
+
+
+def visible_pads(pads: list) -> list:
+    """What of v2's pads v3 shows: the gel pads beside the knee in a rigid coil, not the cushion
+    under the leg. A positioning cushion is polyurethane foam: a solid whose protons relax in
+    microseconds, so it gives no signal at a 1.2 ms echo (the real localizer shows nothing under the
+    leg); v2 drew it as a weak gel band."""
+    return [p for p in pads if p.name != "cushion"] if "foam" in ENABLED else list(pads)
 
 
 def other_leg_mm(pose, coil) -> float:

@@ -196,8 +196,10 @@ def prepare_exam(task: dict) -> dict:
         coil_centre = knee.centre + r_acq.uniform(-10, 10, size=3)
         rot = float(r_acq.uniform(-20, 20) if "TDI" in coil.name else r_acq.uniform(-180, 180))
         loose = float(r_acq.uniform(0, coil.looseness_mm))
-    structures = (_pads(coil, coil_centre, knee.centre) + list(knee)
-                  + (implant.structures() if implant is not None else []))
+    pads = _pads(coil, coil_centre, knee.centre)
+    if v3:
+        pads = look.visible_pads(pads)
+    structures = pads + list(knee) + (implant.structures() if implant is not None else [])
     signals = look.tissue_channels(site) if v3 else tissue_channels(site)
     sens_knee = float(_sensitivity_at(coil, coil_centre, rot, loose, knee.centre))
     acq = Acquisition(site, coil, signals, coil_centre, rot, loose,

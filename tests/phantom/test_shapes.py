@@ -106,3 +106,10 @@ def test_the_modulation_is_the_sum_of_cosines_of_the_elliptic_angle():
     theta = np.linspace(-np.pi, np.pi, 97)
     want = 1 + sum(a * (np.cos(k * theta - p) + 1) / 2 for k, a, p in lobes)
     np.testing.assert_allclose(sh.radius(2.0 * np.cos(theta), 2.0 * np.sin(theta)), want, atol=1e-12)
+
+
+def test_v3_shows_no_foam_cushion_under_the_leg():
+    from knee_tf.phantom.synth import _pads
+    pads = _pads(COILS["HD TRknee PA"], np.zeros(3), np.zeros(3))
+    assert {p.name for p in pads} == {"pad", "cushion"}
+    assert {p.name for p in look.visible_pads(pads)} == {"pad"}  # gel pads stay, the foam goes
