@@ -19,6 +19,11 @@ goes through :func:`knee_tf.phantom.render.render_slice` unchanged; ``v3`` is th
   other axis);
 * **subcutaneous fat** 3-10 mm, skewed thin; **septa** of 0.1-1 mm seen through an 8 mm slice at a
   fraction of the contrast.
+* **outlines** (:mod:`knee_tf.phantom.shapes`): an oval, patient-variable limb section, muscle
+  filling the thigh and calf with thin fat planes between the bellies, flared metaphyses;
+* **a rigid knee coil's receive loops** sized by its ring (:func:`ring_loop_radius`), the coil
+  following the knee from front to back (:func:`tr_coil_centre`);
+* **the foam cushion** under the leg gives no signal (:func:`visible_pads`).
 
 Labels never depend on the appearance: they come from the geometry and the annotators.
 """
