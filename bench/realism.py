@@ -11,6 +11,7 @@ of slices for ``second_obj_10pct``); "inside" means q25 <= value <= q75 of the r
     python bench/realism.py --data data/synthetic [--out bench/logs/realism_today.csv]
     python bench/realism.py --doc docs/phantom.md --csv today=bench/logs/realism_v2.csv \\
         --csv candidate=bench/logs/realism_v3.csv      # rewrite the table in docs/phantom.md
+    python bench/realism.py --gate bench/logs/realism_v2.csv bench/logs/realism_v3.csv  # issue 28's gate
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ NATIVE_TOLERANCE = 0.15
 PLANES = ("axial", "sagittal", "coronal")
 SHARE_STATS = ("second_obj_10pct",)  # per plane: the share of slices, not a median
 BEGIN, END = "<!-- realism-table:begin -->", "<!-- realism-table:end -->"
+#: issue 28's gate ("never further out on the contrast, coverage and second-object statistics"):
+#: contrast is section 3 of real_localizer_stats.csv (intensity / limb p99), coverage the coil's
+#: shading and end-of-field signal (section 7), the second object the objects of section 1
+GATE_GROUPS = {
+    "contrast": ("bimodality_eta", "bright_share", "dark_share", "p5", "p50", "p95"),
+    "coverage": ("end_over_centre_min", "shade_cols", "shade_rows"),
+    "second object": ("n_obj", "second_obj_10pct", "second_over_first"),
+}
 
 
 def real_table(path: Path = REAL_CSV) -> pd.DataFrame:
@@ -166,6 +175,40 @@ def compare(base: pd.DataFrame, new: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def outside(row) -> float:
+    """How far a summary row's value lies outside the real quartiles (0 inside)."""
+    return float(max(row.real_q25 - row.value, row.value - row.real_q75, 0.0))
+
+
+def gate(base: pd.DataFrame, new: pd.DataFrame) -> tuple[bool, str]:
+    """Issue 28's gate for a new default against today's: inside the real quartiles for at least
+    twice as many statistics, more than today in every plane, and never further outside the
+    quartiles on :data:`GATE_GROUPS`. Returns (passed, the lines that say why)."""
+    lines, ok = [], True
+    n_base, n_new = int(base.inside.sum()), int(new.inside.sum())
+    twice = n_new >= 2 * n_base
+    ok &= twice
+    lines.append(f"  inside: {n_base} -> {n_new} (needs >= {2 * n_base}) {'ok' if twice else 'FAIL'}")
+    for plane in PLANES:
+        b, n = int(base[base.plane == plane].inside.sum()), int(new[new.plane == plane].inside.sum())
+        ok &= n > b
+        lines.append(f"  {plane}: {b} -> {n} {'ok' if n > b else 'FAIL'}")
+    key = ["plane", "statistic"]
+    both = base.merge(new, on=key, suffixes=("_b", "_n"))
+    for group, stats in GATE_GROUPS.items():
+        for r in both[both.statistic.isin(stats)].itertuples(index=False):
+            ob = outside(pd.Series({"value": r.value_b, "real_q25": r.real_q25_b, "real_q75": r.real_q75_b}))
+            on = outside(pd.Series({"value": r.value_n, "real_q25": r.real_q25_b, "real_q75": r.real_q75_b}))
+            worse = on > ob
+            ok &= not worse
+            if worse or ob > 0 or on > 0:
+                lines.append(f"  {group:<13} {r.plane:<8} {r.statistic:<20} {r.value_b:.4g} -> "
+                             f"{r.value_n:.4g} outside {ob:.4g} -> {on:.4g} "
+                             f"{'FURTHER OUT' if worse else 'ok'}")
+    lines.append("  gate: " + ("PASSED" if ok else "not passed"))
+    return bool(ok), "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, help="a data folder with data_manifest.csv")
@@ -178,7 +221,13 @@ def main(argv=None) -> int:
                    help="with --doc: a labelled summary CSV (repeatable; the first is the baseline)")
     p.add_argument("--compare", type=Path, nargs=2, metavar=("BASE_CSV", "NEW_CSV"),
                    help="print which statistics moved between two summary CSVs")
+    p.add_argument("--gate", type=Path, nargs=2, metavar=("TODAY_CSV", "NEW_CSV"),
+                   help="issue 28's gate for a new default (GATE_GROUPS); exit 1 if not passed")
     a = p.parse_args(argv)
+    if a.gate:
+        passed, text = gate(pd.read_csv(a.gate[0]), pd.read_csv(a.gate[1]))
+        print(text)
+        return 0 if passed else 1
     if a.compare:
         print(compare(pd.read_csv(a.compare[0]), pd.read_csv(a.compare[1])))
         return 0

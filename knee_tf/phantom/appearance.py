@@ -19,6 +19,11 @@ goes through :func:`knee_tf.phantom.render.render_slice` unchanged; ``v3`` is th
   other axis);
 * **subcutaneous fat** 3-10 mm, skewed thin; **septa** of 0.1-1 mm seen through an 8 mm slice at a
   fraction of the contrast.
+* **outlines** (:mod:`knee_tf.phantom.shapes`): an oval, patient-variable limb section, muscle
+  filling the thigh and calf with thin fat planes between the bellies, flared metaphyses;
+* **a rigid knee coil's receive loops** sized by its ring (:func:`ring_loop_radius`), the coil
+  following the knee from front to back (:func:`tr_coil_centre`);
+* **the foam cushion** under the leg gives no signal (:func:`visible_pads`).
 
 Labels never depend on the appearance: they come from the geometry and the annotators.
 """
@@ -51,7 +56,8 @@ V2, V3 = "v2", "v3"
 APPEARANCES = (V2, V3)  # V2: the published default; a new version is added, never edited
 #: v3's changes, each switchable for bench/realism_render.py (which measures them one at a time);
 #: v3 is all of them
-CHANGES = ("flip", "marrow", "coverage", "other_leg", "kspace_noise", "phase_direction", "fat", "septa")
+CHANGES = ("flip", "marrow", "coverage", "other_leg", "kspace_noise", "phase_direction", "fat", "septa",
+           "shapes", "tr_elements", "foam")
 ENABLED: frozenset = frozenset(CHANGES)
 
 LOCALIZER_FLIP_DEG = 30.0  # the measured GE localizer's FlipAngle (REAL_LOCALIZER_FACTS.md)
@@ -64,6 +70,7 @@ HOUSING_MM = 20.0  # coil housing beyond the element ring
 LEG_HALF_WIDTH_MM = 60.0  # contralateral leg's half-width at scale 1
 #: texture contrast of v3 (render.py's constants are v2's): septum fat, marrow mottle, lobule septum
 SEPTUM_FAT_V3, TRABECULAR_V3, LOBULE_SEPTUM_V3 = 0.1, 0.06, 0.08
+TR_AP_FREEDOM = 0.3  # share of v2's antero-posterior offset left in a rigid knee coil
 FERMI_RADIUS, FERMI_WIDTH = 0.85, 0.07  # apodization: 1 / (1 + exp((|k| / kmax - radius) / width))
 
 
@@ -107,6 +114,26 @@ def fat_mm(v2_fat_mm: float) -> float:
     return 3.0 + 7.0 * u * u if "fat" in ENABLED else v2_fat_mm
 
 
+def tr_coil_centre(knee_centre) -> np.ndarray:
+    """Where a rigid transmit-receive knee coil sits in v3, float64 (3,): the leg rests in the coil's
+    lower shell on its posterior pad and the upper shell closes over it, so the knee's
+    antero-posterior offset from the coil's axis is a fraction (:data:`TR_AP_FREEDOM`) of its offset
+    from the isocentre; from side to side and along the leg it keeps v2's (the coil at the
+    isocentre). The knee, the slices and the labels do not move."""
+    c = np.zeros(3)
+    if "tr_elements" in ENABLED:
+        c[1] = float(knee_centre[1]) * (1.0 - TR_AP_FREEDOM)
+    return c
+
+
+def visible_pads(pads: list) -> list:
+    """What of v2's pads v3 shows: the gel pads beside the knee in a rigid coil, not the cushion
+    under the leg. A positioning cushion is polyurethane foam: a solid whose protons relax in
+    microseconds, so it gives no signal at a 1.2 ms echo (the real localizer shows nothing under the
+    leg); v2 drew it as a weak gel band."""
+    return [p for p in pads if p.name != "cushion"] if "foam" in ENABLED else list(pads)
+
+
 def other_leg_mm(pose, coil) -> float:
     """The contralateral knee's distance in a transmit-receive knee coil: outside the housing."""
     ring = float(np.max(np.hypot(coil.elements[:, 0], coil.elements[:, 1])))
@@ -136,14 +163,33 @@ def volume_coil_coverage(points: np.ndarray, centre: np.ndarray, ring_mm: float)
     return axial * radial
 
 
+def ring_loop_radius(coil) -> float:
+    """Loop radius (mm) of a rigid knee coil's receive elements in v3: the elements of one ring
+    share its circumference, so each loop spans an arc of 2 pi R / n and its radius is about
+    pi R / n (about 37-39 mm for the 8-9 element rings of 95-105 mm). v2's 70-80 mm loops would
+    overlap their neighbours by half and see the whole knee alike (too little receive shading)."""
+    e = coil.elements
+    ring = float(np.max(np.hypot(e[:, 0], e[:, 1])))
+    per_ring = int(np.max(np.unique(np.round(e[:, 2], 3), return_counts=True)[1]))
+    return float(np.pi * ring / per_ring)
+
+
 def coil_map(geom: SliceGeometry, acq, row_start: int, n_rows: int) -> np.ndarray:
     """Receive sensitivity float32 (n_rows, matrix) as :func:`knee_tf.phantom.render.coil_sensitivity`,
-    times :func:`volume_coil_coverage` for a transmit-receive knee coil."""
+    times :func:`volume_coil_coverage` for a transmit-receive knee coil, whose receive loops are
+    sized by :func:`ring_loop_radius` (scaled so that the coil's centre keeps v2's sensitivity and so
+    the SNR model)."""
     rows = row_start + 3.5 + 8 * np.arange(int(np.ceil(n_rows / 8)))
     cols = 3.5 + 8 * np.arange(int(np.ceil(geom.matrix / 8)))
     pts = geom.points(rows, cols)
     e = placed_elements(acq.coil, acq.coil_centre, acq.coil_rotation_deg, acq.looseness_mm)
     sens = sum_of_squares(element_sensitivities_3d(pts, e, acq.coil.loop_radius_mm))
+    if acq.coil.kind == "tr_knee" and "tr_elements" in ENABLED:
+        loop = ring_loop_radius(acq.coil)
+        centre = acq.coil_centre[None]
+        keep = (sum_of_squares(element_sensitivities_3d(centre, e, acq.coil.loop_radius_mm))
+                / sum_of_squares(element_sensitivities_3d(centre, e, loop)))
+        sens = sum_of_squares(element_sensitivities_3d(pts, e, loop)) * keep
     if acq.site.b1_inhomogeneity > 0:
         r = np.hypot(pts[..., 0] - acq.coil_centre[0], pts[..., 1] - acq.coil_centre[1]) / 120.0
         sens = sens * (1.0 + 0.5 * acq.site.b1_inhomogeneity * np.cos(np.pi * r + acq.b1_phase))

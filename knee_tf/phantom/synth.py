@@ -56,6 +56,7 @@ from knee_tf.phantom.render import (
     placed_elements,
     render_slice,
 )
+from knee_tf.phantom.shapes import build_knee_v3, patient_shape
 from knee_tf.phantom.sites import COILS, NEW_SITE_CODE, SITES, choose, tissue_channels
 
 SITE_COLUMNS = ("site", "scanner", "field_strength_t", "coil", "cohort", "slice_index", "anatomy")
@@ -180,7 +181,8 @@ def prepare_exam(task: dict) -> dict:
         site = look.site_protocol(site)
         if coil.kind == "tr_knee":
             pose = replace(pose, other_leg_mm=look.other_leg_mm(pose, coil))
-        knee = build_knee(pose)
+        knee = (build_knee_v3(pose, patient_shape(seed, task["patient_index"]))
+                if "shapes" in look.ENABLED else build_knee(pose))
     else:
         knee = build_knee(pose)
         coil = COILS[choose(r_acq, site.coils)]
@@ -188,12 +190,16 @@ def prepare_exam(task: dict) -> dict:
 
     if coil.kind == "tr_knee":
         coil_centre, rot, loose = np.zeros(3), 0.0, 0.0
+        if v3:
+            coil_centre = look.tr_coil_centre(knee.centre)
     else:
         coil_centre = knee.centre + r_acq.uniform(-10, 10, size=3)
         rot = float(r_acq.uniform(-20, 20) if "TDI" in coil.name else r_acq.uniform(-180, 180))
         loose = float(r_acq.uniform(0, coil.looseness_mm))
-    structures = (_pads(coil, coil_centre, knee.centre) + list(knee)
-                  + (implant.structures() if implant is not None else []))
+    pads = _pads(coil, coil_centre, knee.centre)
+    if v3:
+        pads = look.visible_pads(pads)
+    structures = pads + list(knee) + (implant.structures() if implant is not None else [])
     signals = look.tissue_channels(site) if v3 else tissue_channels(site)
     sens_knee = float(_sensitivity_at(coil, coil_centre, rot, loose, knee.centre))
     acq = Acquisition(site, coil, signals, coil_centre, rot, loose,

@@ -149,5 +149,30 @@ def test_the_table_in_docs_phantom_md_is_the_committed_csvs():
     text = (ROOT / "docs" / "phantom.md").read_text()
     block = text.split(realism.BEGIN, 1)[1].split(realism.END, 1)[0].strip()
     labelled = [(label, pd.read_csv(ROOT / "bench" / "logs" / f"realism_{key}.csv"))
-                for label, key in (("today (v2)", "v2"), ("candidate (v3)", "v3"))]
+                for label, key in (("today (v2)", "v2"), ("v3 at 6873b9b", "v3_6873b9b"),
+                                   ("candidate (v3)", "v3"))]
     assert block == realism.doc_table(labelled)
+
+
+def _summary(values):
+    """Summary rows for the gate: (plane, statistic, value) with real quartiles [0.3, 0.4]."""
+    return pd.DataFrame([{"plane": p, "statistic": st, "value": v, "real_q25": 0.3, "real_q75": 0.4,
+                          "real_median": 0.35, "inside": 0.3 <= v <= 0.4} for p, st, v in values])
+
+
+def test_the_gate_wants_twice_the_count_more_per_plane_and_nothing_further_out():
+    far = [(p, f"other{i}", 0.9) for p in realism.PLANES for i in (2, 3)]  # outside in both
+    base = _summary([(p, "p50", 0.5) for p in realism.PLANES] + [("axial", "other0", 0.35)]
+                    + [(p, "other0", 0.9) for p in realism.PLANES[1:]]
+                    + [(p, "other1", 0.9) for p in realism.PLANES] + far)
+    good_rows = ([(p, "p50", 0.45) for p in realism.PLANES]
+                 + [(p, f"other{i}", 0.35) for p in realism.PLANES for i in (0, 1)] + far)
+    good = _summary(good_rows)
+    assert realism.gate(base, good)[0]
+    worse = _summary([("axial", "p50", 0.55)] + good_rows[1:])  # p50 further out in one plane
+    ok, text = realism.gate(base, worse)
+    assert not ok and "FURTHER OUT" in text
+    few = _summary([(p, "p50", 0.45) for p in realism.PLANES] + [("axial", "other0", 0.35)]
+                   + [(p, "other0", 0.9) for p in realism.PLANES[1:]]
+                   + [(p, "other1", 0.9) for p in realism.PLANES] + far)
+    assert not realism.gate(base, few)[0]  # 1 -> 1 inside: not twice, not more per plane
