@@ -101,15 +101,22 @@ def data_digest(cache_dir) -> str:
     return h.hexdigest()[:16]
 
 
+#: Folders of the repository that hold what runs publish, not code: a change there (e.g. the jobs a
+#: grid has just published into results/grid) does not make the tree dirty for :func:`code_commit`.
+PUBLISHED_OUTPUTS: tuple[str, ...] = ("results", "figures")
+
+
 def code_commit(repo: Path = REPO_ROOT) -> str:
-    """The git commit of ``repo`` (``+dirty`` when tracked files differ from it); ``""`` outside git."""
+    """The git commit of ``repo`` (``+dirty`` when tracked files outside :data:`PUBLISHED_OUTPUTS`
+    differ from it); ``""`` outside git."""
+    exclude = [f":(exclude){name}" for name in PUBLISHED_OUTPUTS]
     try:
         head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=30)
         if head.returncode:
             return ""
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no",
+                                "--", ".", *exclude], capture_output=True, text=True, timeout=30).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return head.stdout.strip() + (DIRTY_SUFFIX if dirty else "")

@@ -42,6 +42,30 @@ def test_is_dirty_reads_the_suffix_code_commit_writes():
     assert gp.code_commit(gp.REPO_ROOT).endswith(gp.DIRTY_SUFFIX) == gp.is_dirty(gp.code_commit(gp.REPO_ROOT))
 
 
+def test_published_outputs_do_not_make_the_tree_dirty_code_does(tmp_path):
+    """A grid that has just published into results/grid (or redrawn figures/) may go on publishing: only
+    tracked files outside knee_tf.controls.publish.PUBLISHED_OUTPUTS make the code commit dirty."""
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    for rel in ("knee_tf/model.py", "results/grid/model_a_seed0/job.json", "figures/f.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("0")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    sha = gp.code_commit(tmp_path)
+    assert len(sha) == 40 and not gp.is_dirty(sha)
+    (tmp_path / "results/grid/model_a_seed0/job.json").write_text("1")
+    (tmp_path / "figures/f.png").write_text("1")
+    (tmp_path / "notes.txt").write_text("untracked")
+    assert gp.code_commit(tmp_path) == sha
+    (tmp_path / "knee_tf/model.py").write_text("1")
+    assert gp.code_commit(tmp_path) == sha + gp.DIRTY_SUFFIX
+
+
 def test_published_jobs_flags_the_dirty_ones(tmp_path):
     pub = PublishedGrid(tmp_path / "grid")
     for job, commit in ((Job(MODEL_A, 0), "a" * 40), (Job(MODEL_A, 1), "b" * 40 + "+dirty"),
