@@ -110,11 +110,14 @@ class GridPublisher:
             self._publish(job, result)
 
     def _cross_current(self, job: Job, maps: dict) -> bool:
-        """Whether ``job``'s published cross cohorts were made by the maps ``maps`` names."""
+        """Whether ``job``'s published cross cohorts include those ``maps`` names, made by those maps.
+        Published cohorts this grid's config does not make (``cam_transfer`` of a grid run with a
+        transfer Model A, seen from a config without one) are left alone, never made again without them."""
         path = self.pub.cross_record(job.name, job.seed)
         if not (path.exists() and self.pub.cross_predictions(job.name, job.seed).exists()):
             return False
-        return self.gp.cross_sources(json.loads(path.read_text())) == maps
+        published = self.gp.cross_sources(json.loads(path.read_text()))
+        return {c: published.get(c) for c in maps} == maps
 
     def publish_cross(self, jobs, result) -> None:
         """Add the cross cohorts (``cam_transfer``, ``cam_b``) to the published jobs of each seed whose

@@ -170,6 +170,26 @@ def test_cross_cohorts_made_by_other_maps_are_made_again(published, tmp_path, mo
     assert pub.cross_predictions(MODEL_A, 0).read_bytes() == published["pub"].cross_predictions(MODEL_A, 0).read_bytes()
 
 
+def test_cross_cohorts_of_a_config_with_more_makers_are_left_alone(published, tmp_path, monkeypatch):
+    """Published cross cohorts that include one this grid's config does not make (cam_transfer, published
+    by a grid with a transfer Model A; this config has none) are current when the rest match: a grid
+    with the models at hand neither waits for nor remakes them, so cam_transfer is never dropped."""
+    pub = _copy(published["pub"], tmp_path / "grid")
+    for job in JOBS:
+        path = pub.cross_record(job.name, job.seed)
+        record = json.loads(path.read_text())
+        assert "cam_transfer" not in record["maps"] and published["cfg"].transfer_seed < 0
+        record["maps"]["cam_transfer"] = ["A_transfer seed 1000", "0123456789abcdef", "0123456789abcdef"]
+        path.write_text(json.dumps(record))
+    before = {p: p.stat().st_mtime_ns for p in pub.root.rglob("*")}
+    _no_training(monkeypatch)
+    log = []
+    res = run_grid(JOBS, published["cfg"], published["tmp"] / "run1", published["cache"], workers=0,
+                   progress=False, log=log.append, publish=pub)
+    assert res.cross_published == [] and not any("wait for" in line for line in log)
+    assert {p: p.stat().st_mtime_ns for p in pub.root.rglob("*")} == before
+
+
 def test_a_later_session_skips_every_published_job_and_trains_nothing(published, tmp_path, monkeypatch):
     pub = _copy(published["pub"], tmp_path / "grid")
     before = {p: p.stat().st_mtime_ns for p in pub.root.rglob("*")}
