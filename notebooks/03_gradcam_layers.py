@@ -31,6 +31,10 @@
 # Outputs: Figure 1, the faithfulness table and its curves (paths: `knee_tf.data.layout.RunLayout`).
 # At the end, an explorer lets you pick any test image, layer and method and watch the maps and
 # that image's deletion curve change.
+#
+# On a fresh clone you can open this notebook first: with no run yet it ingests the default data as
+# notebook 01 does (a few minutes the first time) and explains the shipped Model A (`published:A`,
+# see `docs/model_card.md`) instead of one trained here.
 
 # %%
 import numpy as np
@@ -39,23 +43,24 @@ from IPython.display import display
 from knee_tf.core.arrays import pick_examples, shows_anatomy
 from knee_tf.core.cam import compute_cams
 from knee_tf.core.faithfulness import faithfulness_curves
-from knee_tf.core.model import load_model, predict_proba
+from knee_tf.core.model import predict_proba
 from knee_tf.core.vocab import MODEL_A, TEST, predicted_class
 from knee_tf.study import plots
 from knee_tf.study.session import open_study
 from knee_tf.teach.explore import cam_explorer
+from knee_tf.yourdata.models import study_model
 
 # %% tags=["parameters"]
 config = "default"  # "default" | "smoke" | path to a StudyConfig JSON (run folders hold one)
-run_dir = ""  # empty: the newest run folder under runs/
+run_dir = ""  # empty: the newest run folder under runs/ (none yet: the data are ingested as in notebook 01)
 
 # %%
-study = open_study(run_dir, config)  # the run folder, seeded, with notebook 01's images
+study = open_study(run_dir, config, ingest_if_missing=True)  # the run folder, seeded, with notebook 01's images
 run, cfg, data = study.run, study.config, study.data
 x_test, y_test, test_index = study.normal(TEST)
-model_a = load_model(run.layout.model(MODEL_A, run.seeds[0]))  # the first seed's Model A
+model_a, source = study_model(study, MODEL_A)  # the run's first-seed Model A, else the shipped published:A
 correct = predicted_class(predict_proba(model_a, x_test, cfg.predict_batch_size)[:, 1]) == y_test
-print(f"Model A (seed {run.seeds[0]}) is right on {correct.mean():.1%} of {len(x_test)} normal test images")
+print(f"Model A: {source}; right on {correct.mean():.1%} of {len(x_test)} normal test images")
 
 # %% [markdown]
 # ## Figure 1: maps per layer, for a relevant and an irrelevant slice of each plane

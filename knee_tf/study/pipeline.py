@@ -156,6 +156,12 @@ class Run:
         return step.outputs(self.layout, self.seeds)
 
 
+def newest_run() -> Path | None:
+    """The newest run folder under ``runs/`` (one with a saved config), or None when there is none."""
+    runs = sorted(p for p in RUNS_DIR.glob("*") if RunLayout(p).config.exists())
+    return runs[-1] if runs else None
+
+
 def open_run(run_dir: str | Path = "", config: str | StudyConfig = "default", create: bool = False) -> Run:
     """The run a notebook works in.
 
@@ -169,10 +175,9 @@ def open_run(run_dir: str | Path = "", config: str | StudyConfig = "default", cr
         cfg = get_config(config)
         root = RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.name}"
     else:
-        runs = sorted(p for p in RUNS_DIR.glob("*") if RunLayout(p).config.exists())
-        if not runs:
+        root = newest_run()
+        if root is None:
             raise InputError("no run folder under runs/: run notebook 01 (or `knee-tf study`) first")
-        root = runs[-1]
     cfg_file = RunLayout(root).config
     if cfg_file.exists():
         cfg = StudyConfig.load(cfg_file)

@@ -20,7 +20,7 @@ import pandas as pd
 from knee_tf.core.vocab import NORMAL
 from knee_tf.data.ingest import IngestResult, ingest
 from knee_tf.study.config import StudyConfig, resolve
-from knee_tf.study.pipeline import Run, ensure_dataset, open_run
+from knee_tf.study.pipeline import Run, ensure_dataset, newest_run, open_run
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,16 @@ def _seed(seed: int) -> int:
     return seed
 
 
-def open_study(run_dir: str | Path = "", config: str | StudyConfig = "default", log=print) -> Study:
+def open_study(run_dir: str | Path = "", config: str | StudyConfig = "default", log=print,
+               ingest_if_missing: bool = False) -> Study:
     """Notebooks 02-07: the run (:func:`knee_tf.study.pipeline.open_run`; empty ``run_dir``: the newest),
     seeded with its config's ``seed``, and the images notebook 01 recorded (:meth:`Run.load_ingest`).
-    ``log`` gets the study's summary."""
+    ``log`` gets the study's summary. ingest_if_missing (notebooks 03 and 04, which can explain the
+    shipped model): with an empty ``run_dir`` and no run folder yet, do what notebook 01 does
+    (:func:`ingest_study`: a new run, the data generated when missing, decoded) instead of failing."""
+    if ingest_if_missing and not run_dir and newest_run() is None:
+        log("no run folder under runs/ yet: ingesting the data as notebook 01 does")
+        return ingest_study("", config, log=log)
     run = open_run(run_dir, config)
     seed = _seed(run.config.seed)
     study = Study(run, run.config, run.load_ingest(), seed)

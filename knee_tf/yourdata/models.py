@@ -92,6 +92,30 @@ def export_weights(model, arm: str, seed: int, top: str | Path | None = None) ->
     return path
 
 
+def study_model(study, arm: str = MODEL_A, spec: str = ""):
+    """(model, where it came from) for a notebook that explains a model (03, 04) or an explorer.
+
+    spec ``""``: the run's (arm, first seed) model when it has been trained, else the shipped
+    ``published:<arm>`` (so the notebooks open on a fresh clone without training); any other spec as
+    :func:`open_model` reads it. ValueError in one line when the model's input size is not the
+    study's ``image_size`` (the shipped models take the default config's images)."""
+    run, size = study.run, int(study.config.image_size)
+    own = run.layout.model(arm, run.seeds[0])
+    if spec:
+        where = spec
+    elif own.is_file():
+        spec, where = str(own), f"this run's Model {arm} (seed {run.seeds[0]})"
+    else:
+        spec = f"{PUBLISHED}{arm}"
+        where = f"the shipped {spec} (this run has no trained Model {arm} yet; docs/model_card.md)"
+    model = open_model(spec)
+    if tuple(model.input_shape[1:3]) != (size, size):
+        raise ValueError(f"{spec}: takes {model.input_shape[1]} x {model.input_shape[2]} images, but the study's "
+                         f"config ({study.config.name}) makes {size} x {size}; train its own Model {arm} "
+                         "(notebook 02) or use a config of that image size")
+    return model, where
+
+
 def _first_seed(run: Path) -> int:
     config = RunLayout(run).config
     try:

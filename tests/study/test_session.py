@@ -53,6 +53,23 @@ def test_open_study_before_notebook_01_names_the_missing_record(my_config, tmp_p
         open_study(tmp_path / "empty-run", str(my_config), log=lambda line: None)
 
 
+def test_open_study_with_no_run_yet_ingests_as_notebook_01_when_asked(my_config, tmp_path, monkeypatch):
+    """Notebook 03 on a fresh clone: no run folder under runs/ yet. Without ingest_if_missing the call
+    says to run notebook 01; with it, the data are ingested into a new run folder, which the next call opens."""
+    from knee_tf.study import pipeline
+
+    monkeypatch.setattr(pipeline, "RUNS_DIR", tmp_path / "runs")
+    with pytest.raises(InputError, match="no run folder under runs/"):
+        open_study("", str(my_config), log=lambda line: None)
+    said = []
+    first = open_study("", str(my_config), log=said.append, ingest_if_missing=True)
+    assert said[0] == "no run folder under runs/ yet: ingesting the data as notebook 01 does"
+    assert first.run.root.parent == tmp_path / "runs" and len(first.data.index) == 12 and first.seed == 7
+    said.clear()
+    again = open_study("", str(my_config), log=said.append, ingest_if_missing=True)
+    assert again.run.root == first.run.root and again.data.from_cache and "ingesting" not in said[0]
+
+
 def test_importing_the_setup_loads_no_tensorflow():
     """Notebook 01 (ingest_study with seed=False) must not pay TensorFlow's start-up."""
     code = "import sys, knee_tf.study.session; print('tensorflow' in sys.modules)"

@@ -85,6 +85,34 @@ def test_a_shipped_model_is_the_published_jobs_architecture_and_precision():
     assert not all(np.array_equal(x, y) for x, y in zip(model.get_weights(), b.get_weights(), strict=True))
 
 
+@needs_weights
+def test_a_notebook_explains_the_runs_model_a_or_else_the_shipped_one(tmp_path):
+    """study_model (notebook 03, its explorer): the run's first-seed Model A when it has one, the shipped
+    published:A when it has none, a named spec as given; a model of another input size is one line."""
+    from types import SimpleNamespace
+
+    from knee_tf.yourdata.models import build_published, study_model
+
+    layout = RunLayout(tmp_path / "run")
+    study = SimpleNamespace(run=SimpleNamespace(layout=layout, seeds=[3]), config=StudyConfig())
+    shipped, where = study_model(study)
+    assert where.startswith("the shipped published:A (this run has no trained Model A yet")
+    assert all(np.array_equal(x, y) for x, y in zip(shipped.get_weights(), load_published(MODEL_A).get_weights(),
+                                                    strict=True))
+    own = build_published(published_record(MODEL_A, 0))
+    layout.model(MODEL_A, 3).parent.mkdir(parents=True)
+    own.save(layout.model(MODEL_A, 3))
+    model, where = study_model(study)
+    assert where == "this run's Model A (seed 3)"
+    assert all(np.array_equal(x, y) for x, y in zip(model.get_weights(), own.get_weights(), strict=True))
+    assert study_model(study, MODEL_B, "published:B")[1] == "published:B"
+    small = SimpleNamespace(run=SimpleNamespace(layout=RunLayout(tmp_path / "other"), seeds=[0]),
+                            config=StudyConfig.smoke(image_size=32))
+    with pytest.raises(ValueError, match=r"^published:A: takes 128 x 128 images, but the study's config \(smoke\) "
+                                         r"makes 32 x 32; train its own Model A"):
+        study_model(small)
+
+
 @pytest.mark.parametrize("spec,match", [
     ("published:", "expected published:ARM"),
     ("published:A:x", "expected published:ARM"),
