@@ -159,25 +159,34 @@ def test_predict_with_a_missing_model_fails_in_one_line_before_reading_data(tmp_
     assert not (tmp_path / "p.csv").exists()
 
 
-@needs_weights
-@pytest.mark.slow
-@pytest.mark.parametrize("arm", [MODEL_A, MODEL_B])
-def test_the_shipped_weights_reproduce_the_published_predictions(arm, tmp_path):
-    """The normal test cohort of the default data, made again exam by exam (the phantom is deterministic per
-    exam), ingested and predicted by the shipped model in the job's batches: every probability is the
-    published one, bit for bit."""
+@pytest.fixture(scope="module")
+def normal_test_cohort(tmp_path_factory):
+    """The normal test cohort of the default data, made again exam by exam (the phantom is deterministic
+    per exam) and ingested, once for both shipped models: (images, their manifest rows)."""
+    tmp = tmp_path_factory.mktemp("normal_test")
     cfg = StudyConfig()
-    record = published_record(arm, 0)
-    assert record["settings"]["image_size"] == cfg.image_size and record["settings"]["train_exams"] == 0
     plan = plan_exams(cfg.n_exams, cfg.synth_seed, cfg.metal_fraction)
     rows = []
     for task in plan[(plan["split"] == TEST) & (plan["cohort"] == NORMAL)].to_dict("records"):
-        rows += render_exam(dict(task, seed=cfg.synth_seed, out_dir=str(tmp_path), base_matrix=cfg.synth_matrix,
+        rows += render_exam(dict(task, seed=cfg.synth_seed, out_dir=str(tmp), base_matrix=cfg.synth_matrix,
                                  difficulty=asdict(cfg.synth_difficulty())))
-    manifest = tmp_path / "normal_test.csv"
+    manifest = tmp / "normal_test.csv"
     pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).to_csv(manifest, index=False)
-    data = ingest(manifest, tmp_path, cache_dir=tmp_path / "cache", image_size=cfg.image_size, workers=1)
+    data = ingest(manifest, tmp, cache_dir=tmp / "cache", image_size=cfg.image_size, workers=1)
     x, _, idx = data.split(TEST, cohort=NORMAL)
+    return x, idx
+
+
+@needs_weights
+@pytest.mark.slow
+@pytest.mark.parametrize("arm", [MODEL_A, MODEL_B])
+def test_the_shipped_weights_reproduce_the_published_predictions(arm, normal_test_cohort):
+    """The normal test cohort of the default data predicted by the shipped model in the job's batches:
+    every probability is the published one, bit for bit."""
+    cfg = StudyConfig()
+    record = published_record(arm, 0)
+    assert record["settings"]["image_size"] == cfg.image_size and record["settings"]["train_exams"] == 0
+    x, idx = normal_test_cohort
     probs = predict_proba(load_published(arm, 0), x, batch_size=cfg.predict_batch_size)[:, CLASSES.index(RELEVANT)]
     pub = pd.read_parquet(published_grid(REPO_ROOT).predictions(arm, 0))
     pub = pub[(pub["cohort"] == NORMAL) & (pub["corruption"] == "none")].set_index("image_id")["p_relevant"]
