@@ -39,18 +39,18 @@ def require_tool(*names: str, why: str) -> str:
 SHARED_SESSION_FIXTURES = ("first_run", "small_grid")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
+def pytest_itemcollected(item):
     """Under ``pytest -n N --dist loadgroup`` (make test), keep work shared by tests on one worker.
 
     A test that uses a :data:`SHARED_SESSION_FIXTURES` fixture joins that fixture's group, so the smoke
     study and the small grid are each computed once per run, not once per worker; every other test
     stays with its file, so module fixtures are not computed twice either. Without xdist the marks
-    do nothing."""
-    for item in items:
-        used = [name for name in SHARED_SESSION_FIXTURES if name in getattr(item, "fixturenames", ())]
-        group = used[0] if used else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+    do nothing. The mark is set as each test is collected: pytest-xdist turns ``xdist_group`` marks
+    into groups in its own ``pytest_collection_modifyitems``, which runs before a conftest's, so a
+    mark added there came too late and the groups were silently ignored
+    (tests/test_parallel_groups.py checks that they hold)."""
+    used = [name for name in SHARED_SESSION_FIXTURES if name in getattr(item, "fixturenames", ())]
+    item.add_marker(pytest.mark.xdist_group(used[0] if used else item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session", autouse=True)

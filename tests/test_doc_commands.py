@@ -189,15 +189,16 @@ WALKTHROUGH_EXAMS = 12
 
 @pytest.mark.slow
 def test_own_data_walkthrough_pull_scan_label_split_study_push(tmp_path):
-    """docs/yourdata.md steps 1-6 and prescribe as written, in order, in one folder: 12 phantom exams in Orthanc are
+    """docs/yourdata.md steps 1-6 and prescribe (the shipped model, then the run's) as written, in order, in one folder: 12 phantom exams in Orthanc are
     pulled, scanned, labelled by key presses on stdin (the phantom's labels standing in for a person),
     split, studied and pushed back. Changed from the page: the PACS URL (the test's Orthanc), the
     study's size (the smoke preset's fields, :data:`SMOKE_FIELDS`, two arms), its cache folder (temporary)."""
     exe = require_tool("Orthanc", why="the walk-through pulls from and pushes to a PACS")
     require_tool(pacs_servers.ORTHANC_PLUGIN, why="Orthanc's DICOMweb plugin (Debian package orthanc-dicomweb)")
     steps = [find("docs/yourdata.md", s) for s in ("knee-tf pull", "knee-tf scan", "knee-tf label", "knee-tf split",
-                                                  "knee-tf study", "knee-tf push", "knee-tf prescribe work/")]
-    assert [b.kind for b in steps] == ["walkthrough"] * 7
+                                                  "knee-tf study", "knee-tf push", "knee-tf prescribe export/",
+                                                  "knee-tf prescribe work/")]
+    assert [b.kind for b in steps] == ["walkthrough"] * 8
     assert [b.where for b in BLOCKS if b.kind == "walkthrough"] == [b.where for b in steps]
     user = tmp_path / "user"
     user.mkdir()
@@ -207,7 +208,7 @@ def test_own_data_walkthrough_pull_scan_label_split_study_push(tmp_path):
         truth_label = {pydicom.dcmread(tmp_path / "phantom" / p, stop_before_pixels=True).SOPInstanceUID: lab
                        for p, lab in zip(truth["path"], truth["label"], strict=True)}
 
-        pull, scan, label, split, study, push, prescribe = steps
+        pull, scan, label, split, study, push, shipped, prescribe = steps
         _ok(run_block(pull.text.replace(DOC_PACS_URL, url), user, env), pull)
         (scan_line,) = logical_lines(scan.text)
         _ok(run_block(variants(scan_line)[-1], user, env), scan)  # without the optional --model
@@ -237,6 +238,9 @@ def test_own_data_walkthrough_pull_scan_label_split_study_push(tmp_path):
         pushed = [ln for ln in out.splitlines() if "stored" in ln]
         assert len(pushed) == len(WALKTHROUGH_ARMS) * WALKTHROUGH_EXAMS, out  # one line per model and study
 
-    _ok(run_block(prescribe.text, user, env), prescribe)  # the run's Model A on the user's manifest
-    ranges = pd.read_csv(user / "work" / "prescription" / "slice_ranges.csv")
-    assert ranges["exam_id"].nunique() == WALKTHROUGH_EXAMS and set(ranges["plane"]) == {"axial", "sagittal", "coronal"}
+    for block, folder in ((shipped, "prescription-shipped"), (prescribe, "prescription")):
+        # the shipped published:A on the pulled folder, then the run's Model A on the user's manifest
+        _ok(run_block(block.text, user, env), block)
+        ranges = pd.read_csv(user / "work" / folder / "slice_ranges.csv")
+        assert ranges["exam_id"].nunique() == WALKTHROUGH_EXAMS, (folder, ranges["exam_id"].nunique())
+        assert set(ranges["plane"]) == {"axial", "sagittal", "coronal"}, folder
