@@ -78,16 +78,22 @@ class GridPublisher:
             self._publish(j, result)
 
     def _publish(self, job: Job, result) -> None:
-        """Publish a finished job; a dirty-tree job trained again keeps its published files when it
-        reproduces them byte for byte (only its record is replaced), and is replaced whole otherwise."""
-        gap = self.gp.reproduction_gap(self.pub, self.layout, job, self.index) if job in self.dirty else None
-        if gap == "":
-            self.gp.replace_record(self.pub, self.layout, job)
-            self.log(f"grid: {job.label} reproduces its dirty-tree publication byte for byte; record replaced")
+        """Publish a finished job. A dirty-tree job trained again that gives its published predictions byte
+        for byte keeps them and its cross cohorts (the same model's) and gets the clean record, and the
+        new training log where that differs (the epochs after the restored best one can); one whose
+        predictions differ is replaced whole."""
+        predictions, training_log = (self.gp.reproduction_gap(self.pub, self.layout, job, self.index)
+                                     if job in self.dirty else ("-", ""))
+        if not predictions:
+            self.gp.replace_record(self.pub, self.layout, job, training_log=bool(training_log))
+            self.log(f"grid: {job.label} reproduces its dirty-tree publication byte for byte; record replaced"
+                     if not training_log else
+                     f"grid: {job.label} reproduces its dirty-tree publication's predictions byte for byte but not "
+                     "its training log; record and training log replaced, predictions and cross cohorts kept")
         else:
-            if gap:
-                self.log(f"grid: {job.label} does not reproduce its dirty-tree publication ({gap}): replaced; "
-                         "its cross cohorts and the jobs trained on its maps need training again")
+            if job in self.dirty:
+                self.log(f"grid: {job.label} does not reproduce its dirty-tree publication ({predictions}): "
+                         "replaced; its cross cohorts and the jobs trained on its maps need training again")
             self.gp.publish_job(self.pub, self.layout, job, self.index)
         self.ok.add(job)
         result.published.append(job.label)

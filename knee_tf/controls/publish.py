@@ -251,27 +251,31 @@ def check_retrained(pub: PublishedGrid, layout: RunLayout, job, index: pd.DataFr
                        "with --republish")
 
 
-def reproduction_gap(pub: PublishedGrid, layout: RunLayout, job, index: pd.DataFrame) -> str:
-    """What differs between a job trained again in ``layout`` and its published copy: ``""`` when the
-    predictions (compacted, :func:`check_retrained`) and the training log are equal byte for byte."""
+def reproduction_gap(pub: PublishedGrid, layout: RunLayout, job, index: pd.DataFrame) -> tuple[str, str]:
+    """(what differs in the predictions, what differs in the training log) between a job trained again
+    in ``layout`` and its published copy: ``""`` each where they are equal byte for byte (the
+    predictions compacted as published, :func:`check_retrained`)."""
     try:
         check_retrained(pub, layout, job, index)
+        predictions = ""
     except RuntimeError as e:
-        return str(e)
-    if layout.training_log(job.name, job.seed).read_bytes() != pub.training_log(job.name, job.seed).read_bytes():
-        return f"{job.label}: the predictions are equal but the training log differs"
-    return ""
+        predictions = str(e)
+    same_log = layout.training_log(job.name, job.seed).read_bytes() == pub.training_log(job.name, job.seed).read_bytes()
+    return predictions, "" if same_log else f"{job.label}: the training log differs"
 
 
-def replace_record(pub: PublishedGrid, layout: RunLayout, job) -> Path:
-    """Replace only the published ``job.json`` of ``job`` with the run folder's record: for a published
-    job from a tree with uncommitted changes that a clean checkout reproduced byte for byte
-    (:func:`reproduction_gap`), so its predictions, training log and cross cohorts stay. ValueError
-    when the new record is itself from a dirty tree (:func:`dirty_error`)."""
+def replace_record(pub: PublishedGrid, layout: RunLayout, job, training_log: bool = False) -> Path:
+    """Replace the published ``job.json`` of ``job`` (and, with ``training_log``, its training log) with
+    the run folder's: for a published job from a tree with uncommitted changes that a clean checkout
+    trained again to the same predictions byte for byte (:func:`reproduction_gap`), so its predictions
+    and cross cohorts, those of the same model, stay. ValueError when the new record is itself from a
+    dirty tree (:func:`dirty_error`). Returns the record's path."""
     record_path = layout.job_record(job.name, job.seed)
     record = json.loads(record_path.read_text())
     if is_dirty(record.get("code_commit")):
         raise ValueError(dirty_error(job, record["code_commit"], str(record_path)))
+    if training_log:
+        atomic_write_bytes(pub.training_log(job.name, job.seed), layout.training_log(job.name, job.seed).read_bytes())
     target = pub.job_record(job.name, job.seed)
     atomic_write_text(target, json.dumps(record, indent=2) + "\n")
     return target

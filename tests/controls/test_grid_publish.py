@@ -293,42 +293,61 @@ def test_a_grid_from_a_dirty_tree_is_refused_before_training(published, tmp_path
     assert res.ran == [] and sorted(res.skipped_published) == sorted(j.label for j in JOBS)
 
 
-def test_republish_trains_dirty_tree_jobs_again_and_keeps_what_they_reproduce(published, tmp_path, monkeypatch):
-    """A job published from a tree with uncommitted changes stays published, untouched, without
-    --republish. With it, the job is trained again (here: found finished in the run folder): one that
-    reproduces its predictions and training log byte for byte keeps its files and gets the clean
-    record; one that does not is replaced whole."""
-    pub = _copy(published["pub"], tmp_path / "grid")
+def _dirty_copy(published, dst) -> PublishedGrid:
+    pub = _copy(published["pub"], dst)
     for job in JOBS:
         path = pub.job_record(job.name, 0)
         record = json.loads(path.read_text())
         path.write_text(json.dumps(dict(record, code_commit=CLEAN_COMMIT[::-1] + gp.DIRTY_SUFFIX)))
+    return pub
+
+
+def test_republish_trains_dirty_tree_jobs_again_and_keeps_what_they_reproduce(published, tmp_path, monkeypatch):
+    """A job published from a tree with uncommitted changes stays published, untouched, without
+    --republish. With it, the job is trained again (here: found finished in the run folder): one that
+    reproduces its predictions and training log byte for byte keeps its files and gets the clean
+    record; one that reproduces its predictions only also gets the new training log; one whose
+    predictions differ is replaced whole."""
+    _no_training(monkeypatch)
+    whole = _dirty_copy(published, tmp_path / "whole")
+    log = []
+    res = run_grid(JOBS, published["cfg"], tmp_path / "run0", published["cache"], workers=0, progress=False,
+                   log=log.append, publish=whole)  # no --republish: kept as they are
+    assert res.ran == [] and sorted(res.skipped_published) == sorted(j.label for j in JOBS)
+    shutil.copytree(published["tmp"] / "run1", tmp_path / "run1")  # the same jobs, trained from a clean tree
+    before = {p: p.stat().st_mtime_ns for p in whole.root.rglob("*")}
+    res = run_grid(JOBS, published["cfg"], tmp_path / "run1", published["cache"], workers=0, progress=False,
+                   log=log.append, publish=whole, republish=True)
+    assert res.ran == [] and sorted(res.published) == sorted(j.label for j in JOBS)
+    for job in JOBS:
+        assert f"grid: {job.label} reproduces its dirty-tree publication byte for byte; record replaced" in log
+        kept = [p for p in whole.job_dir(job.name, 0).iterdir() if p.name != whole.job_record(job.name, 0).name]
+        assert kept and all(p.stat().st_mtime_ns == before[p] for p in kept)
+        assert not gp.is_dirty(json.loads(whole.job_record(job.name, 0).read_text())["code_commit"])
+
+    pub = _dirty_copy(published, tmp_path / "grid")
+    pub.training_log(MODEL_A, 0).write_text("epoch,loss\n0,1.0\n")  # A's dirty tree trained other later epochs
     b_pred = pub.predictions(MODEL_B, 0)
     df = pd.read_parquet(b_pred)
     df.loc[3, "p_relevant"] = 0.25 if df.loc[3, "p_relevant"] > 0.5 else 0.75  # B's dirty tree trained other bits
     df.to_parquet(b_pred, compression="zstd", index=False)
-    _no_training(monkeypatch)
-    before = {p: p.stat().st_mtime_ns for p in pub.root.rglob("*")}
-    res = run_grid(JOBS, published["cfg"], tmp_path / "run_plain", published["cache"], workers=0, progress=False,
-                   log=lambda m: None, publish=pub)
-    assert res.ran == [] and sorted(res.skipped_published) == sorted(j.label for j in JOBS)
-    assert {p: p.stat().st_mtime_ns for p in pub.root.rglob("*")} == before
+    a_cross = pub.cross_predictions(MODEL_A, 0).stat().st_mtime_ns
+    log.clear()
     run = tmp_path / "run"
-    shutil.copytree(published["tmp"] / "run1", run)  # the same jobs, trained from a clean tree
-    log = []
+    shutil.copytree(published["tmp"] / "run1", run)
     res = run_grid(JOBS, published["cfg"], run, published["cache"], workers=0, progress=False, log=log.append,
                    publish=pub, republish=True)
     assert res.ran == [] and sorted(res.published) == sorted(j.label for j in JOBS)
-    assert "grid: A seed 0 reproduces its dirty-tree publication byte for byte; record replaced" in log
+    assert ("grid: A seed 0 reproduces its dirty-tree publication's predictions byte for byte but not its training "
+            "log; record and training log replaced, predictions and cross cohorts kept") in log
+    assert pub.cross_predictions(MODEL_A, 0).stat().st_mtime_ns == a_cross
     assert any(line.startswith("grid: B seed 0 does not reproduce its dirty-tree publication (B seed 0 trained "
                                "again does not reproduce") for line in log)
-    a_files = [p for p in pub.job_dir(MODEL_A, 0).iterdir() if p.name != pub.job_record(MODEL_A, 0).name]
-    assert a_files and all(p.stat().st_mtime_ns == before[p] for p in a_files)
     for job in JOBS:
         assert not gp.is_dirty(json.loads(pub.job_record(job.name, 0).read_text())["code_commit"])
-        assert pub.predictions(job.name, 0).read_bytes() == published["pub"].predictions(job.name, 0).read_bytes()
-        assert pub.cross_predictions(job.name, 0).read_bytes() == \
-            published["pub"].cross_predictions(job.name, 0).read_bytes()
+        for name in ("predictions", "training_log", "cross_predictions"):
+            assert getattr(pub, name)(job.name, 0).read_bytes() == \
+                getattr(published["pub"], name)(job.name, 0).read_bytes(), (job.label, name)
 
 
 def test_the_prediction_store_is_rebuilt_from_the_published_jobs(published, tmp_path):
