@@ -30,6 +30,7 @@ def first_run(tmp_path_factory):
 '''
 
 
+@pytest.mark.slow  # a pytest session with two worker processes
 @pytest.mark.skipif(importlib.util.find_spec("xdist") is None, reason="pytest-xdist not installed (make setup installs it)")
 def test_a_shared_session_fixture_is_computed_once_under_two_workers(tmp_path):
     (tmp_path / "conftest.py").write_text(CONFTEST)
