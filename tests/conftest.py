@@ -53,17 +53,6 @@ def pytest_itemcollected(item):
     item.add_marker(pytest.mark.xdist_group(used[0] if used else item.nodeid.split("::")[0]))
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
-    """The tests of the shared fixtures' groups first (stable otherwise). Each group is one unit of work
-    for one worker and the longest of the run (the smoke study's tests take about 8 minutes); queued
-    first it starts at once, so the other worker's files fill the same minutes instead of the group
-    starting after them and ending alone."""
-    rank = {name: i for i, name in enumerate(SHARED_SESSION_FIXTURES)}
-    items.sort(key=lambda it: next((rank[n] for n in SHARED_SESSION_FIXTURES
-                                    if n in getattr(it, "fixturenames", ())), len(rank)))
-
-
 @pytest.fixture(scope="session", autouse=True)
 def user_cache(tmp_path_factory):
     """The user cache folder (knee_tf.data.ingest.default_cache_dir) of every test and the processes it
