@@ -82,19 +82,20 @@ class GridPublisher:
         for byte keeps them and its cross cohorts (the same model's) and gets the clean record, and the
         new training log where that differs (the epochs after the restored best one can); one whose
         predictions differ is replaced whole."""
-        predictions, training_log = (self.gp.reproduction_gap(self.pub, self.layout, job, self.index)
-                                     if job in self.dirty else ("-", ""))
-        if not predictions:
-            self.gp.replace_record(self.pub, self.layout, job, training_log=bool(training_log))
-            self.log(f"grid: {job.label} reproduces its dirty-tree publication byte for byte; record replaced"
-                     if not training_log else
-                     f"grid: {job.label} reproduces its dirty-tree publication's predictions byte for byte but not "
-                     "its training log; record and training log replaced, predictions and cross cohorts kept")
+        if job not in self.dirty:
+            self.gp.publish_job(self.pub, self.layout, job, self.index)
         else:
-            if job in self.dirty:
+            predictions, training_log = self.gp.reproduction_gap(self.pub, self.layout, job, self.index)
+            if not predictions:
+                self.gp.replace_record(self.pub, self.layout, job, training_log=bool(training_log))
+                self.log(f"grid: {job.label} reproduces its dirty-tree publication byte for byte; record replaced"
+                         if not training_log else
+                         f"grid: {job.label} reproduces its dirty-tree publication's predictions byte for byte but "
+                         "not its training log; record and training log replaced, predictions and cross cohorts kept")
+            else:
                 self.log(f"grid: {job.label} does not reproduce its dirty-tree publication ({predictions}): "
                          "replaced; its cross cohorts and the jobs trained on its maps need training again")
-            self.gp.publish_job(self.pub, self.layout, job, self.index)
+                self.gp.publish_job(self.pub, self.layout, job, self.index)
         self.ok.add(job)
         result.published.append(job.label)
 
