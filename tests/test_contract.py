@@ -98,6 +98,8 @@ NAME_OWNERS = ("knee_tf/core/vocab.py", "knee_tf/controls/arms.py", "knee_tf/stu
 #: Sequences of arm names that are a setting's value, not a list of the table: (file, source) -> why.
 CHOSEN_ARMS = {("knee_tf/study/config.py", "(MODEL_A, MODEL_B, A_STEPS, B_RANDOM)"):
                "StudyConfig.grid_arms' default: the arms `make study` trains, named as `--arms` names them",
+               ("knee_tf/study/config.py", "(MODEL_A, MODEL_B, A_STEPS, B_RANDOM, ERASING, B_UNTRAINED, B_KEEP, MRI_AUG)"):
+               "StudyConfig.paper_point's arms: the eight arms docs/analysis_plan.md names for the operating point",
                ("knee_tf/controls/results_page.py", "(MODEL_A, B_RANDOM)"):
                "the headline table's two references of B: Model A and the random-placement control"}
 

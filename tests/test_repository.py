@@ -86,22 +86,52 @@ def test_config_rejects_unknown_fields(tmp_path):
         StudyConfig.load(tmp_path / "c.json")
 
 
+def _git(*args):
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def _full_history():
+    """Skip where git cannot date the plan: not a checkout, or a shallow clone."""
+    if _git("rev-parse", "--is-inside-work-tree").returncode != 0:
+        pytest.skip("not a git checkout")
+    if _git("rev-parse", "--is-shallow-repository").stdout.strip() == "true":
+        pytest.skip("a shallow clone lacks the history that dates the plan")
+
+
 def test_the_analysis_plan_is_recorded_and_unchanged():
-    """results/analysis_plan.json names the commit that added docs/analysis_plan.md and the plan's digest:
-    the plan predates the operating-point grid, and its text has not changed since it was registered."""
+    """results/analysis_plan.json names the commit that added docs/analysis_plan.md and the plan's digest,
+    and each amendment's commit and digest in order: the plan's text today is the last amendment's (or the
+    registered one), each recorded commit holds exactly that text, and each is in this checkout's history."""
     record = json.loads((ROOT / "results" / "analysis_plan.json").read_text())
     plan = ROOT / record["plan"]
-    assert hashlib.sha256(plan.read_bytes()).hexdigest() == record["sha256"], "the plan changed after registration"
-
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-
-    if git("rev-parse", "--is-inside-work-tree").returncode != 0:
-        pytest.skip("not a git checkout")
-    if git("rev-parse", "--is-shallow-repository").stdout.strip() == "true":
-        pytest.skip("a shallow clone lacks the history that dates the plan")
-    assert git("merge-base", "--is-ancestor", record["commit"], "HEAD").returncode == 0
-    added = git("log", "--diff-filter=A", "--format=%H", "--", record["plan"]).stdout.split()
+    versions = [record] + record.get("amendments", [])
+    assert hashlib.sha256(plan.read_bytes()).hexdigest() == versions[-1]["sha256"], \
+        "the plan changed after its last recorded version: record the amendment in results/analysis_plan.json"
+    _full_history()
+    added = _git("log", "--diff-filter=A", "--format=%H", "--", record["plan"]).stdout.split()
     assert added and added[-1] == record["commit"], (added, record["commit"])
-    at_commit = git("show", f"{record['commit']}:{record['plan']}").stdout.encode()
-    assert hashlib.sha256(at_commit).hexdigest() == record["sha256"]
+    for earlier, version in zip(versions, versions[1:], strict=False):
+        assert _git("merge-base", "--is-ancestor", earlier["commit"], version["commit"]).returncode == 0, version
+    for version in versions:
+        assert _git("merge-base", "--is-ancestor", version["commit"], "HEAD").returncode == 0, version["commit"]
+        at_commit = _git("show", f"{version['commit']}:{record['plan']}").stdout.encode()
+        assert hashlib.sha256(at_commit).hexdigest() == version["sha256"], version["commit"]
+
+
+def test_every_operating_point_job_was_trained_after_the_plan():
+    """Issue 27: every job of the operating-point grid (results/paper_point/grid) was trained from a clean
+    checkout at the plan's last recorded version or after it (its record's code commit descends from it)."""
+    from knee_tf.data.layout import published_grid
+    from knee_tf.study.config import get_config
+
+    pub = published_grid(ROOT, get_config("paper_point").publish_grid_as)
+    records = sorted(pub.root.glob("*/job.json")) if pub.root.is_dir() else []
+    if not records:
+        pytest.skip("no job of the operating-point grid is published yet")
+    record = json.loads((ROOT / "results" / "analysis_plan.json").read_text())
+    plan_commit = (record.get("amendments") or [record])[-1]["commit"]
+    _full_history()
+    for path in records:
+        commit = json.loads(path.read_text())["code_commit"]
+        assert "dirty" not in commit, (path, commit)
+        assert _git("merge-base", "--is-ancestor", plan_commit, commit).returncode == 0, (path.parent.name, commit)

@@ -164,8 +164,9 @@ def add_grid(sub) -> None:
     p.add_argument("--publish", action="store_true",
                    help="publish each finished job into results/grid/ of the repository (knee_tf.controls.publish) "
                         "and skip jobs published there with the same settings and data")
-    p.add_argument("--publish-dir", default="", metavar="DIR", help="with --publish: the published grid folder "
-                                                                    "(default: results/grid of the repository)")
+    p.add_argument("--publish-dir", default="", metavar="DIR",
+                   help="with --publish: the published grid folder (default: results/grid of the repository, "
+                        "or results/<name>/grid for a config with publish_grid_as, e.g. paper_point)")
     p.add_argument("--republish", action="store_true",
                    help="with --publish: retrain and replace published jobs whose settings or data differ, "
                         "and retrain those published from a tree with uncommitted changes (kept, with a "
@@ -207,7 +208,7 @@ def _cmd_grid(a) -> int:
     print(f"run folder: {root}; {len(jobs)} jobs: {', '.join(j.label for j in jobs)}")
     publish = None
     if a.publish:
-        publish = PublishedGrid(resolve(a.publish_dir)) if a.publish_dir else published_grid(REPO_ROOT)
+        publish = PublishedGrid(resolve(a.publish_dir)) if a.publish_dir else published_grid(REPO_ROOT, cfg.publish_grid_as)
     res = run_grid(jobs, cfg, root, cache_dir, scheduler=cfg.scheduler if a.scheduler is None else a.scheduler,
                    workers=_grid_workers(a.workers), publish=publish, republish=a.republish)
     extra = (f", {len(res.skipped_published)} skipped as published, {len(res.published)} published to "

@@ -67,14 +67,23 @@ NON_RESULT_FIELDS: frozenset[str] = frozenset({
     "synth_hard_share", "synth_annotator_spread", "synth_quality_shift_mm", "synth_ghost_probability", "synth_appearance",
     "seed", "n_seeds", "n_seeds_other", "grid_arms", "learning_curve_exams", "transfer_seed",
     "reveal_answers", "n_bootstrap", "n_bootstrap_effects", "ece_bins", "n_figure3_per_cohort", "n_faithfulness",
-    "faithfulness_steps", "n_premise", "n_dicom_export", "cam_layers",
+    "faithfulness_steps", "n_premise", "n_dicom_export", "cam_layers", "publish_grid_as",
 })
+#: Fields that change a job's results only while the first is set (non-zero): the cam_hard cohort's mask,
+#: made only when ``cam_hard_weight`` > 0. Left out of the settings digest while it is 0, so a config that
+#: makes no cam_hard cohort digests as before the cohort existed.
+WHILE_SET: dict[str, tuple[str, ...]] = {"cam_hard_weight": ("cam_hard_weight", "cam_hard_smooth_sigma",
+                                                             "cam_hard_threshold")}
 
 
 def job_settings(settings: StudyConfig) -> dict:
     """The fields of a job's settings (``job.settings(cfg)``) that can change its results, as JSON
     values; ``precision`` resolved on this machine (``auto`` may mean bfloat16 here, float32 there)."""
     d = {k: v for k, v in settings.to_dict().items() if k not in NON_RESULT_FIELDS}
+    for switch, fields in WHILE_SET.items():
+        if not d[switch]:
+            for k in fields:
+                del d[k]
     d["precision"] = resolve_precision(settings.precision)
     return json.loads(json.dumps(d))  # tuples -> lists, as job.json holds them
 

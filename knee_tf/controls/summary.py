@@ -76,7 +76,7 @@ def controls_store(cfg: StudyConfig, run_dir, jobs: Iterable, data, top) -> pd.D
         raise ValueError(f"controls_source {cfg.controls_source!r}: expected one of {CONTROLS_SOURCES}")
     if cfg.controls_source == "run":
         return run_store(run_dir, jobs, cfg, data)
-    pub = published_grid(top)
+    pub = published_grid(top, cfg.publish_grid_as)
     check_published(pub, jobs, cfg, data.cache_dir)
     return published_store(pub, jobs)
 
@@ -104,7 +104,7 @@ def reproduction_lines(run_dir, jobs: Iterable, cfg: StudyConfig, data, top) -> 
     """One line per job of the run folder that the published grid also has (this run's own A and B in
     ``make study``): whether its per-image predictions and training log are the published job's, byte
     for byte (:func:`knee_tf.controls.publish.check_retrained`, which names the first differing row)."""
-    layout, pub = RunLayout(run_dir), published_grid(top)
+    layout, pub = RunLayout(run_dir), published_grid(top, cfg.publish_grid_as)
     done = [j for j in study_jobs(jobs) if layout.job_record(j.name, j.seed).exists()
             and pub.job_record(j.name, j.seed).exists()]
     lines = []

@@ -265,9 +265,19 @@ class PublishedGrid:
         return sorted(self.root.glob(f"model_*/{PUBLISHED_JOB_FILES['job_record']}"))
 
 
-def published_grid(top: str | Path) -> PublishedGrid:
-    """The published grid of the repository (or a copy of it) at ``top``: ``top``/results/grid."""
-    return PublishedGrid(Path(top) / "results" / PUBLISHED_GRID)
+def check_grid_name(name: str) -> str:
+    """``name`` if it can name a published grid (:func:`published_grid`): empty, or letters, digits and ``_``."""
+    if name and not (name.replace("_", "").isalnum() and name.isascii()):
+        raise ValueError(f"a published grid's name is letters, digits and '_' (a folder of results/); got {name!r}")
+    return name
+
+
+def published_grid(top: str | Path, name: str = "") -> PublishedGrid:
+    """The published grid of the repository (or a copy of it) at ``top``: ``top``/results/grid, the full-data
+    grid; or, for a config that publishes apart (``StudyConfig.publish_grid_as``, e.g. the operating-point
+    grid ``paper_point``), ``top``/results/<name>/grid, whose job folders may share the full grid's names."""
+    results = Path(top) / "results"
+    return PublishedGrid((results / check_grid_name(name) if name else results) / PUBLISHED_GRID)
 
 
 def published_weights(top: str | Path, job_name: str, seed: int) -> Path:

@@ -15,6 +15,8 @@ cam           3      the normal test images corrupted with the job's own Model A
 cam_transfer  --     ... with the maps of an independently trained Model A (another seed):
                      does B's gain on ``cam`` need its own Model A's maps?
 cam_b         --     ... with the maps of the seed's Model B: can B be attacked as A was?
+cam_hard      --     cam with the mask smoothed and thresholded (a hard-edged patch), made
+                     only where the config sets ``cam_hard_weight`` (paper_point)
 ============  =====  ====================================================================
 
 ``normal``, ``metal`` and ``new_site`` are read from the manifest's ``cohort`` column (the values the
@@ -65,6 +67,8 @@ class Cohort:
     0811), quoted beside ours and never used in a computation. in_distribution_for: the arms (arm
     families, :attr:`knee_tf.controls.arms.Arm.family`) whose training generator makes such images,
     so that a gain there is expected by construction (:func:`knee_tf.controls.effects.in_distribution`).
+    optional: made only where the config asks for it (its builder returns None otherwise), so tables list
+    it only where it was made (:func:`listed_cohorts`), never as "not run".
     """
 
     name: str
@@ -74,6 +78,7 @@ class Cohort:
     paper_number: int = 0
     paper_accuracy: tuple[float, float] | None = None
     in_distribution_for: tuple[str, ...] = ()
+    optional: bool = False
 
 
 COHORTS: dict[str, Cohort] = {}
@@ -111,6 +116,13 @@ def cohort_order(own_only: bool = False) -> tuple[str, ...]:
     those of the paper study (notebook 06)."""
     names = [n for n, c in COHORTS.items() if not own_only or c.maps_of in OWN_SOURCES]
     return tuple(sorted(names, key=lambda n: COHORTS[n].paper_number or len(COHORTS) + 1))  # stable: the rest in order
+
+
+def listed_cohorts(present) -> list[str]:
+    """The cohorts a table of the paper study lists: each of :func:`cohort_order` (own_only) that is not
+    :attr:`Cohort.optional`, run or not, then every other cohort of ``present`` in the order it comes."""
+    own = [c for c in cohort_order(own_only=True) if not COHORTS[c].optional]
+    return own + [str(c) for c in dict.fromkeys(present) if str(c) not in own]
 
 
 def cross_cohort_names() -> tuple[str, ...]:
@@ -152,9 +164,12 @@ def cross_cohorts(data, transfer_model, model_b, cfg: StudyConfig, progress: boo
     return build_cohorts(data, cfg, {OTHER_MODEL_A: transfer_model, SEEDS_MODEL_B: model_b}, progress)
 
 
-def cam_cohort_images(model, images: np.ndarray, cfg: StudyConfig, progress: bool = True) -> np.ndarray:
+def cam_cohort_images(model, images: np.ndarray, cfg: StudyConfig, progress: bool = True,
+                      mask: tuple[float, float, float] | None = None) -> np.ndarray:
     """Cohort 3's corruption with any model's maps: ``images * (1 - w * M)``, M the model's
-    ``cfg.cohort3_method`` map at ``cfg.aug_layer``, w = ``cfg.cohort3_weight``.
+    ``cfg.cohort3_method`` map at ``cfg.aug_layer``, w = ``cfg.cohort3_weight``, the map smoothed and
+    thresholded as the augmentation's (``cfg.aug_smooth_sigma``, ``cfg.aug_threshold``); or with
+    ``mask`` = (w, smoothing sigma, threshold) instead (cam_hard: :func:`cam_hard_cohort`).
 
     Model A's own maps give ``cam``; an independently trained Model A's give ``cam_transfer``; Model
     B's give ``cam_b``. images: float32 (N, H, W, 1) in [0, 1]. Returns float32 (N, H, W, 1) in
@@ -163,14 +178,14 @@ def cam_cohort_images(model, images: np.ndarray, cfg: StudyConfig, progress: boo
     """
     from knee_tf.core.cam import BatchedMaps  # lazy: TensorFlow; report reads the table without it
 
+    weight, sigma, threshold = mask or (cfg.cohort3_weight, cfg.aug_smooth_sigma, cfg.aug_threshold)
     images = np.asarray(images, dtype=np.float32)
     maps = BatchedMaps(model, images, cfg.aug_layer, (cfg.cohort3_method,), None, cfg.cam_batch_size)
     maps = maps[cfg.cohort3_method]
     out = np.empty_like(images)
     step = cfg.cam_batch_size
     for a in tqdm(range(0, len(images), step), desc="cam cohort", unit="batch", disable=not progress):
-        out[a:a + step] = cam_corruption(images[a:a + step], maps[a:a + step], cfg.cohort3_weight,
-                                         cfg.aug_smooth_sigma, cfg.aug_threshold)
+        out[a:a + step] = cam_corruption(images[a:a + step], maps[a:a + step], weight, sigma, threshold)
     return out
 
 
@@ -198,7 +213,18 @@ def maps_cohort(data, normal, model, cfg, progress):
     return cam_cohort_images(model, x, cfg, progress=progress), rows
 
 
-CAM, CAM_TRANSFER, CAM_B = "cam", "cam_transfer", "cam_b"
+def cam_hard_cohort(data, normal, model, cfg, progress):
+    """The normal test images corrupted with ``model``'s maps as cohort 3, but with the mask smoothed and
+    thresholded (``cfg.cam_hard_weight``, ``cfg.cam_hard_smooth_sigma``, ``cfg.cam_hard_threshold``): a
+    hard-edged patch where the raw map is a soft shadow. None (no such cohort) while the weight is 0."""
+    if cfg.cam_hard_weight <= 0:
+        return None
+    x, rows = normal
+    mask = (cfg.cam_hard_weight, cfg.cam_hard_smooth_sigma, cfg.cam_hard_threshold)
+    return cam_cohort_images(model, x, cfg, progress=progress, mask=mask), rows
+
+
+CAM, CAM_TRANSFER, CAM_B, CAM_HARD = "cam", "cam_transfer", "cam_b", "cam_hard"
 
 register_cohort(Cohort(NORMAL, normal_cohort, FROM_MANIFEST, "the normal test split", paper_number=1,
                        paper_accuracy=(0.831, 0.866)))
@@ -217,3 +243,9 @@ register_cohort(Cohort(CAM_TRANSFER, maps_cohort, OTHER_MODEL_A,
                        in_distribution_for=(MODEL_B,)))
 register_cohort(Cohort(CAM_B, maps_cohort, SEEDS_MODEL_B, "normal test images corrupted with the seed's Model B's maps",
                        in_distribution_for=(MODEL_B,)))
+# declared by docs/analysis_plan.md's amendment 1 from docs/premise.md (the paper's words allow a smoothed,
+# thresholded mask, and it fools Model A by 10 points or more); made only by configs that set
+# cam_hard_weight (paper_point). B trains on raw maps, so it is in no arm's training distribution.
+register_cohort(Cohort(CAM_HARD, cam_hard_cohort, OWN_MODEL_A,
+                       "normal test images corrupted with the job's own Model A's maps, smoothed and thresholded",
+                       optional=True))

@@ -16,14 +16,18 @@ from pathlib import Path
 from knee_tf.core.io import atomic_write_text
 from knee_tf.core.vocab import (
     A_STEPS,
+    B_KEEP,
     B_RANDOM,
+    B_UNTRAINED,
+    ERASING,
     GRADCAM,
     MODEL_A,
     MODEL_B,
+    MRI_AUG,
     STUDY_CAM_METHODS,
     check_cam_methods,
 )
-from knee_tf.data.layout import DATA_MANIFEST
+from knee_tf.data.layout import DATA_MANIFEST, check_grid_name
 from knee_tf.phantom.appearance import check as check_appearance
 from knee_tf.phantom.difficulty import Difficulty
 
@@ -110,6 +114,11 @@ class StudyConfig:
     # --- evaluation (knee_tf.study.evaluate, knee_tf.study.corrupt) ---
     cohort3_weight: float = 0.9  # fixed severity of Model A's inverted-Grad-CAM test corruption
     cohort3_method: str = GRADCAM  # map method of that corruption (cohort 3; maps at aug_layer)
+    # cam_hard, a second cohort 3 (docs/premise.md; docs/analysis_plan.md, amendment 1): the same maps with the mask
+    # smoothed and thresholded before image * (1 - w * M); declared for paper_point. Ignored while the weight is 0.
+    cam_hard_weight: float = 0.0  # w of the cam_hard cohort; 0 = no cam_hard cohort
+    cam_hard_smooth_sigma: float = 8.0  # Gaussian smoothing of cam_hard's map, in pixels of the model input
+    cam_hard_threshold: float = 0.4  # cam_hard's map values below this are zeroed
     n_bootstrap: int = 2000  # bootstrap resamples of each accuracy's confidence interval
     n_bootstrap_effects: int = 10_000  # two-level resamples of each row of the controls' effects and arms tables (docs/analysis_plan.md)
     ece_bins: int = 15  # probability bins of the expected calibration error
@@ -130,6 +139,8 @@ class StudyConfig:
     subset_seed: int = 0  # seeds the order in which the learning curve takes training exams (nothing else)
     # -1 by default: one training fewer, so that `make study` stays short; the full grid has it
     transfer_seed: int = -1  # seed of the independent Model A whose maps make cam_transfer; -1: no cam_transfer
+    # "": results/grid (the full-data grid); a name: results/<name>/grid (knee_tf.data.layout.published_grid)
+    publish_grid_as: str = ""  # which published grid `knee-tf grid --publish` and notebook 07 use
 
     def __post_init__(self):
         if isinstance(self.cam_methods, str):
@@ -137,6 +148,12 @@ class StudyConfig:
         check_cam_methods(self.cam_methods, "cam_methods")
         check_cam_methods(self.cohort3_method, "cohort3_method")
         check_appearance(self.synth_appearance)
+        if not 0.0 <= self.cam_hard_weight <= 1.0:
+            raise ValueError(f"cam_hard_weight must lie in [0, 1] (0: no cam_hard cohort); got {self.cam_hard_weight}")
+        if self.cam_hard_smooth_sigma < 0 or not 0.0 <= self.cam_hard_threshold < 1.0:
+            raise ValueError(f"cam_hard_smooth_sigma must be >= 0 and cam_hard_threshold in [0, 1); got "
+                             f"{self.cam_hard_smooth_sigma} and {self.cam_hard_threshold}")
+        check_grid_name(self.publish_grid_as)
 
     @classmethod
     def smoke(cls, **overrides) -> StudyConfig:
@@ -197,6 +214,19 @@ class StudyConfig:
         ``main_seeds`` (knee_tf.controls.arms) and 5 of the others, the learning curve on 25/50/100/200 exams and all."""
         base = dict(name="full", n_seeds=10, n_seeds_other=5, grid_arms=(),
                     learning_curve_exams=(25, 50, 100, 200), transfer_seed=1000, grid_workers=-1)
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def paper_point(cls, **overrides) -> StudyConfig:
+        """The operating-point grid of issue 27 (docs/analysis_plan.md): the default data with 100 whole training
+        exams (the same exams for every arm and seed, ``subset_seed`` 0), the eight arms of the plan with 10 seeds
+        of the main arms and 5 of the others, cam_transfer and cam_b, and the declared cam_hard cohort
+        (w = 1, smoothing 8 px, threshold 0.4). Published apart from the full-data grid: results/paper_point/grid."""
+        base = dict(name="paper_point", train_exams=100, subset_seed=0, n_seeds=10, n_seeds_other=5,
+                    grid_arms=(MODEL_A, MODEL_B, A_STEPS, B_RANDOM, ERASING, B_UNTRAINED, B_KEEP, MRI_AUG),
+                    transfer_seed=1000, cam_hard_weight=1.0, cam_hard_smooth_sigma=8.0, cam_hard_threshold=0.4,
+                    grid_workers=-1, publish_grid_as="paper_point")
         base.update(overrides)
         return cls(**base)
 
@@ -294,7 +324,8 @@ def _coerce(name: str, value, current, item: str):
 
 
 #: the named configurations, for ``get_config`` and ``knee-tf config --preset``
-PRESETS = {"default": StudyConfig, "smoke": StudyConfig.smoke, "tour": StudyConfig.tour, "full": StudyConfig.full}
+PRESETS = {"default": StudyConfig, "smoke": StudyConfig.smoke, "tour": StudyConfig.tour, "full": StudyConfig.full,
+           "paper_point": StudyConfig.paper_point}
 
 
 def get_config(spec: str | StudyConfig | None = "default", **overrides) -> StudyConfig:

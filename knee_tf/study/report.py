@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from knee_tf.core.vocab import MODEL_A, MODEL_B
-from knee_tf.study.cohorts import COHORTS, cohort_order
+from knee_tf.study.cohorts import COHORTS, listed_cohorts
 
 
 def _pct(x: float) -> str:
@@ -73,8 +73,7 @@ def paper_comparison_markdown(
         raise ValueError(f"summary lacks column(s) {missing} (use summarize_seeds(cohort_metrics))")
     if {"plane", "site"} & set(summary.columns):
         raise ValueError("summary has a plane/site breakdown; pass the per-cohort summary")
-    own = cohort_order(own_only=True)  # the paper study's cohorts, each listed even when not run
-    cohorts = list(own) + [c for c in summary["cohort"].unique() if c not in own]
+    cohorts = listed_cohorts(summary["cohort"].unique())  # the paper study's, each even when not run
     lines = [
         "| cohort | paper A | paper B | paper B−A | measured A | measured B | measured B−A "
         "| B beat A? | significant? |",

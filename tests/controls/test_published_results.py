@@ -267,3 +267,19 @@ def test_every_published_job_has_the_settings_digest_todays_code_gives_it():
         assert record["settings_digest"] == digest(expected), f"{path.parent.name}: settings differ in {changed}"
         checked += 1
     assert checked >= 150, f"only {checked} of {len(records)} published jobs are in the {cfg.name} plan"
+
+
+def test_the_cam_hard_mask_enters_the_settings_digest_only_where_it_is_made():
+    """A config that makes no cam_hard cohort (cam_hard_weight 0, every published full-grid job) digests as
+    before the cohort existed, whatever its smoothing and threshold say; one that makes it (paper_point)
+    digests its mask."""
+    from knee_tf.controls.publish import WHILE_SET, digest, job_settings
+    from knee_tf.study.config import StudyConfig
+
+    base = job_settings(StudyConfig())
+    assert not set(WHILE_SET["cam_hard_weight"]) & set(base)
+    assert digest(job_settings(StudyConfig(cam_hard_smooth_sigma=3.0, cam_hard_threshold=0.2))) == digest(base)
+    made = job_settings(StudyConfig(cam_hard_weight=1.0))
+    assert {k: made[k] for k in WHILE_SET["cam_hard_weight"]} == {
+        "cam_hard_weight": 1.0, "cam_hard_smooth_sigma": 8.0, "cam_hard_threshold": 0.4}
+    assert digest(job_settings(StudyConfig(cam_hard_weight=1.0, cam_hard_threshold=0.2))) != digest(made)

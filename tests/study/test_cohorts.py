@@ -22,6 +22,7 @@ from knee_tf.study import evaluate
 from knee_tf.study.cohorts import (
     CAM,
     CAM_B,
+    CAM_HARD,
     CAM_TRANSFER,
     COHORTS,
     FROM_MANIFEST,
@@ -33,6 +34,7 @@ from knee_tf.study.cohorts import (
     cohort_order,
     cross_cohort_names,
     get_cohort,
+    listed_cohorts,
     maps_cohort,
     register_cohort,
 )
@@ -67,8 +69,11 @@ def setup():
 
 
 def test_the_table_holds_the_papers_cohorts_and_ours_in_order():
-    assert cohort_order() == (NORMAL, METAL, CAM, NEW_SITE, CAM_TRANSFER, CAM_B)  # the paper's 1-3, then ours
-    assert cohort_order(own_only=True) == (NORMAL, METAL, CAM, NEW_SITE)  # what one job builds: notebook 06's
+    assert cohort_order() == (NORMAL, METAL, CAM, NEW_SITE, CAM_TRANSFER, CAM_B, CAM_HARD)  # the paper's 1-3, then ours
+    assert cohort_order(own_only=True) == (NORMAL, METAL, CAM, NEW_SITE, CAM_HARD)  # what one job builds
+    assert listed_cohorts([]) == [NORMAL, METAL, CAM, NEW_SITE]  # cam_hard only where a config makes it
+    assert listed_cohorts([CAM_HARD, NORMAL]) == [NORMAL, METAL, CAM, NEW_SITE, CAM_HARD]
+    assert {n for n, c in COHORTS.items() if c.optional} == {CAM_HARD}
     assert cross_cohort_names() == (CAM_TRANSFER, CAM_B)
     assert tuple(COHORTS)[:4] == (NORMAL, METAL, NEW_SITE, CAM)  # a job's prediction rows follow this order
     assert {c.paper_number: n for n, c in COHORTS.items() if c.paper_number} == {1: NORMAL, 2: METAL, 3: CAM}
@@ -98,6 +103,26 @@ def test_a_job_builds_the_manifests_cohorts_it_has_and_its_own_maps(setup):
     np.testing.assert_array_equal(built[CAM][0], cam_cohort_images(model, data.x[:4], cfg, progress=False))
     assert built[CAM][1] is built[NORMAL][1]  # the same normal test rows: one read of the split
     assert list(build_test_cohorts(Data(cohort_column=False), model, cfg, progress=False)) == [NORMAL, CAM]
+    assert cfg.cam_hard_weight == 0  # the default: no cam_hard cohort
+
+
+def test_cam_hard_is_cohort_3_with_the_declared_mask_where_the_config_asks(setup):
+    """cam_hard (docs/analysis_plan.md, amendment 1): the job's own Model A's maps, smoothed and thresholded,
+    at cam_hard_weight; built only when that weight is set (paper_point), after the other own cohorts."""
+    cfg, model = setup
+    data = Data()
+    hard = cfg.replace(cam_hard_weight=1.0, cam_hard_smooth_sigma=2.0, cam_hard_threshold=0.4)
+    built = build_test_cohorts(data, model, hard, progress=False)
+    assert list(built) == [NORMAL, METAL, CAM, CAM_HARD]
+    expected = cam_cohort_images(model, data.x[:4], cfg, progress=False, mask=(1.0, 2.0, 0.4))
+    np.testing.assert_array_equal(built[CAM_HARD][0], expected)
+    np.testing.assert_array_equal(built[CAM][0], cam_cohort_images(model, data.x[:4], cfg, progress=False))
+    assert not np.array_equal(expected, built[CAM][0])  # another mask than cohort 3's
+    assert built[CAM_HARD][1] is built[NORMAL][1]
+    # the threshold zeroes the map below 0.4: pixels there keep their value, the rest are darkened (w = 1)
+    x = data.x[:4]
+    kept = np.isclose(expected, x)
+    assert kept.any() and (~kept).any() and (expected <= x + 1e-7).all()
     with pytest.raises(ValueError, match="needs the job's Model A"):
         build_test_cohorts(data, None, cfg)
 
@@ -129,7 +154,7 @@ def test_one_entry_is_all_a_cohort_needs(setup, flipped_cohort):
     assert list(built) == [NORMAL, METAL, CAM, flipped_cohort]
     np.testing.assert_array_equal(built[flipped_cohort][0], data.x[:4, :, ::-1])
     assert cohort_order()[-2:] == (flipped_cohort, "cam_other") and cross_cohort_names()[-1] == "cam_other"
-    assert cohort_order(own_only=True)[-1] == flipped_cohort
+    assert cohort_order(own_only=True)[-1] == flipped_cohort and listed_cohorts([])[-1] == flipped_cohort
 
     rows = pd.DataFrame({"image_id": ["i0", "i1"], "y_true": [0, 1]})
     pred = pd.concat([evaluate.prediction_frame(np.array([0.2, 0.7]), rows, m, 0, cohort=c)

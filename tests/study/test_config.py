@@ -69,7 +69,7 @@ def test_rows_give_each_preset_beside_the_default(monkeypatch):
         assert {r.field for r in rows if r.differs} == {f for f in FIELDS if getattr(cfg, f) != getattr(StudyConfig(), f)}
     assert not any(r.differs for r in config_rows("default"))
     assert [r.type for r in config_rows()][FIELDS.index("severities")] == "tuple[int, ...]"
-    with pytest.raises(ValueError, match=r"^unknown preset 'nope': one of default, smoke, tour, full$"):
+    with pytest.raises(ValueError, match=r"^unknown preset 'nope': one of default, smoke, tour, full, paper_point$"):
         config_rows("nope")
 
 
@@ -123,7 +123,7 @@ def test_an_unknown_preset_is_one_line_naming_the_presets():
     proc = subprocess.run([sys.executable, "-m", "knee_tf", "config", "--preset", "fast"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.splitlines() == ["error: unknown preset 'fast': one of default, smoke, tour, full"]
+    assert proc.stderr.splitlines() == ["error: unknown preset 'fast': one of default, smoke, tour, full, paper_point"]
 
 
 def test_docs_page_is_the_generated_listing(tmp_path, capsys):
@@ -145,3 +145,32 @@ def test_top_level_help_lists_config_and_loads_no_tensorflow():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines()[-1] == "False"
     assert any(line.split()[:1] == ["config"] for line in proc.stdout.splitlines()), proc.stdout
+
+
+def test_paper_point_is_the_analysis_plans_operating_point():
+    """docs/analysis_plan.md: the default data and settings with 100 whole training exams (subset_seed 0), the
+    plan's eight arms, 10 seeds of the main arms and 5 of the others, cam_transfer, and (amendment 1) the
+    cam_hard cohort, published apart from the full-data grid."""
+    from knee_tf.controls.arms import get_arm
+    from knee_tf.controls.jobs import controls_plan
+
+    cfg = get_config("paper_point")
+    differs = {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(StudyConfig(), f.name)}
+    assert differs == {"name", "train_exams", "n_seeds", "n_seeds_other", "grid_arms", "transfer_seed",
+                       "cam_hard_weight", "grid_workers", "publish_grid_as"}
+    assert (cfg.train_exams, cfg.subset_seed, cfg.cam_hard_weight, cfg.cam_hard_smooth_sigma,
+            cfg.cam_hard_threshold) == (100, 0, 1.0, 8.0, 0.4)
+    seeds = {}
+    for job in controls_plan(cfg):
+        seeds.setdefault(job.label.split(" ")[0] if job.variant else job.arm, set()).add(job.seed)
+    assert {a: len(s) for a, s in seeds.items() if a in cfg.grid_arms} == {
+        a: 10 if get_arm(a).main_seeds else 5 for a in cfg.grid_arms}
+    assert {a for a in cfg.grid_arms if get_arm(a).main_seeds} == {"A", "B", "A_steps", "B_random", "erasing"}
+
+
+@pytest.mark.parametrize("change, match", [({"cam_hard_weight": 1.5}, "cam_hard_weight must lie in"),
+                                           ({"cam_hard_threshold": 1.0}, "cam_hard_threshold in"),
+                                           ({"publish_grid_as": "../x"}, "a published grid's name is")])
+def test_bad_cam_hard_or_grid_name_is_one_line(change, match):
+    with pytest.raises(ValueError, match=match):
+        StudyConfig(**change)
