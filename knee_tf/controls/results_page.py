@@ -28,6 +28,7 @@ from knee_tf.controls.effect_stats import interval_description
 from knee_tf.controls.families import EXPLORATORY, PRIMARY, SECONDARY
 from knee_tf.controls.jobs import controls_plan
 from knee_tf.controls.markdown_tables import controls_markdown, effect_cell, family_legend
+from knee_tf.controls.operating_point import operating_point_markdown
 from knee_tf.controls.publish import published_jobs, rebuild_store
 from knee_tf.core.io import atomic_write_text
 from knee_tf.core.vocab import (
@@ -51,9 +52,9 @@ from knee_tf.study.report import paper_comparison_markdown, precision_markdown
 
 #: The pages with generated blocks (paths relative to the repository's top) and each page's blocks.
 PAGES: dict[str, tuple[str, ...]] = {
-    "README.md": ("answer", "headline"),
+    "README.md": ("answer", "headline", "operating-point"),
     "docs/results.md": ("test-cohorts", "study-table", "calibration", "faithfulness", "grid", "controls-tables",
-                        "prescription", "difficulty"),
+                        "operating-point-tables", "prescription", "difficulty"),
     "docs/performance.md": ("precision",),
 }
 #: Model A's accuracy per precision and seed, relative to the repository's top (written by bench/precision.py).
@@ -391,6 +392,8 @@ def results_blocks(top: str | Path, store_bytes: int | None = None) -> dict[str,
         "difficulty": difficulty_markdown(json.loads(lay.linear_baseline.read_text()), pd.read_csv(lay.breakdown_plane),
                                           summary),
         "precision": precision_markdown(pd.read_csv(top / PRECISION_TABLE)),
+        "operating-point": operating_point_markdown(top),
+        "operating-point-tables": operating_point_markdown(top, docs=""),
     }
 
 

@@ -287,6 +287,13 @@ def published_weights(top: str | Path, job_name: str, seed: int) -> Path:
     return Path(top) / "results" / PUBLISHED_MODELS / f"{folder}.weights.h5"
 
 
-def published_record(top: str | Path) -> Path:
-    """The record of the run published to ``top``/figures and ``top``/results."""
-    return Path(top) / "results" / PUBLISHED_RECORD
+def published_path(top: str | Path, folder: str, file: str, name: str = "") -> Path:
+    """Where a published run's ``file`` of its ``folder`` (``figures`` or ``results``) goes: ``top``/folder/file,
+    or ``top``/folder/<name>/file for a config that publishes apart (``StudyConfig.publish_grid_as``)."""
+    base = Path(top) / folder
+    return (base / check_grid_name(name) if name else base) / file
+
+
+def published_record(top: str | Path, name: str = "") -> Path:
+    """The record of the run published to ``top``/figures and ``top``/results (or their ``name`` folders)."""
+    return published_path(top, "results", PUBLISHED_RECORD, name)

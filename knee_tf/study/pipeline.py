@@ -36,6 +36,7 @@ from knee_tf.data.layout import (
     PUBLISHED_RESULTS,
     SYNTH_RECORD,
     RunLayout,
+    published_path,
     published_record,
 )
 from knee_tf.phantom import synthesize
@@ -366,9 +367,10 @@ def _resumable(cfg: StudyConfig) -> Path | None:
     return None
 
 
-def published_seeds(top: Path = REPO_ROOT) -> int:
-    """How many training seeds the published results in ``top``/results come from (0: none published)."""
-    record = published_record(top)
+def published_seeds(top: Path = REPO_ROOT, name: str = "") -> int:
+    """How many training seeds the published results in ``top``/results (or results/``name``) come from
+    (0: none published)."""
+    record = published_record(top, name)
     return int(json.loads(record.read_text()).get("n_seeds", 0)) if record.exists() else 0
 
 
@@ -393,7 +395,8 @@ def publish(run: Run, force: bool = False, top: Path = REPO_ROOT, log=print, ste
     unfinished = [s.name for s in chosen if not step_done(run, s)]
     if unfinished:
         raise InputError(f"{run.root}: not finished ({', '.join(unfinished)}); run `knee-tf study` on it first")
-    n_seeds, have = len(run.seeds), published_seeds(top)
+    apart = run.config.publish_grid_as  # e.g. paper_point: results/paper_point/, figures/paper_point/
+    n_seeds, have = len(run.seeds), published_seeds(top, apart)
     if not force and run.config.name == "smoke":
         raise InputError(f"{run.root}: a smoke run is never published (use --force to publish it anyway)")
     if not force and steps is None and n_seeds < have:
@@ -405,7 +408,7 @@ def publish(run: Run, force: bool = False, top: Path = REPO_ROOT, log=print, ste
         publishable = [p for p in publishable if p in owned]
     written = []
     for src in publishable:
-        dst = Path(top) / src.parent.name / src.name
+        dst = published_path(top, src.parent.name, src.name, apart)
         if src.exists():
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
@@ -413,7 +416,7 @@ def publish(run: Run, force: bool = False, top: Path = REPO_ROOT, log=print, ste
         elif steps is not None and dst.exists():  # an optional output of an earlier publish: not this run's
             dst.unlink()
             log(f"removed {dst} (published earlier; this run did not write it)")
-    record = published_record(top)
+    record = published_record(top, apart)
     this = {"run": run.root.name, "config": run.config.name, "n_seeds": n_seeds, "seeds": run.seeds}
     if steps is None:
         content = this
@@ -423,7 +426,8 @@ def publish(run: Run, force: bool = False, top: Path = REPO_ROOT, log=print, ste
                                                for s in chosen})
     atomic_write_text(record, json.dumps(content, indent=2) + "\n")
     what = f"step(s) {', '.join(s.name for s in chosen)} of " if steps is not None else ""
-    log(f"published {len(written)} files of {what}{run.root} ({n_seeds} seed(s)) to {top}/figures and {top}/results")
+    where = f"{top}/figures/{apart} and {top}/results/{apart}" if apart else f"{top}/figures and {top}/results"
+    log(f"published {len(written)} files of {what}{run.root} ({n_seeds} seed(s)) to {where}")
     return written + [record]
 
 

@@ -1,0 +1,70 @@
+"""The operating-point grid on the results pages (issue 27 part 4, ``docs/analysis_plan.md``).
+
+The grid of the ``paper_point`` config (the default data with 100 training exams) is trained and
+published apart from the full-data grid: its jobs in ``results/paper_point/grid/``, notebook 07's tables
+of it in ``results/paper_point/`` and its figures in ``figures/paper_point/``
+(``StudyConfig.publish_grid_as``). :func:`operating_point_markdown` writes the pages' block about it
+from those files: while its tables are not published, how many of its planned jobs are; once they
+are, the analysis plan's primary family on it, each test with its effect, interval and q value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from knee_tf.controls.effect_stats import interval_description
+from knee_tf.controls.families import PRIMARY
+from knee_tf.controls.jobs import controls_plan
+from knee_tf.controls.markdown_tables import effect_cell
+from knee_tf.core.vocab import MODEL_B
+from knee_tf.data.layout import FIGURES, RESULTS, published_grid, published_path
+from knee_tf.study.config import get_config
+
+#: The config of the operating-point grid (``StudyConfig.paper_point``).
+OPERATING_POINT = "paper_point"
+
+
+def operating_point_status(top: str | Path) -> tuple[int, int, Path]:
+    """(published jobs, planned jobs, the effects table's path) of the operating-point grid under ``top``."""
+    cfg = get_config(OPERATING_POINT)
+    pub = published_grid(top, cfg.publish_grid_as)
+    done = len(pub.records()) if pub.root.is_dir() else 0
+    return done, len(controls_plan(cfg)), published_path(top, "results", RESULTS["effects_table"], cfg.publish_grid_as)
+
+
+def primary_markdown(effects: pd.DataFrame) -> str:
+    """The primary family's rows of an effects table (``RunLayout.effects_table``) as a table: comparison,
+    cohort, the effect in points with its interval (``*`` significant), the q value (BH within the family)."""
+    rows = effects[(effects["test_family"] == PRIMARY) & (effects["arm"] == MODEL_B)]
+    if rows.empty:
+        raise ValueError("the effects table has no row of the analysis plan's primary family")
+    lines = ["| B against | cohort | seeds | effect, points [95% interval] | q |", "|---|---|---|---|---|"]
+    for r in rows.to_dict("records"):
+        q = "< 0.001" if r["q_bh"] < 0.0005 else f"{r['q_bh']:.3f}"
+        lines.append(f"| `{r['reference']}` | `{r['cohort']}` | {int(r['n_seeds'])} | {effect_cell(r)} | {q} |")
+    lines += ["", f"Effects of B in accuracy points, mean over seeds paired on the same test images "
+              f"[{interval_description(rows['n_seeds'])}]; q: Benjamini–Hochberg within the primary family "
+              f"({int(rows['n_comparisons'].max())} tests); * significant at FDR 0.05; (in dist.): made by B's own "
+              "training generator."]
+    return "\n".join(lines)
+
+
+def operating_point_markdown(top: str | Path, docs: str = "docs/") -> str:
+    """The pages' block on the operating-point grid, from ``top``/results. docs: the relative path from
+    the page to ``docs/`` (``"docs/"`` from README, ``""`` from a page in docs/)."""
+    done, planned, effects_path = operating_point_status(top)
+    name = get_config(OPERATING_POINT).publish_grid_as
+    grid = f"`results/{name}/grid/`"
+    if not effects_path.exists():
+        return (f"The operating-point grid (`{OPERATING_POINT}`: the default data with 100 training exams, as the "
+                f"[analysis plan]({docs}analysis_plan.md) declares it) is being trained: **{done} of its {planned} "
+                f"jobs** are published in {grid}. Its tables appear here once `knee-tf controls --config "
+                f"{OPERATING_POINT} --publish` has run on the whole grid.")
+    effects = pd.read_csv(effects_path)
+    up = "../" if not docs else ""
+    forest = published_path("", "figures", f"{FIGURES['forest']}.png", name)
+    return "\n".join([f"The operating-point grid (`{OPERATING_POINT}`, {done} of its {planned} jobs published in {grid}; "
+                      f"[analysis plan]({docs}analysis_plan.md)), the plan's primary family "
+                      f"([forest plot]({up}{forest.as_posix()})):", "", primary_markdown(effects)])
