@@ -51,20 +51,20 @@ def primary_markdown(effects: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def operating_point_markdown(top: str | Path, docs: str = "docs/") -> str:
-    """The pages' block on the operating-point grid, from ``top``/results. docs: the relative path from
-    the page to ``docs/`` (``"docs/"`` from README, ``""`` from a page in docs/)."""
+def operating_point_markdown(top: str | Path, root: str = "") -> str:
+    """The pages' block on the operating-point grid, from ``top``/results. root: the relative path from the
+    page to the repository's top (``""`` from README, ``"../"`` from a page in docs/ or a notebook)."""
     done, planned, effects_path = operating_point_status(top)
     name = get_config(OPERATING_POINT).publish_grid_as
     grid = f"`results/{name}/grid/`"
+    plan = f"[analysis plan]({root}docs/analysis_plan.md)"
     if not effects_path.exists():
         return (f"The operating-point grid (`{OPERATING_POINT}`: the default data with 100 training exams, as the "
-                f"[analysis plan]({docs}analysis_plan.md) declares it) is being trained: **{done} of its {planned} "
-                f"jobs** are published in {grid}. Its tables appear here once `knee-tf controls --config "
-                f"{OPERATING_POINT} --publish` has run on the whole grid.")
+                f"{plan} declares it) is being trained: **{done} of its {planned} jobs** are published in {grid}. "
+                f"Its tables appear here once `knee-tf controls --config {OPERATING_POINT} --publish` has run on "
+                "the whole grid.")
     effects = pd.read_csv(effects_path)
-    up = "../" if not docs else ""
-    forest = published_path("", "figures", f"{FIGURES['forest']}.png", name)
+    forest = published_path("", "figures", f"{FIGURES['forest']}.png", name).as_posix()
     return "\n".join([f"The operating-point grid (`{OPERATING_POINT}`, {done} of its {planned} jobs published in {grid}; "
-                      f"[analysis plan]({docs}analysis_plan.md)), the plan's primary family "
-                      f"([forest plot]({up}{forest.as_posix()})):", "", primary_markdown(effects)])
+                      f"{plan}), the plan's primary family ([forest plot]({root}{forest})):", "",
+                      primary_markdown(effects)])

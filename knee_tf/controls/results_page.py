@@ -393,7 +393,7 @@ def results_blocks(top: str | Path, store_bytes: int | None = None) -> dict[str,
                                           summary),
         "precision": precision_markdown(pd.read_csv(top / PRECISION_TABLE)),
         "operating-point": operating_point_markdown(top),
-        "operating-point-tables": operating_point_markdown(top, docs=""),
+        "operating-point-tables": operating_point_markdown(top, root="../"),
     }
 
 

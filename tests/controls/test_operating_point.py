@@ -61,7 +61,7 @@ def test_the_block_says_how_far_the_grid_is_until_its_tables_exist(tmp_path):
     assert "**2 of its 66 jobs**" in operating_point_markdown(tmp_path)
     effects.parent.mkdir(parents=True, exist_ok=True)
     EFFECTS.to_csv(effects, index=False)
-    text = operating_point_markdown(tmp_path, docs="")
-    assert "2 of its 66 jobs published" in text and "](analysis_plan.md)" in text
+    text = operating_point_markdown(tmp_path, root="../")
+    assert "2 of its 66 jobs published" in text and "](../docs/analysis_plan.md)" in text
     assert "(../figures/paper_point/07_forest.png)" in text and primary_markdown(EFFECTS) in text
     assert "](docs/analysis_plan.md)" in operating_point_markdown(tmp_path)
