@@ -15,6 +15,7 @@ import pandas as pd
 
 from knee_tf.core.vocab import CLASSES, METHOD_NAMES, NORMAL, PLANES, STUDY_CAM_METHODS
 from knee_tf.study.cohorts import CAM, COHORTS
+from knee_tf.study.config import get_config
 from knee_tf.study.premise import (
     INVERSE_SUFFIX,
     LIMB_LEVEL,
@@ -256,12 +257,7 @@ def premise_markdown(summary: pd.DataFrame, deletion: pd.DataFrame, coverage: pd
                 + " and a wide smoothing spreads the shadow over more of the limb. Hard-edged deletion is what fools A "
                 "most per pixel (the deletion curves below: even random pixels deleted to black flip many calls).",
                 "",
-                "It is not declared here as a second `cam` cohort: a cohort is one `register_cohort` entry in "
-                "`knee_tf/study/cohorts.py`, but it needs its own settings (a `StudyConfig` field for the variant's "
-                "smoothing, threshold and weight, since `cohort3_*` and `aug_*` are shared with Model B's training), "
-                "and every job then predicts it: the smoke reference of the cohorts (tests/data) must be rebuilt, and the published "
-                "grid's jobs lack its predictions until their shipped models are re-run on it. That belongs with the "
-                "operating-point grid of issue 27 part 4, declared before it is trained."]
+                declared_cam_hard()]
     raw = raw_maps(summary).sort_values(["layer", "method", "weight"])
     out += ["", "## Dose-response (raw maps, every image)", "",
             f"![dose-response]({figures}/premise_dose_response.png)", "",
@@ -325,3 +321,13 @@ def provenance_table(summary: pd.DataFrame) -> pd.DataFrame:
     cols = [c for c in summary.columns if c.startswith("model_")]
     return summary[cols].drop_duplicates()
 
+
+def declared_cam_hard() -> str:
+    """The page's sentence on the cohort that the analysis plan declared from this measurement: cam_hard, with
+    its mask as the operating-point config sets it (``StudyConfig.paper_point``'s ``cam_hard_*`` fields)."""
+    cfg = get_config("paper_point")
+    return ("It is declared as a second cam cohort of the operating-point grid, `cam_hard` "
+            "([analysis plan](analysis_plan.md), amendment 1, before any job of that grid was trained): "
+            f"{METHOD_NAMES[cfg.cohort3_method]} at {cfg.aug_layer}, inverted (w = {cfg.cam_hard_weight:g}, smoothing "
+            f"sigma {cfg.cam_hard_smooth_sigma:g} px, threshold {cfg.cam_hard_threshold:g}), scored for every job "
+            "of that grid beside the default `cam`, its rows exploratory. The full-data grid has no such cohort.")

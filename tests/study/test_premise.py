@@ -163,3 +163,24 @@ def test_the_published_page_is_what_the_published_tables_give():
     t = {n: pd.read_csv(p) for n, p in tables.items()}
     page = premise_markdown(t["dose_response"], t["deletion"], t["coverage"], premise.cohort3_spec(get_config()))
     assert (root / "docs" / "premise.md").read_text() == page + "\n"
+
+
+def test_the_declared_cam_hard_is_the_measured_construction_that_fools_a_most():
+    """docs/analysis_plan.md, amendment 1: cam_hard is the strongest construction the premise measured with
+    the paper's methods at the paper's layer (results/premise/dose_response.csv), and it fooled Model A by
+    10 points or more; paper_point's cam_hard fields say exactly that construction."""
+    from pathlib import Path
+
+    from knee_tf.core.vocab import STUDY_CAM_METHODS
+    from knee_tf.study.config import get_config
+    from knee_tf.study.premise_report import FOOLED_DROP
+
+    root = Path(__file__).resolve().parents[2]
+    summary = pd.read_csv(root / "results" / "premise" / "dose_response.csv")
+    cfg = get_config("paper_point")
+    paper = summary[(summary["grouping"] == "all") & summary["method"].isin(STUDY_CAM_METHODS)
+                    & (summary["layer"] == cfg.aug_layer)]
+    best = paper.loc[paper["accuracy_drop"].idxmax()]
+    assert best["accuracy_drop"] >= FOOLED_DROP
+    assert (best["method"], best["weight"], best["smooth_sigma"], best["threshold"]) == (
+        cfg.cohort3_method, cfg.cam_hard_weight, cfg.cam_hard_smooth_sigma, cfg.cam_hard_threshold)
