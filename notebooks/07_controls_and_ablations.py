@@ -53,6 +53,7 @@ from knee_tf.controls import figures, grid, markdown_tables, prediction_store, s
 from knee_tf.controls.jobs import controls_plan
 from knee_tf.controls.operating_point import operating_point_markdown
 from knee_tf.core.vocab import MODEL_A
+from knee_tf.data.layout import published_grid
 from knee_tf.study.config import REPO_ROOT
 from knee_tf.study.session import open_study
 
@@ -76,7 +77,7 @@ if cfg.controls_source == "run":
     grid.run_grid(jobs, cfg, run.root, data.cache_dir, scheduler=cfg.scheduler,
                   workers=cfg.grid_workers).raise_failed()
 else:
-    print(f"controls: read from the published grid, {REPO_ROOT / 'results' / 'grid'} "
+    print(f"controls: read from the published grid, {published_grid(REPO_ROOT, cfg.publish_grid_as).root} "
           "(train them instead: make study CONTROLS=train)")
 
 # %% [markdown]
