@@ -24,6 +24,8 @@ goes through :func:`knee_tf.phantom.render.render_slice` unchanged; ``v3`` is th
 * **a rigid knee coil's receive loops** sized by its ring (:func:`ring_loop_radius`), the coil
   following the knee from front to back (:func:`tr_coil_centre`);
 * **the foam cushion** under the leg gives no signal (:func:`visible_pads`).
+* **fat as a spectrum** of six peaks (:func:`fat_factor`): at the echo its peaks are at different
+  chemical-shift phases, so fat dephases against itself (0.80-0.89 of its proton-density signal).
 
 Labels never depend on the appearance: they come from the geometry and the annotators.
 """
@@ -50,14 +52,21 @@ from knee_tf.phantom.render import (
     placed_elements,
     slab_weights,
 )
-from knee_tf.phantom.sites import FAT_T1_MS, TEXTURE_CHANNELS, TISSUES, fat_phase, spgr_signal
+from knee_tf.phantom.sites import (
+    FAT_SHIFT_PPM,
+    FAT_T1_MS,
+    TEXTURE_CHANNELS,
+    TISSUES,
+    fat_phase,
+    spgr_signal,
+)
 
 V2, V3 = "v2", "v3"
 APPEARANCES = (V2, V3)  # V2: the published default; a new version is added, never edited
 #: v3's changes, each switchable for bench/realism_render.py (which measures them one at a time);
 #: v3 is all of them
 CHANGES = ("flip", "marrow", "coverage", "other_leg", "kspace_noise", "phase_direction", "fat", "septa",
-           "shapes", "tr_elements", "foam")
+           "shapes", "tr_elements", "foam", "fat_spectrum")
 ENABLED: frozenset = frozenset(CHANGES)
 
 LOCALIZER_FLIP_DEG = 30.0  # the measured GE localizer's FlipAngle (REAL_LOCALIZER_FACTS.md)
@@ -71,7 +80,24 @@ LEG_HALF_WIDTH_MM = 60.0  # contralateral leg's half-width at scale 1
 #: texture contrast of v3 (render.py's constants are v2's): septum fat, marrow mottle, lobule septum
 SEPTUM_FAT_V3, TRABECULAR_V3, LOBULE_SEPTUM_V3 = 0.1, 0.06, 0.08
 TR_AP_FREEDOM = 0.3  # share of v2's antero-posterior offset left in a rigid knee coil
+#: the fat spectrum: its peaks' shifts below water (ppm) and shares of the fat protons (the six-peak
+#: model of triglycerides used for fat-water separation: CH3, CH2, the two allylic/carbonyl-adjacent
+#: groups, glycerol and the olefinic CH=CH, the last above water)
+FAT_PEAKS_PPM = (3.80, 3.40, 2.60, 1.94, 0.39, -0.60)
+FAT_PEAK_SHARES = (0.087, 0.693, 0.128, 0.004, 0.039, 0.048)
 FERMI_RADIUS, FERMI_WIDTH = 0.85, 0.07  # apodization: 1 / (1 + exp((|k| / kmax - radius) / width))
+
+
+def fat_factor(site) -> complex:
+    """Complex signal of fat relative to its proton density at the site's echo time: with
+    ``fat_spectrum`` the sum over the peaks of :data:`FAT_PEAKS_PPM` (each at its own chemical-shift
+    phase, so fat also dephases against itself: magnitude 0.80-0.89 at v3's sites), otherwise the
+    single 3.4 ppm peak of v2 (magnitude 1)."""
+    if "fat_spectrum" not in ENABLED:
+        return complex(np.exp(1j * fat_phase(site)))
+    scale = fat_phase(site) / FAT_SHIFT_PPM  # radians per ppm below water at this TE and field
+    return complex(sum(a * np.exp(1j * scale * ppm)
+                       for ppm, a in zip(FAT_PEAKS_PPM, FAT_PEAK_SHARES, strict=True)))
 
 
 def check(appearance: str) -> str:
@@ -301,7 +327,7 @@ def render_slice(structures, acq, geom: SliceGeometry, rng: np.random.Generator,
     else:
         ch = 0.5 * c_c + 0.25 * (lo + hi)
     water, fat = texture(ch, geom.plane, acq.texture, acq.signals["fat"][1], rng)
-    signal = water + fat * np.complex64(np.exp(1j * fat_phase(acq.site)))
+    signal = water + fat * np.complex64(fat_factor(acq.site))
     if implant is not None:
         half = geom.thickness_mm / 2.0
         spread = (field_map_hz(g.points, rows, cols, implant, b0, half)

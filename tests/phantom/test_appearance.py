@@ -63,6 +63,17 @@ def test_v3_contrast_at_the_localizer_flip_angle():
     assert mag["marrow"] < 0.7 * mag["fat"]
 
 
+def test_fat_dephases_against_itself_with_its_spectrum_of_peaks(monkeypatch):
+    assert sum(look.FAT_PEAK_SHARES) == pytest.approx(1.0, abs=0.002)
+    s7 = next(s for s in SITES if s.code == "S7")  # 1.5 T, TE 1.244 ms
+    single = complex(np.exp(-2j * np.pi * 3.4 * 42.577 * 1.5 * 1.244e-3))  # main peak at ~97 deg
+    assert abs(look.fat_factor(s7) - single) > 0.05
+    for site in SITES:  # the peaks spread over 4.4 ppm: never the single peak's magnitude 1
+        assert 0.75 < abs(look.fat_factor(site)) < 0.95
+    monkeypatch.setattr(look, "ENABLED", frozenset(look.CHANGES) - {"fat_spectrum"})
+    assert look.fat_factor(s7) == pytest.approx(single)  # without the change: v2's single peak
+
+
 def test_thin_fat_and_the_other_leg_outside_a_knee_coil():
     assert look.fat_mm(3.0) == 3.0 and look.fat_mm(20.0) == 10.0 and look.fat_mm(11.5) == 4.75
 
