@@ -53,14 +53,44 @@ def test_a_transmit_receive_coil_covers_about_plus_minus_95_mm():
     assert c[4] == pytest.approx(1 / 8)  # twice the coil radius: (R / r)^3
 
 
-def test_v3_contrast_at_the_localizer_flip_angle():
+def test_v3_contrast_at_the_localizer_flip_angle(monkeypatch):
     s7 = look.site_protocol(next(s for s in SITES if s.code == "S7"))
-    sig = look.tissue_channels(s7)
-    mag = {t: abs(sig[t][0] + sig[t][1] * np.exp(-2j * np.pi * 3.4 * 42.577 * 1.5 * 1.244e-3))
-           for t in ("fat", "muscle", "marrow")}
+    phase = np.exp(-2j * np.pi * 3.4 * 42.577 * 1.5 * 1.244e-3)
+
+    def ratios():
+        sig = look.tissue_channels(s7)
+        mag = {t: abs(sig[t][0] + sig[t][1] * phase) for t in ("fat", "muscle", "marrow")}
+        return mag["muscle"] / mag["fat"], mag["marrow"] / mag["fat"]
+
     assert s7.flip_deg == 30
-    assert 0.2 < mag["muscle"] / mag["fat"] < 0.35  # real: muscle 0.16-0.25 of the brightest fat
-    assert mag["marrow"] < 0.7 * mag["fat"]
+    muscle, marrow = ratios()  # with the slice profile: muscle's flanks at a lower flip count more
+    monkeypatch.setattr(look, "ENABLED", frozenset(look.CHANGES) - {"slice_profile"})
+    muscle_flat, marrow_flat = ratios()
+    assert 0.2 < muscle_flat < 0.35 and marrow_flat < 0.7  # the nominal flip alone (real: muscle 0.16-0.25)
+    assert 1.4 < muscle / muscle_flat < 1.7  # long-T1 water gains more from the flanks than fat
+    assert marrow == pytest.approx(marrow_flat, rel=0.05)  # marrow is mostly fat
+
+
+def test_the_slice_profile_is_half_the_flip_at_the_nominal_edges_and_gains_more_for_long_t1(monkeypatch):
+    prof = look.slice_profile()
+    z = np.linspace(-3, 3, len(prof))
+    assert np.interp([-0.5, 0.0, 0.5], z, prof) == pytest.approx([0.5, 1.0, 0.5], abs=0.01)
+    s7 = look.site_protocol(next(s for s in SITES if s.code == "S7"))
+    gains = [look.profile_gain(s7, t1) for t1 in (260.0, 1000.0, 3000.0)]
+    assert 1 < gains[0] < gains[1] < gains[2]  # above the Ernst angle: the flanks give more signal
+    monkeypatch.setattr(look, "ENABLED", frozenset(look.CHANGES) - {"slice_profile"})
+    assert look.profile_gain(s7, 1000.0) == 1.0
+
+
+def test_fat_dephases_against_itself_with_its_spectrum_of_peaks(monkeypatch):
+    assert sum(look.FAT_PEAK_SHARES) == pytest.approx(1.0, abs=0.002)
+    s7 = next(s for s in SITES if s.code == "S7")  # 1.5 T, TE 1.244 ms
+    single = complex(np.exp(-2j * np.pi * 3.4 * 42.577 * 1.5 * 1.244e-3))  # main peak at ~97 deg
+    assert abs(look.fat_factor(s7) - single) > 0.05
+    for site in SITES:  # the peaks spread over 4.4 ppm: never the single peak's magnitude 1
+        assert 0.75 < abs(look.fat_factor(site)) < 0.95
+    monkeypatch.setattr(look, "ENABLED", frozenset(look.CHANGES) - {"fat_spectrum"})
+    assert look.fat_factor(s7) == pytest.approx(single)  # without the change: v2's single peak
 
 
 def test_thin_fat_and_the_other_leg_outside_a_knee_coil():

@@ -150,7 +150,7 @@ def test_the_table_in_docs_phantom_md_is_the_committed_csvs():
     block = text.split(realism.BEGIN, 1)[1].split(realism.END, 1)[0].strip()
     labelled = [(label, pd.read_csv(ROOT / "bench" / "logs" / f"realism_{key}.csv"))
                 for label, key in (("today (v2)", "v2"), ("v3 at 6873b9b", "v3_6873b9b"),
-                                   ("candidate (v3)", "v3"))]
+                                   ("v3 at 401b7ce", "v3_401b7ce"), ("candidate (v3)", "v3"))]
     assert block == realism.doc_table(labelled)
 
 
