@@ -89,11 +89,11 @@ TR_AP_FREEDOM = 0.3  # share of v2's antero-posterior offset left in a rigid kne
 #: groups, glycerol and the olefinic CH=CH, the last above water)
 FAT_PEAKS_PPM = (3.80, 3.40, 2.60, 1.94, 0.39, -0.60)
 FAT_PEAK_SHARES = (0.087, 0.693, 0.128, 0.004, 0.039, 0.048)
-FERMI_RADIUS, FERMI_WIDTH = 0.85, 0.07
+FERMI_RADIUS, FERMI_WIDTH = 0.85, 0.07  # apodization: 1 / (1 + exp((|k| / kmax - radius) / width))
 #: the localizer's excitation: a Hann-windowed sinc of time-bandwidth 2; at TE 1.24 ms the pulse
 #: must be well under a millisecond, and such short slice-selective pulses have a low
 #: time-bandwidth product, so a broad profile with flanks beyond the nominal thickness
-SLICE_PULSE_TBW = 2.0  # apodization: 1 / (1 + exp((|k| / kmax - radius) / width))
+SLICE_PULSE_TBW = 2.0
 
 
 def fat_factor(site) -> complex:
