@@ -14,9 +14,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= default
-# test processes (pytest-xdist): tests sharing the smoke study or the small grid stay on one, files stay whole
+# test processes (pytest-xdist): tests sharing the smoke study or the small grid stay on one, files stay whole;
+# the units of work in the order tests/conftest.py queues them (longest first), not by their number of tests
 TEST_WORKERS ?= 2
-PARALLEL := $(if $(filter 0 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+PARALLEL := $(if $(filter 0 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 SEEDS  ?= 1
 # notebook 07's controls: read from the published grid (the default config's), or CONTROLS=train
 CONTROLS ?=

@@ -53,6 +53,25 @@ def pytest_itemcollected(item):
     item.add_marker(pytest.mark.xdist_group(used[0] if used else item.nodeid.split("::")[0]))
 
 
+#: The longest units of work of `make test`, queued first in this order (measured with a per-test timeline in
+#: a fresh clone, docs/performance.md): the smoke study's group (about 330 s on one process) and the
+#: own-data walk-through's file (about 150 s). Started first, one on each process, they run beside the
+#: short files instead of after them. make test passes ``--no-loadscope-reorder``: without it, pytest-xdist
+#: queues units by their number of tests, whatever the collection order.
+LONGEST_UNITS = ("first_run", "tests/test_doc_commands.py")
+
+
+def pytest_collection_modifyitems(items):
+    """Queue the tests of :data:`LONGEST_UNITS` first, in that order; every other test keeps its place."""
+    rank = {name: i for i, name in enumerate(LONGEST_UNITS)}
+
+    def unit(item) -> str:
+        mark = item.get_closest_marker("xdist_group")
+        return mark.args[0] if mark else item.nodeid.split("::")[0]
+
+    items.sort(key=lambda item: rank.get(unit(item), len(rank)))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def user_cache(tmp_path_factory):
     """The user cache folder (knee_tf.data.ingest.default_cache_dir) of every test and the processes it
