@@ -100,7 +100,9 @@ def run_grid(jobs: Iterable[Job], config: StudyConfig, run_dir, cache_dir, sched
     publish: a :class:`knee_tf.data.layout.PublishedGrid` (or its folder) to publish every finished job
     into as it finishes (:mod:`knee_tf.controls.publish`); jobs published there with the same settings
     and data are skipped, a published Model A that a pending job needs is trained again (same seed,
-    same weights; its predictions must equal the published ones). A job published with other
+    same weights; its predictions must equal the published ones), and so, after the grid's own jobs,
+    is a published model whose maps make the cross cohorts of a job in the run folder that lacks them.
+    A job published with other
     settings or data is refused (ValueError, one line) unless ``republish``: then it is trained
     again and replaced. With ``republish``, a job published from a tree with uncommitted changes is
     trained again too: it keeps its published files and gets the clean record where it reproduces
@@ -138,8 +140,6 @@ def run_grid(jobs: Iterable[Job], config: StudyConfig, run_dir, cache_dir, sched
     for j in jobs:
         group.setdefault(j.model_a() or j, len(group))
     todo = sorted(todo, key=lambda j: (group.get(j.model_a() or j, len(group)), j.arm != MODEL_A))
-    if not todo:
-        return result
 
     def commit(job: Job, out: dict) -> None:
         out["record"].update(provenance[job])
@@ -149,12 +149,22 @@ def run_grid(jobs: Iterable[Job], config: StudyConfig, run_dir, cache_dir, sched
             publisher.commit(job, out, result)
             publisher.publish_cross(jobs, result)  # a seed whose models are now all here
 
+    def run(batch: list[Job]) -> None:
+        if not scheduler and workers == 0:
+            _run_in_process(batch, layout, config_dict, cache_dir, result, bar, log, commit)
+        else:
+            _run_on_dask(batch, layout, config_dict, cache_dir, scheduler, workers, result, bar, log, commit)
+
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="grid jobs", unit="job", disable=not progress)
     try:
-        if not scheduler and workers == 0:
-            _run_in_process(todo, layout, config_dict, cache_dir, result, bar, log, commit)
-        else:
-            _run_on_dask(todo, layout, config_dict, cache_dir, scheduler, workers, result, bar, log, commit)
+        if todo:
+            run(todo)
+        # jobs of the run folder whose cross cohorts wait for published models this folder lacks
+        makers = [] if publisher is None else publisher.cross_makers_to_retrain(jobs)
+        if makers:
+            bar.total += len(makers)
+            bar.refresh()
+            run(makers)
     finally:
         bar.close()
     for label, error in result.failed.items():

@@ -3,7 +3,8 @@
 :class:`GridPublisher` decides, for one grid, which jobs are published already with the same
 settings and data (skipped), which were published with others (refused, or trained again and
 replaced with ``republish``), which published Model A jobs must be trained again for their
-dependents, and, as each job finishes, publishes it (:func:`knee_tf.controls.publish.publish_job`) or
+dependents (and which published models that make a seed's cross cohorts, for the jobs of the run
+folder that lack them), and, as each job finishes, publishes it (:func:`knee_tf.controls.publish.publish_job`) or
 checks a retrained Model A against its published predictions
 (:func:`knee_tf.controls.publish.check_retrained`); once a seed's models are together in the run
 folder, it adds their cross cohorts (:mod:`knee_tf.controls.cross`). What it did goes into the
@@ -126,6 +127,45 @@ class GridPublisher:
         published = self.gp.cross_sources(json.loads(path.read_text()))
         return {c: published.get(c) for c in maps} == maps
 
+    def _cross_makers(self, jobs):
+        """(seed, {cohort: the job whose maps make it}, {cohort: [its label, settings digest, data digest]})
+        for each seed of ``jobs`` whose cross-cohort makers are all in ``jobs`` with valid settings."""
+        plan = set(jobs)
+        for seed in sorted({j.seed for j in jobs if j.variant != TRANSFER_VARIANT}):
+            sources = cross_cohort_makers(self.config, seed)
+            if not set(sources.values()) <= plan or not all(self.provenance[x] for x in sources.values()):
+                continue
+            maps = {c: [x.label, self.provenance[x]["settings_digest"], self.provenance[x]["data_digest"]]
+                    for c, x in sorted(sources.items())}
+            yield seed, sources, maps
+
+    def _cross_pending(self, jobs, seed: int, maps: dict) -> list[Job]:
+        """The published jobs of ``seed`` whose cross cohorts are missing or were made by other maps."""
+        return [j for j in jobs if j.seed == seed and j.variant != TRANSFER_VARIANT
+                and j in self.ok and not self._cross_current(j, maps)]
+
+    def cross_makers_to_retrain(self, jobs) -> list[Job]:
+        """The published models that make a seed's cross cohorts (its plain B, the transfer Model A) but
+        are not in the run folder, where a published job of that seed that *is* in the run folder lacks
+        current cross cohorts (a dirty-tree job replaced whole by ``republish``, say), with the Model A
+        such a B needs where that is missing too. They are trained again like a Model A for a pending
+        dependent (each checked against its published predictions) so that those cohorts can be made.
+        Called once the grid's own jobs have run; seeds whose makers are not in ``jobs`` keep waiting."""
+        jobs, need = list(jobs), []
+        here = lambda x: job_done(self.layout, x)  # noqa: E731
+        for seed, sources, maps in self._cross_makers(jobs):
+            if any(here(j) for j in self._cross_pending(jobs, seed, maps)):
+                need += [x for x in sources.values() if x in self.ok and not here(x)]
+        need = list(dict.fromkeys(need))
+        deps = [a for a in dict.fromkeys(x.model_a() for x in need)
+                if a is not None and a not in need and a in self.ok and not here(a)]
+        if need:
+            self.retrain |= {*deps, *need}
+            self.log(f"grid: {len(need)} published model(s) whose maps make {' / '.join(cross_cohort_names())} "
+                     "trained again for jobs of the run folder without them: "
+                     + ", ".join(x.label for x in [*deps, *need]))
+        return deps + need
+
     def publish_cross(self, jobs, result) -> None:
         """Add the cross cohorts (``cam_transfer``, ``cam_b``) to the published jobs of each seed whose
         models are in the run folder, once the models that make those cohorts (the plain B of the seed
@@ -133,16 +173,10 @@ class GridPublisher:
         is checked against its published predictions first (:func:`knee_tf.controls.publish.check_retrained`).
         Only seeds whose B (and transfer Model A) are in ``jobs``; what is still missing is logged."""
         jobs = list(jobs)
-        plan, cfg = set(jobs), self.config
+        cfg = self.config
         cross = " / ".join(cross_cohort_names())
-        for seed in sorted({j.seed for j in jobs if j.variant != TRANSFER_VARIANT}):
-            sources = cross_cohort_makers(cfg, seed)
-            if not set(sources.values()) <= plan or not all(self.provenance[x] for x in sources.values()):
-                continue
-            maps = {c: [x.label, self.provenance[x]["settings_digest"], self.provenance[x]["data_digest"]]
-                    for c, x in sorted(sources.items())}
-            pending = [j for j in jobs if j.seed == seed and j.variant != TRANSFER_VARIANT
-                       and j in self.ok and not self._cross_current(j, maps)]
+        for seed, sources, maps in self._cross_makers(jobs):
+            pending = self._cross_pending(jobs, seed, maps)
             if not pending:  # every published job of the seed has current cross cohorts
                 continue
             here = lambda x: x in self.ok and job_done(self.layout, x)  # noqa: E731

@@ -154,6 +154,33 @@ def test_cross_cohorts_wait_for_models_missing_from_the_run_folder(published, tm
     assert not any(pub.cross_predictions(j.name, j.seed).exists() for j in JOBS)
 
 
+def test_a_job_here_without_cross_cohorts_retrains_the_published_models_that_make_them(published, tmp_path):
+    """A job of the run folder that lacks its cross cohorts (a dirty-tree job replaced whole by
+    --republish, whose cohorts the replaced model's maps no longer match) gets them once the grid's
+    own jobs are done: the published B whose maps make cam_b, not in this run folder, is trained again,
+    checked against its published predictions, and used."""
+    pub = _copy(published["pub"], tmp_path / "grid")
+    pub.cross_predictions(MODEL_A, 0).unlink()
+    pub.cross_record(MODEL_A, 0).unlink()
+    run = tmp_path / "run"
+    shutil.copytree(published["tmp"] / "run1", run)
+    shutil.rmtree(RunLayout(run).model_dir(MODEL_B, 0))  # B's model is not here
+    log = []
+    res = run_grid(JOBS, published["cfg"], run, published["cache"], workers=0, progress=False, log=log.append,
+                   publish=pub)
+    assert res.ok and res.ran == ["B seed 0"] and res.retrained == ["B seed 0"] and res.published == []
+    assert res.cross_published == ["A seed 0"]
+    assert ("grid: 1 published model(s) whose maps make cam_transfer / cam_b trained again for jobs of the run "
+            "folder without them: B seed 0") in log
+    for name in ("cross_predictions", "cross_record", "predictions"):
+        assert getattr(pub, name)(MODEL_A, 0).read_bytes() == getattr(published["pub"], name)(MODEL_A, 0).read_bytes()
+    # without a job here that lacks them (a fresh run folder), nothing is trained: the cohorts wait
+    pub.cross_predictions(MODEL_A, 0).unlink()
+    res = run_grid(JOBS, published["cfg"], tmp_path / "fresh", published["cache"], workers=0, progress=False,
+                   log=lambda m: None, publish=pub)
+    assert res.ran == [] and res.retrained == [] and res.cross_published == []
+
+
 def test_cross_cohorts_made_by_other_maps_are_made_again(published, tmp_path, monkeypatch):
     """A cross record whose maps' job or digests differ from the plan's (B republished, say) is stale:
     the next --publish with the models at hand replaces it, with the same rows for the same maps."""
