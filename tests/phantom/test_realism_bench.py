@@ -176,3 +176,38 @@ def test_the_gate_wants_twice_the_count_more_per_plane_and_nothing_further_out()
                    + [(p, "other0", 0.9) for p in realism.PLANES[1:]]
                    + [(p, "other1", 0.9) for p in realism.PLANES] + far)
     assert not realism.gate(base, few)[0]  # 1 -> 1 inside: not twice, not more per plane
+
+
+def test_second_objects_are_told_apart_by_where_they_lie():
+    """bench/realism_objects.py: a second leg beside the limb lies apart from it; the limb cut across by
+    a dark band leaves its piece next to the largest one (split)."""
+    ro = _load("realism_objects")
+    rng = np.random.default_rng(0)
+    limb = _ellipse(90, 40, centre=(127.5, 90))
+
+    def noisy(img):
+        return np.abs(img + rng.normal(0, 10, img.shape))
+
+    apart = ro.second_object(noisy(np.where(limb | _ellipse(60, 25, centre=(127.5, 200)), 1000.0, 0.0)), 0.86)
+    assert apart["second"] and not apart["split"] and 0.3 < apart["second_over_first"] < 0.5
+    cut = np.where(limb, 1000.0, 0.0)
+    cut[150:156] = 0.0  # a 6-px dark band across the limb (thinner ones fill with the air noise above the mask level)
+    split = ro.second_object(noisy(cut), 0.86)
+    assert split["second"] and split["split"]
+    one = ro.second_object(noisy(np.where(limb, 1000.0, 0.0)), 0.86)
+    assert not one["second"] and one["second_over_first"] == 0.0
+    # the sites whose echo puts fat within 60 degrees of opposite phase, from the site table
+    assert ro.opposed_sites() == {"S1", "S3", "S4"}
+
+
+def test_the_second_object_table_in_docs_phantom_md_is_the_committed_csv():
+    ro = _load("realism_objects")
+    text = (ROOT / "docs" / "phantom.md").read_text()
+    block = text.split(ro.BEGIN, 1)[1].split(ro.END, 1)[0].strip()
+    tables = pd.read_csv(ROOT / "bench" / "logs" / "realism_objects.csv")
+    assert list(dict.fromkeys(tables.phantom)) == ["v2", "v3"]
+    assert block == ro.doc_table(tables)
+    # the groups partition each plane's 150 sampled slices
+    for (_, plane), g in tables[tables.group != "all"].groupby(["phantom", "plane"]):
+        assert g.slices.sum() == 150, plane
+    assert np.allclose(tables.split + tables.apart, tables.second)
