@@ -5,7 +5,8 @@ published apart from the full-data grid: its jobs in ``results/paper_point/grid/
 of it in ``results/paper_point/`` and its figures in ``figures/paper_point/``
 (``StudyConfig.publish_grid_as``). :func:`operating_point_markdown` writes the pages' block about it
 from those files: while its tables are not published, how many of its planned jobs are; once they
-are, the analysis plan's primary family on it, each test with its effect, interval and q value.
+are, how much Model A loses on the corruptions made from its own maps (the premise, beside the
+paper's), and the analysis plan's primary family, each test with its effect, interval and q value.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from knee_tf.controls.effect_stats import interval_description
 from knee_tf.controls.families import PRIMARY
 from knee_tf.controls.jobs import controls_plan
 from knee_tf.controls.markdown_tables import effect_cell
-from knee_tf.core.vocab import MODEL_B
+from knee_tf.core.vocab import MODEL_A, MODEL_B, NO_CORRUPTION
 from knee_tf.data.layout import FIGURES, RESULTS, published_grid, published_path
+from knee_tf.study.cohorts import CAM, CAM_HARD, NORMAL, get_cohort
 from knee_tf.study.config import get_config
 
 #: The config of the operating-point grid (``StudyConfig.paper_point``).
@@ -51,6 +53,36 @@ def primary_markdown(effects: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def premise_markdown(arms: pd.DataFrame) -> str:
+    """Model A's accuracy on normal images and on the corruptions made from its own maps (``cam``, and
+    ``cam_hard`` where the grid made it), from an arms table (``RunLayout.arms_table``), beside the
+    paper's Model A on its CAM corruptions. Descriptive: each accuracy with its interval over seeds,
+    the loss as the difference of the means."""
+    a = arms[(arms["arm"] == MODEL_A) & arms["variant"].isna() & (arms["corruption"] == NO_CORRUPTION)]
+    a = a.set_index("cohort")
+    for cohort in (NORMAL, CAM):
+        if cohort not in a.index:
+            raise ValueError(f"the arms table has no row of Model A on {cohort}")
+
+    def acc(cohort):
+        r = a.loc[cohort]
+        return f"{100 * r['accuracy']:.1f} % [{100 * r['accuracy_low']:.1f}, {100 * r['accuracy_high']:.1f}]"
+
+    def loss(cohort):
+        return f"{100 * (a.loc[cohort, 'accuracy'] - a.loc[NORMAL, 'accuracy']):+.1f} points"
+
+    seeds = sorted({int(a.loc[c, "n_seeds"]) for c in a.index if c in (NORMAL, CAM, CAM_HARD)})
+    parts = [f"`{CAM}` {acc(CAM)} ({loss(CAM)})"]
+    if CAM_HARD in a.index:
+        parts.append(f"`{CAM_HARD}` {acc(CAM_HARD)} ({loss(CAM_HARD)}; exploratory: the plan's amendment 1)")
+    normal_paper, cam_paper = get_cohort(NORMAL).paper_accuracy[0], get_cohort(CAM).paper_accuracy[0]
+    return (f"**Is Model A fooled by its own maps here?** Model A ({'/'.join(map(str, seeds))} seeds) is "
+            f"{acc(NORMAL)} accurate on normal images; on the same images masked with its own maps, "
+            + " and ".join(parts) + f". The paper's Model A: {100 * normal_paper:.1f} % on normal images, "
+            f"{100 * cam_paper:.1f} % on its CAM corruptions ({100 * (cam_paper - normal_paper):+.1f} points). "
+            f"Accuracy [{interval_description(a.loc[[NORMAL], 'n_seeds'])}].")
+
+
 def operating_point_markdown(top: str | Path, root: str = "") -> str:
     """The pages' block on the operating-point grid, from ``top``/results. root: the relative path from the
     page to the repository's top (``""`` from README, ``"../"`` from a page in docs/ or a notebook)."""
@@ -64,7 +96,9 @@ def operating_point_markdown(top: str | Path, root: str = "") -> str:
                 f"Its tables appear here once `knee-tf controls --config {OPERATING_POINT} --publish` has run on "
                 "the whole grid.")
     effects = pd.read_csv(effects_path)
+    arms = pd.read_csv(published_path(top, "results", RESULTS["arms_table"], name))
     forest = published_path("", "figures", f"{FIGURES['forest']}.png", name).as_posix()
     return "\n".join([f"The operating-point grid (`{OPERATING_POINT}`, {done} of its {planned} jobs published in {grid}; "
-                      f"{plan}), the plan's primary family ([forest plot]({root}{forest})):", "",
+                      f"{plan}).", "", premise_markdown(arms), "",
+                      f"The plan's primary family ([forest plot]({root}{forest})):", "",
                       primary_markdown(effects)])

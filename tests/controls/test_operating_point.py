@@ -14,6 +14,7 @@ from knee_tf.controls.operating_point import (
     OPERATING_POINT,
     operating_point_markdown,
     operating_point_status,
+    premise_markdown,
     primary_markdown,
 )
 from knee_tf.data.layout import published_grid, published_path, published_record
@@ -21,6 +22,7 @@ from knee_tf.study.config import get_config
 
 ROOT = Path(__file__).resolve().parents[2]
 EFFECTS = pd.read_csv(ROOT / "results" / "effects.csv")
+ARMS = pd.read_csv(ROOT / "results" / "arms.csv")
 
 
 def test_a_config_that_publishes_apart_has_its_own_folders(tmp_path):
@@ -61,7 +63,27 @@ def test_the_block_says_how_far_the_grid_is_until_its_tables_exist(tmp_path):
     assert "**2 of its 66 jobs**" in operating_point_markdown(tmp_path)
     effects.parent.mkdir(parents=True, exist_ok=True)
     EFFECTS.to_csv(effects, index=False)
+    shutil.copy(ROOT / "results" / "arms.csv", effects.parent / "arms.csv")
     text = operating_point_markdown(tmp_path, root="../")
     assert "2 of its 66 jobs published" in text and "](../docs/analysis_plan.md)" in text
     assert "(../figures/paper_point/07_forest.png)" in text and primary_markdown(EFFECTS) in text
+    assert premise_markdown(ARMS) in text
     assert "](docs/analysis_plan.md)" in operating_point_markdown(tmp_path)
+
+
+def test_the_premise_line_gives_model_as_accuracy_on_its_own_maps_beside_the_papers():
+    a = ARMS[(ARMS["arm"] == "A") & ARMS["variant"].isna() & (ARMS["corruption"] == "none")].set_index("cohort")
+    text = premise_markdown(ARMS)
+    normal, cam = a.loc["normal"], a.loc["cam"]
+    assert (f"is {100 * normal.accuracy:.1f} % [{100 * normal.accuracy_low:.1f}, {100 * normal.accuracy_high:.1f}] "
+            "accurate on normal images") in text
+    assert (f"`cam` {100 * cam.accuracy:.1f} % [{100 * cam.accuracy_low:.1f}, {100 * cam.accuracy_high:.1f}] "
+            f"({100 * (cam.accuracy - normal.accuracy):+.1f} points)") in text
+    assert f"({int(normal.n_seeds)} seeds)" in text and "`cam_hard`" not in text
+    assert "The paper's Model A: 83.1 % on normal images, 67.5 % on its CAM corruptions (-15.6 points)" in text
+    hard = ARMS[(ARMS["arm"] == "A") & ARMS["variant"].isna() & (ARMS["cohort"] == "cam")].assign(
+        cohort="cam_hard", accuracy=normal.accuracy - 0.171)
+    with_hard = premise_markdown(pd.concat([ARMS, hard]))
+    assert "(-17.1 points; exploratory: the plan's amendment 1)" in with_hard
+    with pytest.raises(ValueError, match="no row of Model A on cam"):
+        premise_markdown(ARMS[ARMS["cohort"] != "cam"])
