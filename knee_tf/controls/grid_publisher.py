@@ -20,6 +20,7 @@ from knee_tf.controls import publish as gp
 from knee_tf.controls.cross import cross_cohort_predictions
 from knee_tf.controls.jobs import TRANSFER_VARIANT, Job, cross_cohort_makers, job_done
 from knee_tf.controls.training_job import commit_job
+from knee_tf.core.vocab import MODEL_A
 from knee_tf.data.ingest import open_cache
 from knee_tf.data.layout import PublishedGrid
 from knee_tf.study.cohorts import cross_cohort_names
@@ -32,6 +33,7 @@ class GridPublisher:
         self.gp, self.layout, self.log, self.config, self.cache_dir = gp, layout, log, config, cache_dir
         self.waiting: dict[int, tuple[str, ...]] = {}  # seed -> labels of the models its cross cohorts wait for
         self.pub = publish if isinstance(publish, PublishedGrid) else PublishedGrid(publish)
+        self.republish = republish
         self.index = open_cache(cache_dir).index
         self.provenance = provenance
         self.ok, mismatched = set(), {}
@@ -117,14 +119,26 @@ class GridPublisher:
         else:
             self._publish(job, result)
 
-    def _cross_current(self, job: Job, maps: dict) -> bool:
-        """Whether ``job``'s published cross cohorts include those ``maps`` names, made by those maps.
-        Published cohorts this grid's config does not make (``cam_transfer`` of a grid run with a
-        transfer Model A, seen from a config without one) are left alone, never made again without them."""
+    def _cross_record(self, job: Job) -> dict | None:
         path = self.pub.cross_record(job.name, job.seed)
         if not (path.exists() and self.pub.cross_predictions(job.name, job.seed).exists()):
+            return None
+        return json.loads(path.read_text())
+
+    def _cross_dirty(self, job: Job) -> bool:
+        """Whether ``job``'s published cross cohorts were made from a tree with uncommitted changes."""
+        record = self._cross_record(job)
+        return record is not None and self.gp.is_dirty(record.get("code_commit"))
+
+    def _cross_current(self, job: Job, maps: dict) -> bool:
+        """Whether ``job``'s published cross cohorts include those ``maps`` names, made by those maps
+        (and, with ``republish``, from a clean tree). Published cohorts this grid's config does not
+        make (``cam_transfer`` of a grid run with a transfer Model A, seen from a config without one)
+        are left alone, never made again without them."""
+        record = self._cross_record(job)
+        if record is None or (self.republish and self.gp.is_dirty(record.get("code_commit"))):
             return False
-        published = self.gp.cross_sources(json.loads(path.read_text()))
+        published = self.gp.cross_sources(record)
         return {c: published.get(c) for c in maps} == maps
 
     def _cross_makers(self, jobs):
@@ -148,23 +162,28 @@ class GridPublisher:
         """The published models that make a seed's cross cohorts (its plain B, the transfer Model A) but
         are not in the run folder, where a published job of that seed that *is* in the run folder lacks
         current cross cohorts (a dirty-tree job replaced whole by ``republish``, say), with the Model A
-        such a B needs where that is missing too. They are trained again like a Model A for a pending
+        such a B needs where that is missing too. With ``republish``, a published job whose cross
+        cohorts were made from a tree with uncommitted changes is trained again as well, with them. They are trained again like a Model A for a pending
         dependent (each checked against its published predictions) so that those cohorts can be made.
         Called once the grid's own jobs have run; seeds whose makers are not in ``jobs`` keep waiting."""
         jobs, need = list(jobs), []
         here = lambda x: job_done(self.layout, x)  # noqa: E731
         for seed, sources, maps in self._cross_makers(jobs):
-            if any(here(j) for j in self._cross_pending(jobs, seed, maps)):
-                need += [x for x in sources.values() if x in self.ok and not here(x)]
+            pending = self._cross_pending(jobs, seed, maps)
+            # with republish, a published job whose cross cohorts a dirty tree made is trained again too
+            redo = [j for j in pending if not here(j) and self.republish and self._cross_dirty(j)]
+            if redo or any(here(j) for j in pending):
+                need += redo + [x for x in sources.values() if x in self.ok and not here(x)]
         need = list(dict.fromkeys(need))
         deps = [a for a in dict.fromkeys(x.model_a() for x in need)
                 if a is not None and a not in need and a in self.ok and not here(a)]
-        if need:
-            self.retrain |= {*deps, *need}
-            self.log(f"grid: {len(need)} published model(s) whose maps make {' / '.join(cross_cohort_names())} "
-                     "trained again for jobs of the run folder without them: "
-                     + ", ".join(x.label for x in [*deps, *need]))
-        return deps + need
+        todo = sorted(deps + need, key=lambda j: j.arm != MODEL_A)  # a Model A before the jobs on its maps
+        if todo:
+            self.retrain |= set(todo)
+            self.log(f"grid: {len(todo)} published model(s) trained again for the cross cohorts "
+                     f"({' / '.join(cross_cohort_names())}) of jobs without current ones: "
+                     + ", ".join(x.label for x in todo))
+        return todo
 
     def publish_cross(self, jobs, result) -> None:
         """Add the cross cohorts (``cam_transfer``, ``cam_b``) to the published jobs of each seed whose

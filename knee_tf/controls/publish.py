@@ -318,14 +318,18 @@ def publish_cross(pub: PublishedGrid, job, predictions: pd.DataFrame, index: pd.
 def published_jobs(pub: PublishedGrid) -> pd.DataFrame:
     """One row per published job: job (model name), arm, variant, seed, and the record's settings
     digest, data digest, code commit, precision, seconds and epochs_run; dirty: whether the code commit
-    says the tree had uncommitted changes (:func:`is_dirty`; published before such jobs were refused)."""
+    says the tree had uncommitted changes (:func:`is_dirty`; published before such jobs were refused);
+    cross_dirty: whether its cross cohorts' record (:func:`publish_cross`) says so."""
     cols = ["job", "arm", "variant", "seed", "settings_digest", "data_digest", "code_commit", "precision",
             "seconds", "epochs_run"]
     rows = []
     for path in pub.records():
         rec = json.loads(path.read_text())
-        rows.append({c: rec.get(c) for c in cols} | {"dirty": is_dirty(rec.get("code_commit"))})
-    return pd.DataFrame(rows, columns=[*cols, "dirty"])
+        cross = pub.cross_record(rec.get("job"), rec.get("seed")) if rec.get("job") else None
+        cross_commit = json.loads(cross.read_text()).get("code_commit") if cross and cross.exists() else None
+        rows.append({c: rec.get(c) for c in cols}
+                    | {"dirty": is_dirty(rec.get("code_commit")), "cross_dirty": is_dirty(cross_commit)})
+    return pd.DataFrame(rows, columns=[*cols, "dirty", "cross_dirty"])
 
 
 def read_published(pub: PublishedGrid, jobs: Iterable | None = None) -> pd.DataFrame:

@@ -281,11 +281,13 @@ def faithfulness_markdown(faith: pd.DataFrame) -> str:
 
 
 def grid_markdown(arms: pd.DataFrame, effects: pd.DataFrame, n_planned: int, n_jobs: int, n_cross: int,
-                  store_mb: int, dirty: Mapping[str, list[int]] | None = None) -> str:
+                  store_mb: int, dirty: Mapping[str, list[int]] | None = None,
+                  cross_dirty: Mapping[str, list[int]] | None = None) -> str:
     """How much of the controls grid the tables come from, and its arms with their seeds
     (``RunLayout.arms_table``; ``n_jobs`` published of ``n_planned``, ``n_cross`` with the cross cohorts;
-    dirty: {arm: the seeds whose published record names a ``+dirty`` code commit})."""
-    dirty = dirty or {}
+    dirty: {arm: the seeds whose published record names a ``+dirty`` code commit}; cross_dirty: the
+    same for the records of their cross cohorts)."""
+    dirty, cross_dirty = dirty or {}, cross_dirty or {}
     fam = effects.groupby("test_family")
     sizes, smallest = fam["n_comparisons"].max(), fam["q_bh"].min()
     tested = [f"{int(sizes[f])} {f} (smallest q {_q(smallest[f])})" for f in (PRIMARY, SECONDARY) if f in sizes]
@@ -298,7 +300,8 @@ def grid_markdown(arms: pd.DataFrame, effects: pd.DataFrame, n_planned: int, n_j
             f"{' and '.join(tested) if tested else 'none'} comparisons; the other "
             f"{int((effects['test_family'] == EXPLORATORY).sum())} rows are exploratory, intervals only. "
             f"{n_dirty} published jobs record a code commit with uncommitted changes (`+dirty`); "
-            "`knee-tf grid --publish` no longer publishes such a job.", ""]
+            "`knee-tf grid --publish` no longer publishes such a job."
+            + _cross_dirty_sentence(cross_dirty), ""]
     base = _plain(arms)
     first = base[base["cohort"] == base["cohort"].iloc[0]]
     cross = base[base["cohort"] == CAM_TRANSFER].set_index("arm")["n_seeds"]
@@ -317,10 +320,21 @@ def _q(q: float) -> str:
     return "< 0.001" if q < 0.0005 else f"{q:.3f}"
 
 
-def dirty_seeds(jobs: pd.DataFrame) -> dict[str, list[int]]:
+def _cross_dirty_sentence(cross_dirty: Mapping[str, list[int]]) -> str:
+    n = sum(len(v) for v in cross_dirty.values())
+    if not n:
+        return ""
+    listed = "; ".join(f"`{job}` {', '.join(map(str, seeds))}" for job, seeds in cross_dirty.items())
+    return (f" The cross cohorts of {n} published jobs were made from a tree with uncommitted changes "
+            f"(their `cross.json`): {listed}; `knee-tf grid --publish --republish` makes them again, retraining "
+            "the models it needs (each checked against its published predictions).")
+
+
+def dirty_seeds(jobs: pd.DataFrame, column: str = "dirty") -> dict[str, list[int]]:
     """{model name: sorted seeds} of the published jobs (:func:`knee_tf.controls.publish.published_jobs`)
-    whose record names a code commit with uncommitted changes (its ``dirty`` column)."""
-    bad = jobs[jobs["dirty"].astype(bool)]
+    whose record names a code commit with uncommitted changes (its ``dirty`` column; ``cross_dirty``:
+    the record of their cross cohorts)."""
+    bad = jobs[jobs[column].astype(bool)]
     return {str(j): sorted(int(s) for s in g["seed"]) for j, g in bad.groupby("job", sort=False)}
 
 
@@ -378,6 +392,7 @@ def results_blocks(top: str | Path, store_bytes: int | None = None) -> dict[str,
     record = json.loads(published_record(top).read_text())
     config = record.get("steps", {}).get(CONTROLS_STEP, {}).get("config", "full")
     n_cross = sum(1 for d in jobs if (d / pub.cross_predictions("x", 0).name).exists())
+    records = published_jobs(pub)
     return {
         "answer": answer_markdown(effects),
         "headline": headline_markdown(arms, effects),
@@ -386,7 +401,7 @@ def results_blocks(top: str | Path, store_bytes: int | None = None) -> dict[str,
         "calibration": calibration_markdown(summary),
         "faithfulness": faithfulness_markdown(pd.read_csv(lay.faithfulness)),
         "grid": grid_markdown(arms, effects, len(controls_plan(get_config(config))), len(jobs), n_cross,
-                              round(store_bytes / 1e6), dirty_seeds(published_jobs(pub))),
+                              round(store_bytes / 1e6), dirty_seeds(records), dirty_seeds(records, "cross_dirty")),
         "controls-tables": "\n\n".join(t.strip() for t in controls_markdown(effects)),
         "prescription": prescription_markdown(pd.read_csv(lay.prescription_table)),
         "difficulty": difficulty_markdown(json.loads(lay.linear_baseline.read_text()), pd.read_csv(lay.breakdown_plane),

@@ -74,9 +74,16 @@ def test_published_jobs_flags_the_dirty_ones(tmp_path):
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps({"job": job.name, "arm": job.arm, "variant": "", "seed": job.seed,
                                     "code_commit": commit}))
+    # cross cohorts made from a dirty tree are flagged apart from the job's own record
+    pub.cross_record(MODEL_A, 0).write_text(json.dumps({"code_commit": "c" * 40 + "+dirty"}))
+    pub.cross_record(MODEL_B, 1).write_text(json.dumps({"code_commit": "c" * 40}))
     jobs = gp.published_jobs(pub).sort_values(["job", "seed"])
-    assert jobs[["job", "seed", "dirty"]].values.tolist() == [[MODEL_A, 0, False], [MODEL_A, 1, True],
-                                                               [MODEL_B, 1, True]]
-    from knee_tf.controls.results_page import dirty_seeds
+    assert jobs[["job", "seed", "dirty", "cross_dirty"]].values.tolist() == [
+        [MODEL_A, 0, False, True], [MODEL_A, 1, True, False], [MODEL_B, 1, True, False]]
+    from knee_tf.controls.results_page import _cross_dirty_sentence, dirty_seeds
 
     assert dirty_seeds(jobs) == {MODEL_A: [1], MODEL_B: [1]}
+    assert dirty_seeds(jobs, "cross_dirty") == {MODEL_A: [0]}
+    assert "The cross cohorts of 1 published jobs were made from a tree with uncommitted changes" \
+        in _cross_dirty_sentence({MODEL_A: [0]}) and "(their `cross.json`): `A` 0; " in _cross_dirty_sentence({MODEL_A: [0]})
+    assert _cross_dirty_sentence({}) == ""

@@ -170,8 +170,8 @@ def test_a_job_here_without_cross_cohorts_retrains_the_published_models_that_mak
                    publish=pub)
     assert res.ok and res.ran == ["B seed 0"] and res.retrained == ["B seed 0"] and res.published == []
     assert res.cross_published == ["A seed 0"]
-    assert ("grid: 1 published model(s) whose maps make cam_transfer / cam_b trained again for jobs of the run "
-            "folder without them: B seed 0") in log
+    assert ("grid: 1 published model(s) trained again for the cross cohorts (cam_transfer / cam_b) of jobs without "
+            "current ones: B seed 0") in log
     for name in ("cross_predictions", "cross_record", "predictions"):
         assert getattr(pub, name)(MODEL_A, 0).read_bytes() == getattr(published["pub"], name)(MODEL_A, 0).read_bytes()
     # without a job here that lacks them (a fresh run folder), nothing is trained: the cohorts wait
@@ -179,6 +179,28 @@ def test_a_job_here_without_cross_cohorts_retrains_the_published_models_that_mak
     res = run_grid(JOBS, published["cfg"], tmp_path / "fresh", published["cache"], workers=0, progress=False,
                    log=lambda m: None, publish=pub)
     assert res.ran == [] and res.retrained == [] and res.cross_published == []
+
+
+def test_republish_makes_cross_cohorts_from_a_dirty_tree_again_training_the_models_it_needs(published, tmp_path):
+    """Cross cohorts whose record names a tree with uncommitted changes are kept as they are without
+    --republish; with it, the published job and the models whose maps make them are trained again
+    (each checked against its published predictions) and the cohorts made again from a clean tree."""
+    pub = _copy(published["pub"], tmp_path / "grid")
+    path = pub.cross_record(MODEL_A, 0)
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(record, code_commit=record["code_commit"] + gp.DIRTY_SUFFIX)))
+    res = run_grid(JOBS, published["cfg"], tmp_path / "kept", published["cache"], workers=0, progress=False,
+                   log=lambda m: None, publish=pub)
+    assert res.ran == [] and gp.is_dirty(json.loads(path.read_text())["code_commit"])
+    log = []
+    res = run_grid(JOBS, published["cfg"], tmp_path / "again", published["cache"], workers=0, progress=False,
+                   log=log.append, publish=pub, republish=True)
+    assert res.ok and res.ran == ["A seed 0", "B seed 0"] and res.retrained == ["A seed 0", "B seed 0"]
+    assert res.published == [] and res.cross_published == ["A seed 0"]
+    assert ("grid: 2 published model(s) trained again for the cross cohorts (cam_transfer / cam_b) of jobs without "
+            "current ones: A seed 0, B seed 0") in log
+    assert json.loads(path.read_text()) == json.loads(published["pub"].cross_record(MODEL_A, 0).read_text())
+    assert pub.cross_predictions(MODEL_A, 0).read_bytes() == published["pub"].cross_predictions(MODEL_A, 0).read_bytes()
 
 
 def test_cross_cohorts_made_by_other_maps_are_made_again(published, tmp_path, monkeypatch):
