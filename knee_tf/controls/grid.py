@@ -101,7 +101,8 @@ def run_grid(jobs: Iterable[Job], config: StudyConfig, run_dir, cache_dir, sched
     into as it finishes (:mod:`knee_tf.controls.publish`); jobs published there with the same settings
     and data are skipped, a published Model A that a pending job needs is trained again (same seed,
     same weights; its predictions must equal the published ones), and so, after the grid's own jobs,
-    is a published model whose maps make the cross cohorts of a job in the run folder that lacks them.
+    is a published model whose maps make the cross cohorts of a job in the run folder that lacks them
+    (with ``republish``, also of a published job whose cross cohorts a dirty tree made, and that job).
     A job published with other
     settings or data is refused (ValueError, one line) unless ``republish``: then it is trained
     again and replaced. With ``republish``, a job published from a tree with uncommitted changes is
@@ -159,12 +160,12 @@ def run_grid(jobs: Iterable[Job], config: StudyConfig, run_dir, cache_dir, sched
     try:
         if todo:
             run(todo)
-        # jobs of the run folder whose cross cohorts wait for published models this folder lacks
-        makers = [] if publisher is None else publisher.cross_makers_to_retrain(jobs)
-        if makers:
-            bar.total += len(makers)
+        # cross cohorts that wait for published models this run folder lacks
+        again = [] if publisher is None else publisher.cross_makers_to_retrain(jobs)
+        if again:
+            bar.total += len(again)
             bar.refresh()
-            run(makers)
+            run(again)
     finally:
         bar.close()
     for label, error in result.failed.items():
