@@ -21,7 +21,7 @@ from knee_tf.controls.jobs import controls_plan
 from knee_tf.controls.markdown_tables import effect_cell
 from knee_tf.core.vocab import MODEL_A, MODEL_B, NO_CORRUPTION
 from knee_tf.data.layout import FIGURES, RESULTS, published_grid, published_path
-from knee_tf.study.cohorts import CAM, CAM_HARD, NORMAL, get_cohort
+from knee_tf.study.cohorts import CAM, NORMAL, get_cohort, own_maps_cohort_names
 from knee_tf.study.config import get_config
 
 #: The config of the operating-point grid (``StudyConfig.paper_point``).
@@ -54,13 +54,15 @@ def primary_markdown(effects: pd.DataFrame) -> str:
 
 
 def premise_markdown(arms: pd.DataFrame) -> str:
-    """Model A's accuracy on normal images and on the corruptions made from its own maps (``cam``, and
-    ``cam_hard`` where the grid made it), from an arms table (``RunLayout.arms_table``), beside the
-    paper's Model A on its CAM corruptions. Descriptive: each accuracy with its interval over seeds,
-    the loss as the difference of the means."""
+    """Model A's accuracy on normal images and on the corruptions made from its own maps
+    (:func:`knee_tf.study.cohorts.own_maps_cohort_names`: ``cam``, and ``cam_hard`` where the grid made
+    it; optional cohorts are exploratory), from an arms table (``RunLayout.arms_table``), beside the
+    paper's Model A on its CAM corruptions. Descriptive: each accuracy with its interval over seeds, the
+    loss as the difference of the means."""
     a = arms[(arms["arm"] == MODEL_A) & arms["variant"].isna() & (arms["corruption"] == NO_CORRUPTION)]
     a = a.set_index("cohort")
-    for cohort in (NORMAL, CAM):
+    own = [c for c in own_maps_cohort_names() if c in a.index]
+    for cohort in [NORMAL, *own_maps_cohort_names()[:1]]:  # normal images and the paper's cohort 3
         if cohort not in a.index:
             raise ValueError(f"the arms table has no row of Model A on {cohort}")
 
@@ -69,16 +71,15 @@ def premise_markdown(arms: pd.DataFrame) -> str:
         return f"{100 * r['accuracy']:.1f} % [{100 * r['accuracy_low']:.1f}, {100 * r['accuracy_high']:.1f}]"
 
     def loss(cohort):
-        return f"{100 * (a.loc[cohort, 'accuracy'] - a.loc[NORMAL, 'accuracy']):+.1f} points"
+        tag = "; exploratory" if get_cohort(cohort).optional else ""
+        return f"{100 * (a.loc[cohort, 'accuracy'] - a.loc[NORMAL, 'accuracy']):+.1f} points{tag}"
 
-    seeds = sorted({int(a.loc[c, "n_seeds"]) for c in a.index if c in (NORMAL, CAM, CAM_HARD)})
-    parts = [f"`{CAM}` {acc(CAM)} ({loss(CAM)})"]
-    if CAM_HARD in a.index:
-        parts.append(f"`{CAM_HARD}` {acc(CAM_HARD)} ({loss(CAM_HARD)}; exploratory: the plan's amendment 1)")
+    seeds = sorted({int(a.loc[c, "n_seeds"]) for c in [NORMAL, *own]})
     normal_paper, cam_paper = get_cohort(NORMAL).paper_accuracy[0], get_cohort(CAM).paper_accuracy[0]
     return (f"**Is Model A fooled by its own maps here?** Model A ({'/'.join(map(str, seeds))} seeds) is "
             f"{acc(NORMAL)} accurate on normal images; on the same images masked with its own maps, "
-            + " and ".join(parts) + f". The paper's Model A: {100 * normal_paper:.1f} % on normal images, "
+            + " and ".join(f"`{c}` {acc(c)} ({loss(c)})" for c in own)
+            + f". The paper's Model A: {100 * normal_paper:.1f} % on normal images, "
             f"{100 * cam_paper:.1f} % on its CAM corruptions ({100 * (cam_paper - normal_paper):+.1f} points). "
             f"Accuracy [{interval_description(a.loc[[NORMAL], 'n_seeds'])}].")
 

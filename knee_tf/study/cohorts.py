@@ -125,6 +125,11 @@ def listed_cohorts(present) -> list[str]:
     return own + [str(c) for c in dict.fromkeys(present) if str(c) not in own]
 
 
+def own_maps_cohort_names() -> tuple[str, ...]:
+    """The cohorts made from the job's own Model A's maps (``cam``, ``cam_hard``), in :func:`cohort_order`."""
+    return tuple(n for n in cohort_order() if COHORTS[n].maps_of == OWN_MODEL_A)
+
+
 def cross_cohort_names() -> tuple[str, ...]:
     """The cohorts made from other jobs' models (``cam_transfer``, ``cam_b``), in registration order."""
     return tuple(n for n, c in COHORTS.items() if c.maps_of not in OWN_SOURCES)
