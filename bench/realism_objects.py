@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 import realism_stats as rs  # noqa: E402
-from realism import sample  # noqa: E402
+from realism import NATIVE_TOLERANCE, sample  # noqa: E402
 
 from knee_tf.phantom.sites import SITES, fat_phase  # noqa: E402
 
@@ -64,10 +64,10 @@ def opposed_sites() -> set[str]:
 
 def read_slice(path: Path) -> tuple[np.ndarray, float]:
     """A slice's pixels and pixel size, resampled to 0.86 mm as bench/realism.py does where it is
-    more than 15 % away."""
+    more than NATIVE_TOLERANCE away."""
     ds = pydicom.dcmread(path)
     img, px = ds.pixel_array.astype(np.float64), float(ds.PixelSpacing[0])
-    if abs(px - rs.REAL_PIXEL_MM) / rs.REAL_PIXEL_MM > 0.15:
+    if abs(px - rs.REAL_PIXEL_MM) / rs.REAL_PIXEL_MM > NATIVE_TOLERANCE:
         img, px = rs.resample_to(img, px), rs.REAL_PIXEL_MM
     return img, px
 

@@ -163,8 +163,9 @@ class GridPublisher:
         are not in the run folder, where a published job of that seed that *is* in the run folder lacks
         current cross cohorts (a dirty-tree job replaced whole by ``republish``, say), with the Model A
         such a B needs where that is missing too. With ``republish``, a published job whose cross
-        cohorts were made from a tree with uncommitted changes is trained again as well, with them. They are trained again like a Model A for a pending
-        dependent (each checked against its published predictions) so that those cohorts can be made.
+        cohorts were made from a tree with uncommitted changes is trained again as well, with them.
+        All are trained again like a Model A for a pending dependent (each checked against its
+        published predictions) so that those cohorts can be made.
         Called once the grid's own jobs have run; seeds whose makers are not in ``jobs`` keep waiting."""
         jobs, need = list(jobs), []
         here = lambda x: job_done(self.layout, x)  # noqa: E731
